@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# Builds the local control plane (kube-apiserver, kube-controller-manager, kube-scheduler,
+# kubectl, etcd, kwok, helm) from the Go module proxy into a versioned cache folder and prints it.
+# A second run with the same versions finds the finished folder and returns at once.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=versions.env
+source "$here/versions.env"
+export CGO_ENABLED=0 GOFLAGS="-buildvcs=false -mod=mod" GOTOOLCHAIN=local
+
+# The wrapper go.mod in k8s/ is derived from versions.env, so it is not part of the key.
+key=$({ cat "$here/versions.env" "$here/build.sh"; go env GOVERSION; } | sha256sum | cut -c1-16)
+cache_root=${AIMA_TESTENV_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/aima-testenv}
+final="$cache_root/$K8S_VERSION-$key"
+if [ -f "$final/.complete" ]; then echo "$final/bin"; exit 0; fi
+
+work="$final.tmp"
+rm -rf "$work"
+mkdir -p "$work/bin" "$work/logs"
+log() { echo "[testenv] $*" >&2; }
+
+# run NAME VERSION CMD...: runs a build step; on failure names the binary, the version and the
+# compiler's last lines, then exits non-zero.
+run() {
+  local name=$1 version=$2; shift 2
+  local logf="$work/logs/$name.log" start=$SECONDS
+  log "building $name $version"
+  if ! "$@" >"$logf" 2>&1; then
+    log "FAILED to build $name $version; last lines of the compiler output:"
+    tail -n 30 "$logf" >&2
+    exit 1
+  fi
+  log "built $name $version in $((SECONDS - start))s"
+}
+
+build_k8s() {
+  local staging="v0.${K8S_VERSION#v1.}" minor=${K8S_VERSION#v1.}
+  minor=${minor%%.*}
+  local mod="$work/src/k8s"
+  mkdir -p "$mod"
+  if [ -f "$here/k8s/go.mod" ]; then
+    cp "$here/k8s/go.mod" "$here/k8s/go.sum" "$mod/"
+  else
+    # First pinning: derive the wrapper module from upstream's own go.mod on the proxy.
+    (cd "$mod" && go mod init aima.local/testenv/k8s >/dev/null 2>&1)
+    local upstream
+    upstream=$(go mod download -json "k8s.io/kubernetes@$K8S_VERSION" | python3 -c 'import json,sys; print(json.load(sys.stdin)["GoMod"])')
+    (cd "$mod" && go mod edit -go="$(awk '$1=="go"{print $2; exit}' "$upstream")")
+    awk '$1=="godebug" && NF==2 {print $2}' "$upstream" | while read -r kv; do (cd "$mod" && go mod edit -godebug="$kv"); done
+    sed -n 's#^[[:space:]]*\(k8s\.io/[^[:space:]]*\) => \./staging/src/.*#\1#p' "$upstream" |
+      while read -r m; do (cd "$mod" && go mod edit -replace="$m=$m@$staging"); done
+    (cd "$mod" && go get -tool \
+      "k8s.io/kubernetes/cmd/kube-apiserver@$K8S_VERSION" \
+      "k8s.io/kubernetes/cmd/kube-controller-manager@$K8S_VERSION" \
+      "k8s.io/kubernetes/cmd/kube-scheduler@$K8S_VERSION" \
+      "k8s.io/kubernetes/cmd/kubectl@$K8S_VERSION")
+    mkdir -p "$here/k8s" && cp "$mod/go.mod" "$mod/go.sum" "$here/k8s/"
+  fi
+  local ldflags="-s -w" p
+  for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    ldflags+=" -X $p.gitVersion=$K8S_VERSION -X $p.gitMajor=1 -X $p.gitMinor=$minor -X $p.gitTreeState=clean"
+    ldflags+=" -X $p.buildDate=1970-01-01T00:00:00Z"
+  done
+  (cd "$mod" && go build -trimpath -tags selinux,notest,grpcnotrace -ldflags "$ldflags" -o "$work/bin/" \
+    k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
+    k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl)
+}
+
+build_etcd() {
+  local mod="$work/src/etcd"
+  mkdir -p "$mod"
+  (cd "$mod" && go mod init aima.local/testenv/etcd && go get -tool "go.etcd.io/etcd/server/v3@$ETCD_VERSION" &&
+    go build -trimpath -ldflags "-s -w -X go.etcd.io/etcd/api/v3/version.GitSHA=$ETCD_VERSION" \
+      -o "$work/bin/etcd" go.etcd.io/etcd/server/v3)
+}
+
+build_kwok() {
+  GOBIN="$work/bin" go install -trimpath -ldflags "-s -w" "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION"
+  # kwok's upstream stage definitions ship in its module zip; keep them beside the binary.
+  local src
+  src=$(go env GOMODCACHE)/sigs.k8s.io/kwok@$KWOK_VERSION
+  mkdir -p "$work/kwok" && cp -r "$src/kustomize/stage" "$src/kustomize/crd" "$work/kwok/" && chmod -R u+w "$work/kwok"
+}
+
+build_helm() {
+  local minor=${K8S_VERSION#v1.}
+  minor=${minor%%.*}
+  GOBIN="$work/bin" go install -trimpath -ldflags "-s -w \
+    -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION \
+    -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=$minor \
+    -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor=$minor" \
+    "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
+}
+
+run etcd "$ETCD_VERSION" build_etcd
+run kwok "$KWOK_VERSION" build_kwok
+run helm "$HELM_VERSION" build_helm
+run kubernetes "$K8S_VERSION" build_k8s
+
+# Every binary must run and report the pinned version before the folder counts as complete.
+"$work/bin/kube-apiserver" --version | grep -q "${K8S_VERSION}" || { log "kube-apiserver reports the wrong version"; exit 1; }
+"$work/bin/kubectl" version --client | grep -q "${K8S_VERSION}" || { log "kubectl reports the wrong version"; exit 1; }
+"$work/bin/etcd" --version | grep -q "${ETCD_VERSION#v}" || { log "etcd reports the wrong version"; exit 1; }
+"$work/bin/kwok" --version >/dev/null
+"$work/bin/helm" version --short | grep -q "$HELM_VERSION" || { log "helm reports the wrong version"; exit 1; }
+rm -rf "$work/src"
+touch "$work/.complete"
+rm -rf "$final" && mv "$work" "$final"
+log "control plane binaries ready in $final/bin"
+echo "$final/bin"

@@ -1,0 +1,383 @@
+"""Start and stop a local control plane: etcd, kube-apiserver, kube-controller-manager,
+kube-scheduler and kwok with fake GPU nodes, all on free loopback ports."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import enum
+import json
+import shutil
+import ssl
+import subprocess
+import tempfile
+import time
+from collections.abc import Sequence
+from importlib import resources
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import yaml
+
+from aima.testenv import nodes, pki, processes
+from aima.testenv.binaries import Binaries
+
+_START_TIMEOUT_SECONDS = 120.0
+_START_ATTEMPTS = 3
+# Upstream stages that make kwok behave like kubelets: nodes Ready with leases, pods Running and
+# Ready, Job pods Succeeded, deleted pods gone, and the opt-in chaos stages.
+_UPSTREAM_STAGES = (
+    "node/fast/node-initialize.yaml",
+    "node/heartbeat-with-lease/node-heartbeat-with-lease.yaml",
+    "node/chaos/node-not-ready.yaml",
+    "pod/fast/pod-ready.yaml",
+    "pod/fast/pod-complete.yaml",
+    "pod/fast/pod-delete.yaml",
+    "pod/chaos/pod-container-running-failed.yaml",
+)
+# Only writes are audited: enough to count what a controller changes, small enough to read.
+_AUDIT_POLICY = {
+    "apiVersion": "audit.k8s.io/v1",
+    "kind": "Policy",
+    "omitStages": ["RequestReceived"],
+    "rules": [
+        {"level": "Metadata", "verbs": ["create", "update", "patch", "delete", "deletecollection"]},
+        {"level": "None"},
+    ],
+}
+
+
+class ControlPlaneError(RuntimeError):
+    """The control plane could not start; the message names the component and ends with its log."""
+
+
+class Profile(enum.StrEnum):
+    """How much of a cluster to run."""
+
+    API = "api"
+    """etcd and kube-apiserver only: schemas, RBAC, watches; no pods ever run."""
+    FULL = "full"
+    """Everything: controllers, scheduler, kwok nodes; Deployments get Running, Ready pods."""
+
+
+class ControlPlane:
+    """A local control plane; use it as a context manager so it always stops.
+
+    ``stop()`` kills every component's process group, so no process and no port stays behind,
+    also when the block raised.
+    """
+
+    def __init__(
+        self,
+        *,
+        binaries: Binaries,
+        profile: Profile = Profile.FULL,
+        workdir: Path | None = None,
+        node_specs: Sequence[nodes.NodeSpec] = nodes.DEFAULT_NODES,
+    ) -> None:
+        self.binaries = binaries
+        self.profile = profile
+        self.node_specs = tuple(node_specs)
+        self._owns_workdir = workdir is None
+        self.workdir = workdir or Path(tempfile.mkdtemp(prefix="aima-testenv-", dir=_fast_tmp()))
+        self.kubeconfig = self.workdir / "kubeconfig"
+        self.audit_log = self.workdir / "audit.log"
+        self.components: list[processes.Component] = []
+        self.ports: dict[str, int] = {}
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def __enter__(self) -> ControlPlane:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    def start(self) -> ControlPlane:
+        """Start every component and wait until the cluster is usable; stop everything on failure."""
+        try:
+            self._pki = pki.generate(self.workdir / "pki")
+            self._start_core_with_fresh_ports()
+            if self.profile is Profile.FULL:
+                self._start_nodes_side()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        """Stop the components in reverse order and remove the work folder if we made it."""
+        for component in reversed(self.components):
+            component.stop()
+        self.components.clear()
+        if self._owns_workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    @property
+    def server(self) -> str:
+        """The API server's URL."""
+        return f"https://127.0.0.1:{self.ports['apiserver']}"
+
+    def kubectl(
+        self, *args: str, stdin: str | None = None, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        """Run kubectl against this cluster; on failure (with ``check``) raise with its stderr."""
+        argv = [str(self.binaries.path("kubectl")), f"--kubeconfig={self.kubeconfig}", *args]
+        result = subprocess.run(argv, input=stdin, capture_output=True, text=True, check=False, timeout=120)
+        if check and result.returncode != 0:
+            raise ControlPlaneError(f"kubectl {' '.join(args)} failed: {result.stderr.strip()}")
+        return result
+
+    def apply(self, manifests: Sequence[dict[str, Any]]) -> None:
+        """``kubectl apply`` a list of objects."""
+        self.kubectl("apply", "-f", "-", stdin=yaml.safe_dump_all(manifests))
+
+    # -- start-up steps ----------------------------------------------------------------------
+
+    def _start_core_with_fresh_ports(self) -> None:
+        # Between picking a free port and binding it another process may take it: then pick again.
+        for attempt in range(1, _START_ATTEMPTS + 1):
+            self.ports = {name: processes.free_port() for name in ("etcd", "etcd-peer", "apiserver")}
+            try:
+                self._start_etcd()
+                self._start_apiserver()
+                return
+            except ControlPlaneError as error:
+                for component in reversed(self.components):
+                    component.stop()
+                self.components.clear()
+                if "address already in use" not in str(error) or attempt == _START_ATTEMPTS:
+                    raise
+
+    def _launch(self, name: str, argv: list[str]) -> processes.Component:
+        (self.workdir / "logs").mkdir(exist_ok=True)
+        component = processes.Component(name=name, argv=argv, log_path=self.workdir / "logs" / f"{name}.log")
+        component.start()
+        self.components.append(component)
+        return component
+
+    def _wait(
+        self, component: processes.Component, url: str, *, context: ssl.SSLContext | None = None
+    ) -> None:
+        try:
+            component.wait_healthy(url, timeout=_START_TIMEOUT_SECONDS, ssl_context=context)
+        except processes.ProcessError as error:
+            raise ControlPlaneError(str(error)) from error
+
+    def _start_etcd(self) -> None:
+        client = f"http://127.0.0.1:{self.ports['etcd']}"
+        peer = f"http://127.0.0.1:{self.ports['etcd-peer']}"
+        data_dir = self.workdir / "etcd"
+        shutil.rmtree(data_dir, ignore_errors=True)
+        etcd = self._launch(
+            "etcd",
+            [
+                str(self.binaries.path("etcd")),
+                "--name=node0",
+                f"--data-dir={data_dir}",
+                f"--listen-client-urls={client}",
+                f"--advertise-client-urls={client}",
+                f"--listen-peer-urls={peer}",
+                f"--initial-advertise-peer-urls={peer}",
+                f"--initial-cluster=node0={peer}",
+                "--listen-metrics-urls=",
+                "--unsafe-no-fsync=true",
+                "--auto-compaction-retention=1",
+                "--log-level=warn",
+            ],
+        )
+        self._wait(etcd, f"{client}/health")
+
+    def _start_apiserver(self) -> None:
+        policy = self.workdir / "audit-policy.yaml"
+        policy.write_text(yaml.safe_dump(_AUDIT_POLICY))
+        keys = self._pki
+        apiserver = self._launch(
+            "kube-apiserver",
+            [
+                str(self.binaries.path("kube-apiserver")),
+                f"--etcd-servers=http://127.0.0.1:{self.ports['etcd']}",
+                "--bind-address=127.0.0.1",
+                "--advertise-address=127.0.0.1",
+                f"--secure-port={self.ports['apiserver']}",
+                f"--tls-cert-file={keys.serving_cert}",
+                f"--tls-private-key-file={keys.serving_key}",
+                f"--client-ca-file={keys.ca_cert}",
+                "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+                f"--service-account-key-file={keys.service_account_pub}",
+                f"--service-account-signing-key-file={keys.service_account_key}",
+                "--service-cluster-ip-range=10.96.0.0/16",
+                "--authorization-mode=Node,RBAC",
+                "--allow-privileged=true",
+                f"--cert-dir={self.workdir / 'apiserver-certs'}",
+                f"--audit-policy-file={policy}",
+                f"--audit-log-path={self.audit_log}",
+                "--audit-log-format=json",
+                "--audit-log-mode=blocking",
+                "--profiling=false",
+                "--enable-priority-and-fairness=false",
+                "--v=1",
+                *(
+                    ["--disable-admission-plugins=ServiceAccount,TaintNodesByCondition"]
+                    if self.profile is Profile.API
+                    else []
+                ),
+            ],
+        )
+        self._write_kubeconfig()
+        context = ssl.create_default_context(cafile=str(keys.ca_cert))
+        self._wait(apiserver, f"{self.server}/readyz", context=context)
+
+    def _start_nodes_side(self) -> None:
+        insecure = ssl.create_default_context()
+        insecure.check_hostname = False
+        insecure.verify_mode = ssl.CERT_NONE  # the components serve health with self-signed certs
+        self.ports |= {name: processes.free_port() for name in ("controller-manager", "scheduler", "kwok")}
+        common = [
+            f"--kubeconfig={self.kubeconfig}",
+            "--bind-address=127.0.0.1",
+            "--leader-elect=false",
+            "--authorization-always-allow-paths=/healthz,/readyz,/livez,/metrics",
+            "--kube-api-qps=500",
+            "--kube-api-burst=1000",
+            "--v=1",
+        ]
+        kcm = self._launch(
+            "kube-controller-manager",
+            [
+                str(self.binaries.path("kube-controller-manager")),
+                *common,
+                f"--secure-port={self.ports['controller-manager']}",
+                f"--root-ca-file={self._pki.ca_cert}",
+                f"--service-account-private-key-file={self._pki.service_account_key}",
+                "--node-monitor-period=2s",
+                "--node-monitor-grace-period=40s",
+            ],
+        )
+        scheduler = self._launch(
+            "kube-scheduler",
+            [
+                str(self.binaries.path("kube-scheduler")),
+                *common,
+                f"--secure-port={self.ports['scheduler']}",
+            ],
+        )
+        kwok = self._launch(
+            "kwok",
+            [
+                str(self.binaries.path("kwok")),
+                f"--kubeconfig={self.kubeconfig}",
+                f"--config={self._write_kwok_config()}",
+                "--manage-all-nodes=true",
+                "--cidr=10.244.0.0/16",
+                "--node-ip=10.0.0.1",
+                "--node-lease-duration-seconds=40",
+                f"--server-address=127.0.0.1:{self.ports['kwok']}",
+            ],
+        )
+        self._wait(kcm, f"https://127.0.0.1:{self.ports['controller-manager']}/healthz", context=insecure)
+        self._wait(scheduler, f"https://127.0.0.1:{self.ports['scheduler']}/healthz", context=insecure)
+        self._wait(kwok, f"http://127.0.0.1:{self.ports['kwok']}/healthz")
+        self.apply([nodes.node_manifest(spec) for spec in self.node_specs])
+        self._wait_nodes_schedulable()
+        self._wait_for(
+            "the default ServiceAccount",
+            lambda: (
+                self.kubectl("get", "serviceaccount", "default", "-n", "default", check=False).returncode == 0
+            ),
+        )
+
+    def _wait_nodes_schedulable(self) -> None:
+        def schedulable() -> bool:
+            listing = json.loads(self.kubectl("get", "nodes", "-o", "json").stdout)
+            ready = [n for n in listing["items"] if _node_ready(n) and not _not_ready_taint(n)]
+            return len(ready) == len(self.node_specs)
+
+        self._wait_for("the kwok nodes to be Ready and untainted", schedulable)
+
+    def _wait_for(self, what: str, check: Any) -> None:
+        deadline = time.monotonic() + _START_TIMEOUT_SECONDS
+        while time.monotonic() < deadline:
+            if check():
+                return
+            for component in self.components:
+                if not component.running():
+                    raise ControlPlaneError(
+                        f"{component.name} exited while waiting for {what}:\n{component.log_tail()}"
+                    )
+            time.sleep(0.5)
+        tails = "\n".join(f"--- {c.name}\n{c.log_tail(10)}" for c in self.components)
+        raise ControlPlaneError(f"timed out after {_START_TIMEOUT_SECONDS:.0f}s waiting for {what}\n{tails}")
+
+    # -- generated files -----------------------------------------------------------------------
+
+    def _write_kubeconfig(self) -> None:
+        def b64(path: Path) -> str:
+            return base64.b64encode(path.read_bytes()).decode()
+
+        config = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [
+                {
+                    "name": "aima-local",
+                    "cluster": {"server": self.server, "certificate-authority-data": b64(self._pki.ca_cert)},
+                }
+            ],
+            "users": [
+                {
+                    "name": "aima-admin",
+                    "user": {
+                        "client-certificate-data": b64(self._pki.admin_cert),
+                        "client-key-data": b64(self._pki.admin_key),
+                    },
+                }
+            ],
+            "contexts": [{"name": "aima-local", "context": {"cluster": "aima-local", "user": "aima-admin"}}],
+            "current-context": "aima-local",
+        }
+        self.kubeconfig.write_text(yaml.safe_dump(config))
+        self.kubeconfig.chmod(0o600)
+
+    def _write_kwok_config(self) -> Path:
+        documents: list[dict[str, Any]] = [
+            {
+                "apiVersion": "config.kwok.x-k8s.io/v1alpha1",
+                "kind": "KwokConfiguration",
+                "options": {
+                    "manageAllNodes": True,
+                    "cidr": "10.244.0.0/16",
+                    "nodeIP": "10.0.0.1",
+                    "nodeLeaseDurationSeconds": 40,
+                },
+            }
+        ]
+        for relative in _UPSTREAM_STAGES:
+            documents += list(yaml.safe_load_all((self.binaries.kwok_stages / relative).read_text()))
+        ours = resources.files("aima.testenv").joinpath("stages.yaml").read_text()
+        documents += list(yaml.safe_load_all(ours))
+        path = self.workdir / "kwok.yaml"
+        path.write_text(yaml.safe_dump_all([d for d in documents if d]))
+        return path
+
+
+def _fast_tmp() -> str | None:
+    """tmpfs when there is one: etcd and the logs then never wait on a disk."""
+    shm = Path("/dev/shm")  # noqa: S108 (mkdtemp makes a private 0700 folder inside it)
+    with contextlib.suppress(OSError):
+        if shm.is_dir() and shutil.disk_usage(shm).free > 2 * 1024**3:
+            return str(shm)
+    return None
+
+
+def _node_ready(node: dict[str, Any]) -> bool:
+    conditions = node.get("status", {}).get("conditions", [])
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
+
+
+def _not_ready_taint(node: dict[str, Any]) -> bool:
+    taints = node.get("spec", {}).get("taints") or []
+    return any(t["key"].startswith("node.kubernetes.io/") for t in taints)
