@@ -4,12 +4,13 @@
 # A second run with the same versions finds the finished folder and returns at once.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
+versions=${AIMA_TESTENV_VERSIONS:-$here/versions.env}
 # shellcheck source=versions.env
-source "$here/versions.env"
+source "$versions"
 export CGO_ENABLED=0 GOFLAGS="-buildvcs=false -mod=mod" GOTOOLCHAIN=local
 
 # The wrapper go.mod in k8s/ is derived from versions.env, so it is not part of the key.
-key=$({ cat "$here/versions.env" "$here/build.sh"; go env GOVERSION; } | sha256sum | cut -c1-16)
+key=$({ cat "$versions" "$here/build.sh"; go env GOVERSION; } | sha256sum | cut -c1-16)
 cache_root=${AIMA_TESTENV_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/aima-testenv}
 final="$cache_root/$K8S_VERSION-$key"
 if [ -f "$final/.complete" ]; then echo "$final/bin"; exit 0; fi
@@ -38,7 +39,7 @@ build_k8s() {
   minor=${minor%%.*}
   local mod="$work/src/k8s"
   mkdir -p "$mod"
-  if [ -f "$here/k8s/go.mod" ]; then
+  if grep -q "k8s.io/kubernetes $K8S_VERSION\b" "$here/k8s/go.mod" 2>/dev/null; then
     cp "$here/k8s/go.mod" "$here/k8s/go.sum" "$mod/"
   else
     # First pinning: derive the wrapper module from upstream's own go.mod on the proxy.
@@ -54,7 +55,10 @@ build_k8s() {
       "k8s.io/kubernetes/cmd/kube-controller-manager@$K8S_VERSION" \
       "k8s.io/kubernetes/cmd/kube-scheduler@$K8S_VERSION" \
       "k8s.io/kubernetes/cmd/kubectl@$K8S_VERSION")
-    mkdir -p "$here/k8s" && cp "$mod/go.mod" "$mod/go.sum" "$here/k8s/"
+    # A new pin rewrites the committed wrapper module; commit it with versions.env.
+    if [ "$versions" = "$here/versions.env" ]; then
+      mkdir -p "$here/k8s" && cp "$mod/go.mod" "$mod/go.sum" "$here/k8s/"
+    fi
   fi
   local ldflags="-s -w" p
   for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do

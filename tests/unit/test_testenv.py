@@ -39,7 +39,10 @@ def test_pki_admin_is_a_cluster_admin_client_and_serving_cert_covers_loopback(tm
     files = pki.generate(tmp_path)
     admin = x509.load_pem_x509_certificate(files.admin_cert.read_bytes())
     assert admin.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)[0].value == "system:masters"
-    assert ExtendedKeyUsageOID.CLIENT_AUTH in admin.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    assert (
+        ExtendedKeyUsageOID.CLIENT_AUTH
+        in admin.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    )
     serving = x509.load_pem_x509_certificate(files.serving_cert.read_bytes())
     names = serving.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert "localhost" in names.get_values_for_type(x509.DNSName)

@@ -352,6 +352,11 @@ class ControlPlane:
                     "cidr": "10.244.0.0/16",
                     "nodeIP": "10.0.0.1",
                     "nodeLeaseDurationSeconds": 40,
+                    # kwok applies its defaults only without a config file, so spell them out.
+                    "podPlayStageParallelism": 4,
+                    "nodePlayStageParallelism": 4,
+                    "nodeLeaseParallelism": 4,
+                    "podsOnNodeSyncParallelism": 1,
                 },
             }
         ]
