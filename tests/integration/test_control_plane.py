@@ -178,3 +178,21 @@ def _alive(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
     except FileNotFoundError:
         return False
+
+
+def test_a_claim_of_the_default_storage_class_gets_bound(control_plane: ControlPlane, namespace: str) -> None:
+    claim = {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {"name": "weights", "namespace": namespace},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "20Gi"}}},
+    }
+    control_plane.apply([claim])
+
+    def phase() -> str:
+        body = json.loads(
+            control_plane.kubectl("get", "pvc", "weights", "-n", namespace, "-o", "json").stdout
+        )
+        return str(body.get("status", {}).get("phase", ""))
+
+    eventually(lambda: phase() == "Bound", what="the claim to be provisioned and bound")

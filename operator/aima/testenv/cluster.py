@@ -35,7 +35,13 @@ _UPSTREAM_STAGES = (
     "pod/fast/pod-complete.yaml",
     "pod/fast/pod-delete.yaml",
     "pod/chaos/pod-container-running-failed.yaml",
+    "volume/fast/pvc-provision.yaml",
+    "volume/fast/pv-bind.yaml",
+    "volume/fast/pv-delete.yaml",
+    "volume/fast/pvc-delete.yaml",
 )
+# The default StorageClass whose claims kwok's volume stages provision and bind.
+_STORAGE_CLASS = "volume/fast/storage-class.yaml"
 # Only writes are audited: enough to count what a controller changes, small enough to read.
 _AUDIT_POLICY = {
     "apiVersion": "audit.k8s.io/v1",
@@ -281,7 +287,8 @@ class ControlPlane:
         self._wait(kcm, f"https://127.0.0.1:{self.ports['controller-manager']}/healthz", context=insecure)
         self._wait(scheduler, f"https://127.0.0.1:{self.ports['scheduler']}/healthz", context=insecure)
         self._wait(kwok, f"http://127.0.0.1:{self.ports['kwok']}/healthz")
-        self.apply([nodes.node_manifest(spec) for spec in self.node_specs])
+        storage_class = yaml.safe_load((self.binaries.kwok_stages / _STORAGE_CLASS).read_text())
+        self.apply([*(nodes.node_manifest(spec) for spec in self.node_specs), storage_class])
         self._wait_nodes_schedulable()
         self._wait_for(
             "the default ServiceAccount",
