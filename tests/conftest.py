@@ -6,10 +6,13 @@ from __future__ import annotations
 import re
 import secrets
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
+from aima.settings import Settings
 from aima.testenv import ControlPlane, ensure_binaries
+from aima.testenv.operator import OperatorThread
 
 
 @pytest.fixture(scope="session")
@@ -27,3 +30,26 @@ def namespace(control_plane: ControlPlane, request: pytest.FixtureRequest) -> It
     control_plane.kubectl("create", "namespace", name)
     yield name
     control_plane.kubectl("delete", "namespace", name, "--wait=false")
+
+
+ROOT = Path(__file__).resolve().parents[1]
+CRD_DIR = ROOT / "crds"
+
+
+@pytest.fixture(scope="session")
+def aima_crds(control_plane: ControlPlane) -> ControlPlane:
+    """The control plane with every AIMA CRD applied (server-side, as we document) and Established."""
+    control_plane.kubectl("apply", "--server-side", "--field-manager=aima-tests", "-f", str(CRD_DIR))
+    control_plane.kubectl(
+        "wait", "--for=condition=Established", "--timeout=60s", "-l", "app.kubernetes.io/part-of=aima", "crd"
+    )
+    return control_plane
+
+
+@pytest.fixture(scope="session")
+def operator(aima_crds: ControlPlane) -> Iterator[OperatorThread]:
+    """The real operator, running in this process against the control plane, with quick retries."""
+    aima_crds.kubectl("apply", "-f", str(ROOT / "manifests" / "rbac" / "loader-clusterrole.yaml"))
+    settings = Settings(kubeconfig=aima_crds.kubeconfig, retry_seconds=0.5, resync_seconds=30)
+    with OperatorThread(settings) as running:
+        yield running

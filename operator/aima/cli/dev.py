@@ -6,9 +6,15 @@ import shutil
 import signal
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 from rich.console import Console
+
+from aima.settings import Settings
+
+if TYPE_CHECKING:
+    from aima.testenv import ControlPlane
 
 
 @click.group()
@@ -28,6 +34,7 @@ def up(kubeconfig_out: Path) -> None:
     """Start the local control plane (etcd, kube-apiserver, controller-manager, scheduler, kwok
     with two 8-GPU nodes and one CPU node) and keep it running until Ctrl-C."""
     from aima.testenv import ControlPlane, ensure_binaries  # dev-only dependencies
+    from aima.testenv.operator import OperatorThread
 
     console = Console(stderr=True)
     stop = threading.Event()
@@ -38,10 +45,13 @@ def up(kubeconfig_out: Path) -> None:
     with console.status("Starting etcd, kube-apiserver, controllers, scheduler and kwok nodes"):
         plane.start()
     try:
+        with console.status("Installing the CRDs, RBAC and the engine catalog"):
+            _install(plane)
         kubeconfig_out.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(plane.kubeconfig, kubeconfig_out)
-        _print_next_steps(console, kubeconfig=kubeconfig_out.resolve(), kubectl=binaries.path("kubectl"))
-        stop.wait()
+        with OperatorThread(Settings(kubeconfig=plane.kubeconfig)):
+            _print_next_steps(console, kubeconfig=kubeconfig_out.resolve(), kubectl=binaries.path("kubectl"))
+            stop.wait()
     except KeyboardInterrupt:
         pass
     finally:
@@ -49,11 +59,25 @@ def up(kubeconfig_out: Path) -> None:
         plane.stop()
 
 
+def _install(plane: ControlPlane) -> None:
+    from aima.testenv.binaries import REPO_ROOT
+
+    plane.kubectl("apply", "--server-side", "--field-manager=aima-dev", "-f", str(REPO_ROOT / "crds"))
+    plane.kubectl(
+        "wait", "--for=condition=Established", "--timeout=60s", "-l", "app.kubernetes.io/part-of=aima", "crd"
+    )
+    plane.kubectl("apply", "-f", str(REPO_ROOT / "manifests" / "rbac"))
+    plane.kubectl("apply", "-f", str(REPO_ROOT / "catalog" / "engines"))
+
+
 def _print_next_steps(console: Console, *, kubeconfig: Path, kubectl: Path) -> None:
     console.print(
-        f"[bold green]Local cluster is up.[/] In another shell:\n"
+        f"[bold green]Local cluster is up[/] with the AIMA CRDs, the engine catalog and the operator.\n"
+        f"In another shell:\n"
         f"  export KUBECONFIG={kubeconfig}\n"
         f"  export PATH={kubectl.parent}:$PATH\n"
         f"  kubectl get nodes -L nvidia.com/gpu.product\n"
+        f"  kubectl get engines\n"
+        f"  kubectl apply -f examples/service.yaml && kubectl get aima\n"
         f"Press Ctrl-C here to stop it."
     )

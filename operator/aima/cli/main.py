@@ -6,6 +6,8 @@ import click
 
 from aima import __version__
 from aima.cli import dev
+from aima.cli.operator_cmd import operator_group
+from aima.loader.cli import loader
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -15,6 +17,8 @@ def cli() -> None:
 
 
 cli.add_command(dev.dev)
+cli.add_command(operator_group)
+cli.add_command(loader)
 
 
 def main() -> None:

@@ -141,6 +141,16 @@ class ControlPlane:
         """``kubectl apply`` a list of objects."""
         self.kubectl("apply", "-f", "-", stdin=yaml.safe_dump_all(manifests))
 
+    def service_account_kubeconfig(self, *, namespace: str, name: str) -> Path:
+        """A kubeconfig that acts as a ServiceAccount (a token minted now), to test RBAC for real."""
+        token = self.kubectl("create", "token", name, "-n", namespace, "--duration=1h").stdout.strip()
+        config = yaml.safe_load(self.kubeconfig.read_text())
+        config["users"] = [{"name": "aima-admin", "user": {"token": token}}]
+        path = self.workdir / f"kubeconfig-{namespace}-{name}"
+        path.write_text(yaml.safe_dump(config))
+        path.chmod(0o600)
+        return path
+
     # -- start-up steps ----------------------------------------------------------------------
 
     def _start_core_with_fresh_ports(self) -> None:

@@ -1,0 +1,44 @@
+"""Conditions as `metav1.Condition` lists, computed purely (no clock reads inside planners)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from aima.api.common import Condition, ConditionStatus
+
+
+def set_condition(
+    conditions: Sequence[Condition],
+    *,
+    type_: str,
+    status: ConditionStatus,
+    reason: str,
+    message: str,
+    generation: int | None,
+    now: datetime,
+) -> list[Condition]:
+    """``conditions`` with one condition set; its transition time moves only when its status does,
+    so recomputing an unchanged state yields an identical list (and no status write)."""
+    previous = next((c for c in conditions if c.type == type_), None)
+    changed = previous is None or previous.status != status
+    updated = Condition(
+        type=type_,
+        status=status,
+        reason=reason,
+        message=message,
+        last_transition_time=now if changed or previous is None else previous.last_transition_time,
+        observed_generation=generation,
+    )
+    return [c for c in conditions if c.type != type_] + [updated]
+
+
+def find(conditions: Sequence[Condition], type_: str) -> Condition | None:
+    """The condition of ``type_``, if present."""
+    return next((c for c in conditions if c.type == type_), None)
+
+
+def is_true(conditions: Sequence[Condition], type_: str) -> bool:
+    """Whether the condition of ``type_`` is present and True."""
+    condition = find(conditions, type_)
+    return condition is not None and condition.status is ConditionStatus.TRUE

@@ -1,0 +1,141 @@
+"""Download of one file into its `.part` file: HTTP Range resume from the partial file's size, a
+restart from zero when a server ignores Range, retries per the client's policy, and the sha256 of
+the whole file computed as the bytes arrive (see `writer` for how that keeps pace with curl).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from aima.loader import client as http
+from aima.loader import hashing
+from aima.loader.errors import TransferError
+from aima.loader.paths import part_path
+from aima.loader.plan import RemoteFile
+from aima.loader.writer import HashingWriter
+
+__all__ = ["BATCH_BYTES", "download", "parse_content_range"]
+
+BATCH_BYTES = 2**20
+_CONTENT_RANGE_RE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$|^bytes \*/(\d+)$")
+
+OnBytes = Callable[[int], None]
+"""Told how many bytes of the file are on disk (or about to be); may go down on a restart."""
+
+
+def parse_content_range(value: str | None) -> tuple[int | None, int | None]:
+    """`bytes 100-199/1000` → (100, 1000); `bytes */1000` → (None, 1000); (None, None) otherwise."""
+    match = _CONTENT_RANGE_RE.match((value or "").strip())
+    if not match:
+        return None, None
+    start, _, total, unsatisfied_total = match.groups()
+    if unsatisfied_total is not None:
+        return None, int(unsatisfied_total)
+    return int(start), None if total == "*" else int(total)
+
+
+class _RangeMismatch(http.Retryable):
+    """The server sent a different range than asked: the partial file cannot be trusted to continue."""
+
+
+def _open_part(part: Path, *, offset: int) -> int:
+    # O_NOFOLLOW: a `.part` planted as a symlink must not redirect the write.
+    flags = os.O_WRONLY | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | (os.O_APPEND if offset else os.O_TRUNC)
+    return os.open(part, flags, 0o644)
+
+
+async def _stream(
+    response: aiohttp.ClientResponse, *, part: Path, offset: int, hasher: Any, on_bytes: OnBytes
+) -> None:
+    writer = HashingWriter(_open_part(part, offset=offset), hasher, offset=offset)
+    batch: list[bytes] = []
+    filled = 0
+    done = offset
+    try:
+        async for chunk in response.content.iter_any():
+            batch.append(chunk)
+            filled += len(chunk)
+            if filled >= BATCH_BYTES:
+                done += filled
+                await writer.submit(batch)
+                batch, filled = [], 0
+                on_bytes(done)
+    finally:
+        await writer.close(batch)
+    on_bytes(done + filled)
+
+
+def _existing_size(part: Path) -> int:
+    try:
+        return part.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+def _check_status(response: aiohttp.ClientResponse, *, file: RemoteFile, offset: int) -> int:
+    """The offset the body starts at (0 when a server ignored Range), or raise."""
+    http.raise_for_retryable(response)
+    if response.status == 200:
+        return 0  # a full body: a server that ignores Range restarts the file
+    if response.status == 206 and offset:
+        start, _ = parse_content_range(response.headers.get("Content-Range"))
+        if start == offset:
+            return offset
+        raise _RangeMismatch(f"the server answered a range starting at {start}, asked for {offset}")
+    hint = "; check the token" if response.status in (401, 403) else ""
+    raise TransferError(f"Failed to download {file.path}: HTTP {response.status}{hint}")
+
+
+async def _attempt(
+    file: RemoteFile, *, part: Path, client: http.Client, headers: dict[str, str], on_bytes: OnBytes
+) -> str:
+    offset = _existing_size(part)
+    if file.size is not None and offset > file.size:
+        part.unlink()  # longer than the file: not a prefix of it
+        offset = 0
+    hasher = await hashing.hash_prefix(part, length=offset) if offset else hashlib.sha256()
+    on_bytes(offset)
+    if offset and offset == file.size:
+        return str(hasher.hexdigest())  # an earlier run got every byte but stopped before renaming
+    request_headers = dict(headers, Range=f"bytes={offset}-") if offset else headers
+    async with client.session.get(file.url, headers=request_headers) as response:
+        if response.status == 416 and offset:
+            _, total = parse_content_range(response.headers.get("Content-Range"))
+            if total == offset:
+                return str(hasher.hexdigest())  # size unpublished, and the part is already whole
+            part.unlink()
+            raise http.Retryable("the server refused the range of the partial file; restarting it")
+        try:
+            start = _check_status(response, file=file, offset=offset)
+        except _RangeMismatch:
+            part.unlink(missing_ok=True)
+            raise
+        if start != offset:
+            hasher, offset = hashlib.sha256(), 0
+            on_bytes(0)
+        await _stream(response, part=part, offset=offset, hasher=hasher, on_bytes=on_bytes)
+    if file.size is not None and _existing_size(part) < file.size:
+        raise http.Retryable(f"the transfer ended after {_existing_size(part)} of {file.size} bytes")
+    return str(hasher.hexdigest())
+
+
+async def download(
+    file: RemoteFile, *, target: Path, client: http.Client, headers: dict[str, str], on_bytes: OnBytes
+) -> str:
+    """Fetch `file` into `target`'s `.part` file, resuming what is there; return its sha256 hex digest.
+
+    Retries per `client.policy`; does not verify the digest and does not rename the file.
+    """
+    part = part_path(target)
+    return await http.with_retries(
+        client,
+        lambda: _attempt(file, part=part, client=client, headers=headers, on_bytes=on_bytes),
+        what=file.path,
+    )

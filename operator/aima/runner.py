@@ -1,0 +1,77 @@
+"""Composition root of the operator: settings in, kopf with every controller running."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+from typing import Any
+
+import kopf
+
+from aima.api.common import Keys
+from aima.controllers import model as model_controller
+from aima.controllers.runtime import Reconciler, resync_forever
+from aima.kube import KubeClient, connect, resources
+from aima.kube.client import login
+from aima.settings import Settings
+
+
+def operator_settings() -> kopf.OperatorSettings:
+    """kopf's settings: bookkeeping in annotations under our prefix, never in our status."""
+    settings = kopf.OperatorSettings()
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=Keys.KOPF_PREFIX)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=Keys.KOPF_PREFIX)
+    settings.persistence.finalizer = f"{Keys.KOPF_PREFIX}/finalizer"
+    settings.posting.enabled = False  # we post our own Events, with reasons people can act on
+    settings.watching.server_timeout = 300
+    return settings
+
+
+def build_registry(*, kube: KubeClient, settings: Settings) -> tuple[kopf.OperatorRegistry, list[Reconciler]]:
+    """A registry with every controller's handlers, and the reconcilers the resync loop drives."""
+    registry = kopf.OperatorRegistry()
+
+    @kopf.on.login(registry=registry)
+    def on_login(**_: Any) -> kopf.ConnectionInfo:
+        return login(settings.kubeconfig)
+
+    models = Reconciler(
+        resource=resources.MODELS,
+        reconcile=functools.partial(model_controller.reconcile, kube=kube, settings=settings),
+        kube=kube,
+        retry_seconds=settings.retry_seconds,
+    )
+    model_controller.register(registry, reconciler=models)
+    return registry, [models]
+
+
+async def run(
+    settings: Settings, *, stop_flag: asyncio.Event | None = None, ready_flag: asyncio.Event | None = None
+) -> None:
+    """Run the operator until ``stop_flag`` is set (or forever)."""
+    kube = await connect(kubeconfig=settings.kubeconfig)
+    registry, reconcilers = build_registry(kube=kube, settings=settings)
+    resync = asyncio.create_task(resync_forever(reconcilers, interval=settings.resync_seconds))
+    try:
+        await kopf.operator(
+            registry=registry,
+            settings=operator_settings(),
+            clusterwide=not settings.namespaces,
+            namespaces=list(settings.namespaces),
+            standalone=True,
+            stop_flag=stop_flag,
+            ready_flag=ready_flag,
+        )
+    finally:
+        resync.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await resync
+        await kube.close()
+
+
+def main(settings: Settings) -> None:
+    """Blocking entry point for `aima operator run`."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    asyncio.run(run(settings))

@@ -1,0 +1,170 @@
+"""A Model from apply to Ready: the operator makes the volume and the loader Job; the loader, run
+with the Job's own arguments and ServiceAccount, downloads from a Hub-speaking server and drives
+the status through Downloading to Ready with a verified manifest."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from aima.testenv import ControlPlane
+from aima.testenv.operator import OperatorThread
+from fakes.hub import FakeHub, HubFile
+from fakes.serving import generate_file, running_in_thread
+
+pytestmark = pytest.mark.e2e
+
+WEIGHTS_BYTES = 64 * 2**20
+
+
+def eventually(check: Callable[[], Any], *, timeout: float = 30, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if result := check():
+            return result
+        time.sleep(0.2)
+    pytest.fail(f"timed out after {timeout}s waiting for {what}")
+
+
+@pytest.fixture
+def hub(tmp_path: Path) -> Iterator[tuple[str, FakeHub]]:
+    served = tmp_path / "served"
+    generate_file(served / "weights", WEIGHTS_BYTES, seed=7)
+    (served / "config.json").write_text('{"architectures": ["Tiny"]}')
+    fake = FakeHub(
+        "acme/tiny-llm",
+        {
+            "model.safetensors": HubFile(served / "weights"),
+            "config.json": HubFile(served / "config.json", lfs=False),
+        },
+    )
+    with running_in_thread(fake.app()) as url:
+        yield url, fake
+
+
+def model_status(plane: ControlPlane, namespace: str) -> dict[str, Any]:
+    body = json.loads(plane.kubectl("get", "model", "tiny", "-n", namespace, "-o", "json").stdout)
+    return dict(body.get("status", {}))
+
+
+def ready_condition(status: dict[str, Any]) -> dict[str, Any]:
+    return next((c for c in status.get("conditions", []) if c["type"] == "Ready"), {})
+
+
+def run_loader_as_the_job(
+    plane: ControlPlane, *, namespace: str, job: str, dest: Path, endpoint: str
+) -> None:
+    """The Job's container arguments, with the volume and the Hub swapped for local ones."""
+    spec = json.loads(plane.kubectl("get", "job", job, "-n", namespace, "-o", "json").stdout)["spec"]
+    args: list[str] = spec["template"]["spec"]["containers"][0]["args"]
+    args[args.index("--dest") + 1] = str(dest)
+    args[args.index("--endpoint") + 1] = endpoint
+    account = spec["template"]["spec"]["serviceAccountName"]
+    kubeconfig = plane.service_account_kubeconfig(namespace=namespace, name=account)
+    aima = Path(sys.executable).parent / "aima"
+    result = subprocess.run(
+        [str(aima), *args],
+        env=os.environ | {"KUBECONFIG": str(kubeconfig)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout.splitlines()[-1])["phase"] == "Ready"
+
+
+def test_model_goes_from_apply_to_ready_through_the_loader(
+    control_plane: ControlPlane,
+    operator: OperatorThread,
+    namespace: str,
+    hub: tuple[str, FakeHub],
+    tmp_path: Path,
+) -> None:
+    url, fake = hub
+    control_plane.apply(
+        [
+            {
+                "apiVersion": "aima.dev/v1alpha1",
+                "kind": "Model",
+                "metadata": {"name": "tiny", "namespace": namespace},
+                "spec": {"source": "hf://acme/tiny-llm@main", "type": "LLM", "cache": {"size": "1Gi"}},
+            }
+        ]
+    )
+    job = eventually(lambda: model_status(control_plane, namespace).get("loaderJob"), what="the loader Job")
+    eventually(
+        lambda: (
+            control_plane.kubectl(
+                "get", "pvc", "tiny-model", "-n", namespace, "-o", "jsonpath={.status.phase}"
+            ).stdout
+            == "Bound"
+        ),
+        what="the cache volume to be bound",
+    )
+    # kwok completes Job pods at once; the Model must still wait for the loader's own report.
+    time.sleep(1)
+    waiting = model_status(control_plane, namespace)
+    assert ready_condition(waiting)["status"] == "False"
+    assert waiting["phase"] == "Downloading"
+
+    run_loader_as_the_job(control_plane, namespace=namespace, job=job, dest=tmp_path / "model", endpoint=url)
+
+    status = eventually(
+        lambda: (
+            (s := model_status(control_plane, namespace)) and ready_condition(s).get("status") == "True" and s
+        ),
+        what="the Model to be Ready",
+    )
+    assert status["phase"] == "Ready"
+    assert status["progress"]["percent"] == 100
+    assert status["progress"]["bytesDone"] == WEIGHTS_BYTES + len('{"architectures": ["Tiny"]}')
+    manifest = status["manifest"]
+    assert manifest["fileCount"] == 2
+    weights = next(f for f in manifest["files"] if f["path"] == "model.safetensors")
+    assert weights["sha256"] == fake.digest("model.safetensors")
+    assert status["estimate"]["gpus"] == 1
+    assert status["claimName"] == "tiny-model"
+    assert (tmp_path / "model" / "model.safetensors").stat().st_size == WEIGHTS_BYTES
+
+
+def test_a_failed_download_says_why(
+    control_plane: ControlPlane, operator: OperatorThread, namespace: str, tmp_path: Path
+) -> None:
+    control_plane.apply(
+        [
+            {
+                "apiVersion": "aima.dev/v1alpha1",
+                "kind": "Model",
+                "metadata": {"name": "tiny", "namespace": namespace},
+                "spec": {"source": "hf://acme/missing@main", "type": "LLM"},
+            }
+        ]
+    )
+    job = eventually(lambda: model_status(control_plane, namespace).get("loaderJob"), what="the loader Job")
+    spec = json.loads(control_plane.kubectl("get", "job", job, "-n", namespace, "-o", "json").stdout)["spec"]
+    args: list[str] = spec["template"]["spec"]["containers"][0]["args"]
+    args[args.index("--dest") + 1] = str(tmp_path / "model")
+    args[args.index("--endpoint") + 1] = "http://127.0.0.1:9"  # nothing listens: connection refused
+    kubeconfig = control_plane.service_account_kubeconfig(namespace=namespace, name="aima-loader")
+    aima = Path(sys.executable).parent / "aima"
+    result = subprocess.run(
+        [str(aima), *args],
+        env=os.environ | {"KUBECONFIG": str(kubeconfig)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 1
+    status = model_status(control_plane, namespace)
+    assert status["progress"]["phase"] == "Failed"
+    assert status["progress"]["message"]

@@ -1,0 +1,62 @@
+"""The Model controller on the real API server: cache volume, loader Job, status."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from aima.testenv import ControlPlane
+from aima.testenv.operator import OperatorThread
+
+pytestmark = pytest.mark.integration
+
+
+def eventually(check: Callable[[], Any], *, timeout: float = 30, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if result := check():
+            return result
+        time.sleep(0.2)
+    pytest.fail(f"timed out after {timeout}s waiting for {what}")
+
+
+def get(plane: ControlPlane, kind: str, name: str, namespace: str) -> dict[str, Any] | None:
+    result = plane.kubectl("get", kind, name, "-n", namespace, "-o", "json", check=False)
+    return json.loads(result.stdout) if result.returncode == 0 else None
+
+
+def model(name: str, **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "aima.dev/v1alpha1",
+        "kind": "Model",
+        "metadata": {"name": name},
+        "spec": {"source": "hf://acme/tiny-llm@main", "type": "LLM", "cache": {"size": "2Gi"}} | spec,
+    }
+
+
+def test_a_model_gets_a_bound_volume_a_loader_job_and_a_downloading_status(
+    control_plane: ControlPlane, operator: OperatorThread, namespace: str
+) -> None:
+    control_plane.apply([model("tiny") | {"metadata": {"name": "tiny", "namespace": namespace}}])
+
+    claim = eventually(lambda: get(control_plane, "pvc", "tiny-model", namespace), what="the cache claim")
+    assert claim["spec"]["resources"]["requests"]["storage"] == "2Gi"
+    assert claim["metadata"]["ownerReferences"][0]["kind"] == "Model"
+    status = eventually(
+        lambda: (get(control_plane, "model", "tiny", namespace) or {}).get("status", {}).get("loaderJob"),
+        what="the loader Job in status",
+    )
+    job = eventually(lambda: get(control_plane, "job", status, namespace), what="the loader Job")
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    assert container["args"][:3] == ["loader", "--source", "hf://acme/tiny-llm@main"]
+    assert job["spec"]["template"]["spec"]["serviceAccountName"] == "aima-loader"
+    assert job["spec"]["template"]["spec"]["securityContext"]["runAsNonRoot"] is True
+    found = get(control_plane, "model", "tiny", namespace)
+    assert found is not None
+    ready = next(c for c in found["status"]["conditions"] if c["type"] == "Ready")
+    assert ready["status"] == "False"
+    assert ready["reason"] == "Downloading"
