@@ -50,6 +50,8 @@ def aima_crds(control_plane: ControlPlane) -> ControlPlane:
 def operator(aima_crds: ControlPlane) -> Iterator[OperatorThread]:
     """The real operator, running in this process against the control plane, with quick retries."""
     aima_crds.kubectl("apply", "-f", str(ROOT / "manifests" / "rbac" / "loader-clusterrole.yaml"))
-    settings = Settings(kubeconfig=aima_crds.kubeconfig, retry_seconds=0.5, resync_seconds=30)
+    settings = Settings(
+        kubeconfig=aima_crds.kubeconfig, catalog_dir=ROOT / "catalog", retry_seconds=0.5, resync_seconds=30
+    )
     with OperatorThread(settings) as running:
         yield running

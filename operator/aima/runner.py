@@ -6,13 +6,16 @@ import asyncio
 import contextlib
 import functools
 import logging
+from pathlib import Path
 from typing import Any
 
 import kopf
 
+from aima import catalog
 from aima.api.common import Keys
 from aima.controllers import model as model_controller
 from aima.controllers.runtime import Reconciler, resync_forever
+from aima.domain import objects
 from aima.kube import KubeClient, connect, resources
 from aima.kube.client import login
 from aima.settings import Settings
@@ -47,11 +50,29 @@ def build_registry(*, kube: KubeClient, settings: Settings) -> tuple[kopf.Operat
     return registry, [models]
 
 
+async def install_engines(kube: KubeClient, *, catalog_dir: Path) -> int:
+    """Apply the catalog's engines as Engine objects (only those that differ); return how many changed.
+
+    Engines are data: every image, argument template and probe comes from the YAML, none from code.
+    """
+    changed = 0
+    for engine in catalog.load_catalog(catalog_dir).engines:
+        desired = engine.model_dump(mode="json", by_alias=True, exclude_none=True)
+        desired["metadata"]["labels"] = desired["metadata"].get("labels", {}) | {Keys.CATALOG: "true"}
+        current = await kube.get(resources.ENGINES, name=desired["metadata"]["name"])
+        if current is None or not objects.is_satisfied(desired, current):
+            await kube.apply(desired)
+            changed += 1
+    return changed
+
+
 async def run(
     settings: Settings, *, stop_flag: asyncio.Event | None = None, ready_flag: asyncio.Event | None = None
 ) -> None:
     """Run the operator until ``stop_flag`` is set (or forever)."""
     kube = await connect(kubeconfig=settings.kubeconfig)
+    if settings.catalog_dir is not None:
+        await install_engines(kube, catalog_dir=settings.catalog_dir)
     registry, reconcilers = build_registry(kube=kube, settings=settings)
     resync = asyncio.create_task(resync_forever(reconcilers, interval=settings.resync_seconds))
     try:

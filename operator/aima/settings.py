@@ -39,6 +39,9 @@ class Settings(BaseModel):
     """Registry for ollama:// sources."""
     modelscope_endpoint: str = "https://www.modelscope.cn"
     """Endpoint for modelscope:// sources."""
+    catalog_dir: Path | None = None
+    """Folder with the engine catalog (`engines/*.yaml`) the operator installs as Engine objects at
+    start; the image ships it at /opt/aima/catalog. Empty installs nothing."""
     default_gpu_memory_mib: int = Field(default=81920, gt=0)
     """GPU memory assumed for estimates when no node advertises nvidia.com/gpu.memory."""
 

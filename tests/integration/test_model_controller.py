@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from aima import runner
+from aima.kube import connect
 from aima.testenv import ControlPlane
 from aima.testenv.operator import OperatorThread
 
 pytestmark = pytest.mark.integration
+
+CATALOG = Path(__file__).resolve().parents[2] / "catalog"
 
 
 def eventually(check: Callable[[], Any], *, timeout: float = 30, what: str) -> Any:
@@ -60,3 +66,23 @@ def test_a_model_gets_a_bound_volume_a_loader_job_and_a_downloading_status(
     ready = next(c for c in found["status"]["conditions"] if c["type"] == "Ready")
     assert ready["status"] == "False"
     assert ready["reason"] == "Downloading"
+
+
+def test_the_operator_installs_the_engine_catalog_once(
+    control_plane: ControlPlane, operator: OperatorThread
+) -> None:
+    engines = json.loads(
+        control_plane.kubectl("get", "engines", "-l", "aima.dev/catalog=true", "-o", "json").stdout
+    )
+    names = {e["metadata"]["name"] for e in engines["items"]}
+    assert {"vllm", "sglang", "ollama", "llama-cpp", "speaches", "kokoro", "infinity"} <= names
+
+    # A second start finds every Engine as the catalog says and writes nothing.
+    async def install_again() -> int:
+        kube = await connect(kubeconfig=control_plane.kubeconfig)
+        try:
+            return await runner.install_engines(kube, catalog_dir=CATALOG)
+        finally:
+            await kube.close()
+
+    assert asyncio.run(install_again()) == 0

@@ -34,6 +34,7 @@ def up(kubeconfig_out: Path) -> None:
     """Start the local control plane (etcd, kube-apiserver, controller-manager, scheduler, kwok
     with two 8-GPU nodes and one CPU node) and keep it running until Ctrl-C."""
     from aima.testenv import ControlPlane, ensure_binaries  # dev-only dependencies
+    from aima.testenv.binaries import REPO_ROOT
     from aima.testenv.operator import OperatorThread
 
     console = Console(stderr=True)
@@ -45,11 +46,11 @@ def up(kubeconfig_out: Path) -> None:
     with console.status("Starting etcd, kube-apiserver, controllers, scheduler and kwok nodes"):
         plane.start()
     try:
-        with console.status("Installing the CRDs, RBAC and the engine catalog"):
-            _install(plane)
+        with console.status("Installing the CRDs and RBAC"):
+            _install(plane, repo_root=REPO_ROOT)
         kubeconfig_out.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(plane.kubeconfig, kubeconfig_out)
-        with OperatorThread(Settings(kubeconfig=plane.kubeconfig)):
+        with OperatorThread(Settings(kubeconfig=plane.kubeconfig, catalog_dir=REPO_ROOT / "catalog")):
             _print_next_steps(console, kubeconfig=kubeconfig_out.resolve(), kubectl=binaries.path("kubectl"))
             stop.wait()
     except KeyboardInterrupt:
@@ -59,15 +60,12 @@ def up(kubeconfig_out: Path) -> None:
         plane.stop()
 
 
-def _install(plane: ControlPlane) -> None:
-    from aima.testenv.binaries import REPO_ROOT
-
-    plane.kubectl("apply", "--server-side", "--field-manager=aima-dev", "-f", str(REPO_ROOT / "crds"))
+def _install(plane: ControlPlane, *, repo_root: Path) -> None:
+    plane.kubectl("apply", "--server-side", "--field-manager=aima-dev", "-f", str(repo_root / "crds"))
     plane.kubectl(
         "wait", "--for=condition=Established", "--timeout=60s", "-l", "app.kubernetes.io/part-of=aima", "crd"
     )
-    plane.kubectl("apply", "-f", str(REPO_ROOT / "manifests" / "rbac"))
-    plane.kubectl("apply", "-f", str(REPO_ROOT / "catalog" / "engines"))
+    plane.kubectl("apply", "-f", str(repo_root / "manifests" / "rbac"))
 
 
 def _print_next_steps(console: Console, *, kubeconfig: Path, kubectl: Path) -> None:

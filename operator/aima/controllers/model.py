@@ -7,11 +7,11 @@ from typing import Any
 
 import kopf
 
-from aima.api.common import Keys
+from aima.api.common import ConditionStatus, ConditionType, Keys, Reason
 from aima.api.model import Model
 from aima.controllers.runtime import Reconciler
+from aima.domain import conditions, objects
 from aima.domain import model as planning
-from aima.domain import objects
 from aima.kube import KubeClient, resources
 from aima.settings import Settings
 
@@ -48,6 +48,14 @@ async def reconcile(body: Body, *, kube: KubeClient, settings: Settings) -> None
         await kube.patch_status(
             resources.MODELS, name=body["metadata"]["name"], namespace=namespace, status=patch
         )
+    before = model.status.conditions if model.status else []
+    if changed := conditions.transition(before, status.conditions, ConditionType.READY):
+        kind = (
+            "Normal"
+            if changed.status is ConditionStatus.TRUE or changed.reason == Reason.DOWNLOADING
+            else "Warning"
+        )
+        await kube.event(regarding=body, type_=kind, reason=changed.reason, message=changed.message)
 
 
 async def _observe(model: Model, *, kube: KubeClient, settings: Settings) -> planning.Observed:

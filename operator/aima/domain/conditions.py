@@ -42,3 +42,12 @@ def is_true(conditions: Sequence[Condition], type_: str) -> bool:
     """Whether the condition of ``type_`` is present and True."""
     condition = find(conditions, type_)
     return condition is not None and condition.status is ConditionStatus.TRUE
+
+
+def transition(before: Sequence[Condition], after: Sequence[Condition], type_: str) -> Condition | None:
+    """The condition of ``type_`` in ``after`` when its status or reason differs from ``before``:
+    the moments worth an Event. Repeated reconciles of the same state yield None."""
+    old, new = find(before, type_), find(after, type_)
+    if new is None or (old is not None and (old.status, old.reason) == (new.status, new.reason)):
+        return None
+    return new

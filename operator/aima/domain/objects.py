@@ -34,6 +34,8 @@ def is_satisfied(desired: Any, observed: Any) -> bool:
     Fields the API server adds (defaults, status, managedFields) are ignored, so an unchanged
     child compares satisfied and the reconcile sends no write at all.
     """
+    if desired in ({}, []) and observed is None:
+        return True  # the API server omits empty maps and lists
     if isinstance(desired, dict):
         return isinstance(observed, dict) and all(
             is_satisfied(value, observed.get(key)) for key, value in desired.items()
