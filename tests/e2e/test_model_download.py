@@ -137,7 +137,11 @@ def test_model_goes_from_apply_to_ready_through_the_loader(
 
 
 def test_a_failed_download_says_why(
-    control_plane: ControlPlane, operator: OperatorThread, namespace: str, tmp_path: Path
+    control_plane: ControlPlane,
+    operator: OperatorThread,
+    namespace: str,
+    hub: tuple[str, FakeHub],
+    tmp_path: Path,
 ) -> None:
     control_plane.apply(
         [
@@ -153,7 +157,7 @@ def test_a_failed_download_says_why(
     spec = json.loads(control_plane.kubectl("get", "job", job, "-n", namespace, "-o", "json").stdout)["spec"]
     args: list[str] = spec["template"]["spec"]["containers"][0]["args"]
     args[args.index("--dest") + 1] = str(tmp_path / "model")
-    args[args.index("--endpoint") + 1] = "http://127.0.0.1:9"  # nothing listens: connection refused
+    args[args.index("--endpoint") + 1] = hub[0]  # the Hub answers, but has no acme/missing
     kubeconfig = control_plane.service_account_kubeconfig(namespace=namespace, name="aima-loader")
     aima = Path(sys.executable).parent / "aima"
     result = subprocess.run(
@@ -167,4 +171,16 @@ def test_a_failed_download_says_why(
     assert result.returncode == 1
     status = model_status(control_plane, namespace)
     assert status["progress"]["phase"] == "Failed"
-    assert status["progress"]["message"]
+    assert "acme/missing" in status["progress"]["message"]
+    ready = eventually(
+        lambda: (
+            (c := ready_condition(model_status(control_plane, namespace))).get("reason") == "DownloadFailed"
+            and c
+        ),
+        what="the Model to report the failure",
+    )
+    assert "acme/missing" in ready["message"]
+    events = control_plane.kubectl(
+        "get", "events", "-n", namespace, "--field-selector", "reason=DownloadFailed"
+    ).stdout
+    assert "acme/missing" in events

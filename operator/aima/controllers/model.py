@@ -13,6 +13,7 @@ from aima.controllers.runtime import Reconciler
 from aima.domain import conditions, objects
 from aima.domain import model as planning
 from aima.kube import KubeClient, resources
+from aima.loader import sizing
 from aima.settings import Settings
 
 Body = dict[str, Any]
@@ -73,7 +74,26 @@ async def _observe(model: Model, *, kube: KubeClient, settings: Settings) -> pla
         if needs_estimate
         else None
     )
-    return planning.Observed(claim=claim, job=job, gpu_memory_mib=gpu_memory)
+    return planning.Observed(
+        claim=claim,
+        job=job,
+        gpu_memory_mib=gpu_memory,
+        listed_bytes=await _listed_bytes(model, claim, settings),
+    )
+
+
+async def _listed_bytes(model: Model, claim: Body | None, settings: Settings) -> int | None:
+    # Only before the volume exists and when the spec leaves its size open; never with credentials.
+    scheme = model.spec.source.partition("://")[0]
+    if claim is not None or model.spec.cache is not None or model.spec.secret_ref or scheme == "pvc":
+        return None
+    files = model.spec.files
+    return await sizing.listed_bytes(
+        uri=model.spec.source,
+        endpoint=loader_settings(settings).endpoints.get(scheme),
+        include=tuple(files.include) if files else (),
+        exclude=tuple(files.exclude) if files else (),
+    )
 
 
 async def _largest_gpu_memory_mib(kube: KubeClient, *, default: int) -> int:

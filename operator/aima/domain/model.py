@@ -22,6 +22,7 @@ from aima.domain.sources import parse_source
 Body = dict[str, Any]
 
 MOUNT_PATH = "/models"
+DEFAULT_CACHE_SIZE = "50Gi"
 LOADER_ACCOUNT = "aima-loader"
 """ServiceAccount (and RoleBinding to the ClusterRole of the same name) that loader Jobs run as:
 it may only read Models and patch their status."""
@@ -52,6 +53,9 @@ class Observed:
 
     claim: Body | None
     job: Body | None
+    listed_bytes: int | None = None
+    """What the source lists for download, read only before the volume exists and the spec names no
+    cache size; the volume is sized from it."""
     gpu_memory_mib: int | None
     """GPU memory per GPU on the cluster's GPU nodes (the largest); read only when an estimate is due."""
 
@@ -93,7 +97,7 @@ def plan(body: Body, *, settings: LoaderSettings, observed: Observed) -> Plan:
         _job(body, model=model, settings=settings, job_name=job, claim=name, path=path),
     ]
     if source.scheme != "pvc":
-        children.insert(0, _claim(body, model=model, name=name))
+        children.insert(0, _claim(body, model=model, name=name, listed_bytes=observed.listed_bytes))
     return Plan(objects=children, job_name=job, claim_name=name, path=path)
 
 
@@ -184,6 +188,9 @@ def _download_state(model: Model, *, plan: Plan, job: Body | None) -> tuple[bool
     if failed:
         why = (progress.message if progress and progress.message else None) or failed.get("message", "")
         return False, Reason.DOWNLOAD_FAILED, f"Loader Job {plan.job_name} failed: {why}".strip()
+    if progress is not None and progress.phase == ModelPhase.FAILED:
+        # The loader said so before its pod exits; the Job may still retry, and a retry reports anew.
+        return False, Reason.DOWNLOAD_FAILED, f"Loader failed: {progress.message or 'no reason given'}"
     reported_ready = progress is not None and progress.phase == ModelPhase.READY
     if job_status.get("succeeded") and reported_ready:
         return True, Reason.READY, "Files downloaded and verified"
@@ -225,11 +232,21 @@ def _labels(model: Model, *, component: str) -> dict[str, str]:
     return objects.managed_labels(component=component, extra={Keys.MODEL: str(model.metadata.name)})
 
 
-def _claim(body: Body, *, model: Model, name: str) -> Body:
+def cache_size(model: Model, *, listed_bytes: int | None) -> str:
+    """The volume size: the spec's, else the listed download with 20 % room for a new revision's
+    overlap, else 50Gi."""
+    if model.spec.cache is not None:
+        return model.spec.cache.size
+    if listed_bytes:
+        return f"{max(1, math.ceil(listed_bytes * 1.2 / _GIB))}Gi"
+    return DEFAULT_CACHE_SIZE
+
+
+def _claim(body: Body, *, model: Model, name: str, listed_bytes: int | None) -> Body:
     cache = model.spec.cache
     spec: Body = {
         "accessModes": ["ReadWriteOnce"],
-        "resources": {"requests": {"storage": cache.size if cache else "50Gi"}},
+        "resources": {"requests": {"storage": cache_size(model, listed_bytes=listed_bytes)}},
     }
     if cache and cache.storage_class_name:
         spec["storageClassName"] = cache.storage_class_name

@@ -1,0 +1,33 @@
+"""How big a model is before downloading it: the source's listing, filtered as the loader would.
+
+The Model controller sizes a cache volume from this when the spec names no size, so a 140 GB model
+does not fail halfway through a default-sized volume.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from aima.loader import client as http
+from aima.loader import listing, plan
+from aima.loader.errors import LoaderError
+from aima.loader.source import parse_source
+
+_LISTING_TIMEOUT_SECONDS = 15.0
+
+
+async def listed_bytes(
+    *, uri: str, endpoint: str | None, include: tuple[str, ...], exclude: tuple[str, ...]
+) -> int | None:
+    """Total bytes the loader would download from a public source, or None when unknown."""
+    try:
+        source = parse_source(uri)
+        async with asyncio.timeout(_LISTING_TIMEOUT_SECONDS), http.open_session(connections=2) as session:
+            found = await listing.fetch(
+                http.Client(session=session), source, uri=uri, endpoint=endpoint, token=None
+            )
+    except (LoaderError, OSError, TimeoutError):
+        return None
+    chosen = plan.filter_files(found.files, include=include, exclude=exclude)
+    sizes = [f.size for f in chosen]
+    return None if any(size is None for size in sizes) else sum(s for s in sizes if s is not None)

@@ -1,0 +1,67 @@
+"""Sizing a cache volume from the source's listing before any download."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from aima.api.model import Model
+from aima.domain import model as planning
+from aima.loader import sizing
+from fakes.hub import FakeHub, HubFile
+from fakes.serving import generate_file, running_in_thread
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def hub_url(tmp_path: Path) -> Iterator[str]:
+    generate_file(tmp_path / "weights", 3 * 2**20, seed=1)
+    (tmp_path / "readme").write_text("# tiny")
+    files = {
+        "model.safetensors": HubFile(tmp_path / "weights"),
+        "README.md": HubFile(tmp_path / "readme", lfs=False),
+    }
+    with running_in_thread(FakeHub("acme/tiny", files).app()) as url:
+        yield url
+
+
+def test_listed_bytes_follow_the_loaders_filters(hub_url: str) -> None:
+    everything = asyncio.run(
+        sizing.listed_bytes(uri="hf://acme/tiny@main", endpoint=hub_url, include=(), exclude=())
+    )
+    weights_only = asyncio.run(
+        sizing.listed_bytes(
+            uri="hf://acme/tiny@main", endpoint=hub_url, include=("*.safetensors",), exclude=()
+        )
+    )
+    assert everything == 3 * 2**20 + len("# tiny")
+    assert weights_only == 3 * 2**20
+
+
+def test_an_unreachable_source_gives_no_size() -> None:
+    found = asyncio.run(
+        sizing.listed_bytes(uri="hf://acme/tiny@main", endpoint="http://127.0.0.1:9", include=(), exclude=())
+    )
+    assert found is None
+
+
+@pytest.mark.parametrize(
+    ("cache", "listed", "size"),
+    [
+        ({"size": "7Gi"}, 100 * 2**30, "7Gi"),
+        (None, 100 * 2**30, "120Gi"),
+        (None, 2**20, "1Gi"),
+        (None, None, "50Gi"),
+    ],
+    ids=["the spec decides", "listing plus 20 percent", "at least 1Gi", "default without a listing"],
+)
+def test_cache_size(cache: dict[str, str] | None, listed: int | None, size: str) -> None:
+    spec: dict[str, object] = {"source": "hf://acme/tiny", "type": "LLM"} | (
+        {"cache": cache} if cache else {}
+    )
+    model = Model.model_validate({"metadata": {"name": "m", "namespace": "n"}, "spec": spec})
+    assert planning.cache_size(model, listed_bytes=listed) == size
