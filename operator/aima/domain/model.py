@@ -134,7 +134,9 @@ def compute_status(body: Body, *, plan: Plan, observed: Observed, now: datetime)
         update={
             "observed_generation": generation,
             "conditions": found,
-            "phase": _phase(downloaded, reason=reason),
+            "phase": _phase(
+                downloaded, reason=reason, loader_phase=status.progress.phase if status.progress else None
+            ),
             "claim_name": plan.claim_name,
             "path": plan.path,
             "loader_job": plan.job_name,
@@ -222,10 +224,12 @@ def _status(flag: bool) -> ConditionStatus:
     return ConditionStatus.TRUE if flag else ConditionStatus.FALSE
 
 
-def _phase(downloaded: bool, *, reason: str) -> ModelPhase:
+def _phase(downloaded: bool, *, reason: str, loader_phase: ModelPhase | None) -> ModelPhase:
     if downloaded:
         return ModelPhase.READY
-    return ModelPhase.FAILED if reason == Reason.DOWNLOAD_FAILED else ModelPhase.DOWNLOADING
+    if reason == Reason.DOWNLOAD_FAILED:
+        return ModelPhase.FAILED
+    return ModelPhase.VERIFYING if loader_phase == ModelPhase.VERIFYING else ModelPhase.DOWNLOADING
 
 
 def _labels(model: Model, *, component: str) -> dict[str, str]:

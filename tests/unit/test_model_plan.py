@@ -1,0 +1,182 @@
+"""Model planning: children from the spec, status from the Job and the loader's report."""
+
+from __future__ import annotations
+
+import datetime
+from typing import Any
+
+import pytest
+
+from aima.domain import model as planning
+
+pytestmark = pytest.mark.unit
+
+NOW = datetime.datetime(2026, 11, 22, 12, 0, tzinfo=datetime.UTC)
+SETTINGS = planning.LoaderSettings(
+    image="aima:test",
+    image_pull_policy="IfNotPresent",
+    backoff_limit=3,
+    endpoints={"hf": "https://mirror.example"},
+)
+
+
+def body(*, status: dict[str, Any] | None = None, **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "aima.dev/v1alpha1",
+        "kind": "Model",
+        "metadata": {"name": "qwen", "namespace": "team", "uid": "u-1", "generation": 2},
+        "spec": {"source": "hf://acme/qwen@main", "type": "LLM"} | spec,
+        "status": status or {},
+    }
+
+
+def observed(job: dict[str, Any] | None = None) -> planning.Observed:
+    return planning.Observed(claim=None, job=job, gpu_memory_mib=81559)
+
+
+def by_kind(plan: planning.Plan) -> dict[str, dict[str, Any]]:
+    return {o["kind"]: o for o in plan.objects}
+
+
+def test_a_new_model_gets_a_claim_rbac_and_a_loader_job() -> None:
+    plan = planning.plan(body(cache={"size": "20Gi"}), settings=SETTINGS, observed=observed())
+    children = by_kind(plan)
+    assert list(children) == ["PersistentVolumeClaim", "ServiceAccount", "RoleBinding", "Job"]
+    assert children["PersistentVolumeClaim"]["spec"]["resources"]["requests"]["storage"] == "20Gi"
+    assert children["PersistentVolumeClaim"]["metadata"]["ownerReferences"][0]["uid"] == "u-1"
+    args = children["Job"]["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[:3] == ["loader", "--source", "hf://acme/qwen@main"]
+    assert args[args.index("--endpoint") + 1] == "https://mirror.example"
+    assert args[args.index("--model") + 1] == "team/qwen"
+
+
+def test_retain_keeps_the_volume_out_of_garbage_collection() -> None:
+    plan = planning.plan(
+        body(cache={"size": "20Gi", "reclaimPolicy": "Retain"}), settings=SETTINGS, observed=observed()
+    )
+    assert "ownerReferences" not in by_kind(plan)["PersistentVolumeClaim"]["metadata"]
+
+
+def test_a_pvc_source_is_verified_in_place() -> None:
+    plan = planning.plan(body(source="pvc://weights/qwen"), settings=SETTINGS, observed=observed())
+    children = by_kind(plan)
+    assert "PersistentVolumeClaim" not in children
+    pod = children["Job"]["spec"]["template"]["spec"]
+    assert pod["volumes"][0]["persistentVolumeClaim"]["claimName"] == "weights"
+    assert "--verify-only" in pod["containers"][0]["args"]
+    assert plan.claim_name == "weights" and plan.path == "qwen"
+
+
+def test_a_token_comes_from_the_secret_never_from_the_command_line() -> None:
+    plan = planning.plan(body(secretRef="hf-token"), settings=SETTINGS, observed=observed())
+    container = by_kind(plan)["Job"]["spec"]["template"]["spec"]["containers"][0]
+    assert container["env"] == [
+        {
+            "name": "HF_TOKEN",
+            "valueFrom": {"secretKeyRef": {"name": "hf-token", "key": "HF_TOKEN", "optional": True}},
+        }
+    ]
+    assert container["args"][-2:] == ["--token-env", "HF_TOKEN"]
+
+
+def test_a_changed_source_means_a_new_job_and_a_repeat_the_same() -> None:
+    first = planning.plan(body(), settings=SETTINGS, observed=observed())
+    again = planning.plan(body(), settings=SETTINGS, observed=observed())
+    moved = planning.plan(body(source="hf://acme/qwen@v2"), settings=SETTINGS, observed=observed())
+    assert first.job_name == again.job_name != moved.job_name
+
+
+def job(**status: Any) -> dict[str, Any]:
+    return {"status": status}
+
+
+FAILED_JOB = job(conditions=[{"type": "Failed", "status": "True", "message": "BackoffLimitExceeded"}])
+
+
+@pytest.mark.parametrize(
+    ("the_job", "progress", "ready", "reason", "phase", "words"),
+    [
+        (None, None, "False", "Downloading", "Downloading", "Starting loader Job"),
+        (
+            job(active=1),
+            {
+                "phase": "Downloading",
+                "percent": 40,
+                "bytesDone": 4 * 2**30,
+                "bytesTotal": 10 * 2**30,
+                "filesDone": 1,
+                "filesTotal": 4,
+                "bytesPerSecond": 100 * 2**20,
+                "etaSeconds": 61,
+            },
+            "False",
+            "Downloading",
+            "Downloading",
+            "Downloaded 40% (4.00 GiB of 10.00 GiB, 1/4 files) at 100 MiB/s",
+        ),
+        (job(active=1), {"phase": "Verifying"}, "False", "Downloading", "Verifying", "listing"),
+        (job(succeeded=1), None, "False", "Downloading", "Downloading", "listing"),
+        (job(succeeded=1), {"phase": "Ready"}, "True", "Ready", "Ready", "verified"),
+        (
+            FAILED_JOB,
+            {"phase": "Failed", "message": "HTTP 404 for acme/qwen"},
+            "False",
+            "DownloadFailed",
+            "Failed",
+            "HTTP 404 for acme/qwen",
+        ),
+        (
+            job(active=1),
+            {"phase": "Failed", "message": "disk full"},
+            "False",
+            "DownloadFailed",
+            "Failed",
+            "disk full",
+        ),
+    ],
+    ids=[
+        "no job yet",
+        "downloading",
+        "verifying",
+        "job done without report",
+        "ready",
+        "job failed",
+        "loader failed, job retrying",
+    ],
+)
+def test_status_tells_the_truth(
+    the_job: dict[str, Any] | None,
+    progress: dict[str, Any] | None,
+    ready: str,
+    reason: str,
+    phase: str,
+    words: str,
+) -> None:
+    model = body(status={"progress": progress} if progress else None)
+    plan = planning.plan(model, settings=SETTINGS, observed=observed(the_job))
+    status = planning.compute_status(model, plan=plan, observed=observed(the_job), now=NOW)
+    condition = next(c for c in status.conditions if c.type == "Ready")
+    assert (condition.status, condition.reason, status.phase) == (ready, reason, phase)
+    assert words in condition.message
+    assert status.observed_generation == 2
+
+
+def test_a_downloaded_model_needs_no_children_and_its_status_is_stable() -> None:
+    model = body(status={"progress": {"phase": "Ready", "bytesTotal": 16 * 2**30}})
+    first_plan = planning.plan(model, settings=SETTINGS, observed=observed(job(succeeded=1)))
+    status = planning.compute_status(model, plan=first_plan, observed=observed(job(succeeded=1)), now=NOW)
+    stored = body(status=status.model_dump(mode="json", by_alias=True, exclude_none=True))
+    later = planning.plan(stored, settings=SETTINGS, observed=observed(None))
+    assert later.objects == []
+    again = planning.compute_status(
+        stored, plan=later, observed=observed(None), now=NOW + datetime.timedelta(hours=1)
+    )
+    assert planning.status_patch(again, observed=stored["status"]) is None
+
+
+def test_estimate_rounds_gpus_up_to_a_tensor_parallel_size() -> None:
+    estimate = planning.estimate_resources(weights_bytes=140 * 10**9, gpu_memory_mib=81559)
+    assert estimate.gpus == 4  # 140 GB x 1.3 + 1 GiB needs 2.6 H100s: tensor parallel 4
+    assert estimate.parameters == "70.0B"
+    small = planning.estimate_resources(weights_bytes=16 * 10**9, gpu_memory_mib=81559)
+    assert small.gpus == 1
