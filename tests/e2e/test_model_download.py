@@ -9,7 +9,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,19 +19,11 @@ from aima.testenv import ControlPlane
 from aima.testenv.operator import OperatorThread
 from fakes.hub import FakeHub, HubFile
 from fakes.serving import generate_file, running_in_thread
+from waiting import eventually
 
 pytestmark = pytest.mark.e2e
 
 WEIGHTS_BYTES = 64 * 2**20
-
-
-def eventually(check: Callable[[], Any], *, timeout: float = 30, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if result := check():
-            return result
-        time.sleep(0.2)
-    pytest.fail(f"timed out after {timeout}s waiting for {what}")
 
 
 @pytest.fixture
@@ -61,8 +53,9 @@ def ready_condition(status: dict[str, Any]) -> dict[str, Any]:
 
 def run_loader_as_the_job(
     plane: ControlPlane, *, namespace: str, job: str, dest: Path, endpoint: str
-) -> None:
-    """The Job's container arguments, with the volume and the Hub swapped for local ones."""
+) -> subprocess.CompletedProcess[str]:
+    """Run `aima` with the Job's container arguments and ServiceAccount, the volume and the Hub
+    swapped for local ones."""
     spec = json.loads(plane.kubectl("get", "job", job, "-n", namespace, "-o", "json").stdout)["spec"]
     args: list[str] = spec["template"]["spec"]["containers"][0]["args"]
     args[args.index("--dest") + 1] = str(dest)
@@ -78,8 +71,7 @@ def run_loader_as_the_job(
         timeout=120,
         check=False,
     )
-    assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout.splitlines()[-1])["phase"] == "Ready"
+    return result
 
 
 def test_model_goes_from_apply_to_ready_through_the_loader(
@@ -116,7 +108,11 @@ def test_model_goes_from_apply_to_ready_through_the_loader(
     assert ready_condition(waiting)["status"] == "False"
     assert waiting["phase"] == "Downloading"
 
-    run_loader_as_the_job(control_plane, namespace=namespace, job=job, dest=tmp_path / "model", endpoint=url)
+    loaded = run_loader_as_the_job(
+        control_plane, namespace=namespace, job=job, dest=tmp_path / "model", endpoint=url
+    )
+    assert loaded.returncode == 0, loaded.stderr
+    assert json.loads(loaded.stdout.splitlines()[-1])["phase"] == "Ready"
 
     status = eventually(
         lambda: (
@@ -154,19 +150,9 @@ def test_a_failed_download_says_why(
         ]
     )
     job = eventually(lambda: model_status(control_plane, namespace).get("loaderJob"), what="the loader Job")
-    spec = json.loads(control_plane.kubectl("get", "job", job, "-n", namespace, "-o", "json").stdout)["spec"]
-    args: list[str] = spec["template"]["spec"]["containers"][0]["args"]
-    args[args.index("--dest") + 1] = str(tmp_path / "model")
-    args[args.index("--endpoint") + 1] = hub[0]  # the Hub answers, but has no acme/missing
-    kubeconfig = control_plane.service_account_kubeconfig(namespace=namespace, name="aima-loader")
-    aima = Path(sys.executable).parent / "aima"
-    result = subprocess.run(
-        [str(aima), *args],
-        env=os.environ | {"KUBECONFIG": str(kubeconfig)},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
+    # The Hub answers, but has no acme/missing.
+    result = run_loader_as_the_job(
+        control_plane, namespace=namespace, job=job, dest=tmp_path / "model", endpoint=hub[0]
     )
     assert result.returncode == 1
     status = model_status(control_plane, namespace)

@@ -4,8 +4,6 @@ kwok-driven pod states, and a clean stop."""
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,20 +11,11 @@ import pytest
 
 from aima.testenv import ControlPlane, Profile, ensure_binaries
 from aima.testenv.processes import port_is_open
+from waiting import eventually
 
 pytestmark = pytest.mark.integration
 
 GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
-
-
-def eventually(check: Callable[[], Any], *, timeout: float = 60, what: str = "condition") -> Any:
-    """Poll ``check`` until it returns something truthy; fail with ``what`` after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if result := check():
-            return result
-        time.sleep(0.3)
-    pytest.fail(f"timed out after {timeout}s waiting for {what}")
 
 
 def deployment(name: str, *, gpus: int = 0, labels: dict[str, str] | None = None) -> dict[str, Any]:

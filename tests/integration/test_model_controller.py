@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,19 +13,11 @@ from aima import runner
 from aima.kube import connect
 from aima.testenv import ControlPlane
 from aima.testenv.operator import OperatorThread
+from waiting import eventually
 
 pytestmark = pytest.mark.integration
 
 CATALOG = Path(__file__).resolve().parents[2] / "catalog"
-
-
-def eventually(check: Callable[[], Any], *, timeout: float = 30, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if result := check():
-            return result
-        time.sleep(0.2)
-    pytest.fail(f"timed out after {timeout}s waiting for {what}")
 
 
 def get(plane: ControlPlane, kind: str, name: str, namespace: str) -> dict[str, Any] | None:
