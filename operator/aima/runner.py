@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -13,10 +14,11 @@ import kopf
 
 from aima import catalog
 from aima.api.common import Keys
+from aima.controllers import inference_service as inference_service_controller
 from aima.controllers import model as model_controller
 from aima.controllers.runtime import Reconciler, resync_forever
 from aima.domain import objects
-from aima.kube import KubeClient, connect, resources
+from aima.kube import KubeClient, connect, leader, resources
 from aima.kube.client import login
 from aima.settings import Settings
 
@@ -47,7 +49,14 @@ def build_registry(*, kube: KubeClient, settings: Settings) -> tuple[kopf.Operat
         retry_seconds=settings.retry_seconds,
     )
     model_controller.register(registry, reconciler=models)
-    return registry, [models]
+    services = Reconciler(
+        resource=resources.INFERENCE_SERVICES,
+        reconcile=functools.partial(inference_service_controller.reconcile, kube=kube, settings=settings),
+        kube=kube,
+        retry_seconds=settings.retry_seconds,
+    )
+    inference_service_controller.register(registry, reconciler=services)
+    return registry, [models, services]
 
 
 async def install_engines(kube: KubeClient, *, catalog_dir: Path) -> int:
@@ -69,8 +78,43 @@ async def install_engines(kube: KubeClient, *, catalog_dir: Path) -> int:
 async def run(
     settings: Settings, *, stop_flag: asyncio.Event | None = None, ready_flag: asyncio.Event | None = None
 ) -> None:
-    """Run the operator until ``stop_flag`` is set (or forever)."""
+    """Run the operator until ``stop_flag`` is set (or forever); with leader election, only while
+    this replica holds the Lease: a replica that loses it stops, and its restart waits as a follower."""
+    stop = stop_flag or asyncio.Event()
     kube = await connect(kubeconfig=settings.kubeconfig)
+    lease = leader.LeaseSettings(
+        namespace=settings.lease_namespace,
+        name=settings.lease_name,
+        identity=settings.identity,
+        duration_seconds=settings.lease_duration_seconds,
+        renew_seconds=settings.lease_renew_seconds,
+    )
+    keeper: asyncio.Task[None] | None = None
+    try:
+        if settings.leader_election:
+            if not await _first(leader.acquire(kube, lease), stop.wait()):
+                return
+            keeper = asyncio.create_task(leader.keep(kube, lease, lost=stop))
+        await _operate(kube, settings, stop=stop, ready_flag=ready_flag)
+    finally:
+        if keeper is not None:
+            keeper.cancel()
+            await leader.release(kube, lease)
+        await kube.close()
+
+
+async def _first(acquired: Coroutine[Any, Any, None], stopped: Coroutine[Any, Any, bool]) -> bool:
+    """Wait for the Lease or for a stop; True when the Lease came first."""
+    lease_task, stop_task = asyncio.create_task(acquired), asyncio.create_task(stopped)
+    done, pending = await asyncio.wait({lease_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
+    for task in pending:
+        task.cancel()
+    return lease_task in done
+
+
+async def _operate(
+    kube: KubeClient, settings: Settings, *, stop: asyncio.Event, ready_flag: asyncio.Event | None
+) -> None:
     if settings.catalog_dir is not None:
         await install_engines(kube, catalog_dir=settings.catalog_dir)
     registry, reconcilers = build_registry(kube=kube, settings=settings)
@@ -82,14 +126,13 @@ async def run(
             clusterwide=not settings.namespaces,
             namespaces=list(settings.namespaces),
             standalone=True,
-            stop_flag=stop_flag,
+            stop_flag=stop,
             ready_flag=ready_flag,
         )
     finally:
         resync.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await resync
-        await kube.close()
 
 
 def main(settings: Settings) -> None:

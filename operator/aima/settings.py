@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -42,6 +43,18 @@ class Settings(BaseModel):
     catalog_dir: Path | None = None
     """Folder with the engine catalog (`engines/*.yaml`) the operator installs as Engine objects at
     start; the image ships it at /opt/aima/catalog. Empty installs nothing."""
+    leader_election: bool = False
+    """Run only while holding a Lease, so that of several replicas exactly one acts."""
+    lease_namespace: str = "default"
+    """Namespace of the leader Lease (the chart sets the operator's own)."""
+    lease_name: str = "aima-operator"
+    """Name of the leader Lease."""
+    lease_duration_seconds: int = Field(default=15, ge=2)
+    """How long a Lease holds without renewal; a crashed leader is replaced after at most this."""
+    lease_renew_seconds: float = Field(default=5.0, gt=0)
+    """How often the leader renews its Lease."""
+    identity: str = Field(default_factory=socket.gethostname)
+    """This replica's name in the Lease (the pod name in a cluster)."""
     default_gpu_memory_mib: int = Field(default=81920, gt=0)
     """GPU memory assumed for estimates when no node advertises nvidia.com/gpu.memory."""
 

@@ -65,6 +65,8 @@ class Keys:
     PIPELINE_RUN: Final = "aima.dev/pipeline-run"
     CATALOG: Final = "aima.dev/catalog"
     """Set on objects the operator installs from the catalog, so users can tell them from their own."""
+    RUN_AS_USER: Final = "aima.dev/run-as-user"
+    """Annotation on an Engine: a non-root UID its image runs as; its pods then run with runAsNonRoot."""
     KOPF_PREFIX: Final = "kopf.aima.dev"
     """Prefix of kopf's bookkeeping annotations; kopf never writes into our `status`."""
 
@@ -211,6 +213,12 @@ class Reason(StrEnum):
     CANCELLED = "Cancelled"
     TIMED_OUT = "TimedOut"
     SUCCEEDED = "Succeeded"
+    ENGINE_NAMED = "EngineNamed"
+    ENGINE_CHOSEN = "EngineChosen"
+    SCHEDULED = "Scheduled"
+    PENDING = "Pending"
+    SCALED_TO_ZERO = "ScaledToZero"
+    HEALTH_CHECK_FAILING = "HealthCheckFailing"
 
 
 class Condition(ApiModel):

@@ -194,6 +194,9 @@ class Scheduling(ApiModel):
     """Taints replicas tolerate. GPU replicas also tolerate nvidia.com/gpu:NoSchedule."""
     priority_class_name: str | None = Field(default=None, max_length=253)
     """PriorityClass of the replicas' pods."""
+    runtime_class_name: str | None = Field(default=None, max_length=253)
+    """RuntimeClass of the replicas' pods, such as nvidia where the NVIDIA container runtime is not
+    the node's default."""
 
 
 class InferenceServiceSpec(ApiModel):

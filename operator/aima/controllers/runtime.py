@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from aima.kube import KubeClient, Resource
+from aima.kube import KubeClient, KubeError, Resource
 
 Body = dict[str, Any]
 ReconcileFn = Callable[[Body], Awaitable[None]]
@@ -37,28 +37,38 @@ class Reconciler:
     )
     _retries: dict[tuple[str, str], asyncio.TimerHandle] = field(default_factory=dict)
 
-    async def handle(self, body: Body, *, attempt: int = 0) -> None:
-        """Reconcile ``body`` now; on failure log it and schedule another try."""
-        key = (body["metadata"].get("namespace") or "", body["metadata"]["name"])
+    async def handle(self, body: Body) -> None:
+        """Reconcile the object of a watch event now."""
+        await self.handle_by_name(namespace=body["metadata"].get("namespace"), name=body["metadata"]["name"])
+
+    async def handle_by_name(self, *, namespace: str | None, name: str, attempt: int = 0) -> None:
+        """Reconcile an object by name; on failure log it and schedule another try.
+
+        The object is read after taking its lock, so a pass that waited behind another never acts
+        on a spec older than the one that pass saw (an event's body may be). Gone or deleting
+        objects need nothing.
+        """
+        key = (namespace or "", name)
         if (pending := self._retries.pop(key, None)) is not None:
             pending.cancel()
-        lock = self._locks.setdefault(key, asyncio.Lock())
-        async with lock:
+        async with self._locks.setdefault(key, asyncio.Lock()):
             try:
-                await self.reconcile(body)
+                body = await self.kube.get(self.resource, name=name, namespace=namespace)
+                if body is not None and not body["metadata"].get("deletionTimestamp"):
+                    await self.reconcile(body)
+            except KubeError as error:
+                if error.status == 404 or "being terminated" in error.message:
+                    return  # the object or its namespace is going away: nothing left to do
+                self._schedule_retry(key, attempt=attempt)
             except Exception:
-                delay = min(self.retry_seconds * 2**attempt, self.max_retry_seconds)
-                logger.exception(
-                    "Reconcile failed, retrying: kind=%s key=%s delay=%.0fs", self.resource.kind, key, delay
-                )
-                loop = asyncio.get_running_loop()
-                self._retries[key] = loop.call_later(delay, self._retry, key, attempt + 1)
+                self._schedule_retry(key, attempt=attempt)
 
-    async def handle_by_name(self, *, namespace: str | None, name: str) -> None:
-        """Reconcile an object known by name (a child changed); gone objects need nothing."""
-        body = await self.kube.get(self.resource, name=name, namespace=namespace)
-        if body is not None and not body["metadata"].get("deletionTimestamp"):
-            await self.handle(body)
+    def _schedule_retry(self, key: tuple[str, str], *, attempt: int) -> None:
+        delay = min(self.retry_seconds * 2**attempt, self.max_retry_seconds)
+        logger.exception(
+            "Reconcile failed, retrying: kind=%s key=%s delay=%.0fs", self.resource.kind, key, delay
+        )
+        self._retries[key] = asyncio.get_running_loop().call_later(delay, self._retry, key, attempt + 1)
 
     async def resync(self) -> None:
         """Reconcile every object of the kind once (the level-triggered safety net)."""
@@ -68,13 +78,10 @@ class Reconciler:
 
     def _retry(self, key: tuple[str, str], attempt: int) -> None:
         self._retries.pop(key, None)
-        asyncio.get_running_loop().create_task(self._fetch_and_handle(key, attempt))
-
-    async def _fetch_and_handle(self, key: tuple[str, str], attempt: int) -> None:
         namespace, name = key
-        body = await self.kube.get(self.resource, name=name, namespace=namespace or None)
-        if body is not None:
-            await self.handle(body, attempt=attempt)
+        asyncio.get_running_loop().create_task(
+            self.handle_by_name(namespace=namespace or None, name=name, attempt=attempt)
+        )
 
 
 async def resync_forever(reconcilers: list[Reconciler], *, interval: float) -> None:

@@ -15,8 +15,9 @@ _START_TIMEOUT_SECONDS = 60.0
 class OperatorThread:
     """The operator's event loop in a daemon thread; a context manager that stops it on exit."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, wait_ready: bool = True) -> None:
         self.settings = settings
+        self.wait_ready = wait_ready
         self._loop = asyncio.new_event_loop()
         self._stop: asyncio.Event | None = None
         self._ready = threading.Event()
@@ -25,14 +26,28 @@ class OperatorThread:
 
     def __enter__(self) -> OperatorThread:
         self._thread.start()
-        if not self._ready.wait(_START_TIMEOUT_SECONDS) or self._error:
-            raise RuntimeError(f"the operator did not start: {self._error!r}")
+        if self.wait_ready:
+            self.wait_until_ready(_START_TIMEOUT_SECONDS)
         return self
+
+    @property
+    def ready(self) -> bool:
+        """Whether the controllers run (a replica waiting for the leader Lease is not ready)."""
+        return self._ready.is_set() and self._error is None
+
+    def wait_until_ready(self, timeout: float) -> None:
+        """Block until the controllers run; raise if they did not within ``timeout`` seconds."""
+        if not self._ready.wait(timeout) or self._error:
+            raise RuntimeError(f"the operator did not start: {self._error!r}")
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        if self._stop is not None:
+        self.stop()
+
+    def stop(self) -> None:
+        """Stop the operator and wait for its thread."""
+        if self._stop is not None and not self._loop.is_closed():
             self._loop.call_soon_threadsafe(self._stop.set)
         self._thread.join(timeout=30)
 

@@ -1,0 +1,333 @@
+"""InferenceServices on the local control plane with kwok GPU nodes: from apply to Ready on a GPU
+node, failures explained in the status, scale, update, delete, and a restarted operator that
+writes nothing when nothing changed."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from aima.settings import Settings
+from aima.testenv import ControlPlane
+from aima.testenv.operator import OperatorThread
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parents[2]
+# Every component of the local cluster authenticates as the same admin; they differ by user agent.
+_OTHER_WRITERS = ("kubectl/", "kube-controller-manager/", "kube-scheduler/", "kwok/")
+
+
+def eventually(check: Callable[[], Any], *, timeout: float = 30, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if result := check():
+            return result
+        time.sleep(0.2)
+    pytest.fail(f"timed out after {timeout}s waiting for {what}")
+
+
+@pytest.fixture
+def engines(aima_crds: ControlPlane, operator: OperatorThread) -> ControlPlane:
+    """The control plane with the operator running; it installed the catalog's Engines at start."""
+    return aima_crds
+
+
+def get(plane: ControlPlane, kind: str, name: str, namespace: str) -> dict[str, Any] | None:
+    result = plane.kubectl("get", kind, name, "-n", namespace, "-o", "json", check=False)
+    return json.loads(result.stdout) if result.returncode == 0 else None
+
+
+def make_model(
+    plane: ControlPlane, namespace: str, *, name: str = "tiny", ready: bool, gguf: bool = False
+) -> None:
+    """A Model whose download the test declares done, as the loader would (no loader runs here)."""
+    source = "hf://acme/tiny-gguf@main" if gguf else "hf://acme/tiny-llm@main"
+    spec = {"source": source, "type": "LLM", "cache": {"size": "1Gi"}} | ({"format": "GGUF"} if gguf else {})
+    plane.apply(
+        [
+            {
+                "apiVersion": "aima.dev/v1alpha1",
+                "kind": "Model",
+                "metadata": {"name": name, "namespace": namespace},
+                "spec": spec,
+            }
+        ]
+    )
+    job = eventually(
+        lambda: (get(plane, "model", name, namespace) or {}).get("status", {}).get("loaderJob"),
+        what="the loader Job",
+    )
+    if not ready:
+        return
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    done = {
+        "status": "True",
+        "reason": "Ready",
+        "message": "Files downloaded and verified",
+        "lastTransitionTime": now,
+    }
+    status = {
+        "loaderJob": job,
+        "conditions": [{"type": "Downloaded", **done}, {"type": "Ready", **done}],
+        "phase": "Ready",
+    } | ({"format": "GGUF", "weightsFile": "tiny.gguf"} if gguf else {})
+    plane.kubectl(
+        "patch",
+        "model",
+        name,
+        "-n",
+        namespace,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        json.dumps({"status": status}),
+    )
+
+
+def service_body(namespace: str, *, name: str = "chat", **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "aima.dev/v1alpha1",
+        "kind": "InferenceService",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"modelRef": {"name": "tiny"}} | spec,
+    }
+
+
+def make_service(plane: ControlPlane, namespace: str, **spec: Any) -> None:
+    plane.apply([service_body(namespace, **spec)])
+
+
+def condition(body: dict[str, Any] | None, type_: str) -> dict[str, Any]:
+    found = (body or {}).get("status", {}).get("conditions", [])
+    return next((c for c in found if c["type"] == type_), {})
+
+
+def ready_with(
+    plane: ControlPlane, namespace: str, reason: str, *, name: str = "chat", timeout: float = 30
+) -> dict[str, Any]:
+    def check() -> dict[str, Any] | None:
+        body = get(plane, "isvc", name, namespace)
+        return body if condition(body, "Ready").get("reason") == reason else None
+
+    body: dict[str, Any] = eventually(check, timeout=timeout, what=f"Ready reason {reason}")
+    return body
+
+
+def pods(plane: ControlPlane, namespace: str) -> list[dict[str, Any]]:
+    listing = json.loads(
+        plane.kubectl(
+            "get", "pods", "-n", namespace, "-l", "aima.dev/inference-service=chat", "-o", "json"
+        ).stdout
+    )
+    return [p for p in listing["items"] if not p["metadata"].get("deletionTimestamp")]
+
+
+def test_a_service_becomes_ready_on_a_gpu_node(
+    engines: ControlPlane, operator: OperatorThread, namespace: str
+) -> None:
+    make_model(engines, namespace, ready=True)
+    make_service(engines, namespace, resources={"gpus": 2})
+
+    body = ready_with(engines, namespace, "Ready")
+    status = body["status"]
+    assert status["phase"] == "Running"
+    assert (status["replicas"], status["readyReplicas"]) == (1, 1)
+    assert status["endpoint"] == f"http://chat.{namespace}.svc:8000"
+    assert (status["engine"], status["engineVariant"], status["gpus"]) == ("vllm", "cuda", 2)
+    assert condition(body, "EngineResolved")["reason"] == "EngineChosen"
+    assert condition(body, "Scheduled")["status"] == "True"
+    assert status["observedGeneration"] == body["metadata"]["generation"]
+    [pod] = pods(engines, namespace)
+    assert pod["spec"]["nodeName"].startswith("gpu-node-")
+    assert pod["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "2"
+    assert "--tensor-parallel-size=2" in pod["spec"]["containers"][0]["args"]
+    service = get(engines, "service", "chat", namespace)
+    assert service is not None
+    assert service["spec"]["ports"][0]["port"] == 8000
+
+
+def test_a_model_not_yet_downloaded_holds_the_service_waiting(
+    engines: ControlPlane, operator: OperatorThread, namespace: str
+) -> None:
+    make_model(engines, namespace, ready=False)
+    make_service(engines, namespace)
+
+    body = ready_with(engines, namespace, "ModelNotReady")
+    assert body["status"]["phase"] == "Pending"
+    model_ready = condition(body, "ModelReady")
+    assert model_ready["status"] == "False"
+    assert model_ready["message"].startswith("Waiting for Model tiny (Downloading)")
+    assert get(engines, "deployment", "chat", namespace) is None
+
+    make_model(engines, namespace, ready=True)  # the download finishes: the Model's event nudges the service
+    ready_with(engines, namespace, "Ready")
+
+
+def test_not_enough_gpus_is_explained(
+    engines: ControlPlane, operator: OperatorThread, namespace: str
+) -> None:
+    make_model(engines, namespace, ready=True)
+    make_service(engines, namespace, resources={"gpus": 9})
+
+    body = ready_with(engines, namespace, "InsufficientGPU")
+    message = condition(body, "Ready")["message"]
+    assert "needs 9 nvidia.com/gpu on one node" in message
+    assert re.search(r"free now: gpu-node-0 \d, gpu-node-1 \d", message), message
+    assert condition(body, "Scheduled")["reason"] == "InsufficientGPU"
+    assert body["status"]["phase"] == "Pending"
+
+
+def test_a_crashing_engine_is_explained(
+    engines: ControlPlane, operator: OperatorThread, namespace: str
+) -> None:
+    make_model(engines, namespace, ready=True)
+    make_service(engines, namespace)
+    ready_with(engines, namespace, "Ready")
+    [pod] = pods(engines, namespace)
+    # kwok plays a kubelet whose container exits with code 1 and backs off.
+    engines.kubectl("label", "pod", pod["metadata"]["name"], "-n", namespace, "aima.dev/test-fault=crashloop")
+
+    body = ready_with(engines, namespace, "CrashLoopBackOff")
+    message = condition(body, "Ready")["message"]
+    assert f"The engine in pod {pod['metadata']['name']} keeps crashing (5 restarts)" in message
+    assert "last exit code 1 (Error)" in message
+    assert body["status"]["phase"] == "Failed"
+    assert body["status"]["readyReplicas"] == 0
+
+
+def test_scale_up_and_down(engines: ControlPlane, operator: OperatorThread, namespace: str) -> None:
+    make_model(engines, namespace, ready=True)
+    make_service(engines, namespace)
+    ready_with(engines, namespace, "Ready")
+
+    engines.kubectl("scale", "isvc", "chat", "-n", namespace, "--replicas=3")
+    eventually(
+        lambda: (get(engines, "isvc", "chat", namespace) or {})["status"].get("readyReplicas") == 3,
+        what="3 ready",
+    )
+    scale = json.loads(
+        engines.kubectl("get", "isvc", "chat", "-n", namespace, "--subresource=scale", "-o", "json").stdout
+    )
+    assert scale["status"]["replicas"] == 3, (
+        get(engines, "isvc", "chat", namespace),
+        get(engines, "deployment", "chat", namespace),
+    )
+    assert scale["status"]["selector"] == "aima.dev/inference-service=chat,app.kubernetes.io/managed-by=aima"
+
+    engines.kubectl("scale", "isvc", "chat", "-n", namespace, "--replicas=1")
+    eventually(lambda: len(pods(engines, namespace)) == 1, what="one pod left")
+    eventually(
+        lambda: (get(engines, "isvc", "chat", namespace) or {})["status"].get("replicas") == 1,
+        what="1 replica",
+    )
+
+    engines.kubectl(
+        "patch", "isvc", "chat", "-n", namespace, "--type=merge", "-p", '{"spec": {"suspend": true}}'
+    )
+    body = ready_with(engines, namespace, "Suspended")
+    assert body["status"]["phase"] == "Suspended"
+    eventually(lambda: not pods(engines, namespace), what="no pods while suspended")
+
+
+def test_a_spec_change_rolls_out(engines: ControlPlane, operator: OperatorThread, namespace: str) -> None:
+    make_model(engines, namespace, ready=True)
+    make_service(engines, namespace)
+    ready_with(engines, namespace, "Ready")
+
+    engines.kubectl(
+        "patch",
+        "isvc",
+        "chat",
+        "-n",
+        namespace,
+        "--type=merge",
+        "-p",
+        '{"spec": {"engineArgs": {"max-model-len": 4096}}}',
+    )
+
+    def rolled_out() -> bool:
+        body = get(engines, "isvc", "chat", namespace) or {}
+        current = pods(engines, namespace)
+        return (
+            body.get("status", {}).get("observedGeneration") == body["metadata"]["generation"]
+            and condition(body, "Ready").get("status") == "True"
+            and len(current) == 1
+            and "--max-model-len=4096" in current[0]["spec"]["containers"][0]["args"]
+        )
+
+    eventually(rolled_out, what="the new pod to replace the old one")
+
+
+def test_deleting_a_service_collects_its_children(
+    engines: ControlPlane, operator: OperatorThread, namespace: str
+) -> None:
+    make_model(engines, namespace, ready=True)
+    make_service(engines, namespace)
+    ready_with(engines, namespace, "Ready")
+
+    engines.kubectl("delete", "isvc", "chat", "-n", namespace)
+
+    eventually(lambda: get(engines, "deployment", "chat", namespace) is None, what="the Deployment to go")
+    eventually(lambda: get(engines, "service", "chat", namespace) is None, what="the Service to go")
+    eventually(lambda: not pods(engines, namespace), what="the pods to go")
+
+
+def writes_since(plane: ControlPlane, offset: int, *, namespace: str) -> list[dict[str, Any]]:
+    """Audited writes in ``namespace`` after byte ``offset`` of the audit log, except the test's own and
+    the cluster components'."""
+    with plane.audit_log.open("rb") as log:
+        log.seek(offset)
+        entries = [json.loads(line) for line in log.read().splitlines() if line.strip()]
+    return [
+        e
+        for e in entries
+        if e.get("objectRef", {}).get("namespace") == namespace
+        and e["verb"] in ("create", "update", "patch", "delete")
+        and not e.get("userAgent", "").startswith(_OTHER_WRITERS)
+    ]
+
+
+def test_a_restarted_operator_writes_nothing_when_nothing_changed(
+    engines: ControlPlane, namespace: str
+) -> None:
+    settings = Settings(
+        kubeconfig=engines.kubeconfig, namespaces=(namespace,), retry_seconds=0.5, resync_seconds=30
+    )
+    running, total = 20, 100
+    with OperatorThread(settings):
+        make_model(engines, namespace, ready=True, gguf=True)
+        small = {"gpus": 0, "requests": {"cpu": "10m", "memory": "32Mi"}}
+        engines.apply(
+            [
+                service_body(namespace, name=f"svc-{i:03}", replicas=1 if i < running else 0, resources=small)
+                for i in range(total)
+            ]
+        )
+
+        def settled() -> bool:
+            listing = json.loads(engines.kubectl("get", "isvc", "-n", namespace, "-o", "json").stdout)[
+                "items"
+            ]
+            reasons = [condition(b, "Ready").get("reason") for b in listing]
+            return reasons.count("Ready") == running and reasons.count("ScaledToZero") == total - running
+
+        eventually(settled, timeout=120, what="every service to settle")
+        time.sleep(2)  # the last pod and Deployment status updates land
+
+    offset = engines.audit_log.stat().st_size
+    with OperatorThread(settings):
+        time.sleep(6)  # the new operator lists and reconciles every service and the Model
+        quiet = writes_since(engines, offset, namespace=namespace)
+        assert quiet == [], [(e["verb"], e["objectRef"], e.get("userAgent")) for e in quiet]
+        # ... and it was alive all along: a real change is acted on.
+        engines.kubectl("scale", "isvc", "svc-099", "-n", namespace, "--replicas=1")
+        ready_with(engines, namespace, "Ready", name="svc-099")
+        acted = writes_since(engines, offset, namespace=namespace)
+        assert any(e["objectRef"].get("resource") == "deployments" for e in acted)  # the filter sees us

@@ -1,0 +1,515 @@
+"""The InferenceService planner (pure): engine choice, the rendered Deployment and Service, and a
+status whose conditions explain what the pods and the Model are doing."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from aima.api.common import Keys
+from aima.catalog import load_catalog
+from aima.domain import inference_service as planning
+from aima.domain import pod_health
+from aima.domain.engine_choice import node_info
+
+pytestmark = pytest.mark.unit
+
+ROOT = Path(__file__).resolve().parents[2]
+ENGINES = [
+    e.model_dump(mode="json", by_alias=True, exclude_none=True)
+    for e in load_catalog(ROOT / "catalog").engines
+]
+NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+T0 = "2026-01-01T11:59:00Z"
+
+
+def node(
+    name: str, *, gpus: int = 0, arch: str = "amd64", product: str = "NVIDIA-H100-80GB-HBM3"
+) -> dict[str, Any]:
+    labels = {"kubernetes.io/arch": arch} | ({"nvidia.com/gpu.product": product} if gpus else {})
+    allocatable = {"cpu": "96"} | ({"nvidia.com/gpu": str(gpus)} if gpus else {})
+    return {"metadata": {"name": name, "labels": labels}, "status": {"allocatable": allocatable}}
+
+
+GPU_NODES = [node("gpu-node-0", gpus=8), node("gpu-node-1", gpus=8), node("cpu-node-0")]
+CPU_NODES = [node("cpu-node-0")]
+
+
+def model(
+    *,
+    ready: bool = True,
+    source: str = "hf://acme/tiny@main",
+    type_: str = "LLM",
+    fmt: str | None = "SafeTensors",
+) -> dict[str, Any]:
+    condition = {
+        "type": "Ready",
+        "status": "True" if ready else "False",
+        "reason": "Ready" if ready else "Downloading",
+        "message": "Files downloaded and verified"
+        if ready
+        else "Downloaded 42% (0.42 of 1.00 GiB, 1/2 files)",
+        "lastTransitionTime": T0,
+    }
+    status: dict[str, Any] = {"conditions": [condition], "phase": "Ready" if ready else "Downloading"}
+    status |= {"claimName": "tiny-model", "path": ""} if ready else {}
+    status |= {"weightsFile": "tiny.gguf"} if ready and fmt == "GGUF" else {}
+    spec = {"source": source, "type": type_} | ({"format": fmt} if fmt else {})
+    return {
+        "apiVersion": "aima.dev/v1alpha1",
+        "kind": "Model",
+        "metadata": {"name": "tiny", "namespace": "team"},
+        "spec": spec,
+        "status": status,
+    }
+
+
+def service(**spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "aima.dev/v1alpha1",
+        "kind": "InferenceService",
+        "metadata": {"name": "chat", "namespace": "team", "uid": "u-1", "generation": 3},
+        "spec": {"modelRef": {"name": "tiny"}} | spec,
+    }
+
+
+def observed(**overrides: Any) -> planning.Observed:
+    values: dict[str, Any] = {"model": model(), "engines": ENGINES, "nodes": GPU_NODES} | overrides
+    return planning.Observed(**values)
+
+
+def condition(status: Any, type_: str) -> Any:
+    return next(c for c in status.conditions if c.type == type_)
+
+
+def deployment_of(result: planning.Plan) -> dict[str, Any]:
+    return next(o for o in result.objects if o["kind"] == "Deployment")
+
+
+def container_of(result: planning.Plan) -> dict[str, Any]:
+    container: dict[str, Any] = deployment_of(result)["spec"]["template"]["spec"]["containers"][0]
+    return container
+
+
+# ---- engine choice -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("spec", "the_model", "nodes", "engine", "variant", "reason"),
+    [
+        ({}, model(), GPU_NODES, "vllm", "cuda", "EngineChosen"),
+        ({}, model(fmt="GGUF"), GPU_NODES, "llama-cpp", "cuda", "EngineChosen"),
+        ({}, model(fmt="GGUF"), CPU_NODES, "llama-cpp", "cpu", "EngineChosen"),
+        (
+            {"resources": {"gpus": 0}},
+            model(source="ollama://qwen3:0.6b", fmt="Ollama"),
+            GPU_NODES,
+            "ollama",
+            "cpu",
+            "EngineChosen",
+        ),
+        ({}, model(type_="ASR", fmt="CTranslate2"), GPU_NODES, "speaches", "cuda", "EngineChosen"),
+        ({}, model(fmt="GGUF"), [node("arm", arch="arm64")], "llama-cpp", "cpu-arm64", "EngineChosen"),
+        ({"engineRef": {"name": "sglang"}}, model(), GPU_NODES, "sglang", "cuda", "EngineNamed"),
+        (
+            {"engineRef": {"name": "vllm", "variant": "arm64"}},
+            model(),
+            GPU_NODES,
+            "vllm",
+            "arm64",
+            "EngineNamed",
+        ),
+        ({"engineRef": {"name": "nope"}}, model(), GPU_NODES, None, None, "EngineNotFound"),
+        ({"engineRef": {"name": "vllm", "variant": "rocm"}}, model(), GPU_NODES, None, None, "InvalidSpec"),
+        ({}, model(), CPU_NODES, None, None, "NoMatchingEngine"),
+        ({}, model(type_="Diffusion", fmt=None), GPU_NODES, None, None, "NoMatchingEngine"),
+    ],
+    ids=[
+        "safetensors llm on gpu nodes picks vllm by priority",
+        "gguf picks llama-cpp",
+        "gguf on a cpu-only cluster picks the cpu variant",
+        "zero gpus picks a cpu variant",
+        "asr picks speaches",
+        "arm64 nodes pick the arm64 image",
+        "named engine",
+        "named variant",
+        "named engine missing",
+        "named variant missing",
+        "no gpu nodes and no cpu engine for safetensors",
+        "no engine for the type",
+    ],
+)
+def test_engine_choice(
+    spec: dict[str, Any],
+    the_model: dict[str, Any],
+    nodes: list[Any],
+    engine: str | None,
+    variant: str | None,
+    reason: str,
+) -> None:
+    result = planning.plan(service(**spec), observed=observed(model=the_model, nodes=nodes))
+    assert result.engine_resolved.reason == reason
+    assert (result.engine.metadata.name if result.engine else None) == engine
+    assert (result.variant.name if result.variant else None) == variant
+    status = planning.compute_status(service(**spec), plan=result, observed=observed(), now=NOW)
+    assert status.engine == engine
+    assert condition(status, "EngineResolved").message  # the reason is always spelt out
+
+
+def test_automatic_choice_names_the_other_candidates() -> None:
+    result = planning.plan(service(), observed=observed())
+    assert "vllm" in result.engine_resolved.message
+    assert "other candidates: sglang (priority 5)" in result.engine_resolved.message
+
+
+# ---- the rendered children ------------------------------------------------------------------------
+
+
+def test_gpu_deployment_is_complete() -> None:
+    spec = {
+        "resources": {"gpus": 4, "gpuProduct": "NVIDIA-H100-80GB-HBM3", "requests": {"cpu": 8}},
+        "engineArgs": {"max-model-len": 8192},
+        "env": {"EXTRA": "1"},
+        "scheduling": {"runtimeClassName": "nvidia", "priorityClassName": "high"},
+        "replicas": 2,
+    }
+    result = planning.plan(service(**spec), observed=observed())
+    deployment = deployment_of(result)
+    pod = deployment["spec"]["template"]["spec"]
+    container = container_of(result)
+    assert deployment["spec"]["replicas"] == 2
+    assert deployment["metadata"]["ownerReferences"][0]["uid"] == "u-1"
+    assert container["resources"]["requests"] == {"cpu": "8", "memory": "16Gi", "nvidia.com/gpu": "4"}
+    assert container["resources"]["limits"] == {"memory": "64Gi", "nvidia.com/gpu": "4"}
+    assert pod["nodeSelector"] == {
+        "kubernetes.io/arch": "amd64",
+        "nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3",
+    }
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod["tolerations"]
+    assert pod["runtimeClassName"] == "nvidia"
+    assert pod["priorityClassName"] == "high"
+    assert "--tensor-parallel-size=4" in container["args"]
+    assert container["args"][-1] == "--max-model-len=8192"
+    assert container["command"] == ["vllm", "serve"]
+    assert {"name": "EXTRA", "value": "1"} in container["env"]
+    assert {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": "8Gi"}} in pod["volumes"]
+    assert {"name": "model", "persistentVolumeClaim": {"claimName": "tiny-model", "readOnly": True}} in pod[
+        "volumes"
+    ]
+    assert {"name": "model", "mountPath": "/models", "readOnly": True} in container["volumeMounts"]
+    assert container["startupProbe"]["failureThreshold"] == 360  # 3600 s budget / 10 s period
+    assert container["readinessProbe"]["httpGet"] == {"path": "/health", "port": "http"}
+    assert container["terminationMessagePolicy"] == "FallbackToLogsOnError"
+    assert pod["enableServiceLinks"] is False
+
+
+@pytest.mark.parametrize(
+    ("spec", "the_model", "check"),
+    [
+        ({"resources": {"gpus": 0}}, model(fmt="GGUF"), lambda pod: "tolerations" not in pod),
+        (
+            {"resources": {"gpus": 0}},
+            model(fmt="GGUF"),
+            lambda pod: "nvidia.com/gpu" not in str(pod["containers"][0]),
+        ),
+        (
+            {"resources": {"gpus": 2}},
+            model(fmt="GGUF"),
+            lambda pod: {"name": "shm", "emptyDir": {"medium": "Memory"}} in pod["volumes"],
+        ),
+        ({"resources": {"gpus": 1}}, model(fmt="GGUF"), lambda pod: len(pod["volumes"]) == 1),
+        (
+            {"resources": {"requests": {"memory": "100Gi"}}},
+            model(),
+            lambda pod: "memory" not in pod["containers"][0]["resources"]["limits"],
+        ),
+        ({}, model(), lambda pod: "runAsNonRoot" not in pod["securityContext"]),
+        (
+            {"scheduling": {"tolerations": [{"key": "team", "value": "a"}]}},
+            model(),
+            lambda pod: pod["tolerations"][1] == {"key": "team", "operator": "Equal", "value": "a"},
+        ),
+    ],
+    ids=[
+        "cpu replicas do not tolerate the gpu taint",
+        "cpu replicas request no gpu",
+        "multi-gpu gets an unsized memory shm",
+        "single gpu without a declared size gets no shm",
+        "a larger memory request drops the engine's smaller limit",
+        "root unless the engine names a uid",
+        "spec tolerations follow the gpu one",
+    ],
+)
+def test_pod_template(spec: dict[str, Any], the_model: dict[str, Any], check: Any) -> None:
+    result = planning.plan(service(**spec), observed=observed(model=the_model))
+    assert check(deployment_of(result)["spec"]["template"]["spec"])
+
+
+def test_an_engine_with_a_uid_runs_non_root() -> None:
+    engines = [e | {"metadata": e["metadata"] | {"annotations": {Keys.RUN_AS_USER: "1000"}}} for e in ENGINES]
+    result = planning.plan(service(), observed=observed(engines=engines))
+    context = deployment_of(result)["spec"]["template"]["spec"]["securityContext"]
+    assert context["runAsNonRoot"] is True
+    assert context["runAsUser"] == 1000
+
+
+def test_service_and_endpoint() -> None:
+    result = planning.plan(service(), observed=observed())
+    svc = next(o for o in result.objects if o["kind"] == "Service")
+    assert svc["spec"]["ports"] == [{"name": "http", "port": 8000, "targetPort": "http", "protocol": "TCP"}]
+    assert svc["spec"]["selector"] == {Keys.MANAGED_BY: "aima", Keys.INFERENCE_SERVICE: "chat"}
+    status = planning.compute_status(service(), plan=result, observed=observed(), now=NOW)
+    assert status.endpoint == "http://chat.team.svc:8000"
+    assert status.selector == "aima.dev/inference-service=chat,app.kubernetes.io/managed-by=aima"
+    assert status.observed_generation == 3
+
+
+@pytest.mark.parametrize(
+    ("spec", "replicas"),
+    [({"replicas": 3}, 3), ({"replicas": 3, "suspend": True}, 0), ({"replicas": 0}, 0)],
+    ids=["replicas from spec", "suspend runs none", "scaled to zero"],
+)
+def test_replicas(spec: dict[str, Any], replicas: int) -> None:
+    assert deployment_of(planning.plan(service(**spec), observed=observed()))["spec"]["replicas"] == replicas
+
+
+def test_engine_args_on_an_engine_without_flags_is_invalid() -> None:
+    the_model = model(source="ollama://qwen3:0.6b", fmt="Ollama")
+    result = planning.plan(service(engineArgs={"x": 1}), observed=observed(model=the_model))
+    assert result.objects == []
+    assert result.engine_resolved.reason == "InvalidSpec"
+
+
+# ---- status ---------------------------------------------------------------------------------------
+
+
+def pod(
+    name: str = "chat-abc-1", *, node: str | None = "gpu-node-0", gpus: int = 1, **status: Any
+) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "containers": [{"name": "engine", "resources": {"requests": {"nvidia.com/gpu": str(gpus)}}}]
+    }
+    if node:
+        spec["nodeName"] = node
+    return {"metadata": {"name": name}, "spec": spec, "status": {"phase": "Running"} | status}
+
+
+def container(**fields: Any) -> dict[str, Any]:
+    return {"name": "engine", "image": "vllm/vllm-openai:v0.11.0", "ready": False, "restartCount": 0} | fields
+
+
+UNSCHEDULABLE = {
+    "phase": "Pending",
+    "conditions": [
+        {
+            "type": "PodScheduled",
+            "status": "False",
+            "reason": "Unschedulable",
+            "message": "0/3 nodes are available: 1 node(s) had untolerated taint, "
+            "2 Insufficient nvidia.com/gpu.",
+        }
+    ],
+}
+
+
+@pytest.mark.parametrize(
+    ("spec", "seen", "ready", "reason", "phase", "words"),
+    [
+        (
+            {},
+            {"model": model(ready=False)},
+            "False",
+            "ModelNotReady",
+            "Pending",
+            ["Waiting for Model tiny (Downloading)", "42%"],
+        ),
+        ({}, {"model": None}, "False", "ModelNotFound", "Failed", ["Model tiny does not exist"]),
+        (
+            {},
+            {"deployment": {"status": {"replicas": 1, "readyReplicas": 1}}},
+            "True",
+            "Ready",
+            "Running",
+            ["1 of 1 replicas ready at http://chat.team.svc:8000"],
+        ),
+        ({"suspend": True}, {}, "False", "Suspended", "Suspended", ["spec.suspend is true"]),
+        ({"replicas": 0}, {}, "False", "ScaledToZero", "Suspended", ["spec.replicas is 0"]),
+        (
+            {},
+            {
+                "pods": [
+                    pod(
+                        containerStatuses=[
+                            container(
+                                state={"waiting": {"reason": "ImagePullBackOff", "message": "not found"}}
+                            )
+                        ]
+                    )
+                ]
+            },
+            "False",
+            "ImagePullBackOff",
+            "Failed",
+            ["cannot pull image vllm/vllm-openai:v0.11.0", "not found"],
+        ),
+        (
+            {},
+            {
+                "pods": [
+                    pod(
+                        containerStatuses=[
+                            container(
+                                restartCount=5,
+                                state={"waiting": {"reason": "CrashLoopBackOff"}},
+                                lastState={
+                                    "terminated": {
+                                        "exitCode": 1,
+                                        "reason": "Error",
+                                        "message": "ValueError: bad config\n",
+                                    }
+                                },
+                            )
+                        ]
+                    )
+                ]
+            },
+            "False",
+            "CrashLoopBackOff",
+            "Failed",
+            ["keeps crashing (5 restarts)", "exit code 1 (Error)", "ValueError: bad config"],
+        ),
+        (
+            {},
+            {
+                "pods": [
+                    pod(
+                        containerStatuses=[
+                            container(
+                                restartCount=1,
+                                state={"running": {"startedAt": T0}},
+                                lastState={"terminated": {"exitCode": 137, "reason": "OOMKilled"}},
+                            )
+                        ]
+                    )
+                ]
+            },
+            "False",
+            "OOMKilled",
+            "Failed",
+            ["ran out of memory", "limits.memory"],
+        ),
+        (
+            {},
+            {
+                "pods": [
+                    pod(containerStatuses=[container(started=True, state={"running": {"startedAt": T0}})])
+                ]
+            },
+            "False",
+            "HealthCheckFailing",
+            "Failed",
+            ["health check GET /health on port 8000 does not pass"],
+        ),
+        (
+            {},
+            {
+                "pods": [
+                    pod(
+                        containerStatuses=[
+                            container(started=False, state={"running": {"startedAt": "2025-12-31T00:00:00Z"}})
+                        ]
+                    )
+                ]
+            },
+            "False",
+            "HealthCheckFailing",
+            "Failed",
+            ["does not pass"],
+        ),
+        (
+            {},
+            {
+                "pods": [
+                    pod(containerStatuses=[container(started=False, state={"running": {"startedAt": T0}})])
+                ]
+            },
+            "False",
+            "Starting",
+            "Starting",
+            ["loading the model", "startup budget 3600s"],
+        ),
+        ({}, {}, "False", "Starting", "Starting", ["Waiting for pods"]),
+    ],
+    ids=[
+        "model downloading",
+        "model missing",
+        "ready",
+        "suspended",
+        "scaled to zero",
+        "image pull back-off",
+        "crash loop with the last log lines",
+        "oom killed",
+        "readiness never passes",
+        "startup budget exhausted",
+        "still loading",
+        "no pods yet",
+    ],
+)
+def test_ready_explains(
+    spec: dict[str, Any], seen: dict[str, Any], ready: str, reason: str, phase: str, words: list[str]
+) -> None:
+    body = service(**spec)
+    seen_now = observed(**seen)
+    status = planning.compute_status(
+        body, plan=planning.plan(body, observed=seen_now), observed=seen_now, now=NOW
+    )
+    found = condition(status, "Ready")
+    assert (found.status, found.reason, status.phase) == (ready, reason, phase)
+    for word in words:
+        assert word in found.message
+
+
+def test_insufficient_gpu_says_how_many_are_free_where() -> None:
+    body = service(resources={"gpus": 9})
+    other = pod("busy", node="gpu-node-1", gpus=3)
+    seen = observed(
+        pods=[pod(node=None, gpus=9, **UNSCHEDULABLE)],
+        all_pods=[other, pod(node=None, gpus=9, **UNSCHEDULABLE)],
+    )
+    status = planning.compute_status(body, plan=planning.plan(body, observed=seen), observed=seen, now=NOW)
+    for type_ in ("Scheduled", "Ready"):
+        found = condition(status, type_)
+        assert (found.status, found.reason) == ("False", "InsufficientGPU")
+        assert "needs 9 nvidia.com/gpu on one node" in found.message
+        assert "free now: gpu-node-0 8, gpu-node-1 5" in found.message
+        assert "2 Insufficient nvidia.com/gpu" in found.message
+    assert status.phase == "Pending"
+
+
+def test_free_gpus_ignore_finished_pods() -> None:
+    nodes = [node_info(n) for n in GPU_NODES]
+    done = pod("done", gpus=8) | {"status": {"phase": "Succeeded"}}
+    assert pod_health.free_gpus(nodes, pods=[done, pod("a", gpus=2)]) == {"gpu-node-0": 6, "gpu-node-1": 8}
+
+
+def test_recomputing_an_unchanged_state_changes_nothing() -> None:
+    body = service()
+    seen = observed(deployment={"status": {"replicas": 1, "readyReplicas": 1}})
+    first = planning.compute_status(body, plan=planning.plan(body, observed=seen), observed=seen, now=NOW)
+    body["status"] = first.model_dump(mode="json", by_alias=True, exclude_none=True)
+    later = datetime(2026, 1, 2, tzinfo=UTC)
+    again = planning.compute_status(body, plan=planning.plan(body, observed=seen), observed=seen, now=later)
+    assert planning.status_patch(again, observed=body["status"]) is None
+
+
+def test_a_status_patch_clears_fields_that_went_away() -> None:
+    body = service(engineRef={"name": "gone"})
+    seen = observed()
+    status = planning.compute_status(body, plan=planning.plan(body, observed=seen), observed=seen, now=NOW)
+    patch = planning.status_patch(status, observed={"endpoint": "http://old", "engine": "vllm"})
+    assert patch is not None
+    assert patch["endpoint"] is None
+    assert patch["engine"] is None
