@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import threading
@@ -15,6 +16,9 @@ from aima.settings import Settings
 
 if TYPE_CHECKING:
     from aima.testenv import ControlPlane
+
+
+_SAMPLE_TIMEOUT_SECONDS = 90
 
 
 @click.group()
@@ -35,6 +39,7 @@ def up(kubeconfig_out: Path) -> None:
     with two 8-GPU nodes and one CPU node) and keep it running until Ctrl-C."""
     from aima.testenv import ControlPlane, ensure_binaries  # dev-only dependencies
     from aima.testenv.binaries import REPO_ROOT
+    from aima.testenv.loader_jobs import LocalLoaderJobs
     from aima.testenv.operator import OperatorThread
 
     console = Console(stderr=True)
@@ -50,7 +55,17 @@ def up(kubeconfig_out: Path) -> None:
             _install(plane, repo_root=REPO_ROOT)
         kubeconfig_out.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(plane.kubeconfig, kubeconfig_out)
-        with OperatorThread(Settings(kubeconfig=plane.kubeconfig, catalog_dir=REPO_ROOT / "catalog")):
+        settings = Settings(kubeconfig=plane.kubeconfig, catalog_dir=REPO_ROOT / "catalog")
+        volumes = plane.workdir / "volumes"
+        with OperatorThread(settings), LocalLoaderJobs(plane, volumes=volumes):
+            with console.status("Applying hack/dev-sample.yaml and waiting for it to be Ready"):
+                ready = _apply_sample(plane, sample=REPO_ROOT / "hack" / "dev-sample.yaml", volumes=volumes)
+            if ready:
+                console.print(
+                    "[bold green]The sample InferenceService tiny-chat is Ready[/] on a fake H100 node."
+                )
+            else:
+                console.print(f"[bold red]The sample tiny-chat is not Ready:[/] {_why_not_ready(plane)}")
             _print_next_steps(console, kubeconfig=kubeconfig_out.resolve(), kubectl=binaries.path("kubectl"))
             stop.wait()
     except KeyboardInterrupt:
@@ -68,6 +83,33 @@ def _install(plane: ControlPlane, *, repo_root: Path) -> None:
     plane.kubectl("apply", "-f", str(repo_root / "manifests" / "rbac"))
 
 
+def _apply_sample(plane: ControlPlane, *, sample: Path, volumes: Path) -> bool:
+    # The sample's volume already holds (placeholder) weights, as a pre-seeded PVC would.
+    weights = volumes / "default" / "shared-weights" / "tiny-chat"
+    weights.mkdir(parents=True, exist_ok=True)
+    (weights / "config.json").write_text('{"architectures": ["LlamaForCausalLM"], "num_hidden_layers": 2}')
+    (weights / "model.safetensors").write_bytes(os.urandom(2**20))
+    plane.kubectl("apply", "-n", "default", "-f", str(sample))
+    waited = plane.kubectl(
+        "wait",
+        "-n",
+        "default",
+        "--for=condition=Ready",
+        f"--timeout={_SAMPLE_TIMEOUT_SECONDS}s",
+        "inferenceservice/tiny-chat",
+        check=False,
+    )
+    return waited.returncode == 0
+
+
+def _why_not_ready(plane: ControlPlane) -> str:
+    jsonpath = '{.status.conditions[?(@.type=="Ready")].message}'
+    found = plane.kubectl(
+        "get", "-n", "default", "isvc", "tiny-chat", "-o", f"jsonpath={jsonpath}", check=False
+    )
+    return found.stdout or found.stderr
+
+
 def _print_next_steps(console: Console, *, kubeconfig: Path, kubectl: Path) -> None:
     console.print(
         f"[bold green]Local cluster is up[/] with the AIMA CRDs, the engine catalog and the operator.\n"
@@ -76,6 +118,8 @@ def _print_next_steps(console: Console, *, kubeconfig: Path, kubectl: Path) -> N
         f"  export PATH={kubectl.parent}:$PATH\n"
         f"  kubectl get nodes -L nvidia.com/gpu.product\n"
         f"  kubectl get engines\n"
-        f"  kubectl apply -f examples/service.yaml && kubectl get aima\n"
-        f"Press Ctrl-C here to stop it."
+        f"  kubectl get aima\n"
+        f"  kubectl describe isvc tiny-chat\n"
+        f"Press Ctrl-C here to stop it.",
+        soft_wrap=True,  # commands must stay on one line to be copied
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from aima import __version__
-from aima.cli import dev
+from aima.cli import dev, units_cmd
 from aima.cli.operator_cmd import operator_group
 from aima.loader.cli import loader
 
@@ -19,6 +19,7 @@ def cli() -> None:
 cli.add_command(dev.dev)
 cli.add_command(operator_group)
 cli.add_command(loader)
+units_cmd.register(cli)
 
 
 def main() -> None:

@@ -1,0 +1,140 @@
+"""The request and response envelope of the seeds, and `execute`, which every door calls.
+
+Request `{type, unit, input}` -> response `{success, data, error{code, message, details},
+meta{request_id, duration_ms}}`. Field names are snake_case as the seeds write them; `data` is the
+unit's output model serialized camelCase like the custom resources it describes.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from typing import Any
+
+import aiohttp
+from pydantic import BaseModel, Field, ValidationError
+
+from aima.kube import KubeError
+from aima.units.core import Context, Kind, Registry
+from aima.units.errors import ErrorCode, UnitError
+
+__all__ = ["ErrorInfo", "Meta", "Request", "Response", "execute", "from_kube_error"]
+
+_log = logging.getLogger(__name__)
+
+
+class Request(BaseModel):
+    """One call of a unit."""
+
+    type: Kind | None = None
+    """command or query; when given it must match the unit's kind."""
+    unit: str = Field(max_length=128)
+    """The unit's name, such as model.list."""
+    input: dict[str, Any] = Field(default_factory=dict)
+    """The unit's input, as its input schema describes."""
+
+
+class ErrorInfo(BaseModel):
+    """Why a call failed."""
+
+    code: ErrorCode
+    message: str
+    details: dict[str, Any] | None = None
+
+
+class Meta(BaseModel):
+    """About the call itself."""
+
+    request_id: str
+    duration_ms: int
+    unit: str | None = None
+
+
+class Response(BaseModel):
+    """The outcome of one call: `data` on success, `error` otherwise."""
+
+    success: bool
+    data: Any = None
+    error: ErrorInfo | None = None
+    meta: Meta
+
+    def dump(self) -> dict[str, Any]:
+        """The JSON form, without the member that does not apply."""
+        return self.model_dump(mode="json", exclude_none=True, exclude={"data"} if not self.success else None)
+
+
+async def execute(registry: Registry, context: Context, request: Request) -> Response:
+    """Run one request; never raises: every failure becomes an error envelope with a stable code."""
+    started = time.monotonic()
+    request_id = f"req_{secrets.token_hex(8)}"
+    try:
+        data = await _run(registry, context, request)
+        success, error = True, None
+    except UnitError as failure:
+        data, success = None, False
+        error = ErrorInfo(code=failure.code, message=failure.message, details=failure.details)
+    meta = Meta(
+        request_id=request_id, duration_ms=round((time.monotonic() - started) * 1000), unit=request.unit
+    )
+    return Response(success=success, data=data, error=error, meta=meta)
+
+
+async def _run(registry: Registry, context: Context, request: Request) -> Any:
+    unit = registry.get(request.unit)
+    if unit is None:
+        raise UnitError(
+            ErrorCode.UNIT_NOT_FOUND,
+            f"No unit named {request.unit}; GET /api/v2/units lists them",
+            {"unit": request.unit},
+        )
+    if request.type is not None and request.type is not unit.kind:
+        raise UnitError(
+            ErrorCode.INVALID_INPUT,
+            f"{unit.name} is a {unit.kind}, not a {request.type}",
+            {"unit": unit.name, "type": str(unit.kind)},
+        )
+    try:
+        output = await unit.run(context, request.input)
+    except ValidationError as invalid:
+        raise UnitError(
+            ErrorCode.INVALID_INPUT,
+            f"Invalid input for {unit.name}: {_first_error(invalid)}",
+            {"errors": invalid.errors(include_url=False, include_context=False, include_input=False)},
+        ) from invalid
+    except KubeError as refused:
+        raise from_kube_error(refused) from refused
+    except (aiohttp.ClientError, TimeoutError) as unreachable:
+        raise UnitError(
+            ErrorCode.UNAVAILABLE, f"The API server could not be reached: {unreachable}"
+        ) from None
+    except UnitError:
+        raise
+    except Exception as crash:
+        _log.exception("Unit failed unexpectedly unit=%s", unit.name)
+        raise UnitError(ErrorCode.INTERNAL, f"{unit.name} failed: {type(crash).__name__}") from crash
+    return output.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+def from_kube_error(error: KubeError) -> UnitError:
+    """The unit error for an API server refusal (validation, conflict, RBAC, outage)."""
+    details = {"status": error.status, "reason": error.reason}
+    if error.status == 409:
+        return UnitError(ErrorCode.CONFLICT, error.message, details)
+    if error.status in (400, 422):
+        return UnitError(ErrorCode.INVALID_INPUT, error.message, details)
+    if error.status == 401:
+        return UnitError(ErrorCode.UNAUTHORIZED, error.message, details)
+    if error.status == 403:
+        return UnitError(ErrorCode.FORBIDDEN, error.message, details)
+    if error.status == 404:
+        return UnitError(ErrorCode.NOT_FOUND, error.message or "Not found", details)
+    if error.status >= 500 or error.status == 429:
+        return UnitError(ErrorCode.UNAVAILABLE, error.message, details)
+    return UnitError(ErrorCode.INTERNAL, error.message, details)
+
+
+def _first_error(invalid: ValidationError) -> str:
+    first = invalid.errors(include_url=False)[0]
+    where = ".".join(str(p) for p in first["loc"])
+    return f"{where}: {first['msg']}" if where else str(first["msg"])
