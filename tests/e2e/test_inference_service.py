@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,21 +15,13 @@ import pytest
 from aima.settings import Settings
 from aima.testenv import ControlPlane
 from aima.testenv.operator import OperatorThread
+from waiting import eventually
 
 pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parents[2]
 # Every component of the local cluster authenticates as the same admin; they differ by user agent.
 _OTHER_WRITERS = ("kubectl/", "kube-controller-manager/", "kube-scheduler/", "kwok/")
-
-
-def eventually(check: Callable[[], Any], *, timeout: float = 30, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if result := check():
-            return result
-        time.sleep(0.2)
-    pytest.fail(f"timed out after {timeout}s waiting for {what}")
 
 
 @pytest.fixture

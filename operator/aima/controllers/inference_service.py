@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 from typing import Any
 
@@ -26,8 +27,7 @@ async def reconcile(body: Body, *, kube: KubeClient, settings: Settings) -> None
     service = InferenceService.model_validate(body)
     observed = await _observe(service, kube=kube)
     plan = planning.plan(body, observed=observed)
-    for child in plan.objects:
-        await _apply_if_changed(child, kube=kube)
+    await asyncio.gather(*(_apply_if_changed(child, kube=kube) for child in plan.objects))
     status = planning.compute_status(
         body, plan=plan, observed=observed, now=datetime.datetime.now(datetime.UTC)
     )
@@ -52,16 +52,23 @@ async def reconcile(body: Body, *, kube: KubeClient, settings: Settings) -> None
 
 async def _observe(service: InferenceService, *, kube: KubeClient) -> planning.Observed:
     namespace, name = service.metadata.namespace, str(service.metadata.name)
-    pods = await kube.list(
-        resources.PODS,
-        namespace=namespace,
-        label_selector=planning.selector_string(planning.selector(service)),
+    # Independent reads, sent together: one round trip instead of five.
+    pods, model, engines, nodes, deployment = await asyncio.gather(
+        kube.list(
+            resources.PODS,
+            namespace=namespace,
+            label_selector=planning.selector_string(planning.selector(service)),
+        ),
+        kube.get(resources.MODELS, name=service.spec.model_ref.name, namespace=namespace),
+        kube.list(resources.ENGINES),
+        kube.list(resources.NODES),
+        kube.get(resources.DEPLOYMENTS, name=name, namespace=namespace),
     )
     return planning.Observed(
-        model=await kube.get(resources.MODELS, name=service.spec.model_ref.name, namespace=namespace),
-        engines=await kube.list(resources.ENGINES),
-        nodes=await kube.list(resources.NODES),
-        deployment=await kube.get(resources.DEPLOYMENTS, name=name, namespace=namespace),
+        model=model,
+        engines=engines,
+        nodes=nodes,
+        deployment=deployment,
         pods=pods,
         # Counting free GPUs needs every pod; only worth it while one of ours waits for a node.
         all_pods=await kube.list(resources.PODS) if pod_health.unscheduled(pods) else None,

@@ -12,6 +12,7 @@ import json
 import os
 import ssl
 import tempfile
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +64,24 @@ class KubeClient:
         listing = await self._request("GET", resource.path(namespace=namespace), params=params)
         items: list[Body] = listing.get("items", [])
         return items
+
+    async def watch(
+        self, resource: Resource, *, namespace: str | None = None, resource_version: str | None = None
+    ) -> AsyncIterator[Body]:
+        """Watch events (``{"type": ..., "object": ...}``) until the server ends the stream."""
+        params = {"watch": "true", "allowWatchBookmarks": "false"}
+        if resource_version:
+            params["resourceVersion"] = resource_version
+        timeout = aiohttp.ClientTimeout(total=None, sock_read=None)
+        url = self._server + resource.path(namespace=namespace)
+        async with self._session.get(url, params=params, timeout=timeout) as response:
+            if response.status >= 400:
+                raise KubeError(
+                    status=response.status, reason=response.reason or "", message=await response.text()
+                )
+            async for line in response.content:
+                if line.strip():
+                    yield json.loads(line)
 
     async def apply(self, body: Body) -> Body:
         """Server-side apply ``body`` as AIMA's field manager; idempotent."""
