@@ -19,6 +19,7 @@ from aima.controllers import model as model_controller
 from aima.controllers.runtime import Reconciler, resync_forever
 from aima.domain import objects
 from aima.kube import KubeClient, connect, leader, resources
+from aima.kube.cache import WatchedList
 from aima.kube.client import login
 from aima.settings import Settings
 
@@ -34,7 +35,9 @@ def operator_settings() -> kopf.OperatorSettings:
     return settings
 
 
-def build_registry(*, kube: KubeClient, settings: Settings) -> tuple[kopf.OperatorRegistry, list[Reconciler]]:
+def build_registry(
+    *, kube: KubeClient, settings: Settings, cluster: inference_service_controller.ClusterView
+) -> tuple[kopf.OperatorRegistry, list[Reconciler]]:
     """A registry with every controller's handlers, and the reconcilers the resync loop drives."""
     registry = kopf.OperatorRegistry()
 
@@ -51,7 +54,9 @@ def build_registry(*, kube: KubeClient, settings: Settings) -> tuple[kopf.Operat
     model_controller.register(registry, reconciler=models)
     services = Reconciler(
         resource=resources.INFERENCE_SERVICES,
-        reconcile=functools.partial(inference_service_controller.reconcile, kube=kube, settings=settings),
+        reconcile=functools.partial(
+            inference_service_controller.reconcile, kube=kube, settings=settings, cluster=cluster
+        ),
         kube=kube,
         retry_seconds=settings.retry_seconds,
     )
@@ -117,7 +122,11 @@ async def _operate(
 ) -> None:
     if settings.catalog_dir is not None:
         await install_engines(kube, catalog_dir=settings.catalog_dir)
-    registry, reconcilers = build_registry(kube=kube, settings=settings)
+    cluster = inference_service_controller.ClusterView(
+        engines=WatchedList(kube, resources.ENGINES), nodes=WatchedList(kube, resources.NODES)
+    )
+    await asyncio.gather(cluster.engines.start(), cluster.nodes.start())
+    registry, reconcilers = build_registry(kube=kube, settings=settings, cluster=cluster)
     resync = asyncio.create_task(resync_forever(reconcilers, interval=settings.resync_seconds))
     try:
         await kopf.operator(
@@ -133,6 +142,7 @@ async def _operate(
         resync.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await resync
+        await asyncio.gather(cluster.engines.stop(), cluster.nodes.stop())
 
 
 def main(settings: Settings) -> None:

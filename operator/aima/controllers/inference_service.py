@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+from dataclasses import dataclass
 from typing import Any
 
 import kopf
@@ -14,6 +15,7 @@ from aima.controllers.runtime import Reconciler
 from aima.domain import conditions, objects, pod_health
 from aima.domain import inference_service as planning
 from aima.kube import KubeClient, resources
+from aima.kube.cache import WatchedList
 from aima.settings import Settings
 
 Body = dict[str, Any]
@@ -22,10 +24,18 @@ Body = dict[str, Any]
 _NORMAL_REASONS = frozenset({Reason.MODEL_NOT_READY, Reason.STARTING, Reason.PENDING, Reason.SUSPENDED})
 
 
-async def reconcile(body: Body, *, kube: KubeClient, settings: Settings) -> None:
+@dataclass(frozen=True)
+class ClusterView:
+    """Watch-fed lists the controller reads on every pass instead of listing them each time."""
+
+    engines: WatchedList
+    nodes: WatchedList
+
+
+async def reconcile(body: Body, *, kube: KubeClient, settings: Settings, cluster: ClusterView) -> None:
     """Bring one InferenceService's Deployment, Service and status in line; writes only what differs."""
     service = InferenceService.model_validate(body)
-    observed = await _observe(service, kube=kube)
+    observed = await _observe(service, kube=kube, cluster=cluster)
     plan = planning.plan(body, observed=observed)
     await asyncio.gather(*(_apply_if_changed(child, kube=kube) for child in plan.objects))
     status = planning.compute_status(
@@ -50,24 +60,22 @@ async def reconcile(body: Body, *, kube: KubeClient, settings: Settings) -> None
         )
 
 
-async def _observe(service: InferenceService, *, kube: KubeClient) -> planning.Observed:
+async def _observe(service: InferenceService, *, kube: KubeClient, cluster: ClusterView) -> planning.Observed:
     namespace, name = service.metadata.namespace, str(service.metadata.name)
-    # Independent reads, sent together: one round trip instead of five.
-    pods, model, engines, nodes, deployment = await asyncio.gather(
+    # Independent reads, sent together: one round trip instead of three.
+    pods, model, deployment = await asyncio.gather(
         kube.list(
             resources.PODS,
             namespace=namespace,
             label_selector=planning.selector_string(planning.selector(service)),
         ),
         kube.get(resources.MODELS, name=service.spec.model_ref.name, namespace=namespace),
-        kube.list(resources.ENGINES),
-        kube.list(resources.NODES),
         kube.get(resources.DEPLOYMENTS, name=name, namespace=namespace),
     )
     return planning.Observed(
         model=model,
-        engines=engines,
-        nodes=nodes,
+        engines=cluster.engines.items(),
+        nodes=cluster.nodes.items(),
         deployment=deployment,
         pods=pods,
         # Counting free GPUs needs every pod; only worth it while one of ours waits for a node.

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,9 +31,8 @@ class Reconciler:
     kube: KubeClient
     retry_seconds: float
     max_retry_seconds: float = 300.0
-    _locks: weakref.WeakValueDictionary[tuple[str, str], asyncio.Lock] = field(
-        default_factory=weakref.WeakValueDictionary
-    )
+    _running: set[tuple[str, str]] = field(default_factory=set)
+    _dirty: set[tuple[str, str]] = field(default_factory=set)
     _retries: dict[tuple[str, str], asyncio.TimerHandle] = field(default_factory=dict)
 
     async def handle(self, body: Body) -> None:
@@ -44,24 +42,41 @@ class Reconciler:
     async def handle_by_name(self, *, namespace: str | None, name: str, attempt: int = 0) -> None:
         """Reconcile an object by name; on failure log it and schedule another try.
 
-        The object is read after taking its lock, so a pass that waited behind another never acts
-        on a spec older than the one that pass saw (an event's body may be). Gone or deleting
-        objects need nothing.
+        Requests for an object already being reconciled collapse into one more pass after the
+        current one (a burst of pod and Deployment events costs two passes, not twenty), and each
+        pass reads the object afresh, so it never acts on a spec older than the last pass saw.
         """
         key = (namespace or "", name)
         if (pending := self._retries.pop(key, None)) is not None:
             pending.cancel()
-        async with self._locks.setdefault(key, asyncio.Lock()):
-            try:
-                body = await self.kube.get(self.resource, name=name, namespace=namespace)
-                if body is not None and not body["metadata"].get("deletionTimestamp"):
-                    await self.reconcile(body)
-            except KubeError as error:
-                if error.status == 404 or "being terminated" in error.message:
-                    return  # the object or its namespace is going away: nothing left to do
-                self._schedule_retry(key, attempt=attempt)
-            except Exception:
-                self._schedule_retry(key, attempt=attempt)
+        if key in self._running:
+            self._dirty.add(key)
+            return
+        self._running.add(key)
+        try:
+            while True:
+                self._dirty.discard(key)
+                if not await self._pass(key, attempt=attempt) or key not in self._dirty:
+                    return
+        finally:
+            self._running.discard(key)
+
+    async def _pass(self, key: tuple[str, str], *, attempt: int) -> bool:
+        """One read-plan-write pass; False when it failed (a retry is scheduled) or has nothing to do."""
+        namespace, name = key
+        try:
+            body = await self.kube.get(self.resource, name=name, namespace=namespace or None)
+            if body is None or body["metadata"].get("deletionTimestamp"):
+                return False
+            await self.reconcile(body)
+            return True
+        except KubeError as error:
+            if error.status == 404 or "being terminated" in error.message:
+                return False  # the object or its namespace is going away: nothing left to do
+            self._schedule_retry(key, attempt=attempt)
+        except Exception:
+            self._schedule_retry(key, attempt=attempt)
+        return False
 
     def _schedule_retry(self, key: tuple[str, str], *, attempt: int) -> None:
         delay = min(self.retry_seconds * 2**attempt, self.max_retry_seconds)

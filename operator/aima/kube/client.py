@@ -24,6 +24,7 @@ from aima.kube import resources
 from aima.kube.resources import Resource
 
 Body = dict[str, Any]
+Items = list[Body]  # spelt here: inside KubeClient, `list` names the method
 
 
 class KubeError(RuntimeError):
@@ -60,10 +61,16 @@ class KubeClient:
         self, resource: Resource, *, namespace: str | None = None, label_selector: str | None = None
     ) -> list[Body]:
         """All objects of a resource, in one namespace or (namespace None) in all of them."""
+        items, _ = await self.list_with_version(resource, namespace=namespace, label_selector=label_selector)
+        return items
+
+    async def list_with_version(
+        self, resource: Resource, *, namespace: str | None = None, label_selector: str | None = None
+    ) -> tuple[Items, str]:
+        """The objects and the list's resourceVersion, from which a watch continues."""
         params = {"labelSelector": label_selector} if label_selector else None
         listing = await self._request("GET", resource.path(namespace=namespace), params=params)
-        items: list[Body] = listing.get("items", [])
-        return items
+        return listing.get("items", []), str(listing.get("metadata", {}).get("resourceVersion", ""))
 
     async def watch(
         self, resource: Resource, *, namespace: str | None = None, resource_version: str | None = None
