@@ -45,6 +45,10 @@ def service(name: str, namespace: str, *, replicas: int) -> dict[str, Any]:
             "modelRef": {"name": "tiny"},
             "replicas": replicas,
             "resources": {"gpus": 0, "requests": {"cpu": "10m", "memory": "16Mi"}},
+            # CPU pods may use the GPU nodes too: one kwok node holds only 110 pods.
+            "scheduling": {
+                "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+            },
         },
     }
 
