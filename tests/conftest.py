@@ -13,6 +13,7 @@ import pytest
 from aima.settings import Settings
 from aima.testenv import ControlPlane, ensure_binaries
 from aima.testenv.operator import OperatorThread
+from waiting import eventually
 
 
 @pytest.fixture(scope="session")
@@ -42,6 +43,13 @@ def aima_crds(control_plane: ControlPlane) -> ControlPlane:
     control_plane.kubectl("apply", "--server-side", "--field-manager=aima-tests", "-f", str(CRD_DIR))
     control_plane.kubectl(
         "wait", "--for=condition=Established", "--timeout=60s", "-l", "app.kubernetes.io/part-of=aima", "crd"
+    )
+    # Established comes before the storage serves ("storage is (re)initializing", 429): wait for it,
+    # so the operator's first watches do not start in kopf's retry backoff.
+    kinds = "engines,models,inferenceservices,pipelines,pipelineruns"
+    eventually(
+        lambda: control_plane.kubectl("get", kinds, "-A", check=False).returncode == 0,
+        what="the AIMA resources to be served",
     )
     return control_plane
 

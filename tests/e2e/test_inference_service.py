@@ -101,13 +101,20 @@ def condition(body: dict[str, Any] | None, type_: str) -> dict[str, Any]:
 
 
 def ready_with(
-    plane: ControlPlane, namespace: str, reason: str, *, name: str = "chat", timeout: float = 30
+    plane: ControlPlane, namespace: str, reason: str, *, name: str = "chat", timeout: float = 60
 ) -> dict[str, Any]:
+    last: list[dict[str, Any]] = [{}]
+
     def check() -> dict[str, Any] | None:
         body = get(plane, "isvc", name, namespace)
-        return body if condition(body, "Ready").get("reason") == reason else None
+        last[0] = condition(body, "Ready")
+        return body if last[0].get("reason") == reason else None
 
-    body: dict[str, Any] = eventually(check, timeout=timeout, what=f"Ready reason {reason}")
+    try:
+        body: dict[str, Any] = eventually(check, timeout=timeout, what=f"Ready reason {reason}")
+    except pytest.fail.Exception:
+        pods_now = plane.kubectl("get", "pods,deploy", "-n", namespace, "-o", "wide", check=False).stdout
+        pytest.fail(f"Ready reason never became {reason}; last Ready condition: {last[0]}\n{pods_now}")
     return body
 
 
