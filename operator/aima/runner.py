@@ -17,7 +17,6 @@ from aima.api.common import Keys
 from aima.controllers import inference_service as inference_service_controller
 from aima.controllers import model as model_controller
 from aima.controllers.runtime import Reconciler, resync_forever
-from aima.domain import objects
 from aima.kube import KubeClient, connect, leader, resources
 from aima.kube.cache import WatchedList
 from aima.kube.client import login
@@ -73,10 +72,7 @@ async def install_engines(kube: KubeClient, *, catalog_dir: Path) -> int:
     for engine in catalog.load_catalog(catalog_dir).engines:
         desired = engine.model_dump(mode="json", by_alias=True, exclude_none=True)
         desired["metadata"]["labels"] = desired["metadata"].get("labels", {}) | {Keys.CATALOG: "true"}
-        current = await kube.get(resources.ENGINES, name=desired["metadata"]["name"])
-        if current is None or not objects.is_satisfied(desired, current):
-            await kube.apply(desired)
-            changed += 1
+        changed += await kube.apply_if_changed(desired)
     return changed
 
 

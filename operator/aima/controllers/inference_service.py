@@ -12,7 +12,7 @@ import kopf
 from aima.api.common import ConditionStatus, ConditionType, Keys, Reason
 from aima.api.inference_service import InferenceService
 from aima.controllers.runtime import Reconciler
-from aima.domain import conditions, objects, pod_health
+from aima.domain import conditions, pod_health
 from aima.domain import inference_service as planning
 from aima.kube import KubeClient, resources
 from aima.kube.cache import WatchedList
@@ -37,7 +37,7 @@ async def reconcile(body: Body, *, kube: KubeClient, settings: Settings, cluster
     service = InferenceService.model_validate(body)
     observed = await _observe(service, kube=kube, cluster=cluster)
     plan = planning.plan(body, observed=observed)
-    await asyncio.gather(*(_apply_if_changed(child, kube=kube) for child in plan.objects))
+    await asyncio.gather(*(kube.apply_if_changed(child) for child in plan.objects))
     status = planning.compute_status(
         body, plan=plan, observed=observed, now=datetime.datetime.now(datetime.UTC)
     )
@@ -81,14 +81,6 @@ async def _observe(service: InferenceService, *, kube: KubeClient, cluster: Clus
         # Counting free GPUs needs every pod; only worth it while one of ours waits for a node.
         all_pods=await kube.list(resources.PODS) if pod_health.unscheduled(pods) else None,
     )
-
-
-async def _apply_if_changed(child: Body, *, kube: KubeClient) -> None:
-    resource = resources.BY_KIND[child["kind"]]
-    meta = child["metadata"]
-    current = await kube.get(resource, name=meta["name"], namespace=meta.get("namespace"))
-    if current is None or not objects.is_satisfied(child, current):
-        await kube.apply(child)
 
 
 def register(registry: kopf.OperatorRegistry, *, reconciler: Reconciler) -> None:

@@ -10,7 +10,7 @@ import kopf
 from aima.api.common import ConditionStatus, ConditionType, Keys, Reason
 from aima.api.model import Model
 from aima.controllers.runtime import Reconciler
-from aima.domain import conditions, objects
+from aima.domain import conditions
 from aima.domain import model as planning
 from aima.kube import KubeClient, resources
 from aima.loader import sizing
@@ -40,7 +40,7 @@ async def reconcile(body: Body, *, kube: KubeClient, settings: Settings) -> None
     observed = await _observe(model, kube=kube, settings=settings)
     plan = planning.plan(body, settings=loader_settings(settings), observed=observed)
     for child in plan.objects:
-        await _apply_if_changed(child, kube=kube)
+        await kube.apply_if_changed(child)
     status = planning.compute_status(
         body, plan=plan, observed=observed, now=datetime.datetime.now(datetime.UTC)
     )
@@ -100,14 +100,6 @@ async def _largest_gpu_memory_mib(kube: KubeClient, *, default: int) -> int:
     nodes = await kube.list(resources.NODES, label_selector="nvidia.com/gpu.present=true")
     sizes = [int(n["metadata"]["labels"].get("nvidia.com/gpu.memory", "0") or 0) for n in nodes]
     return max(sizes, default=0) or default
-
-
-async def _apply_if_changed(child: Body, *, kube: KubeClient) -> None:
-    resource = resources.BY_KIND[child["kind"]]
-    meta = child["metadata"]
-    current = await kube.get(resource, name=meta["name"], namespace=meta.get("namespace"))
-    if current is None or not objects.is_satisfied(child, current):
-        await kube.apply(child)
 
 
 def register(registry: kopf.OperatorRegistry, *, reconciler: Reconciler) -> None:

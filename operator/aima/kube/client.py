@@ -20,6 +20,7 @@ import aiohttp
 import kopf
 
 from aima.api.common import FIELD_MANAGER
+from aima.domain import objects
 from aima.kube import resources
 from aima.kube.resources import Resource
 
@@ -102,6 +103,21 @@ class KubeClient:
             data=json.dumps(body),
             content_type="application/apply-patch+yaml",
         )
+
+    async def apply_if_changed(self, body: Body) -> bool:
+        """Apply ``body`` unless the live object already holds all of it; True when it wrote.
+
+        Server-side apply of an unchanged object is still a write request: skipping it keeps a
+        steady state free of writes.
+        """
+        meta = body["metadata"]
+        current = await self.get(
+            resources.BY_KIND[body["kind"]], name=meta["name"], namespace=meta.get("namespace")
+        )
+        if current is not None and objects.is_satisfied(body, current):
+            return False
+        await self.apply(body)
+        return True
 
     async def patch_status(
         self, resource: Resource, *, name: str, namespace: str | None, status: Body
