@@ -17,5 +17,5 @@ def eventually(check: Callable[[], T | None], *, timeout: float = 30, what: str)
     while time.monotonic() < deadline:
         if result := check():
             return result
-        time.sleep(0.2)
+        time.sleep(0.5)  # each check may spawn kubectl: polling faster only slows the cluster
     pytest.fail(f"timed out after {timeout}s waiting for {what}")

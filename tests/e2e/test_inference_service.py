@@ -316,7 +316,7 @@ def test_a_restarted_operator_writes_nothing_when_nothing_changed(
             reasons = [condition(b, "Ready").get("reason") for b in listing]
             return reasons.count("Ready") == running and reasons.count("ScaledToZero") == total - running
 
-        eventually(settled, timeout=120, what="every service to settle")
+        eventually(settled, timeout=240, what="every service to settle")
         time.sleep(2)  # the last pod and Deployment status updates land
 
     offset = engines.audit_log.stat().st_size
