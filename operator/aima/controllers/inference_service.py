@@ -37,7 +37,7 @@ async def reconcile(body: Body, *, kube: KubeClient, settings: Settings, cluster
     service = InferenceService.model_validate(body)
     observed = await _observe(service, kube=kube, cluster=cluster)
     plan = planning.plan(body, observed=observed)
-    await asyncio.gather(*(kube.apply_if_changed(child) for child in plan.objects))
+    await asyncio.gather(*(_apply(child, kube=kube, observed=observed) for child in plan.objects))
     status = planning.compute_status(
         body, plan=plan, observed=observed, now=datetime.datetime.now(datetime.UTC)
     )
@@ -81,6 +81,14 @@ async def _observe(service: InferenceService, *, kube: KubeClient, cluster: Clus
         # Counting free GPUs needs every pod; only worth it while one of ours waits for a node.
         all_pods=await kube.list(resources.PODS) if pod_health.unscheduled(pods) else None,
     )
+
+
+async def _apply(child: Body, *, kube: KubeClient, observed: planning.Observed) -> None:
+    # The Deployment was read for this pass already; reading it again would double the hot path's GETs.
+    if child["kind"] == "Deployment":
+        await kube.apply_unless_held(child, current=observed.deployment)
+    else:
+        await kube.apply_if_changed(child)
 
 
 def register(registry: kopf.OperatorRegistry, *, reconciler: Reconciler) -> None:

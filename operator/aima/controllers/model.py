@@ -39,8 +39,13 @@ async def reconcile(body: Body, *, kube: KubeClient, settings: Settings) -> None
     model = Model.model_validate(body)
     observed = await _observe(model, kube=kube, settings=settings)
     plan = planning.plan(body, settings=loader_settings(settings), observed=observed)
+    # The claim and the Job were read for this pass already; only the RBAC objects need a read.
+    already_read = {"PersistentVolumeClaim": observed.claim, "Job": observed.job}
     for child in plan.objects:
-        await kube.apply_if_changed(child)
+        if child["kind"] in already_read:
+            await kube.apply_unless_held(child, current=already_read[child["kind"]])
+        else:
+            await kube.apply_if_changed(child)
     status = planning.compute_status(
         body, plan=plan, observed=observed, now=datetime.datetime.now(datetime.UTC)
     )

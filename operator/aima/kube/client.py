@@ -105,15 +105,18 @@ class KubeClient:
         )
 
     async def apply_if_changed(self, body: Body) -> bool:
-        """Apply ``body`` unless the live object already holds all of it; True when it wrote.
+        """Read the live object, then :meth:`apply_unless_held`; True when it wrote."""
+        meta = body["metadata"]
+        resource = resources.BY_KIND[body["kind"]]
+        current = await self.get(resource, name=meta["name"], namespace=meta.get("namespace"))
+        return await self.apply_unless_held(body, current=current)
+
+    async def apply_unless_held(self, body: Body, *, current: Body | None) -> bool:
+        """Apply ``body`` unless ``current`` (the live object, just read) already holds all of it.
 
         Server-side apply of an unchanged object is still a write request: skipping it keeps a
-        steady state free of writes.
+        steady state free of writes. True when it wrote.
         """
-        meta = body["metadata"]
-        current = await self.get(
-            resources.BY_KIND[body["kind"]], name=meta["name"], namespace=meta.get("namespace")
-        )
         if current is not None and objects.is_satisfied(body, current):
             return False
         await self.apply(body)
