@@ -46,7 +46,7 @@ def aima_crds(control_plane: ControlPlane) -> ControlPlane:
     )
     # Established comes before the storage serves ("storage is (re)initializing", 429): wait for it,
     # so the operator's first watches do not start in kopf's retry backoff.
-    kinds = "engines,models,inferenceservices,pipelines,pipelineruns"
+    kinds = ",".join(sorted(path.name.split(".", 1)[0] for path in CRD_DIR.glob("*.aima.dev.yaml")))
     eventually(
         lambda: control_plane.kubectl("get", kinds, "-A", check=False).returncode == 0,
         what="the AIMA resources to be served",
@@ -63,3 +63,23 @@ def operator(aima_crds: ControlPlane) -> Iterator[OperatorThread]:
     )
     with OperatorThread(settings) as running:
         yield running
+
+
+@pytest.fixture(scope="session")
+def fake_nvml_library(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The fake libnvidia-ml.so.1 (tests/fakes/nvml), built once and loaded into this process, so
+    pynvml's own CDLL("libnvidia-ml.so.1") finds it; machines are described per test."""
+    from fakes import nvml
+
+    library = nvml.build(tmp_path_factory.mktemp("fake-nvml"))
+    nvml.preload(library)
+    return library
+
+
+@pytest.fixture(scope="module")
+def own_control_plane() -> Iterator[ControlPlane]:
+    """A control plane for this test module alone, for tests that install cluster-wide objects of
+    their own (the chart's CRDs and ClusterRoles, the kustomize install) without meeting the
+    session's; stopped when the module's tests are done."""
+    with ControlPlane(binaries=ensure_binaries()) as plane:
+        yield plane

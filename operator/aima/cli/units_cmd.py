@@ -9,10 +9,12 @@ the raw JSON `data` with `--json`. Exit codes follow the error code (see `aima.u
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import json
 import types
 import typing
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +32,7 @@ from aima.units.errors import ErrorCode, exit_code
 from aima.units.http import create_app
 from aima.units.schema import describe
 
-__all__ = ["register"]
+__all__ = ["EXIT_CODES", "call", "finish", "output_flag", "output_option", "register", "session", "table"]
 
 _SCALARS: dict[Any, click.ParamType[Any]] = {str: click.STRING, int: click.INT, float: click.FLOAT}
 
@@ -42,11 +44,18 @@ def register(group: click.Group) -> None:
     group.add_command(api)
 
 
-_EXEC_HELP = """Run one unit against the cluster of the current kubeconfig, e.g.
+EXIT_CODES = """Exit codes: 0 done; 1 internal error; 2 invalid input or usage (also an unknown unit);
+3 not found (model, engine, service, ...); 4 conflict (exists, or exists otherwise); 5 insufficient
+resources; 6 unauthorized or forbidden; 7 timeout; 8 the cluster is unavailable."""
+
+_EXEC_HELP = f"""Run one unit against the cluster of the current kubeconfig, e.g.
 
     aima exec model.list --all-namespaces
 
-    aima exec service.scale --name qwen --replicas 2 --json
+    aima exec service.scale --name qwen --replicas 2 --output json
+
+\b
+{EXIT_CODES}
 """
 
 
@@ -119,19 +128,41 @@ def _kubeconfig_option() -> click.Option:
     )
 
 
+_FORMATS = click.Choice(["table", "json"])
+_OUTPUT_HELP = "table for people; json prints the unit's data (on failure, the error envelope on stderr)."
+
+
+def output_option() -> click.Option:
+    """`-o/--output table|json`: rich tables for people, the JSON data for scripts."""
+    return click.Option(
+        ["-o", "--output", "output_format"],
+        type=_FORMATS,
+        default="table",
+        show_default=True,
+        help=_OUTPUT_HELP,
+    )
+
+
+output_flag = click.option(
+    "-o", "--output", "output_format", type=_FORMATS, default="table", show_default=True, help=_OUTPUT_HELP
+)
+"""The same option as a decorator, for the hand-written daily commands."""
+
+
 def _unit_command(unit: Unit[Any, Any]) -> click.Command:
     params: list[click.Parameter] = [_option(name, field) for name, field in unit.input.model_fields.items()]
-    params.append(click.Option(["--json", "as_json"], is_flag=True, help="Print the raw JSON data."))
+    params.append(output_option())
+    params.append(click.Option(["--json", "as_json"], is_flag=True, help="Same as --output json."))
     params.append(click.Option(["--input", "raw_input"], help="The whole input as a JSON object."))
 
     @click.pass_context
-    def callback(ctx: click.Context, /, as_json: bool, raw_input: str | None, **fields: Any) -> None:
+    def callback(
+        ctx: click.Context, /, output_format: str, as_json: bool, raw_input: str | None, **fields: Any
+    ) -> None:
         given = json.loads(raw_input) if raw_input else {}
         given |= {name: value for name, value in fields.items() if value is not None}
-        response = asyncio.run(_call(unit, given, kubeconfig=_parent_kubeconfig(ctx)))
-        _print(response, as_json=as_json)
-        if response.error is not None:
-            ctx.exit(exit_code(response.error.code))
+        response = asyncio.run(call(unit.name, given, kubeconfig=_parent_kubeconfig(ctx)))
+        finish(ctx, response, as_json=as_json or output_format == "json")
 
     hints = "read-only" if unit.read_only else ("destructive" if unit.destructive else str(unit.kind))
     examples = "\n\n".join(f"{e.description}: {json.dumps(dict(e.input))}" for e in unit.examples)
@@ -181,19 +212,35 @@ def _parent_kubeconfig(ctx: click.Context) -> Path | None:
     return Path(value) if value else None
 
 
-async def _call(unit: Unit[Any, Any], given: dict[str, Any], *, kubeconfig: Path | None) -> Response:
+async def call(unit: str, given: dict[str, Any], *, kubeconfig: Path | None) -> Response:
+    """Run one unit against the cluster of `kubeconfig` (or the environment's) and close the connection."""
+    async with session(kubeconfig) as context:
+        if isinstance(context, Response):
+            return context
+        return await execute(registry(), context, Request(unit=unit, input=given))
+
+
+@contextlib.asynccontextmanager
+async def session(kubeconfig: Path | None) -> AsyncIterator[Context | Response]:
+    """A Context on the cluster for the block, or the UNAVAILABLE envelope when login fails."""
     settings = Settings.from_env()
     try:
         kube = await connect(kubeconfig=kubeconfig or settings.kubeconfig)
     except Exception as failure:
         error = ErrorInfo(code=ErrorCode.UNAVAILABLE, message=f"Could not log in to the cluster: {failure}")
-        return Response(success=False, error=error, meta=Meta(request_id="local", duration_ms=0))
+        yield Response(success=False, error=error, meta=Meta(request_id="local", duration_ms=0))
+        return
     try:
-        return await execute(
-            registry(), Context(kube=kube, settings=settings), Request(unit=unit.name, input=given)
-        )
+        yield Context(kube=kube, settings=settings)
     finally:
         await kube.close()
+
+
+def finish(ctx: click.Context, response: Response, *, as_json: bool) -> None:
+    """Print `response` and end with the exit code of its error, if any (see `aima.units.errors`)."""
+    _print(response, as_json=as_json)
+    if response.error is not None:
+        ctx.exit(exit_code(response.error.code))
 
 
 def _print(response: Response, *, as_json: bool) -> None:
@@ -206,10 +253,10 @@ def _print(response: Response, *, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(response.data, indent=2))
         return
-    Console().print(_table(response.data))
+    Console().print(table(response.data))
 
 
-def _table(data: Any) -> Table:
+def table(data: Any) -> Table:
     items = data.get("items") if isinstance(data, dict) else None
     if isinstance(items, list):
         columns = list(dict.fromkeys(k for item in items for k in item))

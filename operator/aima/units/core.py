@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Generic, TypeVar
 
+import aiohttp
 from pydantic import BaseModel, ConfigDict
 
 from aima.api.common import ApiModel
@@ -55,10 +56,20 @@ class Context:
     kube: KubeClient
     settings: Settings = field(default_factory=Settings)
     namespace: str = "default"
+    namespaces: frozenset[str] | None = None
+    """The namespaces this caller may act in (an agent's allow-list); None allows every namespace.
+    `execute` enforces it on inputs; units that list across namespaces filter with `allows`."""
+    http: aiohttp.ClientSession | None = None
+    """A shared HTTP session for units that call HTTP services (inference.* to the gateway); None
+    opens one per call. Whoever builds the Context owns and closes it."""
 
     def namespace_of(self, requested: str | None) -> str:
         """The namespace an input names, or the context's default."""
         return requested or self.namespace
+
+    def allows(self, namespace: str | None) -> bool:
+        """Whether objects of `namespace` may be shown to this caller (cluster-scoped ones always)."""
+        return self.namespaces is None or namespace is None or namespace in self.namespaces
 
 
 @dataclass(frozen=True, kw_only=True)

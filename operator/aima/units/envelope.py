@@ -15,8 +15,9 @@ from typing import Any
 import aiohttp
 from pydantic import BaseModel, Field, ValidationError
 
+from aima.api.common import Keys
 from aima.kube import KubeError
-from aima.units.core import Context, Kind, Registry
+from aima.units.core import Context, Kind, Registry, Unit
 from aima.units.errors import ErrorCode, UnitError
 
 __all__ = ["ErrorInfo", "Meta", "Request", "Response", "execute", "from_kube_error"]
@@ -95,7 +96,7 @@ async def _run(registry: Registry, context: Context, request: Request) -> Any:
             {"unit": unit.name, "type": str(unit.kind)},
         )
     try:
-        output = await unit.run(context, request.input)
+        output = await unit.run(context, _scoped(unit, context, request.input))
     except ValidationError as invalid:
         raise UnitError(
             ErrorCode.INVALID_INPUT,
@@ -113,7 +114,52 @@ async def _run(registry: Registry, context: Context, request: Request) -> Any:
     except Exception as crash:
         _log.exception("Unit failed unexpectedly unit=%s", unit.name)
         raise UnitError(ErrorCode.INTERNAL, f"{unit.name} failed: {type(crash).__name__}") from crash
-    return output.model_dump(mode="json", by_alias=True, exclude_none=True)
+    return _trimmed(output.model_dump(mode="json", by_alias=True, exclude_none=True))
+
+
+_NOISE = ("kopf.", Keys.KOPF_PREFIX, "kubectl.kubernetes.io/last-applied-configuration")
+
+
+def _trimmed(data: dict[str, Any]) -> dict[str, Any]:
+    """The output without the API server's and kopf's bookkeeping (managedFields, kopf's and kubectl's
+    annotations): nobody acts on it, and it costs an agent's context more than the object itself."""
+    metadata = data.get("metadata")
+    if not isinstance(metadata, dict):
+        return data
+    metadata.pop("managedFields", None)
+    annotations = {k: v for k, v in metadata.get("annotations", {}).items() if not k.startswith(_NOISE)}
+    if annotations:
+        metadata["annotations"] = annotations
+    else:
+        metadata.pop("annotations", None)
+    return data
+
+
+def _scoped(unit: Unit[Any, Any], context: Context, raw: dict[str, Any]) -> dict[str, Any]:
+    """The input with the namespace made explicit, when the context allows only some namespaces.
+
+    Every unit that acts in a namespace has a `namespace` input (empty: the default one), so the
+    doors can keep an agent inside its allow-list without knowing the unit.
+    """
+    if context.namespaces is None:
+        return raw
+    fields = unit.input.model_fields
+    if "all_namespaces" in fields and (raw.get("allNamespaces") or raw.get("all_namespaces")):
+        raise UnitError(
+            ErrorCode.FORBIDDEN,
+            f"Only namespaces {', '.join(sorted(context.namespaces))} are allowed here; drop allNamespaces",
+            {"allowed": sorted(context.namespaces)},
+        )
+    if "namespace" not in fields:
+        return raw
+    namespace = raw.get("namespace") or context.namespace
+    if namespace not in context.namespaces:
+        raise UnitError(
+            ErrorCode.FORBIDDEN,
+            f"Namespace {namespace} is not allowed here; allowed: {', '.join(sorted(context.namespaces))}",
+            {"namespace": namespace, "allowed": sorted(context.namespaces)},
+        )
+    return raw | {"namespace": namespace}
 
 
 def from_kube_error(error: KubeError) -> UnitError:

@@ -2,8 +2,9 @@
 
 Routes: `POST /api/v2/execute` ({type, unit, input}); `POST /api/v2/command/{unit}` and
 `POST /api/v2/query/{unit}` (the body is the input); `GET /api/v2/units[/{unit}]`; `GET /openapi.json`;
-`GET /healthz`; `GET /metrics`. With API keys configured, `/api/v2/*` requires
-`Authorization: Bearer <key>` or `X-API-Key: <key>`; health, metrics and OpenAPI stay open.
+`GET /healthz`; `GET /metrics`; `GET /api/v2/resources[/watch]?uri=aima://...` (`aima.units.watch`).
+With API keys configured, `/api/v2/*` requires `Authorization: Bearer <key>` or `X-API-Key: <key>`;
+health, metrics and OpenAPI stay open.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 from pydantic import ValidationError
 
+from aima.pipelines.http import add_pipeline_routes
+from aima.units import watch
 from aima.units.core import Context, Kind, Registry
 from aima.units.envelope import ErrorInfo, Meta, Request, Response, execute
 from aima.units.errors import ErrorCode, http_status
@@ -89,6 +92,8 @@ def create_app(*, registry: Registry, context: Context, api_keys: Iterable[str] 
     app.router.add_get("/openapi.json", _openapi)
     app.router.add_get("/healthz", _health)
     app.router.add_get("/metrics", _metrics)
+    watch.add_routes(app, registry=registry, context=context)
+    add_pipeline_routes(app, registry=registry, context=context)
     return app
 
 

@@ -1,15 +1,18 @@
-"""model.*: create, pull, get, list, delete Models, and estimate what serving one needs."""
+"""model.*: create, pull, import, verify, get, list, search and delete Models, and estimate what serving
+one needs."""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
+from pathlib import Path, PurePosixPath
+from typing import Annotated, Any
 
 from pydantic import Field, model_validator
 
 from aima.api.common import API_VERSION, ApiModel, ConditionStatus
-from aima.api.model import Model, ModelPhase, ModelSpec, ModelType, ResourceEstimate
+from aima.api.model import Model, ModelFormat, ModelPhase, ModelSpec, ModelType, ResourceEstimate
+from aima.catalog import CatalogError, load_catalog
 from aima.domain import model as model_domain
 from aima.kube import resources
 from aima.units import shared
@@ -115,6 +118,89 @@ class Estimate(ApiModel):
     estimate: ResourceEstimate
 
 
+_CLAIM_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+
+
+class ModelImport(Input):
+    """Weights that already sit on a PersistentVolumeClaim, served in place: nothing is downloaded."""
+
+    name: str = Field(min_length=1, max_length=63, pattern=NAME_PATTERN)
+    """Name of the new Model."""
+    namespace: str | None = Field(default=None, max_length=63)
+    """Namespace of the Model and of the claim; the default namespace when empty."""
+    claim: str = Field(min_length=1, max_length=253, pattern=_CLAIM_PATTERN)
+    """The PersistentVolumeClaim that holds the files."""
+    path: str = Field(default="", max_length=1024)
+    """Directory of the files inside the claim; its root when empty."""
+    type: ModelType
+    """What the model does."""
+    format: ModelFormat | None = None
+    """How the weights are stored; detected from the files when empty."""
+
+    @model_validator(mode="after")
+    def _safe_path(self) -> ModelImport:
+        # The path is joined below the claim's mount point: it must not climb out of it.
+        if ".." in PurePosixPath(self.path).parts or "\x00" in self.path:
+            raise ValueError("path must stay inside the claim: no '..' parts")
+        return self
+
+
+class VerifyInput(ModelRef):
+    """A Model, and digests its files must have."""
+
+    checksums: dict[str, Annotated[str, Field(pattern=r"^[a-f0-9]{64}$")]] = Field(
+        default_factory=dict, max_length=256
+    )
+    """Expected sha256 (lowercase hex) per file path, checked with the Model's own spec.checksums."""
+
+
+class Verification(ApiModel):
+    """Whether a Model's download is complete and its files have the expected digests."""
+
+    name: str
+    namespace: str
+    valid: bool
+    issues: list[str]
+    """What is wrong, one sentence each; empty when valid."""
+    files: int = 0
+    """Files the loader verified and recorded."""
+    checked: int = 0
+    """Files whose digest was compared with an expected one."""
+    manifest_sha256: str | None = None
+    """Digest of the manifest: equal digests mean identical downloads."""
+
+
+class SearchInput(Input):
+    """What to look for among the catalog's presets and the cluster's Models."""
+
+    query: str = Field(default="", max_length=128)
+    """Words that must all appear in the name or the source (case-insensitive); everything when empty."""
+    type: ModelType | None = None
+    """Only models of this type."""
+    limit: int = Field(default=20, ge=1, le=200)
+    """Most results."""
+
+
+class SearchResult(ApiModel):
+    """One model found: a catalog preset to pull, or a Model that exists."""
+
+    name: str
+    origin: str
+    """catalog (a preset: model.pull it with these fields) or cluster (a Model that exists)."""
+    namespace: str | None = None
+    source: str
+    type: ModelType
+    format: ModelFormat | None = None
+    ready: ConditionStatus | None = None
+    """For Models in the cluster: their Ready condition."""
+
+
+class SearchResults(ApiModel):
+    """Models found, presets first, by name."""
+
+    items: list[SearchResult]
+
+
 @command(
     "model.create",
     description="Create a Model: the operator downloads its weights into a volume. Fails with CONFLICT "
@@ -137,16 +223,9 @@ async def create(context: Context, request: ModelCreate) -> Model:
     "exists with the same source (a different source is a CONFLICT); with wait, return once it is Ready.",
     examples=[
         Example(
-            description="Pull an Ollama model and wait for it",
-            input={
-                "name": "llama3.2",
-                "source": "ollama://llama3.2:1b",
-                "type": "LLM",
-                "format": "Ollama",
-                "wait": True,
-                "timeoutSeconds": 900,
-            },
-        )
+            description="Pull an Ollama model (the CLI's `aima model pull --wait` shows its progress)",
+            input={"name": "llama3.2", "source": "ollama://llama3.2:1b", "type": "LLM", "format": "Ollama"},
+        ),
     ],
     idempotent=True,
 )
@@ -241,6 +320,163 @@ async def estimate_resources(context: Context, request: EstimateInput) -> Estima
     )
 
 
+@command(
+    "model.import",
+    description="Serve weights that already sit on a PersistentVolumeClaim: create a Model with source "
+    "pvc://claim/path, used in place (nothing is downloaded). The claim must exist in the namespace.",
+    examples=[
+        Example(
+            description="GGUF files in a claim",
+            input={
+                "name": "local-llama",
+                "claim": "models",
+                "path": "llama/8b",
+                "type": "LLM",
+                "format": "GGUF",
+            },
+        )
+    ],
+)
+async def import_(context: Context, request: ModelImport) -> Model:
+    namespace = context.namespace_of(request.namespace)
+    claim = await context.kube.get(
+        resources.PERSISTENT_VOLUME_CLAIMS, name=request.claim, namespace=namespace
+    )
+    if claim is None:
+        raise UnitError(
+            ErrorCode.NOT_FOUND,
+            f"PersistentVolumeClaim {request.claim} not found in namespace {namespace}; import reads "
+            "files in place, so the claim must exist first",
+            {"claim": request.claim, "namespace": namespace},
+        )
+    path = request.path.strip("/")
+    spec = ModelSpec(
+        source=f"pvc://{request.claim}" + (f"/{path}" if path else ""),
+        type=request.type,
+        format=request.format,
+    )
+    body = {
+        "apiVersion": API_VERSION,
+        "kind": "Model",
+        "metadata": {"name": request.name, "namespace": namespace},
+        "spec": spec.model_dump(mode="json", by_alias=True, exclude_defaults=True),
+    }
+    return Model.model_validate(await context.kube.create(body))
+
+
+@query(
+    "model.verify",
+    description="Check a Model's download: Ready, a verified manifest (each file's sha256, computed by "
+    "the loader as it wrote the file), and the digests of spec.checksums and of the input's checksums.",
+    examples=[
+        Example(description="Verify a Model", input={"name": "qwen3-0.6b"}),
+        Example(
+            description="Verify one file's digest",
+            input={"name": "qwen3-0.6b", "checksums": {"config.json": "0" * 64}},
+        ),
+    ],
+)
+async def verify(context: Context, request: VerifyInput) -> Verification:
+    model = Model.model_validate(await _get(context, request.name, request.namespace))
+    issues, checked = model_issues(model, expected=model.spec.checksums | request.checksums)
+    manifest = model.status.manifest if model.status else None
+    return Verification(
+        name=request.name,
+        namespace=model.metadata.namespace or "",
+        valid=not issues,
+        issues=issues,
+        files=manifest.file_count if manifest else 0,
+        checked=checked,
+        manifest_sha256=manifest.sha256 if manifest else None,
+    )
+
+
+@query(
+    "model.search",
+    description="Find models by words in their name or source: the catalog's presets (ready to "
+    "model.pull with the fields returned) and the Models in the cluster, in every namespace.",
+    examples=[
+        Example(description="Qwen models", input={"query": "qwen"}),
+        Example(description="Speech recognition models", input={"type": "ASR", "limit": 5}),
+    ],
+)
+async def search(context: Context, request: SearchInput) -> SearchResults:
+    words = request.query.lower().split()
+    presets = await asyncio.to_thread(_catalog_models, context.settings.catalog_dir)
+    found = [_preset(m) for m in presets]
+    models = [Model.model_validate(b) for b in await context.kube.list(resources.MODELS)]
+    found += [_found(m) for m in models if context.allows(m.metadata.namespace)]
+    matching = [
+        r
+        for r in found
+        if (request.type is None or r.type == request.type)
+        and all(w in f"{r.name} {r.source}".lower() for w in words)
+    ]
+    matching.sort(key=lambda r: (r.origin != "catalog", r.name, r.namespace or ""))
+    return SearchResults(items=matching[: request.limit])
+
+
+def model_issues(model: Model, *, expected: dict[str, str]) -> tuple[list[str], int]:
+    """What is wrong with a Model's download given expected digests, and how many were compared (pure)."""
+    status = model.status
+    condition = shared.ready(status.conditions if status else [])
+    issues = []
+    if condition is None or condition.status != ConditionStatus.TRUE:
+        why = f"{condition.reason}: {condition.message}" if condition else "no status yet"
+        issues.append(f"The Model is not Ready ({why})")
+    manifest = status.manifest if status else None
+    if manifest is None:
+        return [*issues, "No verified manifest: the download has not completed"], 0
+    listed = {f.path: f.sha256 for f in manifest.files}
+    checked = 0
+    for path, digest in sorted(expected.items()):
+        if path not in listed:
+            issues.append(
+                f"{path} is not among the {len(listed)} files listed in status (the volume's manifest has "
+                "all of them)"
+                if manifest.file_count > len(listed)
+                else f"{path} was not downloaded"
+            )
+            continue
+        checked += 1
+        if listed[path] != digest:
+            issues.append(f"{path} has sha256 {listed[path]}, expected {digest}")
+    return issues, checked
+
+
+def _catalog_models(folder: Path | None) -> tuple[Model, ...]:
+    if folder is None:
+        return ()
+    try:
+        return load_catalog(folder).models
+    except (CatalogError, OSError) as broken:
+        raise UnitError(ErrorCode.UNAVAILABLE, f"The catalog at {folder} cannot be read: {broken}") from None
+
+
+def _preset(model: Model) -> SearchResult:
+    spec = model.spec
+    return SearchResult(
+        name=model.metadata.name or "",
+        origin="catalog",
+        source=spec.source,
+        type=spec.type,
+        format=spec.format,
+    )
+
+
+def _found(model: Model) -> SearchResult:
+    condition = shared.ready(model.status.conditions if model.status else [])
+    return SearchResult(
+        name=model.metadata.name or "",
+        origin="cluster",
+        namespace=model.metadata.namespace,
+        source=model.spec.source,
+        type=model.spec.type,
+        format=model.spec.format or (model.status.format if model.status else None),
+        ready=condition.status if condition else ConditionStatus.UNKNOWN,
+    )
+
+
 def summarize(model: Model) -> ModelSummary:
     """The list line of a Model."""
     status = model.status
@@ -317,4 +553,4 @@ async def _largest_gpu_memory(context: Context) -> int:
     return max(sizes, default=context.settings.default_gpu_memory_mib)
 
 
-UNITS = (create, pull, get, list_, delete, estimate_resources)
+UNITS = (create, pull, import_, verify, get, list_, search, delete, estimate_resources)

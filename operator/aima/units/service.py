@@ -1,8 +1,11 @@
-"""service.*: InferenceServices: create, delete, scale, start, stop, get, list.
+"""service.*: InferenceServices: create, delete, scale, start, stop, get, list, logs and recommend.
 
-`service.stop` and `service.start` flip `spec.suspend` and never touch `spec.replicas` (see the
-docstring of `aima.api.inference_service`): a stop does not fight a replica count Git or a scaler owns,
-and a start brings back exactly the count they chose.
+Who writes what in `spec`: controllers never do; units do, only on a person's (or an agent's)
+request, and each unit writes exactly one field. `service.stop` and `service.start` scale to and from
+zero by flipping `spec.suspend`: the controller then runs 0 replicas, and `spec.replicas` is never
+touched, so the previous count is remembered where it already lives, a stop does not fight a replica
+count that Git or a scaler owns, and a start brings back exactly the count they chose. `service.scale`
+writes `spec.replicas` (the scale subresource's field), as `kubectl scale` does.
 """
 
 from __future__ import annotations
@@ -11,10 +14,19 @@ from typing import Any
 
 from pydantic import Field
 
-from aima.api.common import API_VERSION, ApiModel, ConditionStatus
-from aima.api.inference_service import InferenceService, InferenceServicePhase, InferenceServiceSpec
-from aima.kube import resources
-from aima.units import shared
+from aima.api.common import API_VERSION, ApiModel, ConditionStatus, Keys
+from aima.api.engine import Accelerator, Engine
+from aima.api.inference_service import (
+    InferenceService,
+    InferenceServicePhase,
+    InferenceServiceSpec,
+    ServiceResources,
+)
+from aima.api.model import Model
+from aima.domain import engine_choice
+from aima.domain.inference_service import CONTAINER
+from aima.kube import KubeError, resources
+from aima.units import resource, shared
 from aima.units.core import Context, Example, Input, command, query
 from aima.units.errors import ErrorCode, UnitError
 from aima.units.shared import Deleted
@@ -90,6 +102,77 @@ class ServiceList(ApiModel):
     items: list[ServiceSummary]
 
 
+class LogsInput(ServiceRef):
+    """Which log lines of a service's replicas to read."""
+
+    tail: int = Field(default=100, ge=1, le=5000)
+    """Last lines of each replica."""
+    since_seconds: int | None = Field(default=None, ge=1, le=604800)
+    """Only lines written in the last seconds."""
+    previous: bool = False
+    """The log of the previous (crashed) container instead of the running one."""
+    pod: str | None = Field(default=None, max_length=253)
+    """Only this replica's pod."""
+    contains: str | None = Field(default=None, max_length=256)
+    """Only lines that contain this text."""
+
+
+class PodLog(ApiModel):
+    """The log lines of one replica."""
+
+    pod: str
+    node: str | None = None
+    phase: str | None = None
+    lines: list[str] = Field(default_factory=list)
+    error: str | None = None
+    """Why the log could not be read, such as a container that has not started."""
+
+
+class ServiceLogs(ApiModel):
+    """Log lines per replica, pods by name."""
+
+    name: str
+    namespace: str
+    pods: list[PodLog]
+    message: str | None = None
+    """Why there are no replicas, when there are none."""
+
+
+class RecommendInput(Input):
+    """A Model to serve, and optionally where and how much."""
+
+    model: str = Field(min_length=1, max_length=63)
+    """Name of the Model."""
+    namespace: str | None = Field(default=None, max_length=63)
+    """Namespace of the Model; the default namespace when empty."""
+    gpu_product: str | None = Field(default=None, max_length=128)
+    """Only nodes with this GPU model (nvidia.com/gpu.product)."""
+    replicas: int = Field(default=1, ge=1, le=1000)
+    """Replicas wanted."""
+
+
+class Recommendation(ApiModel):
+    """How to serve a Model on this cluster now, and whether it fits."""
+
+    model: str
+    engine: str | None = None
+    """The Engine AIMA would choose; empty when none serves the model here."""
+    variant: str | None = None
+    gpus: int
+    """GPUs per replica: the Model's estimate once downloaded, else the Engine's default."""
+    gpu_memory: str | None = None
+    """GPU memory the weights and KV cache need, once the Model is downloaded."""
+    replicas: int
+    fits: bool
+    """Whether that many replicas fit in the free GPUs now."""
+    nodes: list[str]
+    """Where each replica would land."""
+    message: str
+    """Why this engine and size, and where it fits or why not."""
+    service: dict[str, Any]
+    """The input of service.create that does it."""
+
+
 @command(
     "service.create",
     description="Create an InferenceService that serves a Model (which must exist) on an Engine (chosen "
@@ -101,7 +184,12 @@ class ServiceList(ApiModel):
         ),
         Example(
             description="Two replicas of two GPUs each",
-            input={"name": "big", "modelRef": {"name": "llama-70b"}, "replicas": 2, "resources": {"gpus": 2}},
+            input={
+                "name": "qwen-tp2",
+                "modelRef": {"name": "qwen3-0.6b"},
+                "replicas": 2,
+                "resources": {"gpus": 2},
+            },
         ),
     ],
 )
@@ -212,6 +300,164 @@ async def list_(context: Context, request: ServiceListInput) -> ServiceList:
     return ServiceList(items=sorted(items, key=lambda s: (s.namespace, s.name)))
 
 
+@query(
+    "service.logs",
+    description="Recent log lines of a service's replicas (the engine container), per pod: the last "
+    "tail lines, optionally since some seconds, of the previous crashed container, or only lines with "
+    "some text. The CLI's `aima service logs NAME -f` follows them.",
+    examples=[
+        Example(description="The last 20 lines of each replica", input={"name": "qwen", "tail": 20}),
+        Example(
+            description="Why the last container crashed",
+            input={"name": "qwen", "previous": True, "contains": "Error"},
+        ),
+    ],
+)
+async def logs(context: Context, request: LogsInput) -> ServiceLogs:
+    namespace = context.namespace_of(request.namespace)
+    service = InferenceService.model_validate(await _get(context, request.name, namespace))
+    pods = await replica_pods(context, name=request.name, namespace=namespace)
+    if request.pod is not None:
+        pods = [p for p in pods if p["metadata"]["name"] == request.pod]
+    params = log_params(tail=request.tail, since_seconds=request.since_seconds, previous=request.previous)
+    read = [await _pod_log(context, pod, params=params, contains=request.contains) for pod in pods]
+    message = None if pods else f"No replicas run: {summarize(service).message or 'none exist yet'}"
+    return ServiceLogs(name=request.name, namespace=namespace, pods=read, message=message)
+
+
+@query(
+    "service.recommend",
+    description="How to serve a Model here: the Engine and variant AIMA would choose, GPUs per replica "
+    "(the Model's estimate, else the Engine's default), whether the replicas fit in the free GPUs now "
+    "and where, and the service.create input that does it.",
+    examples=[
+        Example(description="One replica of a Model", input={"model": "qwen3-0.6b"}),
+        Example(
+            description="Two replicas on H100s",
+            input={"model": "qwen3-0.6b", "replicas": 2, "gpuProduct": "NVIDIA-H100-80GB-HBM3"},
+        ),
+    ],
+)
+async def recommend(context: Context, request: RecommendInput) -> Recommendation:
+    namespace = context.namespace_of(request.namespace)
+    body = await context.kube.get(resources.MODELS, name=request.model, namespace=namespace)
+    if body is None:
+        raise UnitError(
+            ErrorCode.MODEL_NOT_FOUND,
+            f"Model {request.model} not found in namespace {namespace}; model.search finds presets",
+            {"name": request.model, "namespace": namespace},
+        )
+    model = Model.model_validate(body)
+    engines = [Engine.model_validate(e) for e in await context.kube.list(resources.ENGINES)]
+    nodes = await context.kube.list(resources.NODES)
+    pods = await context.kube.list(resources.PODS)
+    return plan_recommendation(
+        model, engines=engines, nodes=nodes, pods=pods, gpu_product=request.gpu_product,
+        replicas=request.replicas,
+    )  # fmt: skip
+
+
+def plan_recommendation(
+    model: Model,
+    *,
+    engines: list[Engine],
+    nodes: list[dict[str, Any]],
+    pods: list[dict[str, Any]],
+    gpu_product: str | None,
+    replicas: int,
+) -> Recommendation:
+    """The recommendation for `model` given the cluster's Engines, Nodes and Pods (pure)."""
+    estimate = model.status.estimate if model.status else None
+    wanted = estimate.gpus if estimate and estimate.gpus else None
+    probe = InferenceService(
+        metadata={"name": model.metadata.name},
+        spec=InferenceServiceSpec(
+            model_ref={"name": model.metadata.name or ""},
+            resources=ServiceResources(gpus=wanted, gpu_product=gpu_product),
+        ),
+    )
+    infos = [engine_choice.node_info(n) for n in nodes]
+    choice = engine_choice.choose(probe, model=model, engines=engines, nodes=infos)
+    gpus = 0
+    if choice.variant is not None and choice.variant.accelerator is Accelerator.NVIDIA_GPU:
+        gpus = wanted or (choice.engine.spec.resources.gpus if choice.engine else 1)
+    matching = [n for n in nodes if gpu_product is None or _product(n) == gpu_product]
+    placement = resource.place(resource.status_of(matching, pods), gpus=max(gpus, 1), replicas=replicas)
+    fits = choice.engine is not None and (gpus == 0 or placement.fits)
+    where = "it runs on CPU nodes" if gpus == 0 else placement.message
+    service: dict[str, Any] = {
+        "name": _service_name(model.metadata.name or ""),
+        "modelRef": {"name": model.metadata.name},
+    }
+    if choice.engine is not None:
+        service["engineRef"] = {"name": choice.engine.metadata.name}
+    service |= {
+        "replicas": replicas,
+        "resources": {"gpus": gpus} | ({"gpuProduct": gpu_product} if gpu_product else {}),
+    }
+    return Recommendation(
+        model=model.metadata.name or "",
+        engine=choice.engine.metadata.name if choice.engine else None,
+        variant=choice.variant.name if choice.variant else None,
+        gpus=gpus,
+        gpu_memory=estimate.gpu_memory if estimate else None,
+        replicas=replicas,
+        fits=fits,
+        nodes=placement.nodes if gpus else [],
+        message=f"{choice.message}. {where}",
+        service=service,
+    )
+
+
+async def replica_pods(context: Context, *, name: str, namespace: str) -> list[dict[str, Any]]:
+    """The pods of an InferenceService's replicas, by name."""
+    pods = await context.kube.list(
+        resources.PODS, namespace=namespace, label_selector=f"{Keys.INFERENCE_SERVICE}={name}"
+    )
+    return sorted(pods, key=lambda p: str(p["metadata"]["name"]))
+
+
+def log_params(*, tail: int | None, since_seconds: int | None, previous: bool) -> dict[str, str]:
+    """Query parameters of a pod log request for the engine container."""
+    params = {"container": CONTAINER, "limitBytes": str(shared.LOG_LIMIT_BYTES)}
+    if tail is not None:
+        params["tailLines"] = str(tail)
+    if since_seconds is not None:
+        params["sinceSeconds"] = str(since_seconds)
+    if previous:
+        params["previous"] = "true"
+    return params
+
+
+async def _pod_log(
+    context: Context, pod: dict[str, Any], *, params: dict[str, str], contains: str | None
+) -> PodLog:
+    meta = pod["metadata"]
+    found = PodLog(
+        pod=meta["name"], node=pod["spec"].get("nodeName"), phase=pod.get("status", {}).get("phase")
+    )
+    try:
+        text = await shared.pod_log(
+            context.kube, namespace=meta["namespace"], pod=meta["name"], params=params
+        )
+    except KubeError as refused:
+        found.error = refused.message or refused.reason
+        return found
+    found.lines = [line for line in text.splitlines() if contains is None or contains in line]
+    return found
+
+
+def _product(node: dict[str, Any]) -> str | None:
+    product: str | None = node["metadata"].get("labels", {}).get(engine_choice.GPU_PRODUCT_LABEL)
+    return product
+
+
+def _service_name(model: str) -> str:
+    # Service names are DNS labels starting with a letter; Model names may hold dots or start with a digit.
+    name = model.replace(".", "-")
+    return (name if name[:1].isalpha() else f"m-{name}")[:63].rstrip("-")
+
+
 def summarize(service: InferenceService) -> ServiceSummary:
     """The list line of an InferenceService."""
     status = service.status
@@ -254,4 +500,4 @@ async def _patch(context: Context, request: ServiceRef, patch: dict[str, Any]) -
     return summarize(InferenceService.model_validate(body))
 
 
-UNITS = (create, delete, scale, stop, start, get, list_)
+UNITS = (create, delete, scale, stop, start, get, list_, logs, recommend)

@@ -1,0 +1,104 @@
+"""An agent's session, through MCP only: `aima mcp serve` over stdio, confined to one namespace.
+
+The agent pulls a model, creates a service for it, scales it, and reads from the service's resource
+why it is pending. The test stands in for the loader (no model downloads here): once the operator
+has started the loader Job, it marks the download done, as the loader would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from mcp import Client, StdioServerParameters
+
+from aima.testenv import ControlPlane
+from aima.testenv.operator import OperatorThread
+
+pytestmark = pytest.mark.e2e
+
+AIMA = str(Path(sys.executable).with_name("aima"))
+
+
+def mark_downloaded(plane: ControlPlane, namespace: str, name: str, job: str) -> None:
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    done = {
+        "status": "True",
+        "reason": "Ready",
+        "message": "Files downloaded and verified",
+        "lastTransitionTime": now,
+    }
+    status = {"loaderJob": job, "conditions": [{"type": "Downloaded", **done}, {"type": "Ready", **done}]}
+    plane.kubectl(
+        "patch", "model", name, "-n", namespace, "--subresource=status", "--type=merge",
+        "-p", json.dumps({"status": status | {"phase": "Ready"}}),
+    )  # fmt: skip
+
+
+async def poll(what: str, check: Any, timeout: float = 60) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        found = await check()
+        if found:
+            return found
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.5)
+
+
+def test_an_agent_pulls_serves_scales_and_reads_why_it_is_pending(
+    aima_crds: ControlPlane, operator: OperatorThread, namespace: str
+) -> None:
+    server = StdioServerParameters(
+        command=AIMA,
+        args=["mcp", "serve", "--namespace", namespace, "--allow-namespace", namespace, "--no-destructive"],
+        env={"KUBECONFIG": str(aima_crds.kubeconfig), "PATH": str(Path(sys.executable).parent)},
+    )
+
+    async def session() -> None:
+        async with Client(server) as agent:
+            tools = {t.name for t in (await agent.list_tools()).tools}
+            assert {"model_pull", "service_create", "service_scale", "service_get"} <= tools
+            assert "service_delete" not in tools  # --no-destructive
+
+            pulled = await agent.call_tool(
+                "model_pull", {"name": "tiny", "source": "hf://acme/tiny-llm@main", "type": "LLM"}
+            )
+            assert pulled.is_error is False, pulled.content
+            assert pulled.structured_content is not None
+            assert pulled.structured_content["metadata"]["namespace"] == namespace
+
+            async def loader_job() -> str | None:
+                got = await agent.call_tool("model_get", {"name": "tiny"})
+                return (got.structured_content or {}).get("status", {}).get("loaderJob")
+
+            mark_downloaded(aima_crds, namespace, "tiny", await poll("the loader Job", loader_job))
+
+            created = await agent.call_tool(
+                "service_create", {"name": "chat", "modelRef": {"name": "tiny"}, "resources": {"gpus": 9}}
+            )
+            assert created.is_error is False, created.content
+            scaled = await agent.call_tool("service_scale", {"name": "chat", "replicas": 2})
+            assert scaled.structured_content is not None
+            assert scaled.structured_content["replicas"] == 2
+
+            async def pending() -> dict[str, Any] | None:
+                read = await agent.read_resource("aima://services/chat")
+                body: dict[str, Any] = json.loads(read.contents[0].text)  # type: ignore[union-attr]
+                ready = next(
+                    (c for c in body.get("status", {}).get("conditions", []) if c["type"] == "Ready"), {}
+                )
+                return ready if ready.get("reason") == "InsufficientGPU" else None
+
+            why = await poll("the service to explain why it is pending", pending)
+            assert "needs 9 nvidia.com/gpu on one node" in why["message"]
+
+            elsewhere = await agent.call_tool("service_get", {"name": "chat", "namespace": "kube-system"})
+            assert elsewhere.is_error is True
+            assert elsewhere.content[0].text.startswith("FORBIDDEN")  # type: ignore[union-attr]
+
+    asyncio.run(session())

@@ -1,0 +1,205 @@
+"""The MCP door in-process, with the SDK's own client: generated tools, hints, modes, allow-list,
+errors and resources (fake units, no cluster)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any, cast
+
+import pytest
+from mcp import Client, MCPError
+from pydantic import Field
+
+from aima.api.common import ApiModel
+from aima.kube import KubeClient
+from aima.mcp import Policy, build_server, tool_name
+from aima.units import Context, Example, Input, Registry, UnitError, command, query, registry
+from aima.units.errors import ErrorCode
+
+pytestmark = pytest.mark.unit
+
+
+class Ref(Input):
+    name: str = Field(min_length=1, max_length=63)
+    """Name of the service."""
+    namespace: str | None = None
+    """Namespace; the default one when empty."""
+
+
+class Listing(Input):
+    namespace: str | None = None
+    all_namespaces: bool = False
+
+
+class Found(ApiModel):
+    name: str
+    namespace: str
+    replicas: int = 1
+    note: str | None = None
+
+
+class Many(ApiModel):
+    items: list[Found]
+
+
+@query(
+    "service.get",
+    description="One fake service by name.",
+    examples=[Example(description="x", input={"name": "a"})],
+)
+async def _get(context: Context, request: Ref) -> Found:
+    if request.name == "missing":
+        raise UnitError(
+            ErrorCode.SERVICE_NOT_FOUND, "InferenceService missing not found", {"name": "missing"}
+        )
+    return Found(name=request.name, namespace=context.namespace_of(request.namespace))
+
+
+@query("service.list", description="Fake services of a namespace.")
+async def _list(context: Context, request: Listing) -> Many:
+    return Many(items=[Found(name="a", namespace=context.namespace_of(request.namespace))])
+
+
+@command("service.delete", description="Delete a fake service.", destructive=True, idempotent=True)
+async def _delete(context: Context, request: Ref) -> Found:
+    return Found(name=request.name, namespace=context.namespace_of(request.namespace), replicas=0)
+
+
+@command("service.create", description="Create a fake service.")
+async def _create(context: Context, request: Ref) -> Found:
+    return Found(name=request.name, namespace=context.namespace_of(request.namespace))
+
+
+FAKES = Registry([_get, _list, _delete, _create])
+CONTEXT = Context(kube=cast(KubeClient, None), namespace="team-a")
+
+
+def with_client(
+    scenario: Callable[[Client], Awaitable[None]], *, policy: Policy | None = None, units: Registry = FAKES
+) -> None:
+    async def go() -> None:
+        async with Client(
+            build_server(units, lambda: CONTEXT, policy=policy), raise_exceptions=True
+        ) as client:
+            await scenario(client)
+
+    asyncio.run(go())
+
+
+def test_every_unit_of_the_registry_is_a_tool_with_its_schemas_and_hints() -> None:
+    units = registry()
+
+    async def scenario(client: Client) -> None:
+        tools = {t.name: t for t in (await client.list_tools()).tools}
+        assert set(tools) == {tool_name(u) for u in units}
+        for unit in units:
+            tool = tools[tool_name(unit)]
+            assert tool.input_schema == unit.input.model_json_schema(by_alias=True)
+            assert tool.output_schema == unit.output.model_json_schema(by_alias=True, mode="serialization")
+            hints = tool.annotations
+            assert hints is not None
+            assert (
+                hints.read_only_hint,
+                hints.destructive_hint,
+                hints.idempotent_hint,
+                hints.open_world_hint,
+            ) == (
+                unit.read_only,
+                unit.destructive,
+                unit.idempotent,
+                False,
+            )
+            assert unit.description in (tool.description or "")
+        assert "model_pull" in tools
+        assert "Examples:" in (tools["model_pull"].description or "")
+
+    with_client(scenario, units=units)
+
+
+def test_a_call_returns_structured_content_and_the_same_json_as_text() -> None:
+    async def scenario(client: Client) -> None:
+        result = await client.call_tool("service_get", {"name": "a"})
+        assert result.is_error is False
+        assert result.structured_content == {"name": "a", "namespace": "team-a", "replicas": 1}
+        assert json.loads(result.content[0].text) == result.structured_content  # type: ignore[union-attr]
+
+    with_client(scenario)
+
+
+@pytest.mark.parametrize(
+    ("arguments", "code"),
+    [
+        ({"name": "missing"}, "SERVICE_NOT_FOUND"),
+        ({"nam": "a"}, "INVALID_INPUT"),
+        ({"name": ""}, "INVALID_INPUT"),
+    ],
+    ids=["unit error", "unknown field", "constraint"],
+)
+def test_failures_are_tool_errors_that_start_with_the_stable_code(
+    arguments: dict[str, Any], code: str
+) -> None:
+    async def scenario(client: Client) -> None:
+        result = await client.call_tool("service_get", arguments)
+        assert result.is_error is True
+        text = result.content[0].text  # type: ignore[union-attr]
+        assert text.startswith(f"{code}: ")
+
+    with_client(scenario)
+
+
+def test_read_only_mode_offers_only_queries_and_no_destructive_drops_deletes() -> None:
+    async def read_only(client: Client) -> None:
+        assert {t.name for t in (await client.list_tools()).tools} == {"service_get", "service_list"}
+        refused = await client.call_tool("service_delete", {"name": "a"})
+        assert refused.is_error is True
+
+    async def careful(client: Client) -> None:
+        names = {t.name for t in (await client.list_tools()).tools}
+        assert names == {"service_get", "service_list", "service_create"}
+
+    with_client(read_only, policy=Policy(read_only=True))
+    with_client(careful, policy=Policy(allow_destructive=False))
+
+
+def test_the_namespace_allow_list_confines_every_namespaced_call() -> None:
+    async def scenario(client: Client) -> None:
+        default = await client.call_tool("service_get", {"name": "a"})
+        assert default.structured_content == {"name": "a", "namespace": "team-b", "replicas": 1}
+        allowed = await client.call_tool("service_get", {"name": "a", "namespace": "team-c"})
+        assert allowed.is_error is False
+        other = await client.call_tool("service_delete", {"name": "a", "namespace": "kube-system"})
+        assert other.is_error is True
+        assert other.content[0].text.startswith("FORBIDDEN: Namespace kube-system")  # type: ignore[union-attr]
+        everywhere = await client.call_tool("service_list", {"allNamespaces": True})
+        assert everywhere.content[0].text.startswith("FORBIDDEN")  # type: ignore[union-attr]
+
+    with_client(scenario, policy=Policy(namespaces=frozenset({"team-b", "team-c"})))
+
+
+def test_resources_and_templates_read_through_the_query_units() -> None:
+    async def scenario(client: Client) -> None:
+        static = {str(r.uri) for r in (await client.list_resources()).resources}
+        assert static == {"aima://services"}  # only addresses whose unit the registry has
+        templates = {t.uri_template for t in (await client.list_resource_templates()).resource_templates}
+        assert templates == {"aima://services/{name}", "aima://services/{namespace}/{name}"}
+        one = await client.read_resource("aima://services/team-x/web")
+        assert json.loads(one.contents[0].text) == {"name": "web", "namespace": "team-x", "replicas": 1}  # type: ignore[union-attr]
+        listed = await client.read_resource("aima://services")
+        assert json.loads(listed.contents[0].text)["items"][0]["namespace"] == "team-a"  # type: ignore[union-attr]
+        with pytest.raises(MCPError, match="SERVICE_NOT_FOUND"):
+            await client.read_resource("aima://services/missing")
+
+    with_client(scenario)
+
+
+def test_the_legacy_handshake_works_too() -> None:
+    async def go() -> None:
+        server = build_server(FAKES, lambda: CONTEXT)
+        async with Client(server, mode="legacy") as client:
+            result = await client.call_tool("service_get", {"name": "a"})
+            assert result.structured_content is not None
+            assert result.structured_content["name"] == "a"
+
+    asyncio.run(go())
