@@ -135,9 +135,11 @@ def test_names_short_names_and_category(kind: str) -> None:
 def test_scopes() -> None:
     scopes = {kind: d["spec"]["scope"] for kind, d in BY_KIND.items()}
     assert scopes == {
+        "AlertRule": "Namespaced",
         "Engine": "Cluster",
         "InferenceService": "Namespaced",
         "Model": "Namespaced",
+        "NodeDevices": "Cluster",
         "Pipeline": "Namespaced",
         "PipelineRun": "Namespaced",
     }

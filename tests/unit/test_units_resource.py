@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import datetime
 from typing import Any
 
 import pytest
 
-from aima.units.resource import allocations_of, place, pod_gpus, status_of
+from aima.api.device import Gpu, GpuHealth, NodeDevices, NodeDevicesSpec, NodeDevicesStatus
+from aima.units.device import AgentState
+from aima.units.resource import allocations_of, budget_of, place, pod_gpus, status_of
 
 pytestmark = pytest.mark.unit
 
@@ -97,3 +100,77 @@ def test_cordoned_and_not_ready_nodes_offer_no_free_gpus() -> None:
     assert status.free == 2
     assert "a has 8 (not schedulable)" in status.summary
     assert place(status, gpus=4, replicas=1).fits is False
+
+
+NOW = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
+
+
+def report(node: str, *healths: GpuHealth, age_seconds: float = 10) -> NodeDevices:
+    gpus = [
+        Gpu(
+            index=i,
+            uuid=f"GPU-{node}-{i}",
+            name="H100",
+            memory_total_mib=81559,
+            memory_used_mib=1000,
+            health=h,
+        )
+        for i, h in enumerate(healths)
+    ]
+    return NodeDevices(
+        metadata={"name": node},
+        spec=NodeDevicesSpec(node_name=node),
+        status=NodeDevicesStatus(
+            nvml=True,
+            gpus=gpus,
+            gpu_count=len(gpus),
+            updated_at=NOW - datetime.timedelta(seconds=age_seconds),
+        ),
+    )
+
+
+def test_agents_figures_join_in_and_unhealthy_gpus_are_not_free() -> None:
+    healths = [GpuHealth.HEALTHY] * 7 + [GpuHealth.UNHEALTHY]
+    devices = {
+        "gpu-node-0": report("gpu-node-0", *healths),
+        "gpu-node-1": report("gpu-node-1", *healths, age_seconds=3600),
+    }
+    status = status_of(NODES, [pod("a", 6, node="gpu-node-0")], devices=devices, now=NOW, stale_seconds=900)
+    first, second = status.nodes
+    assert (first.agent, first.unhealthy, first.free, first.memory_used_mib) == (
+        AgentState.REPORTING,
+        1,
+        1,
+        8000,
+    )
+    # A stale report says nothing about now: the node counts as the scheduler sees it.
+    assert (second.agent, second.unhealthy, second.free) == (AgentState.STALE, 0, 8)
+    assert status.summary == "9 of 16 GPUs free: gpu-node-0 has 1 (1 unhealthy), gpu-node-1 has 8"
+
+
+def quota(hard: int, used: int) -> dict[str, Any]:
+    key = "requests.nvidia.com/gpu"
+    return {"metadata": {"name": "gpus"}, "status": {"hard": {key: str(hard)}, "used": {key: str(used)}}}
+
+
+def test_budget_is_the_free_gpus_within_the_namespaces_quota() -> None:
+    status = status_of(NODES, [pod("a", 5, node="gpu-node-0"), pod("b", 2, node="gpu-node-1")])
+    unlimited = budget_of(status, [], namespace="team-a")
+    assert (unlimited.available, unlimited.largest_on_one_node, unlimited.largest_node) == (
+        9,
+        6,
+        "gpu-node-1",
+    )
+    assert unlimited.summary == (
+        "team-a may start 9 GPUs now: 9 free in the cluster, no GPU quota; at most 6 on one node (gpu-node-1)"
+    )
+    limited = budget_of(status, [quota(8, 4), quota(16, 4)], namespace="team-a")
+    assert (limited.quota_hard, limited.quota_used, limited.available, limited.largest_on_one_node) == (
+        8,
+        4,
+        4,
+        4,
+    )
+    assert "its quota leaves 4 (4 of 8 used)" in limited.summary
+    spent = budget_of(status, [quota(4, 4)], namespace="team-a")
+    assert (spent.available, spent.largest_node) == (0, None)

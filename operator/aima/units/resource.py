@@ -2,35 +2,49 @@
 
 GPUs are counted as the scheduler counts them: a node offers `status.allocatable["nvidia.com/gpu"]`,
 and every pod bound to it that has not finished uses its effective request (the larger of the sum over
-containers and the largest init container). The pure functions below do the arithmetic; the units
-only read Nodes and Pods.
+containers and the largest init container). Where a node's device agent reports (NodeDevices),
+its figures join in: GPUs it finds Unhealthy are not counted free (whether or not the device plugin
+has withdrawn them yet), and memory in use is shown. Namespaces with a ResourceQuota on
+`requests.nvidia.com/gpu` get their quota's word in `resource.budget`. The pure functions below do
+the arithmetic; the units only read Nodes, Pods, NodeDevices and ResourceQuotas.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import asyncio
+import datetime
+import logging
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from pydantic import Field
 
 from aima.api.common import ApiModel, Keys
-from aima.kube import resources
+from aima.api.device import GpuHealth, NodeDevices
+from aima.kube import KubeError, resources
+from aima.kube.resources import Resource
 from aima.units.core import Context, Example, Input, query
+from aima.units.device import AgentState, agent_state, node_devices
 
 __all__ = [
     "UNITS",
     "Allocation",
+    "Budget",
     "NodeGpus",
     "Placement",
     "ResourceStatus",
     "allocations_of",
+    "budget_of",
     "place",
     "pod_gpus",
     "status_of",
 ]
 
 GPU = "nvidia.com/gpu"
+QUOTA_KEY = f"requests.{GPU}"
 _DONE = frozenset({"Succeeded", "Failed"})
+RESOURCE_QUOTAS = Resource("", "v1", "resourcequotas", "ResourceQuota")
+logger = logging.getLogger("aima.units.resource")
 
 
 class NodeGpus(ApiModel):
@@ -46,6 +60,14 @@ class NodeGpus(ApiModel):
     free: int
     schedulable: bool
     """Ready and not cordoned; new pods can land here."""
+    agent: AgentState = AgentState.MISSING
+    """Whether the node's device agent reports (Reporting, Stale, NoNvml, Missing)."""
+    unhealthy: int = 0
+    """GPUs the agent reports Unhealthy; they are not counted free."""
+    memory_used_mib: int | None = None
+    """GPU memory in use on the node, from the agent."""
+    memory_total_mib: int | None = None
+    """GPU memory of the node, from the agent."""
 
 
 class ResourceStatus(ApiModel):
@@ -109,6 +131,37 @@ class CanAllocateInput(Input):
     """Only nodes with this GPU model."""
 
 
+class BudgetInput(Input):
+    """Whose GPU budget to report."""
+
+    namespace: str | None = Field(default=None, max_length=63)
+    """The namespace whose ResourceQuota counts; the default namespace when empty."""
+    gpu_product: str | None = Field(default=None, max_length=128)
+    """Only nodes with this GPU model."""
+
+
+class Budget(ApiModel):
+    """How many GPUs a namespace may start now: the cluster's free GPUs within its quota."""
+
+    namespace: str
+    free: int
+    """Free GPUs in the cluster (healthy, on schedulable nodes)."""
+    quota_hard: int | None = None
+    """The namespace's ResourceQuota on requests.nvidia.com/gpu (the tightest, if several); empty
+    when it has none."""
+    quota_used: int | None = None
+    """GPUs the quota counts as requested."""
+    available: int
+    """GPUs the namespace may start now: the free GPUs, within what the quota leaves."""
+    largest_on_one_node: int
+    """The most GPUs one pod can get now (a replica's GPUs must share a node), within the quota."""
+    largest_node: str | None = None
+    """Where that is."""
+    gpu_memory_mib: int | None = None
+    """Memory per GPU on that node, from the GFD label or the agent."""
+    summary: str
+
+
 class Placement(ApiModel):
     """Whether a workload fits in the free GPUs now, and where."""
 
@@ -129,8 +182,8 @@ class Placement(ApiModel):
     ],
 )
 async def status(context: Context, request: StatusInput) -> ResourceStatus:
-    nodes, pods = await _observe(context)
-    return status_of(_matching(nodes, request.gpu_product), pods)
+    nodes, pods, devices = await _observe(context)
+    return _status(context, _matching(nodes, request.gpu_product), pods, devices)
 
 
 @query(
@@ -146,9 +199,30 @@ async def status(context: Context, request: StatusInput) -> ResourceStatus:
     ],
 )
 async def can_allocate(context: Context, request: CanAllocateInput) -> Placement:
-    nodes, pods = await _observe(context)
-    current = status_of(_matching(nodes, request.gpu_product), pods)
+    nodes, pods, devices = await _observe(context)
+    current = _status(context, _matching(nodes, request.gpu_product), pods, devices)
     return place(current, gpus=request.gpus, replicas=request.replicas)
+
+
+@query(
+    "resource.budget",
+    description="How many GPUs a namespace may start now: free GPUs in the cluster within its "
+    "ResourceQuota on requests.nvidia.com/gpu, and the most one replica can get on one node.",
+    examples=[
+        Example(description="The default namespace", input={}),
+        Example(
+            description="Team A on H100s",
+            input={"namespace": "team-a", "gpuProduct": "NVIDIA-H100-80GB-HBM3"},
+        ),
+    ],
+)
+async def budget(context: Context, request: BudgetInput) -> Budget:
+    namespace = context.namespace_of(request.namespace)
+    (nodes, pods, devices), quotas = await asyncio.gather(
+        _observe(context), context.kube.list(RESOURCE_QUOTAS, namespace=namespace)
+    )
+    current = _status(context, _matching(nodes, request.gpu_product), pods, devices)
+    return budget_of(current, quotas, namespace=namespace)
 
 
 @query(
@@ -195,8 +269,16 @@ def allocations_of(pods: Iterable[dict[str, Any]]) -> list[Allocation]:
     return sorted(found, key=lambda a: (a.node or "~", a.namespace, a.pod))
 
 
-def status_of(nodes: Sequence[dict[str, Any]], pods: Sequence[dict[str, Any]]) -> ResourceStatus:
-    """GPU capacity and use of `nodes`, given every pod of the cluster (pure)."""
+def status_of(
+    nodes: Sequence[dict[str, Any]],
+    pods: Sequence[dict[str, Any]],
+    *,
+    devices: Mapping[str, NodeDevices] | None = None,
+    now: datetime.datetime | None = None,
+    stale_seconds: float = 900.0,
+) -> ResourceStatus:
+    """GPU capacity and use of `nodes`, given every pod of the cluster and the device agents'
+    reports by node name (pure; reports older than ``stale_seconds`` before ``now`` are ignored)."""
     held = allocations_of(pods)
     used: dict[str, int] = {}
     for allocation in held:
@@ -211,15 +293,27 @@ def status_of(nodes: Sequence[dict[str, Any]], pods: Sequence[dict[str, Any]]) -
         labels = node["metadata"].get("labels", {})
         taken = used.get(name, 0)
         memory = labels.get("nvidia.com/gpu.memory", "")
+        report = (devices or {}).get(name)
+        state = agent_state(
+            report, now=now or datetime.datetime.now(datetime.UTC), stale_seconds=stale_seconds
+        )
+        gpus = report.status.gpus if report and report.status and state is AgentState.REPORTING else []
+        unhealthy = sum(1 for g in gpus if g.health is GpuHealth.UNHEALTHY)
+        # An unhealthy GPU the device plugin still offers would be handed to a pod: not free.
+        healthy = min(allocatable, len(gpus) - unhealthy) if gpus else allocatable
         rows.append(
             NodeGpus(
                 name=name,
                 product=labels.get("nvidia.com/gpu.product"),
-                memory_mib=int(memory) if memory.isdigit() else None,
+                memory_mib=int(memory) if memory.isdigit() else _first_memory(gpus),
                 allocatable=allocatable,
                 used=taken,
-                free=max(0, allocatable - taken),
+                free=max(0, healthy - taken),
                 schedulable=_schedulable(node),
+                agent=state,
+                unhealthy=unhealthy,
+                memory_used_mib=_sum_or_none(g.memory_used_mib for g in gpus),
+                memory_total_mib=_sum_or_none(g.memory_total_mib for g in gpus),
             )
         )
     rows.sort(key=lambda r: r.name)
@@ -265,13 +359,69 @@ def place(status: ResourceStatus, *, gpus: int, replicas: int) -> Placement:
     )
 
 
+def budget_of(status: ResourceStatus, quotas: Sequence[dict[str, Any]], *, namespace: str) -> Budget:
+    """What ``namespace`` may start now, from the cluster's GPUs and its ResourceQuotas (pure)."""
+    limits = [
+        (
+            _quantity(q.get("status", {}).get("hard", {}).get(QUOTA_KEY)),
+            _quantity(q.get("status", {}).get("used", {}).get(QUOTA_KEY)),
+        )
+        for q in quotas
+        if QUOTA_KEY in q.get("status", {}).get("hard", {})
+    ]
+    hard, used = min(limits, key=lambda limit: limit[0] - limit[1]) if limits else (None, None)
+    left = None if hard is None or used is None else max(0, hard - used)
+    available = status.free if left is None else min(status.free, left)
+    best = max((n for n in status.nodes if n.schedulable), key=lambda n: (n.free, n.name), default=None)
+    largest = min(best.free, available) if best else 0
+    quota = "no GPU quota" if left is None else f"its quota leaves {left} ({used} of {hard} used)"
+    where = f"; at most {largest} on one node ({best.name})" if best and largest else ""
+    return Budget(
+        namespace=namespace,
+        free=status.free,
+        quota_hard=hard,
+        quota_used=used,
+        available=available,
+        largest_on_one_node=largest,
+        largest_node=best.name if best and largest else None,
+        gpu_memory_mib=best.memory_mib if best and largest else None,
+        summary=f"{namespace} may start {available} GPUs now: {status.free} free in the cluster, "
+        f"{quota}{where}",
+    )
+
+
 def _free_sentence(rows: Sequence[NodeGpus], *, free: int, total: int) -> str:
     if not rows:
         return "No node offers nvidia.com/gpu"
-    per_node = ", ".join(
-        f"{r.name} has {r.free}" + ("" if r.schedulable else " (not schedulable)") for r in rows
-    )
+    per_node = ", ".join(f"{r.name} has {r.free}" + _remarks(r) for r in rows)
     return f"{free} of {total} GPUs free: {per_node}"
+
+
+def _remarks(row: NodeGpus) -> str:
+    remarks = [] if row.schedulable else ["not schedulable"]
+    if row.unhealthy:
+        remarks.append(f"{row.unhealthy} unhealthy")
+    return f" ({', '.join(remarks)})" if remarks else ""
+
+
+def _first_memory(gpus: Sequence[Any]) -> int | None:
+    return next((g.memory_total_mib for g in gpus if g.memory_total_mib), None)
+
+
+def _sum_or_none(values: Iterable[int | None]) -> int | None:
+    known = [v for v in values if v is not None]
+    return sum(known) if known else None
+
+
+def _status(
+    context: Context, nodes: list[dict[str, Any]], pods: list[dict[str, Any]], devices: list[NodeDevices]
+) -> ResourceStatus:
+    return status_of(
+        nodes,
+        pods,
+        devices={d.spec.node_name: d for d in devices},
+        stale_seconds=context.settings.device_stale_seconds,
+    )
 
 
 def _container_gpus(container: dict[str, Any]) -> int:
@@ -300,10 +450,22 @@ def _matching(nodes: list[dict[str, Any]], product: str | None) -> list[dict[str
     return [n for n in nodes if n["metadata"].get("labels", {}).get("nvidia.com/gpu.product") == product]
 
 
-async def _observe(context: Context) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    nodes = await context.kube.list(resources.NODES)
-    pods = await context.kube.list(resources.PODS)
-    return nodes, pods
+async def _observe(
+    context: Context,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[NodeDevices]]:
+    return await asyncio.gather(
+        context.kube.list(resources.NODES), context.kube.list(resources.PODS), _agent_reports(context)
+    )
 
 
-UNITS = (status, can_allocate, allocations)
+async def _agent_reports(context: Context) -> list[NodeDevices]:
+    """The agents' reports, or none when they cannot be read (no RBAC, CRD still starting): GPU
+    accounting still answers from nodes and pods, and every node then shows agent Missing."""
+    try:
+        return await node_devices(context.kube)
+    except KubeError as error:
+        logger.warning("Device agents' reports unavailable, counting from nodes and pods: %s", error)
+        return []
+
+
+UNITS = (status, can_allocate, allocations, budget)
