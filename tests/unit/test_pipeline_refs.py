@@ -38,12 +38,12 @@ def test_references_are_found_in_nested_values() -> None:
         (
             [{"id": "a", "unit": "x.y", "inputs": {"t": "${steps.b.text}"}}, {"id": "b", "unit": "x.y"}],
             {},
-            "step 'a': ${steps.b...} must name a step listed before it",
+            "a: ${steps.b...} must name a step listed before it",
         ),
         (
             [{"id": "a", "unit": "x.y", "inputs": {"t": "${steps.a.text}"}}],
             {},
-            "step 'a': ${steps.a...} must name a step listed before it",
+            "a: ${steps.a...} must name a step listed before it",
         ),
         (
             [{"id": "a", "unit": "x.y", "inputs": {"t": "${input.video}"}}],
@@ -68,7 +68,9 @@ def test_references_are_found_in_nested_values() -> None:
     ],
 )
 def test_reference_problems(steps: list[dict[str, Any]], outputs: dict[str, str], problem: str) -> None:
-    problems = reference_problems(spec(*steps, outputs=outputs))
+    problems = [
+        f"{p.step or 'outputs'}: {p.message}" for p in reference_problems(spec(*steps, outputs=outputs))
+    ]
     assert any(problem in p for p in problems), problems
 
 

@@ -35,6 +35,7 @@ __all__ = [
     "FailurePolicy",
     "Pipeline",
     "PipelineInput",
+    "PipelineProblem",
     "PipelineRun",
     "PipelineRunPhase",
     "PipelineRunSpec",
@@ -43,6 +44,7 @@ __all__ = [
     "PipelineStatus",
     "PipelineStep",
     "StepPhase",
+    "StepService",
     "StepStatus",
     "ValueType",
 ]
@@ -144,6 +146,9 @@ class PipelineStep(ApiModel):
     inputs: FreeForm = Field(default_factory=dict)
     """The unit's input. Strings may contain ${input.<name>}, ${config.<key>} and
     ${steps.<id>.<field>} references; a step may only reference steps listed before it."""
+    for_each: str | None = Field(default=None, max_length=1024)
+    """A reference to a list, such as ${input.prompts}: the step runs once per item (in parallel, bounded)
+    with ${item} (or ${item.<field>}) in its inputs, and its output is {items: [one output per item]}."""
     depends_on: list[Annotated[str, Field(max_length=63)]] = Field(default_factory=list, max_length=16)
     """Steps that must finish first even though no input references them; only earlier steps."""
     on_failure: FailurePolicy = FailurePolicy.ABORT
@@ -194,13 +199,44 @@ class PipelineSpec(ApiModel):
     """Named results of a run, usually references such as ${steps.chat.content}."""
 
 
+class PipelineProblem(ApiModel):
+    """One thing wrong with a pipeline definition, and where."""
+
+    step: str | None = Field(default=None, max_length=63)
+    """The step it concerns; empty for the pipeline's inputs and outputs."""
+    field: str | None = Field(default=None, max_length=256)
+    """Where in the step (or spec), such as inputs.messages.1.content or unit."""
+    message: str = Field(max_length=1024)
+    """What is wrong and how to fix it."""
+
+
+class StepService(ApiModel):
+    """The InferenceService a step's model is served by, and whether it is ready."""
+
+    step: str = Field(max_length=63)
+    """The step that names the model."""
+    model: str = Field(max_length=256)
+    """The model the step asks the gateway for (its `model` input, config resolved)."""
+    service: str | None = Field(default=None, max_length=253)
+    """The InferenceService serving that model name; empty when none does."""
+    ready: bool = False
+    """Whether that InferenceService is Ready."""
+    message: str | None = Field(default=None, max_length=1024)
+    """Why it is not ready."""
+
+
 class PipelineStatus(ApiModel):
     """Observed state of a Pipeline, written only by the controller."""
 
     observed_generation: int | None = Field(default=None, ge=0)
     """The metadata.generation the status was computed from."""
     conditions: list[Condition] = conditions_field()
-    """Ready is True when every step names a known unit and every reference resolves."""
+    """Valid is True when every step names a registered unit, its inputs fit the unit's input and
+    every reference resolves; Ready is True when it is valid and every service it uses is ready."""
+    problems: list[PipelineProblem] = Field(default_factory=list, max_length=32)
+    """What is wrong with the definition, by step and field; empty when it is valid."""
+    services: list[StepService] = Field(default_factory=list, max_length=32)
+    """The InferenceServices the steps' models are served by, with their readiness."""
 
 
 class Pipeline(ApiModel):
@@ -250,6 +286,8 @@ class StepStatus(ApiModel):
 
     id: str = Field(max_length=63)
     """The step's id."""
+    unit: str | None = Field(default=None, max_length=128)
+    """The unit the step calls."""
     phase: StepPhase = StepPhase.PENDING
     """Where the step is."""
     attempts: int = Field(default=0, ge=0)
@@ -261,9 +299,12 @@ class StepStatus(ApiModel):
     duration_milliseconds: int | None = Field(default=None, ge=0)
     """How long the step took."""
     output: FreeForm | None = None
-    """The unit's output; large values such as audio are stored by reference."""
+    """The unit's output, bounded: long text is cut and binary values such as audio are replaced by a
+    reference to the run's outputs Secret ({secretKeyRef, bytes, contentType})."""
     error: str | None = Field(default=None, max_length=4096)
-    """Why the step failed."""
+    """Why the step failed or was skipped."""
+    error_code: str | None = Field(default=None, max_length=64)
+    """The unit error code of the failure, such as UNAVAILABLE or INVALID_INPUT."""
 
 
 class PipelineRunStatus(ApiModel):
@@ -278,7 +319,13 @@ class PipelineRunStatus(ApiModel):
     pipeline_generation: int | None = Field(default=None, ge=0)
     """The Pipeline's metadata.generation the run uses; later edits do not affect it."""
     current_step: str | None = Field(default=None, max_length=63)
-    """The step running now."""
+    """The step running now (the first of them when several run in parallel)."""
+    failed_step: str | None = Field(default=None, max_length=63)
+    """The step whose failure ended the run."""
+    executor: str | None = Field(default=None, max_length=253)
+    """The operator replica executing the run; another replica leaves it alone until it times out."""
+    outputs_secret: str | None = Field(default=None, max_length=253)
+    """The Secret (owned by the run) holding binary outputs such as audio, under keys step.field."""
     start_time: datetime | None = None
     """When the run started."""
     completion_time: datetime | None = None
