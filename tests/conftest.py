@@ -13,6 +13,8 @@ import pytest
 from aima.settings import Settings
 from aima.testenv import ControlPlane, ensure_binaries
 from aima.testenv.operator import OperatorThread
+from fakes.engines import EngineOptions, EngineStats, FakeEngine, failing_models
+from fakes.serving import running_in_thread
 from waiting import eventually
 
 
@@ -55,11 +57,44 @@ def aima_crds(control_plane: ControlPlane) -> ControlPlane:
 
 
 @pytest.fixture(scope="session")
-def operator(aima_crds: ControlPlane) -> Iterator[OperatorThread]:
-    """The real operator, running in this process against the control plane, with quick retries."""
+def fake_gateway() -> Iterator[tuple[FakeEngine, str]]:
+    """One fake engine answering for every model, standing in for the gateway the operator's pipeline
+    runs call; chat requests for the model `broken` fail with 503, as a crashed engine does."""
+    engine = FakeEngine(gateway_options())
+    app = engine.app()
+    app.middlewares.append(failing_models("broken"))
+    with running_in_thread(app) as url:
+        yield engine, url
+
+
+@pytest.fixture
+def engine(fake_gateway: tuple[FakeEngine, str]) -> Iterator[FakeEngine]:
+    """The session's fake gateway engine, for a test that changes its options or reads its stats;
+    both are back to the defaults afterwards, for the tests that share it without asking."""
+    engine, _ = fake_gateway
+    engine.stats = EngineStats()
+    yield engine
+    engine.options, engine.stats = gateway_options(), EngineStats()
+
+
+def gateway_options() -> EngineOptions:
+    return EngineOptions(tokens=12)
+
+
+@pytest.fixture(scope="session")
+def operator(aima_crds: ControlPlane, fake_gateway: tuple[FakeEngine, str]) -> Iterator[OperatorThread]:
+    """The real operator, running in this process against the control plane, with quick retries.
+
+    Its pipeline runs call the fake gateway; models no InferenceService serves go straight to it
+    (an InferenceService that exists but is not Ready is still waited for)."""
     aima_crds.kubectl("apply", "-f", str(ROOT / "manifests" / "rbac" / "loader-clusterrole.yaml"))
     settings = Settings(
-        kubeconfig=aima_crds.kubeconfig, catalog_dir=ROOT / "catalog", retry_seconds=0.5, resync_seconds=30
+        kubeconfig=aima_crds.kubeconfig,
+        catalog_dir=ROOT / "catalog",
+        retry_seconds=0.5,
+        resync_seconds=30,
+        gateway_url=fake_gateway[1],
+        pipeline_require_services=False,
     )
     with OperatorThread(settings) as running:
         yield running

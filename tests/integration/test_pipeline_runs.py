@@ -2,8 +2,8 @@
 real servers speaking the engines' APIs: the voice assistant end to end, a failing middle step,
 cancellation mid-run, invalid definitions refused, and a run explaining which service is not ready.
 
-The operator here serves only the test's namespace and calls the fake engine directly as its
-gateway (`gateway_url`), which answers for every model.
+The session's operator calls the fake engine directly as its gateway (`gateway_url`), which answers
+for every model (see the `fake_gateway` fixture).
 """
 
 from __future__ import annotations
@@ -13,14 +13,11 @@ import base64
 import io
 import json
 import wave
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from aiohttp import web
-from aiohttp.typedefs import Middleware
 from click.testing import CliRunner
 
 from aima.cli.main import cli
@@ -29,8 +26,7 @@ from aima.settings import Settings
 from aima.testenv import ControlPlane
 from aima.testenv.operator import OperatorThread
 from aima.units import Context, Request, execute, registry
-from fakes.engines import EngineOptions, FakeEngine, wav_bytes
-from fakes.serving import running_in_thread
+from fakes.engines import FakeEngine, wav_bytes
 from waiting import eventually
 
 pytestmark = pytest.mark.integration
@@ -38,50 +34,6 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 VOICE = yaml.safe_load((ROOT / "catalog" / "pipelines" / "voice-assistant.yaml").read_text())
 QUESTION = wav_bytes(seconds=0.5)
-
-
-def failing_models(*models: str) -> Middleware:
-    """A middleware making chat requests for these models fail with 503, as a crashed engine does."""
-
-    @web.middleware
-    async def fail(request: web.Request, handler: Any) -> web.StreamResponse:
-        if request.path == "/v1/chat/completions" and (await request.json()).get("model") in models:
-            error = {"message": "engine crashed", "type": "server_error", "code": 503}
-            return web.json_response({"error": error}, status=503)
-        response: web.StreamResponse = await handler(request)
-        return response
-
-    return fail
-
-
-@pytest.fixture
-def engine() -> FakeEngine:
-    return FakeEngine(EngineOptions(tokens=12))
-
-
-@pytest.fixture
-def pipeline_operator(
-    aima_crds: ControlPlane, namespace: str, engine: FakeEngine
-) -> Iterator[OperatorThread]:
-    """The engine (in a thread) and an operator for this namespace calling it as its gateway.
-
-    Models no InferenceService serves go straight to the gateway (pipeline_require_services off);
-    an InferenceService that exists but is not Ready is still waited for.
-    """
-    app = engine.app()
-    app.middlewares.append(failing_models("broken"))
-    with running_in_thread(app) as url:
-        settings = Settings(
-            kubeconfig=aima_crds.kubeconfig,
-            namespaces=(namespace,),
-            gateway_url=url,
-            pipeline_require_services=False,
-            retry_seconds=0.5,
-            resync_seconds=30,
-            identity=f"test-{namespace}",
-        )
-        with OperatorThread(settings) as running:
-            yield running
 
 
 def get(plane: ControlPlane, kind: str, name: str, namespace: str) -> dict[str, Any]:
@@ -120,7 +72,7 @@ def step_phases(body: dict[str, Any]) -> dict[str, str]:
 
 
 def test_voice_assistant_end_to_end(
-    aima_crds: ControlPlane, namespace: str, pipeline_operator: OperatorThread
+    aima_crds: ControlPlane, namespace: str, operator: OperatorThread
 ) -> None:
     apply(aima_crds, namespace, VOICE, voice_run("hello"))
     pipeline = eventually(
@@ -136,7 +88,7 @@ def test_voice_assistant_end_to_end(
     run = finished_run(aima_crds, "hello", namespace)
     status = run["status"]
     assert condition(run, "Succeeded")["reason"] == "Succeeded", status  # type: ignore[index]
-    assert status["phase"] == "Succeeded" and status["executor"] == f"test-{namespace}"
+    assert status["phase"] == "Succeeded" and status["executor"] == operator.settings.identity
     assert step_phases(run) == {"transcribe": "Succeeded", "chat": "Succeeded", "synthesize": "Succeeded"}
     assert all(s["durationMilliseconds"] >= 0 and s["attempts"] == 1 for s in status["steps"])
     outputs = status["outputs"]
@@ -164,7 +116,7 @@ def test_voice_assistant_end_to_end(
 
 
 def test_a_failing_middle_step_stops_the_run(
-    aima_crds: ControlPlane, namespace: str, pipeline_operator: OperatorThread
+    aima_crds: ControlPlane, namespace: str, operator: OperatorThread
 ) -> None:
     apply(aima_crds, namespace, VOICE, voice_run("broken", config={"llmModel": "broken"}))
     run = finished_run(aima_crds, "broken", namespace)
@@ -178,7 +130,7 @@ def test_a_failing_middle_step_stops_the_run(
 
 
 def test_cancelling_mid_run_stops_the_running_step(
-    aima_crds: ControlPlane, namespace: str, pipeline_operator: OperatorThread, engine: FakeEngine
+    aima_crds: ControlPlane, namespace: str, operator: OperatorThread, engine: FakeEngine
 ) -> None:
     engine.options.tokens, engine.options.token_delay = 200, 0.2  # a 40 s answer
     apply(aima_crds, namespace, VOICE, voice_run("long"))
@@ -200,7 +152,7 @@ def test_cancelling_mid_run_stops_the_running_step(
 
 
 def test_cyclic_and_dangling_references_are_refused(
-    aima_crds: ControlPlane, namespace: str, pipeline_operator: OperatorThread
+    aima_crds: ControlPlane, namespace: str, operator: OperatorThread
 ) -> None:
     cyclic = {
         "apiVersion": "aima.dev/v1alpha1",
@@ -237,7 +189,7 @@ def test_cyclic_and_dangling_references_are_refused(
 
 
 def test_a_run_explains_which_service_is_not_ready(
-    aima_crds: ControlPlane, namespace: str, pipeline_operator: OperatorThread
+    aima_crds: ControlPlane, namespace: str, operator: OperatorThread
 ) -> None:
     service = {
         "apiVersion": "aima.dev/v1alpha1",
@@ -285,7 +237,7 @@ def units(plane: ControlPlane, namespace: str, unit: str, payload: dict[str, Any
 
 
 def test_units_run_the_batch_and_rag_templates(
-    aima_crds: ControlPlane, namespace: str, pipeline_operator: OperatorThread
+    aima_crds: ControlPlane, namespace: str, operator: OperatorThread
 ) -> None:
     batch = yaml.safe_load((ROOT / "catalog" / "pipelines" / "batch-inference.yaml").read_text())
     checked = units(aima_crds, namespace, "pipeline.validate", batch["spec"])
@@ -317,7 +269,7 @@ def test_units_run_the_batch_and_rag_templates(
 def test_cancel_unit_and_cli_progress(
     aima_crds: ControlPlane,
     namespace: str,
-    pipeline_operator: OperatorThread,
+    operator: OperatorThread,
     engine: FakeEngine,
     tmp_path: Path,
 ) -> None:

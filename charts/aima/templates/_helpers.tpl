@@ -1,0 +1,88 @@
+{{/* The release's base name: "aima" for a release called aima, else "<release>-aima". */}}
+{{- define "aima.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 50 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 50 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 50 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "aima.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "aima.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- end -}}
+
+{{/* Labels of every object; "component" is passed as (dict "ctx" $ "component" "operator"). */}}
+{{- define "aima.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .ctx.Chart.Name .ctx.Chart.Version | replace "+" "_" }}
+app.kubernetes.io/managed-by: {{ .ctx.Release.Service }}
+app.kubernetes.io/part-of: aima
+app.kubernetes.io/version: {{ .ctx.Chart.AppVersion | quote }}
+{{ include "aima.selectorLabels" . }}
+{{- end -}}
+
+{{- define "aima.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "aima.name" .ctx }}
+app.kubernetes.io/instance: {{ .ctx.Release.Name }}
+{{- if .component }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+{{- end -}}
+
+{{- define "aima.operatorName" -}}{{ include "aima.fullname" . }}-operator{{- end -}}
+{{- define "aima.gatewayName" -}}{{ include "aima.fullname" . }}-gateway{{- end -}}
+{{- define "aima.gatewayNamespace" -}}{{ default .Release.Namespace .Values.gateway.namespace }}{{- end -}}
+{{- define "aima.mcpName" -}}{{ include "aima.fullname" . }}-mcp{{- end -}}
+{{- define "aima.deviceAgentName" -}}{{ include "aima.fullname" . }}-device-agent{{- end -}}
+
+{{/* The pod template parts every AIMA Deployment shares. */}}
+{{- define "aima.podCommon" -}}
+{{- with .ctx.Values.imagePullSecrets }}
+imagePullSecrets:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+securityContext:
+  {{- toYaml .ctx.Values.podSecurityContext | nindent 2 }}
+{{- with .values.priorityClassName }}
+priorityClassName: {{ . }}
+{{- end }}
+{{- with .values.nodeSelector }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .values.tolerations }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .values.affinity }}
+affinity:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end -}}
+
+{{/* Extra AIMA_* environment variables from a map, in a stable order. */}}
+{{- define "aima.extraEnv" -}}
+{{- range $name, $value := . }}
+- name: {{ $name }}
+  value: {{ $value | toString | quote }}
+{{- end }}
+{{- end -}}
+
+{{/*
+The operator's Secrets: an AlertRule's webhook URL is read from a Secret beside it, and a
+PipelineRun's binary outputs are kept in a Secret it owns. Never listed or watched, so it cannot
+enumerate them; cluster-wide only when it serves the whole cluster (else a Role per namespace).
+*/}}
+{{- define "aima.operatorSecretRules" -}}
+- apiGroups: [""]
+  resources: [secrets]
+  verbs: [get, create, patch]
+{{- end -}}
