@@ -22,7 +22,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
-from aima.api import engine, inference_service, model, pipeline
+from aima.api import alert, device, engine, inference_service, model, pipeline
 from aima.api.common import GROUP, VERSION, CustomResource, PrinterColumn
 
 __all__ = ["RESOURCES", "SchemaError", "crd", "crds", "file_name", "main", "render", "structural_schema"]
@@ -33,6 +33,8 @@ RESOURCES: tuple[CustomResource, ...] = (
     inference_service.CRD,
     pipeline.PIPELINE_CRD,
     pipeline.PIPELINE_RUN_CRD,
+    device.CRD,
+    alert.CRD,
 )
 
 _DROPPED_KEYS = frozenset({"title", "$schema", "examples"})

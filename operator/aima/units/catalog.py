@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from aima.units import engine, model, resource, service
+from aima.units import alert, device, engine, inference, model, pipeline, resource, service
 from aima.units.core import Registry
 
 __all__ = ["registry"]
@@ -10,4 +10,15 @@ __all__ = ["registry"]
 
 def registry() -> Registry:
     """A registry with every domain's units."""
-    return Registry([*model.UNITS, *engine.UNITS, *service.UNITS, *resource.UNITS])
+    return Registry(
+        [
+            *model.UNITS,
+            *engine.UNITS,
+            *service.UNITS,
+            *resource.UNITS,
+            *inference.UNITS,
+            *pipeline.UNITS,
+            *device.UNITS,
+            *alert.UNITS,
+        ]
+    )
