@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -61,6 +64,21 @@ def test_loads_from_the_hub_and_prints_progress_lines(hub_url: str, tmp_path: Pa
     verified = _invoke("--source", "hf://acme/m@main", "--dest", str(dest), "--verify-only")
     assert verified.exit_code == 0, verified.stderr
     assert _lines(verified)[-1]["phase"] == "Ready"
+
+
+def test_python_m_aima_loader_downloads_without_importing_the_operator(hub_url: str, tmp_path: Path) -> None:
+    dest = tmp_path / "model"
+    command = [sys.executable, "-X", "importtime", "-m", "aima.loader", "--source", "hf://acme/m@main"]
+    options = ["--dest", str(dest), "--endpoint", hub_url, "--token-env", "HUB_TOKEN"]
+    env = dict(os.environ, HUB_TOKEN="t0k3n")
+    result = subprocess.run([*command, *options], capture_output=True, text=True, env=env, check=False)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads(result.stdout.splitlines()[-1])["phase"] == "Ready"
+    assert (dest / "model.safetensors").read_bytes() == (tmp_path / "served" / "weights").read_bytes()
+    # -X importtime lists every module imported; the point of `-m aima.loader` is a fast, small start.
+    imported = {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines() if "|" in line}
+    assert "aima.loader.transfer" in imported
+    assert not {"kopf", "mcp", "aima.kube", "aima.controllers"} & imported
 
 
 def test_a_failure_exits_1_with_one_line_and_a_failed_progress_line(

@@ -23,7 +23,7 @@ from aima.loader.writer import HashingWriter
 
 __all__ = ["BATCH_BYTES", "download", "parse_content_range"]
 
-BATCH_BYTES = 2**20
+BATCH_BYTES = 8 * 2**20
 _CONTENT_RANGE_RE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$|^bytes \*/(\d+)$")
 
 OnBytes = Callable[[int], None]
@@ -59,7 +59,8 @@ async def _stream(
     filled = 0
     done = offset
     try:
-        async for chunk in response.content.iter_any():
+        # iter_chunks hands over aiohttp's buffers as they are; iter_any joins what queued up (a copy).
+        async for chunk, _ in response.content.iter_chunks():
             batch.append(chunk)
             filled += len(chunk)
             if filled >= BATCH_BYTES:

@@ -23,10 +23,13 @@ from typing import Any
 __all__ = ["QUEUE_DEPTH", "WRITE_BEHIND_BYTES", "HashingWriter", "write_all"]
 
 WRITE_BEHIND_BYTES = 64 * 2**20
-# Batches queued to the threads at most; with 1 MiB batches a transfer holds about 5 MiB. Small
-# batches several deep keep both threads busy; one big batch at a time left them idle in turns.
-QUEUE_DEPTH = 4
-# Linux's IOV_MAX; a batch of 4 MiB in 64 KiB chunks needs 64.
+# Batches queued to the threads at most; with the transfer's 8 MiB batches a transfer holds 24 MiB
+# at most (two queued, one filling), so three files at once stay well under the 150 MB target.
+# Two deep keep both threads busy (one batch at a time left them idle in turns); batches of 8 MiB
+# rather than 1 MiB cut the per-batch hand-offs and wake-ups, which cost the loader about a tenth
+# of its CPU time (hack/bench/loader.py on 2 cores).
+QUEUE_DEPTH = 2
+# Linux's IOV_MAX; a batch of 8 MiB in 64 KiB chunks needs 128.
 _IOV_MAX = 1024
 
 
@@ -42,6 +45,15 @@ def write_all(fd: int, chunks: list[bytes]) -> int:
         if written:
             views[0] = views[0][written:]
     return total
+
+
+async def _finished(future: Future[None]) -> None:
+    """Wait for a worker's future; one already done costs no wake-up of the loop from the thread
+    (`wrap_future` would send one), and hashing usually finishes after the write of the same batch."""
+    if future.done():
+        future.result()
+    else:
+        await asyncio.wrap_future(future)
 
 
 class HashingWriter:
@@ -94,7 +106,7 @@ class HashingWriter:
         hashed (this bounds memory and surfaces write errors)."""
         while len(self._pending) >= QUEUE_DEPTH:
             for future in self._pending.popleft():
-                await asyncio.wrap_future(future)
+                await _finished(future)
         self._pending.append(
             (self._writes.submit(self._write, batch), self._hashes.submit(self._hash, batch))
         )
