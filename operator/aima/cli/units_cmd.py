@@ -32,16 +32,14 @@ from aima.units.errors import ErrorCode, exit_code
 from aima.units.http import create_app
 from aima.units.schema import describe
 
-__all__ = ["EXIT_CODES", "call", "finish", "output_flag", "output_option", "register", "session", "table"]
+__all__ = ["EXIT_CODES", "call", "exec_group", "finish", "output_flag", "output_option", "session", "table"]
 
 _SCALARS: dict[Any, click.ParamType[Any]] = {str: click.STRING, int: click.INT, float: click.FLOAT}
 
 
-def register(group: click.Group) -> None:
-    """Add `exec`, `units` and `api` to the top-level group."""
-    group.add_command(ExecGroup(name="exec", help=_EXEC_HELP, params=[_kubeconfig_option()]))
-    group.add_command(units)
-    group.add_command(api)
+def exec_group() -> click.Group:
+    """`aima exec`: one subcommand per unit of the registry."""
+    return ExecGroup(name="exec", help=_EXEC_HELP, params=[_kubeconfig_option()])
 
 
 EXIT_CODES = """Exit codes: 0 done; 1 internal error; 2 invalid input or usage (also an unknown unit);
