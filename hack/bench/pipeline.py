@@ -11,9 +11,8 @@ OpenAI API with a model's pace: prefill delay, tokens at a fixed rate, speech st
 The Pipeline is the catalog's voice-assistant, served from memory rather than an API server, since
 only the data path is measured.
 
-    .venv/bin/python -P hack/bench/pipeline.py --runs 5 --tokens 120 --token-delay 0.03
+    .venv/bin/python hack/bench/pipeline.py --runs 5 --tokens 120 --token-delay 0.03
 
-(-P: hack/bench/operator.py would otherwise shadow the standard library's operator module.)
 """
 
 from __future__ import annotations

@@ -14,13 +14,16 @@ import kopf
 
 from aima import catalog
 from aima.api.common import Keys
+from aima.controllers import alert as alert_controller
 from aima.controllers import inference_service as inference_service_controller
 from aima.controllers import model as model_controller
-from aima.controllers.runtime import Reconciler, resync_forever
+from aima.controllers import pipeline as pipeline_controller
+from aima.controllers import pipeline_run as pipeline_run_controller
+from aima.controllers.runtime import ClusterView, Reconciler, resync_forever
 from aima.kube import KubeClient, connect, leader, resources
-from aima.kube.cache import WatchedList
 from aima.kube.client import login
 from aima.settings import Settings
+from aima.units import catalog as unit_catalog
 
 
 def operator_settings() -> kopf.OperatorSettings:
@@ -35,9 +38,11 @@ def operator_settings() -> kopf.OperatorSettings:
 
 
 def build_registry(
-    *, kube: KubeClient, settings: Settings, cluster: inference_service_controller.ClusterView
+    *, kube: KubeClient, settings: Settings, cluster: ClusterView
 ) -> tuple[kopf.OperatorRegistry, list[Reconciler]]:
-    """A registry with every controller's handlers, and the reconcilers the resync loop drives."""
+    """Every controller: a kopf registry for those driven by kopf handlers, and the reconcilers
+    (whose workers and resync the runner starts). Models and InferenceServices are driven by the
+    caches of ``cluster`` instead (see `aima.controllers.runtime`)."""
     registry = kopf.OperatorRegistry()
 
     @kopf.on.login(registry=registry)
@@ -46,21 +51,34 @@ def build_registry(
 
     models = Reconciler(
         resource=resources.MODELS,
-        reconcile=functools.partial(model_controller.reconcile, kube=kube, settings=settings),
-        kube=kube,
-        retry_seconds=settings.retry_seconds,
-    )
-    model_controller.register(registry, reconciler=models)
-    services = Reconciler(
-        resource=resources.INFERENCE_SERVICES,
         reconcile=functools.partial(
-            inference_service_controller.reconcile, kube=kube, settings=settings, cluster=cluster
+            model_controller.reconcile, kube=kube, settings=settings, cluster=cluster
         ),
         kube=kube,
         retry_seconds=settings.retry_seconds,
+        cache=cluster.models,
     )
-    inference_service_controller.register(registry, reconciler=services)
-    return registry, [models, services]
+    model_controller.watch(cluster, reconciler=models)
+    plans = inference_service_controller.Plans()
+    services = Reconciler(
+        resource=resources.INFERENCE_SERVICES,
+        reconcile=functools.partial(
+            inference_service_controller.reconcile, kube=kube, cluster=cluster, plans=plans
+        ),
+        kube=kube,
+        retry_seconds=settings.retry_seconds,
+        cache=cluster.inference_services,
+    )
+    inference_service_controller.watch(cluster, reconciler=services, plans=plans)
+    alerts = alert_controller.register(registry, kube=kube, settings=settings, cluster=cluster)
+    units = unit_catalog.registry()
+    pipelines = pipeline_controller.register(
+        registry, kube=kube, settings=settings, cluster=cluster, units={u.name: u for u in units}
+    )
+    runs = pipeline_run_controller.register(
+        registry, kube=kube, settings=settings, cluster=cluster, units=units
+    )
+    return registry, [models, services, alerts, pipelines, runs]
 
 
 async def install_engines(kube: KubeClient, *, catalog_dir: Path) -> int:
@@ -72,7 +90,7 @@ async def install_engines(kube: KubeClient, *, catalog_dir: Path) -> int:
     for engine in catalog.load_catalog(catalog_dir).engines:
         desired = engine.model_dump(mode="json", by_alias=True, exclude_none=True)
         desired["metadata"]["labels"] = desired["metadata"].get("labels", {}) | {Keys.CATALOG: "true"}
-        changed += await kube.apply_if_changed(desired)
+        changed += await kube.apply_if_changed(desired) is not None
     return changed
 
 
@@ -118,11 +136,12 @@ async def _operate(
 ) -> None:
     if settings.catalog_dir is not None:
         await install_engines(kube, catalog_dir=settings.catalog_dir)
-    cluster = inference_service_controller.ClusterView(
-        engines=WatchedList(kube, resources.ENGINES), nodes=WatchedList(kube, resources.NODES)
-    )
-    await asyncio.gather(cluster.engines.start(), cluster.nodes.start())
+    cluster = ClusterView.watching(kube, namespaces=settings.namespaces)
     registry, reconcilers = build_registry(kube=kube, settings=settings, cluster=cluster)
+    # Every cache is full before any pass runs: a pass that missed a child would write it again.
+    await cluster.start()
+    for reconciler in reconcilers:
+        reconciler.start()
     resync = asyncio.create_task(resync_forever(reconcilers, interval=settings.resync_seconds))
     try:
         await kopf.operator(
@@ -138,7 +157,8 @@ async def _operate(
         resync.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await resync
-        await asyncio.gather(cluster.engines.stop(), cluster.nodes.stop())
+        await asyncio.gather(*(r.stop() for r in reconcilers))
+        await cluster.stop()
 
 
 def main(settings: Settings) -> None:

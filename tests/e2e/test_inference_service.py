@@ -100,6 +100,16 @@ def condition(body: dict[str, Any] | None, type_: str) -> dict[str, Any]:
     return next((c for c in found if c["type"] == type_), {})
 
 
+def progress_conditions(body: dict[str, Any] | None) -> dict[str, str]:
+    """Reconciling and Stalled, as kstatus reads them: type -> reason of those that are True."""
+    found = (body or {}).get("status", {}).get("conditions", [])
+    return {
+        c["type"]: c["reason"]
+        for c in found
+        if c["type"] in ("Reconciling", "Stalled") and c["status"] == "True"
+    }
+
+
 def ready_with(
     plane: ControlPlane, namespace: str, reason: str, *, name: str = "chat", timeout: float = 60
 ) -> dict[str, Any]:
@@ -149,6 +159,11 @@ def test_a_service_becomes_ready_on_a_gpu_node(
     service = get(engines, "service", "chat", namespace)
     assert service is not None
     assert service["spec"]["ports"][0]["port"] == 8000
+    # Done, as GitOps tools (kstatus) read it: neither Reconciling nor Stalled once rolled out.
+    eventually(
+        lambda: not progress_conditions(get(engines, "isvc", "chat", namespace)),
+        what="Reconciling and Stalled to go",
+    )
 
 
 def test_a_model_not_yet_downloaded_holds_the_service_waiting(
@@ -159,6 +174,7 @@ def test_a_model_not_yet_downloaded_holds_the_service_waiting(
 
     body = ready_with(engines, namespace, "ModelNotReady")
     assert body["status"]["phase"] == "Pending"
+    assert progress_conditions(body) == {"Reconciling": "ModelNotReady"}
     model_ready = condition(body, "ModelReady")
     assert model_ready["status"] == "False"
     assert model_ready["message"].startswith("Waiting for Model tiny (Downloading)")
@@ -180,6 +196,7 @@ def test_not_enough_gpus_is_explained(
     assert re.search(r"free now: gpu-node-0 \d, gpu-node-1 \d", message), message
     assert condition(body, "Scheduled")["reason"] == "InsufficientGPU"
     assert body["status"]["phase"] == "Pending"
+    assert progress_conditions(body) == {"Stalled": "InsufficientGPU"}
 
 
 def test_a_crashing_engine_is_explained(
@@ -198,6 +215,7 @@ def test_a_crashing_engine_is_explained(
     assert "last exit code 1 (Error)" in message
     assert body["status"]["phase"] == "Failed"
     assert body["status"]["readyReplicas"] == 0
+    assert progress_conditions(body) == {"Stalled": "CrashLoopBackOff"}
 
 
 def test_scale_up_and_down(engines: ControlPlane, operator: OperatorThread, namespace: str) -> None:
@@ -329,3 +347,26 @@ def test_a_restarted_operator_writes_nothing_when_nothing_changed(
         ready_with(engines, namespace, "Ready", name="svc-099")
         acted = writes_since(engines, offset, namespace=namespace)
         assert any(e["objectRef"].get("resource") == "deployments" for e in acted)  # the filter sees us
+
+
+def test_the_operator_writes_status_and_children_never_spec(
+    engines: ControlPlane, operator: OperatorThread, namespace: str
+) -> None:
+    offset = engines.audit_log.stat().st_size
+    make_model(engines, namespace, ready=True)
+    make_service(engines, namespace)
+    ready_with(engines, namespace, "Ready")
+    engines.kubectl("scale", "isvc", "chat", "-n", namespace, "--replicas=2")
+    eventually(
+        lambda: (get(engines, "isvc", "chat", namespace) or {})["status"].get("readyReplicas") == 2,
+        what="2 ready",
+    )
+
+    ours = [
+        e for e in writes_since(engines, offset, namespace=namespace) if e["userAgent"].startswith("aima/")
+    ]
+    on_our_kinds = [e for e in ours if e["objectRef"]["resource"] in ("inferenceservices", "models")]
+    assert on_our_kinds, "the operator wrote no status at all"
+    # GitOps owns spec (replicas included): the operator writes only the status subresource.
+    assert {e["objectRef"].get("subresource") for e in on_our_kinds} == {"status"}
+    assert {e["objectRef"]["resource"] for e in ours} >= {"inferenceservices", "deployments", "services"}

@@ -513,3 +513,129 @@ def test_a_status_patch_clears_fields_that_went_away() -> None:
     assert patch is not None
     assert patch["endpoint"] is None
     assert patch["engine"] is None
+
+
+# ---- GitOps: Reconciling and Stalled (kstatus) -----------------------------------------------------
+
+
+def rolled_out(body: dict[str, Any], seen: planning.Observed, **status: Any) -> dict[str, Any]:
+    """The Deployment the plan renders, as the API server holds it after the Deployment controller
+    acted on it: every replica updated and available unless ``status`` says otherwise."""
+    deployment = deployment_of(planning.plan(body, observed=seen))
+    replicas = deployment["spec"]["replicas"]
+    full = {"replicas": replicas, "updatedReplicas": replicas, "readyReplicas": replicas}
+    full |= {"availableReplicas": replicas, "observedGeneration": 1}
+    return deployment | {"metadata": deployment["metadata"] | {"generation": 1}, "status": full | status}
+
+
+def stalled_model() -> dict[str, Any]:
+    failed = model(ready=False)
+    failed["status"]["conditions"].append(
+        {
+            "type": "Stalled",
+            "status": "True",
+            "reason": "DownloadFailed",
+            "message": "Loader Job tiny-load-1 failed: HTTP 404",
+            "lastTransitionTime": T0,
+        }
+    )
+    return failed
+
+
+CRASHING = [
+    pod(
+        containerStatuses=[
+            container(restartCount=5, state={"waiting": {"reason": "CrashLoopBackOff"}}, lastState={})
+        ]
+    )
+]
+
+
+@pytest.mark.parametrize(
+    ("spec", "seen", "deployment", "kstatus", "reason", "words"),
+    [
+        ({}, {}, {}, None, None, None),
+        ({"replicas": 0}, {}, {"replicas": 0}, None, None, None),
+        ({"suspend": True}, {}, {"replicas": 0}, None, None, None),
+        (
+            {"replicas": 3},
+            {},
+            {"updatedReplicas": 1},
+            "Reconciling",
+            "Reconciling",
+            "1 of 3 replicas updated",
+        ),
+        ({}, {}, {"replicas": 2}, "Reconciling", "Reconciling", "1 old replica(s) still terminating"),
+        ({"replicas": 0}, {}, {"replicas": 1}, "Reconciling", "Reconciling", "1 replica(s) left"),
+        ({}, {}, {"observedGeneration": 0}, "Reconciling", "Reconciling", "to take the new spec"),
+        ({}, {}, None, "Reconciling", "Starting", "Waiting for pods"),
+        ({}, {"model": model(ready=False)}, None, "Reconciling", "ModelNotReady", "Downloading"),
+        ({}, {"model": None}, None, "Reconciling", "ModelNotFound", "does not exist"),
+        ({}, {"model": stalled_model()}, None, "Stalled", "DownloadFailed", "HTTP 404"),
+        ({"engineRef": {"name": "nope"}}, {}, None, "Stalled", "EngineNotFound", "nope"),
+        ({}, {"pods": CRASHING}, {"readyReplicas": 0}, "Stalled", "CrashLoopBackOff", "keeps crashing"),
+        (
+            {"resources": {"gpus": 9}},
+            {"pods": [pod(node=None, gpus=9, **UNSCHEDULABLE)]},
+            {"readyReplicas": 0},
+            "Stalled",
+            "InsufficientGPU",
+            "needs 9 nvidia.com/gpu",
+        ),
+    ],
+    ids=[
+        "ready and rolled out",
+        "scaled to zero",
+        "suspended",
+        "scaling up",
+        "old replica terminating",
+        "scaling down to zero",
+        "deployment controller behind",
+        "deployment not applied yet",
+        "model downloading",
+        "model missing: gitops may apply it next",
+        "model stalled",
+        "engine missing",
+        "crash loop",
+        "not enough gpus",
+    ],
+)
+def test_reconciling_and_stalled_tell_gitops_tools_where_the_service_stands(
+    spec: dict[str, Any],
+    seen: dict[str, Any],
+    deployment: dict[str, Any] | None,
+    kstatus: str | None,
+    reason: str | None,
+    words: str | None,
+) -> None:
+    body = service(**spec)
+    seen_now = observed(**seen)
+    if deployment is not None:
+        seen_now = observed(**seen, deployment=rolled_out(body, seen_now, **deployment))
+    status = planning.compute_status(
+        body, plan=planning.plan(body, observed=seen_now), observed=seen_now, now=NOW
+    )
+    found = [c for c in status.conditions if c.type in ("Reconciling", "Stalled")]
+    assert [c.type for c in found] == ([kstatus] if kstatus else [])
+    for condition_ in found:
+        assert (condition_.status, condition_.reason, condition_.observed_generation) == ("True", reason, 3)
+        assert words is not None and words in condition_.message
+    assert status.observed_generation == 3
+
+
+def test_a_stalled_service_that_recovers_drops_the_condition() -> None:
+    body = service()
+    crashing = observed(pods=CRASHING)
+    first = planning.compute_status(
+        body, plan=planning.plan(body, observed=crashing), observed=crashing, now=NOW
+    )
+    assert any(c.type == "Stalled" for c in first.conditions)
+    body["status"] = first.model_dump(mode="json", by_alias=True, exclude_none=True)
+    healthy = observed(deployment=rolled_out(body, observed()))
+    later = planning.compute_status(
+        body, plan=planning.plan(body, observed=healthy), observed=healthy, now=NOW
+    )
+    assert [c.type for c in later.conditions] == ["ModelReady", "EngineResolved", "Scheduled", "Ready"]
+    patch = planning.status_patch(later, observed=body["status"])
+    assert patch is not None
+    assert [c["type"] for c in patch["conditions"]] == ["ModelReady", "EngineResolved", "Scheduled", "Ready"]

@@ -94,9 +94,9 @@ FAILED_JOB = job(conditions=[{"type": "Failed", "status": "True", "message": "Ba
 
 
 @pytest.mark.parametrize(
-    ("the_job", "progress", "ready", "reason", "phase", "words"),
+    ("the_job", "progress", "ready", "reason", "phase", "words", "kstatus"),
     [
-        (None, None, "False", "Downloading", "Downloading", "Starting loader Job"),
+        (None, None, "False", "Downloading", "Downloading", "Starting loader Job", "Reconciling"),
         (
             job(active=1),
             {
@@ -113,10 +113,19 @@ FAILED_JOB = job(conditions=[{"type": "Failed", "status": "True", "message": "Ba
             "Downloading",
             "Downloading",
             "Downloaded 40% (4.00 GiB of 10.00 GiB, 1/4 files) at 100 MiB/s",
+            "Reconciling",
         ),
-        (job(active=1), {"phase": "Verifying"}, "False", "Downloading", "Verifying", "listing"),
-        (job(succeeded=1), None, "False", "Downloading", "Downloading", "listing"),
-        (job(succeeded=1), {"phase": "Ready"}, "True", "Ready", "Ready", "verified"),
+        (
+            job(active=1),
+            {"phase": "Verifying"},
+            "False",
+            "Downloading",
+            "Verifying",
+            "listing",
+            "Reconciling",
+        ),
+        (job(succeeded=1), None, "False", "Downloading", "Downloading", "listing", "Reconciling"),
+        (job(succeeded=1), {"phase": "Ready"}, "True", "Ready", "Ready", "verified", None),
         (
             FAILED_JOB,
             {"phase": "Failed", "message": "HTTP 404 for acme/qwen"},
@@ -124,6 +133,7 @@ FAILED_JOB = job(conditions=[{"type": "Failed", "status": "True", "message": "Ba
             "DownloadFailed",
             "Failed",
             "HTTP 404 for acme/qwen",
+            "Stalled",
         ),
         (
             job(active=1),
@@ -132,6 +142,7 @@ FAILED_JOB = job(conditions=[{"type": "Failed", "status": "True", "message": "Ba
             "DownloadFailed",
             "Failed",
             "disk full",
+            "Reconciling",
         ),
     ],
     ids=[
@@ -151,6 +162,7 @@ def test_status_tells_the_truth(
     reason: str,
     phase: str,
     words: str,
+    kstatus: str | None,
 ) -> None:
     model = body(status={"progress": progress} if progress else None)
     plan = planning.plan(model, settings=SETTINGS, observed=observed(the_job))
@@ -159,6 +171,12 @@ def test_status_tells_the_truth(
     assert (condition.status, condition.reason, status.phase) == (ready, reason, phase)
     assert words in condition.message
     assert status.observed_generation == 2
+    # GitOps tools (kstatus) read Reconciling and Stalled: at most one, True, saying the same as Ready.
+    progress_conditions = [c for c in status.conditions if c.type in ("Reconciling", "Stalled")]
+    assert [c.type for c in progress_conditions] == ([kstatus] if kstatus else [])
+    for found in progress_conditions:
+        assert (found.status, found.reason, found.message) == ("True", reason, condition.message)
+        assert found.observed_generation == 2
 
 
 def test_a_downloaded_model_needs_no_children_and_its_status_is_stable() -> None:

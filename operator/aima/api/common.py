@@ -185,6 +185,10 @@ class ConditionType(StrEnum):
     PROGRESSING = "Progressing"
     DEGRADED = "Degraded"
     VALID = "Valid"
+    RECONCILING = "Reconciling"
+    """kstatus: present (True) only while work is in progress; Argo CD and Flux read it."""
+    STALLED = "Stalled"
+    """kstatus: present (True) only when progress needs a person (a failed download, a crash loop)."""
 
 
 class Reason(StrEnum):

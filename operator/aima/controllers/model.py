@@ -1,15 +1,13 @@
-"""Model controller: kopf wiring and the read -> plan -> write pass for one Model."""
+"""Model controller: what queues a Model, and the read -> plan -> write pass for one."""
 
 from __future__ import annotations
 
 import datetime
 from typing import Any
 
-import kopf
-
 from aima.api.common import ConditionStatus, ConditionType, Keys, Reason
 from aima.api.model import Model
-from aima.controllers.runtime import Reconciler
+from aima.controllers.runtime import ClusterView, Reconciler
 from aima.domain import conditions
 from aima.domain import model as planning
 from aima.kube import KubeClient, resources
@@ -33,17 +31,20 @@ def loader_settings(settings: Settings) -> planning.LoaderSettings:
     )
 
 
-async def reconcile(body: Body, *, kube: KubeClient, settings: Settings) -> None:
+async def reconcile(body: Body, *, kube: KubeClient, settings: Settings, cluster: ClusterView) -> None:
     """Bring one Model's children and status in line with its spec; writes only what differs."""
     namespace = body["metadata"]["namespace"]
     model = Model.model_validate(body)
-    observed = await _observe(model, kube=kube, settings=settings)
+    observed = await _observe(model, kube=kube, settings=settings, cluster=cluster)
     plan = planning.plan(body, settings=loader_settings(settings), observed=observed)
-    # The claim and the Job were read for this pass already; only the RBAC objects need a read.
-    already_read = {"PersistentVolumeClaim": observed.claim, "Job": observed.job}
+    # The claim and the Job were read for this pass already; only the RBAC objects need a read
+    # (and only until the download is done: then there are no children to apply).
     for child in plan.objects:
-        if child["kind"] in already_read:
-            await kube.apply_unless_held(child, current=already_read[child["kind"]])
+        if child["kind"] == "Job":
+            if (written := await kube.apply_unless_held(child, current=observed.job)) is not None:
+                cluster.loader_jobs.observe(written)
+        elif child["kind"] == "PersistentVolumeClaim":
+            await kube.apply_unless_held(child, current=observed.claim)
         else:
             await kube.apply_if_changed(child)
     status = planning.compute_status(
@@ -51,22 +52,28 @@ async def reconcile(body: Body, *, kube: KubeClient, settings: Settings) -> None
     )
     patch = planning.status_patch(status, observed=body.get("status"))
     if patch is not None:
-        await kube.patch_status(
+        written = await kube.patch_status(
             resources.MODELS, name=body["metadata"]["name"], namespace=namespace, status=patch
         )
+        cluster.models.observe(written)
     before = model.status.conditions if model.status else []
     if changed := conditions.transition(before, status.conditions, ConditionType.READY):
-        kind = (
-            "Normal"
-            if changed.status is ConditionStatus.TRUE or changed.reason == Reason.DOWNLOADING
-            else "Warning"
-        )
-        await kube.event(regarding=body, type_=kind, reason=changed.reason, message=changed.message)
+        normal = changed.status is ConditionStatus.TRUE or changed.reason == Reason.DOWNLOADING
+        # A change is news, and so is a first state that is a warning; a download starting is not.
+        if not normal or conditions.find(before, ConditionType.READY) is not None:
+            await kube.event(
+                regarding=body,
+                type_="Normal" if normal else "Warning",
+                reason=changed.reason,
+                message=changed.message,
+            )
 
 
-async def _observe(model: Model, *, kube: KubeClient, settings: Settings) -> planning.Observed:
+async def _observe(
+    model: Model, *, kube: KubeClient, settings: Settings, cluster: ClusterView
+) -> planning.Observed:
     namespace = model.metadata.namespace
-    job = await kube.get(resources.JOBS, name=planning.loader_job_name(model), namespace=namespace)
+    job = cluster.loader_jobs.get(namespace, planning.loader_job_name(model))
     claim = await kube.get(
         resources.PERSISTENT_VOLUME_CLAIMS, name=planning.claim_name(model), namespace=namespace
     )
@@ -107,20 +114,11 @@ async def _largest_gpu_memory_mib(kube: KubeClient, *, default: int) -> int:
     return max(sizes, default=0) or default
 
 
-def register(registry: kopf.OperatorRegistry, *, reconciler: Reconciler) -> None:
-    """Attach the Model handlers to ``registry``."""
+def watch(cluster: ClusterView, *, reconciler: Reconciler) -> None:
+    """Queue a Model when it changes (the reconciler's own cache) and when its loader Job does."""
 
-    @kopf.on.event(*_gvr(resources.MODELS), registry=registry)
-    async def on_model_event(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> None:
-        if event["type"] != "DELETED" and not body.metadata.get("deletionTimestamp"):
-            await reconciler.handle(dict(body))
+    def owner(job: Body) -> None:
+        if name := job["metadata"].get("labels", {}).get(Keys.MODEL):
+            reconciler.enqueue(namespace=job["metadata"].get("namespace"), name=name)
 
-    @kopf.on.event(*_gvr(resources.JOBS), labels={Keys.COMPONENT: "loader"}, registry=registry)
-    async def on_loader_job_event(body: kopf.Body, **_: Any) -> None:
-        model_name = body.metadata.labels.get(Keys.MODEL)
-        if model_name:
-            await reconciler.handle_by_name(namespace=body.metadata.namespace, name=model_name)
-
-
-def _gvr(resource: resources.Resource) -> tuple[str, str, str]:
-    return resource.group, resource.version, resource.plural
+    cluster.loader_jobs.subscribe(owner)

@@ -1,102 +1,213 @@
-"""What every controller shares: serial reconciles per object, retries with backoff, periodic resync.
+"""What every controller shares: the watch-fed caches it reads, a work queue of object keys served by
+a few workers, retries with backoff, and a periodic resync.
 
 kopf's state-changing handlers write a diff-base annotation per change and its timers add a
-finalizer; both are writes a steady state must not make. So controllers react to plain watch
-events (`kopf.on.event`, no bookkeeping) and this module supplies what those lack: a retry after
-a failure, and a resync that re-levels every object now and then.
+finalizer; both are writes a steady state must not make, and kopf watches every Pod and Deployment
+of the cluster to filter them in Python. So AIMA's own kinds and their children are watched here,
+with label selectors, into caches (`aima.kube.cache`); an event queues the key of the object it
+concerns, and a pass reads everything it needs from the caches and writes only what differs.
+kopf still runs the handlers other controllers register with it: those queue keys through
+:meth:`Reconciler.handle`, and such a reconciler, having no cache, reads its object afresh.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from aima.kube import KubeClient, KubeError, Resource
+from aima.api.common import Keys
+from aima.domain import inference_service as service_planning
+from aima.kube import KubeClient, KubeError, Resource, resources
+from aima.kube.cache import WatchedList
 
 Body = dict[str, Any]
+Key = tuple[str, str]
 ReconcileFn = Callable[[Body], Awaitable[None]]
 
 logger = logging.getLogger("aima.controllers")
 
 
+@dataclass(frozen=True)
+class ClusterView:
+    """The caches controllers read on every pass instead of asking the API server."""
+
+    engines: WatchedList
+    nodes: WatchedList
+    models: WatchedList
+    inference_services: WatchedList
+    deployments: WatchedList
+    """Deployments of InferenceServices."""
+    services: WatchedList
+    """Services of InferenceServices."""
+    pods: WatchedList
+    """Pods of InferenceServices, indexed by the service's name."""
+    loader_jobs: WatchedList
+    """Loader Jobs of Models."""
+
+    @classmethod
+    def watching(cls, kube: KubeClient, *, namespaces: Sequence[str]) -> ClusterView:
+        """Caches of the served namespaces (all when empty); :meth:`start` fills them."""
+
+        def cache(resource: Resource, component: str | None = None, index: str | None = None) -> WatchedList:
+            selector = f"{Keys.COMPONENT}={component}" if component else None
+            return WatchedList(
+                kube, resource, namespaces=namespaces, label_selector=selector, index_label=index
+            )
+
+        children = service_planning.COMPONENT
+        return cls(
+            engines=cache(resources.ENGINES),
+            nodes=cache(resources.NODES),
+            models=cache(resources.MODELS),
+            inference_services=cache(resources.INFERENCE_SERVICES),
+            deployments=cache(resources.DEPLOYMENTS, children),
+            services=cache(resources.SERVICES, children),
+            pods=cache(resources.PODS, children, index=Keys.INFERENCE_SERVICE),
+            loader_jobs=cache(resources.JOBS, "loader"),
+        )
+
+    def _all(self) -> list[WatchedList]:
+        return [
+            self.engines,
+            self.nodes,
+            self.models,
+            self.inference_services,
+            self.deployments,
+            self.services,
+            self.pods,
+            self.loader_jobs,
+        ]
+
+    async def start(self) -> None:
+        """Fill every cache; events from then on reach the subscribers."""
+        await asyncio.gather(*(c.start() for c in self._all()))
+
+    async def stop(self) -> None:
+        """Stop watching."""
+        await asyncio.gather(*(c.stop() for c in self._all()))
+
+
 @dataclass
 class Reconciler:
-    """Runs one kind's reconcile, one at a time per object, and retries failures with backoff."""
+    """Runs one kind's reconcile for queued keys: one pass at a time per object, ``workers`` objects
+    at a time, and failures again after a backoff.
+
+    A key queued while its object is being reconciled gets one more pass afterwards, so a burst of
+    pod and Deployment events costs two passes, not twenty, and no pass misses the last change.
+    """
 
     resource: Resource
     reconcile: ReconcileFn
     kube: KubeClient
     retry_seconds: float
+    cache: WatchedList | None = None
+    """The kind's objects, watched: each of their events queues the object, and passes read it from
+    here. Without one, something else queues keys (kopf handlers) and each pass reads it afresh."""
+    workers: int = 16
     max_retry_seconds: float = 300.0
-    _running: set[tuple[str, str]] = field(default_factory=set)
-    _dirty: set[tuple[str, str]] = field(default_factory=set)
-    _retries: dict[tuple[str, str], asyncio.TimerHandle] = field(default_factory=dict)
+    _queue: asyncio.Queue[Key] = field(default_factory=asyncio.Queue)
+    _queued: set[Key] = field(default_factory=set)
+    _running: set[Key] = field(default_factory=set)
+    _dirty: set[Key] = field(default_factory=set)
+    _attempts: dict[Key, int] = field(default_factory=dict)
+    _retries: dict[Key, asyncio.TimerHandle] = field(default_factory=dict)
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
-    async def handle(self, body: Body) -> None:
-        """Reconcile the object of a watch event now."""
-        await self.handle_by_name(namespace=body["metadata"].get("namespace"), name=body["metadata"]["name"])
+    def __post_init__(self) -> None:
+        if self.cache is not None:
+            self.cache.subscribe(self.enqueue_object)
 
-    async def handle_by_name(self, *, namespace: str | None, name: str, attempt: int = 0) -> None:
-        """Reconcile an object by name; on failure log it and schedule another try.
-
-        Requests for an object already being reconciled collapse into one more pass after the
-        current one (a burst of pod and Deployment events costs two passes, not twenty), and each
-        pass reads the object afresh, so it never acts on a spec older than the last pass saw.
-        """
+    def enqueue(self, *, namespace: str | None, name: str) -> None:
+        """Queue a pass over the object (once, however often it is asked for before it runs)."""
         key = (namespace or "", name)
         if (pending := self._retries.pop(key, None)) is not None:
             pending.cancel()
         if key in self._running:
             self._dirty.add(key)
-            return
-        self._running.add(key)
-        try:
-            while True:
-                self._dirty.discard(key)
-                if not await self._pass(key, attempt=attempt) or key not in self._dirty:
-                    return
-        finally:
-            self._running.discard(key)
+        elif key not in self._queued:
+            self._queued.add(key)
+            self._queue.put_nowait(key)
 
-    async def _pass(self, key: tuple[str, str], *, attempt: int) -> bool:
-        """One read-plan-write pass; False when it failed (a retry is scheduled) or has nothing to do."""
-        namespace, name = key
-        try:
-            body = await self.kube.get(self.resource, name=name, namespace=namespace or None)
-            if body is None or body["metadata"].get("deletionTimestamp"):
-                return False
-            await self.reconcile(body)
-            return True
-        except KubeError as error:
-            if error.status == 404 or "being terminated" in error.message:
-                return False  # the object or its namespace is going away: nothing left to do
-            self._schedule_retry(key, attempt=attempt)
-        except Exception:
-            self._schedule_retry(key, attempt=attempt)
-        return False
+    def enqueue_object(self, body: Body) -> None:
+        """Queue a pass over the object ``body`` is a version of."""
+        self.enqueue(namespace=body["metadata"].get("namespace"), name=body["metadata"]["name"])
 
-    def _schedule_retry(self, key: tuple[str, str], *, attempt: int) -> None:
-        delay = min(self.retry_seconds * 2**attempt, self.max_retry_seconds)
-        logger.exception(
-            "Reconcile failed, retrying: kind=%s key=%s delay=%.0fs", self.resource.kind, key, delay
-        )
-        self._retries[key] = asyncio.get_running_loop().call_later(delay, self._retry, key, attempt + 1)
+    async def handle(self, body: Body) -> None:
+        """Queue the object of a kopf event."""
+        self.enqueue_object(body)
+
+    async def handle_by_name(self, *, namespace: str | None, name: str) -> None:
+        """Queue an object by name (from a kopf event of one of its children)."""
+        self.enqueue(namespace=namespace, name=name)
+
+    def start(self) -> None:
+        """Start the workers."""
+        self._tasks = [asyncio.create_task(self._work()) for _ in range(self.workers)]
+
+    async def stop(self) -> None:
+        """Stop the workers and forget pending retries."""
+        for handle in self._retries.values():
+            handle.cancel()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
     async def resync(self) -> None:
-        """Reconcile every object of the kind once (the level-triggered safety net)."""
-        for body in await self.kube.list(self.resource):
-            if not body["metadata"].get("deletionTimestamp"):
-                await self.handle(body)
+        """Queue every object of the kind (the level-triggered safety net)."""
+        for body in self.cache.items() if self.cache is not None else await self.kube.list(self.resource):
+            self.enqueue_object(body)
 
-    def _retry(self, key: tuple[str, str], attempt: int) -> None:
-        self._retries.pop(key, None)
+    async def _work(self) -> None:
+        while True:
+            key = await self._queue.get()
+            self._queued.discard(key)
+            self._running.add(key)
+            try:
+                await self._pass(key)
+            finally:
+                self._running.discard(key)
+            if key in self._dirty:
+                self._dirty.discard(key)
+                self.enqueue(namespace=key[0], name=key[1])
+
+    async def _pass(self, key: Key) -> None:
+        """One read-plan-write pass; on failure a retry is scheduled."""
         namespace, name = key
-        asyncio.get_running_loop().create_task(
-            self.handle_by_name(namespace=namespace or None, name=name, attempt=attempt)
+        try:
+            body = (
+                self.cache.get(namespace, name)
+                if self.cache is not None
+                else await self.kube.get(self.resource, name=name, namespace=namespace or None)
+            )
+            if body is not None and not body["metadata"].get("deletionTimestamp"):
+                await self.reconcile(body)
+            self._attempts.pop(key, None)
+        except KubeError as error:
+            if error.status == 404 or "being terminated" in error.message:
+                self._attempts.pop(key, None)  # the object or its namespace is going away
+            else:
+                self._schedule_retry(key)
+        except Exception:
+            self._schedule_retry(key)
+
+    def _schedule_retry(self, key: Key) -> None:
+        attempt = self._attempts.get(key, 0)
+        self._attempts[key] = attempt + 1
+        delay = min(self.retry_seconds * 2**attempt, self.max_retry_seconds)
+        logger.exception(
+            "Reconcile failed, retrying: kind=%s key=%s delay=%.1fs", self.resource.kind, key, delay
         )
+        self._retries[key] = asyncio.get_running_loop().call_later(delay, self._retry, key)
+
+    def _retry(self, key: Key) -> None:
+        self._retries.pop(key, None)
+        self.enqueue(namespace=key[0], name=key[1])
 
 
 async def resync_forever(reconcilers: list[Reconciler], *, interval: float) -> None:

@@ -1,11 +1,25 @@
-"""Conditions as `metav1.Condition` lists, computed purely (no clock reads inside planners)."""
+"""Conditions as `metav1.Condition` lists, computed purely (no clock reads inside planners).
+
+Besides each kind's own conditions (Ready as the summary), every kind reports where its
+reconciliation stands the way GitOps tools read it (kstatus, used by Argo CD health checks, Flux
+and kpt): `Reconciling` while work is in progress (downloading, rolling out, waiting for a
+dependency), `Stalled` when it cannot go on until a person acts (a failed download, an invalid
+spec, a crash loop, not enough GPUs). Each is present only while True, as Flux writes them, so an
+object that is done carries neither; `observedGeneration` says which spec the status is about.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Final, Literal
 
-from aima.api.common import Condition, ConditionStatus
+from aima.api.common import Condition, ConditionStatus, ConditionType
+
+RECONCILING: Final = ConditionType.RECONCILING.value
+STALLED: Final = ConditionType.STALLED.value
+Progress = Literal["Reconciling", "Stalled"]
+"""Where a reconciliation that is not done stands: still working, or stuck."""
 
 
 def set_condition(
@@ -51,3 +65,30 @@ def transition(before: Sequence[Condition], after: Sequence[Condition], type_: s
     if new is None or (old is not None and (old.status, old.reason) == (new.status, new.reason)):
         return None
     return new
+
+
+def set_progress(
+    conditions: Sequence[Condition],
+    progress: Progress | None,
+    *,
+    reason: str = "",
+    message: str = "",
+    generation: int | None,
+    now: datetime,
+) -> list[Condition]:
+    """``conditions`` with `Reconciling` or `Stalled` True (with ``reason`` and ``message``) as
+    ``progress`` says, and the other removed; both removed when ``progress`` is None (done)."""
+    others = [c for c in conditions if c.type not in (RECONCILING, STALLED)]
+    if progress is None:
+        return others
+    kept = [c for c in conditions if c.type == progress]  # keeps its transition time
+    updated = set_condition(
+        kept,
+        type_=progress,
+        status=ConditionStatus.TRUE,
+        reason=reason,
+        message=message,
+        generation=generation,
+        now=now,
+    )
+    return others + updated

@@ -3,7 +3,8 @@
 `plan` turns the service, its Model, the Engines and the nodes into the two children, or into none
 while the Model is not ready or no engine fits. `compute_status` explains the outcome in
 conditions: ModelReady, EngineResolved, Scheduled and Ready, whose messages come from the pods
-(see `aima.domain.pod_health`). Neither reads a clock: `now` is passed in.
+(see `aima.domain.pod_health`), and Reconciling or Stalled for GitOps tools (see
+`aima.domain.conditions`). Neither reads a clock: `now` is passed in.
 """
 
 from __future__ import annotations
@@ -31,6 +32,24 @@ _SHM_VOLUME = "shm"
 _SHM_PATH = "/dev/shm"  # noqa: S108 (a mount point inside the container, not a temporary file)
 _PROGRESS_HEADROOM_SECONDS = 600
 _WAITING = frozenset({Reason.MODEL_NOT_READY, Reason.INSUFFICIENT_GPU, Reason.UNSCHEDULABLE, Reason.PENDING})
+# Ready=False reasons that no amount of waiting fixes: a person must change the spec, the engine,
+# the image or the cluster. Every other reason (the Model downloading, pods starting) is progress.
+_STALLED = frozenset(
+    {
+        Reason.INVALID_SPEC,
+        Reason.TEMPLATE_ERROR,
+        Reason.ENGINE_NOT_FOUND,
+        Reason.NO_MATCHING_ENGINE,
+        Reason.INSUFFICIENT_GPU,
+        Reason.UNSCHEDULABLE,
+        Reason.IMAGE_PULL_BACK_OFF,
+        Reason.CRASH_LOOP_BACK_OFF,
+        Reason.OOM_KILLED,
+        Reason.HEALTH_CHECK_FAILING,
+    }
+)
+# Zero replicas asked for and none running is a state reached, not one being worked towards.
+_AT_REST = frozenset({Reason.SUSPENDED, Reason.SCALED_TO_ZERO})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -53,6 +72,8 @@ class Plan:
 
     objects: list[Body]
     model_ready: Finding
+    model_stalled: Finding | None
+    """The Model's own Stalled condition: its download failed for good."""
     engine_resolved: Finding
     engine: Engine | None
     variant: EngineVariant | None
@@ -91,6 +112,7 @@ def plan(body: Body, *, observed: Observed) -> Plan:
     waiting = Plan(
         objects=[],
         model_ready=model_ready,
+        model_stalled=_model_stalled(model),
         engine_resolved=resolved,
         engine=engine if variant else None,
         variant=variant,
@@ -145,6 +167,17 @@ def _model_ready(service: InferenceService, *, model: Model | None) -> Finding:
         status=ConditionStatus.FALSE,
         reason=Reason.MODEL_NOT_READY,
         message=f"Waiting for Model {name} ({phase}){said}",
+    )
+
+
+def _model_stalled(model: Model | None) -> Finding | None:
+    stalled = conditions.find(model.status.conditions, conditions.STALLED) if model and model.status else None
+    if stalled is None or stalled.status is not ConditionStatus.TRUE:
+        return None
+    return Finding(
+        status=ConditionStatus.TRUE,
+        reason=stalled.reason,
+        message=f"Model {model.metadata.name if model else ''} is stalled: {stalled.message}",
     )
 
 
@@ -378,6 +411,10 @@ def compute_status(body: Body, *, plan: Plan, observed: Observed, now: datetime)
             generation=generation,
             now=now,
         )
+    progress, why = _progress(ready, plan=plan, observed=observed)
+    found = conditions.set_progress(
+        found, progress, reason=why.reason, message=why.message, generation=generation, now=now
+    )
     deployment_status = (observed.deployment or {}).get("status", {})
     engine, variant = plan.engine, plan.variant
     return InferenceServiceStatus(
@@ -404,6 +441,51 @@ def status_patch(status: InferenceServiceStatus, *, observed: Body | None) -> Bo
     if mine == current:
         return None
     return {k: None for k in current if k not in mine} | mine
+
+
+def _progress(
+    ready: Finding, *, plan: Plan, observed: Observed
+) -> tuple[conditions.Progress | None, Finding]:
+    """Stalled when a person must act, Reconciling while the service is on its way (or its
+    Deployment still rolls out), neither when it is where the spec wants it."""
+    if ready.reason in _STALLED:
+        return conditions.STALLED, ready
+    if ready.reason == Reason.MODEL_NOT_READY and plan.model_stalled is not None:
+        return conditions.STALLED, plan.model_stalled
+    if ready.status is not ConditionStatus.TRUE and ready.reason not in _AT_REST:
+        return conditions.RECONCILING, ready
+    if (rolling := _rolling_out(plan, observed=observed)) is not None:
+        return conditions.RECONCILING, Finding(
+            status=ConditionStatus.TRUE, reason=Reason.RECONCILING, message=rolling
+        )
+    return None, ready
+
+
+def _rolling_out(plan: Plan, *, observed: Observed) -> str | None:
+    """What the Deployment still has to do to match the plan, in words; None when it is done.
+    The checks are `kubectl rollout status`'s."""
+    desired = next((o for o in plan.objects if o["kind"] == "Deployment"), None)
+    current = observed.deployment
+    if desired is None:
+        return None
+    name = desired["metadata"]["name"]
+    if current is None or not objects.is_satisfied(desired, current):
+        return f"Applying Deployment {name}"
+    status, wanted = current.get("status", {}), plan.replicas
+    if wanted == 0:  # nothing to roll out, only replicas to see go
+        running = status.get("replicas", 0)
+        return f"Scaling Deployment {name} down: {running} replica(s) left" if running else None
+    if status.get("observedGeneration", 0) < current["metadata"].get("generation", 0):
+        return f"Waiting for Deployment {name} to take the new spec"
+    updated, total = status.get("updatedReplicas", 0), status.get("replicas", 0)
+    available = status.get("availableReplicas", 0)
+    if updated < wanted:
+        return f"Rolling out Deployment {name}: {updated} of {wanted} replicas updated"
+    if total > updated:
+        return f"Rolling out Deployment {name}: {total - updated} old replica(s) still terminating"
+    if available < wanted:
+        return f"Rolling out Deployment {name}: {available} of {wanted} updated replicas available"
+    return None
 
 
 def _scheduled(plan: Plan, *, observed: Observed) -> Finding:

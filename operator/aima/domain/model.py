@@ -126,6 +126,14 @@ def compute_status(body: Body, *, plan: Plan, observed: Observed, now: datetime)
         generation=generation,
         now=now,
     )
+    found = conditions.set_progress(
+        found,
+        _progress(downloaded, reason=reason, job=observed.job),
+        reason=reason,
+        message=message,
+        generation=generation,
+        now=now,
+    )
     bytes_total = status.progress.bytes_total if status.progress else None
     estimate = status.estimate
     if bytes_total and observed.gpu_memory_mib:
@@ -184,10 +192,7 @@ def _download_state(model: Model, *, plan: Plan, job: Body | None) -> tuple[bool
         return True, Reason.READY, "Files downloaded and verified"
     progress = model.status.progress if model.status else None
     job_status = (job or {}).get("status", {})
-    failed = next(
-        (c for c in job_status.get("conditions", []) if c["type"] == "Failed" and c["status"] == "True"), None
-    )
-    if failed:
+    if failed := _job_failed(job):
         why = (progress.message if progress and progress.message else None) or failed.get("message", "")
         return False, Reason.DOWNLOAD_FAILED, f"Loader Job {plan.job_name} failed: {why}".strip()
     if progress is not None and progress.phase == ModelPhase.FAILED:
@@ -199,6 +204,22 @@ def _download_state(model: Model, *, plan: Plan, job: Body | None) -> tuple[bool
     if job is None:
         return False, Reason.DOWNLOADING, f"Starting loader Job {plan.job_name}"
     return False, Reason.DOWNLOADING, _progress_message(model)
+
+
+def _job_failed(job: Body | None) -> Body | None:
+    """The Job's Failed condition once it gave up (its retries used up), else None."""
+    found = (job or {}).get("status", {}).get("conditions", [])
+    return next((c for c in found if c["type"] == "Failed" and c["status"] == "True"), None)
+
+
+def _progress(downloaded: bool, *, reason: str, job: Body | None) -> conditions.Progress | None:
+    """Stalled once the loader Job gave up (a person must fix the source, the secret or the
+    volume), Reconciling while it works or retries, neither when the files are there."""
+    if downloaded:
+        return None
+    if reason == Reason.DOWNLOAD_FAILED and _job_failed(job) is not None:
+        return conditions.STALLED
+    return conditions.RECONCILING
 
 
 def _progress_message(model: Model) -> str:

@@ -19,6 +19,7 @@ from typing import Any
 import aiohttp
 import kopf
 
+from aima import __version__
 from aima.api.common import FIELD_MANAGER
 from aima.domain import objects
 from aima.kube import resources
@@ -68,18 +69,37 @@ class KubeClient:
     async def list_with_version(
         self, resource: Resource, *, namespace: str | None = None, label_selector: str | None = None
     ) -> tuple[Items, str]:
-        """The objects and the list's resourceVersion, from which a watch continues."""
+        """The objects and the list's resourceVersion, from which a watch continues.
+
+        Items of a list carry no apiVersion and kind; they are filled in, so that a listed object
+        looks like one read or watched (and compares equal to a desired one).
+        """
         params = {"labelSelector": label_selector} if label_selector else None
         listing = await self._request("GET", resource.path(namespace=namespace), params=params)
-        return listing.get("items", []), str(listing.get("metadata", {}).get("resourceVersion", ""))
+        items: Items = listing.get("items", [])
+        for item in items:
+            item.setdefault("apiVersion", resource.api_version)
+            item.setdefault("kind", resource.kind)
+        return items, str(listing.get("metadata", {}).get("resourceVersion", ""))
 
     async def watch(
-        self, resource: Resource, *, namespace: str | None = None, resource_version: str | None = None
+        self,
+        resource: Resource,
+        *,
+        namespace: str | None = None,
+        resource_version: str | None = None,
+        label_selector: str | None = None,
+        bookmarks: bool = False,
     ) -> AsyncIterator[Body]:
-        """Watch events (``{"type": ..., "object": ...}``) until the server ends the stream."""
-        params = {"watch": "true", "allowWatchBookmarks": "false"}
+        """Watch events (``{"type": ..., "object": ...}``) until the server ends the stream.
+
+        With ``bookmarks``, BOOKMARK events carry only a newer resourceVersion to resume from.
+        """
+        params = {"watch": "true", "allowWatchBookmarks": "true" if bookmarks else "false"}
         if resource_version:
             params["resourceVersion"] = resource_version
+        if label_selector:
+            params["labelSelector"] = label_selector
         timeout = aiohttp.ClientTimeout(total=None, sock_read=None)
         url = self._server + resource.path(namespace=namespace)
         async with self._session.get(url, params=params, timeout=timeout) as response:
@@ -104,23 +124,22 @@ class KubeClient:
             content_type="application/apply-patch+yaml",
         )
 
-    async def apply_if_changed(self, body: Body) -> bool:
-        """Read the live object, then :meth:`apply_unless_held`; True when it wrote."""
+    async def apply_if_changed(self, body: Body) -> Body | None:
+        """Read the live object, then :meth:`apply_unless_held`; the object written, or None."""
         meta = body["metadata"]
         resource = resources.BY_KIND[body["kind"]]
         current = await self.get(resource, name=meta["name"], namespace=meta.get("namespace"))
         return await self.apply_unless_held(body, current=current)
 
-    async def apply_unless_held(self, body: Body, *, current: Body | None) -> bool:
-        """Apply ``body`` unless ``current`` (the live object, just read) already holds all of it.
+    async def apply_unless_held(self, body: Body, *, current: Body | None) -> Body | None:
+        """Apply ``body`` unless ``current`` (the live object, as last seen) already holds all of it.
 
         Server-side apply of an unchanged object is still a write request: skipping it keeps a
-        steady state free of writes. True when it wrote.
+        steady state free of writes. Returns the object as written, or None when it did not write.
         """
         if current is not None and objects.is_satisfied(body, current):
-            return False
-        await self.apply(body)
-        return True
+            return None
+        return await self.apply(body)
 
     async def patch_status(
         self, resource: Resource, *, name: str, namespace: str | None, status: Body
@@ -220,7 +239,9 @@ class KubeClient:
 async def connect(*, kubeconfig: Path | None = None) -> KubeClient:
     """Authenticate in-cluster (service account) or from a kubeconfig, as kopf does."""
     info = login(kubeconfig)
-    headers = {"Authorization": f"Bearer {info.token}"} if info.token else {}
+    # A user agent of our own tells AIMA's requests apart in the API server's audit log.
+    headers = {"User-Agent": f"aima/{__version__}"}
+    headers |= {"Authorization": f"Bearer {info.token}"} if info.token else {}
     connector = aiohttp.TCPConnector(ssl=_ssl_context(info), limit=64)
     session = aiohttp.ClientSession(
         connector=connector, headers=headers, timeout=aiohttp.ClientTimeout(total=60)

@@ -54,6 +54,8 @@ SECRETS: Final = Resource("", "v1", "secrets", "Secret")
 LEASES: Final = Resource("coordination.k8s.io", "v1", "leases", "Lease")
 SERVICE_ACCOUNTS: Final = Resource("", "v1", "serviceaccounts", "ServiceAccount")
 ROLE_BINDINGS: Final = Resource("rbac.authorization.k8s.io", "v1", "rolebindings", "RoleBinding")
+NODE_DEVICES: Final = Resource(GROUP, VERSION, "nodedevices", "NodeDevices", namespaced=False)
+ALERT_RULES: Final = Resource(GROUP, VERSION, "alertrules", "AlertRule")
 
 BY_KIND: Final = {
     r.kind: r
@@ -74,6 +76,8 @@ BY_KIND: Final = {
         LEASES,
         SERVICE_ACCOUNTS,
         ROLE_BINDINGS,
+        NODE_DEVICES,
+        ALERT_RULES,
     )
 }
 """Resources by kind, for applying whole objects."""
