@@ -80,7 +80,8 @@ def _install(plane: ControlPlane, *, repo_root: Path) -> None:
     plane.kubectl(
         "wait", "--for=condition=Established", "--timeout=60s", "-l", "app.kubernetes.io/part-of=aima", "crd"
     )
-    plane.kubectl("apply", "-f", str(repo_root / "manifests" / "rbac"))
+    # Only the loader's role: the operator and the gateway run here with the admin kubeconfig.
+    plane.kubectl("apply", "-f", str(repo_root / "manifests" / "rbac" / "loader-clusterrole.yaml"))
 
 
 def _apply_sample(plane: ControlPlane, *, sample: Path, volumes: Path) -> bool:
