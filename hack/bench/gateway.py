@@ -6,11 +6,12 @@ static routing table: the `routes=` seam of `open_gateway`, since this measures 
 not the watches; one API key checked per request), and a load generator. Each measure is taken
 against the upstream directly and through the gateway in the same run and printed side by side:
 
-- latency at a fixed rate (open loop, --rate requests/s for --seconds; each request timed from
-  its scheduled start, so queueing counts): p50 and p99, and what the gateway adds;
+- latency at a fixed rate (open loop, --rate requests/s for --seconds): p50 and p99, and what
+  the gateway adds;
 - throughput: requests/s with --connections requests always in flight (closed loop), which is
   the highest rate the path sustains;
-- time to first token of --streams concurrent SSE streams (tokens --token-delay apart);
+- time to first token with --streams SSE streams open (streams start at a steady rate, each
+  --tokens tokens --token-delay apart);
 - the gateway's resident memory: idle, and peak (VmHWM) after all phases.
 
 The non-streaming upstream is a minimal asyncio HTTP/1.1 server with a canned chat completion and
@@ -27,23 +28,16 @@ to first token < 2 ms; >= 2,000 requests/s through one gateway process.
 # ruff: noqa: T201 (a benchmark reports by printing)
 from __future__ import annotations
 
-import os
-import sys
-
-# This folder holds operator.py (another benchmark), which would shadow the standard library's
-# `operator` module for everything imported below: take the script's folder off the path.
-# (pathlib itself imports `operator`, hence os.path.)
-if sys.path and os.path.abspath(sys.path[0]) == os.path.dirname(os.path.abspath(__file__)):  # noqa: PTH100, PTH120
-    sys.path.pop(0)
-
 import argparse
 import asyncio
 import contextlib
 import gc
 import json
+import os
 import socket
 import statistics
 import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -182,7 +176,8 @@ async def _pool(port: int, size: int) -> AsyncIterator[asyncio.Queue[_Connection
 
 
 async def fixed_rate(port: int, *, rate: float, seconds: float) -> dict[str, Any]:
-    """Open loop: request i starts at i/rate; latency counts from that scheduled start."""
+    """Open loop: request i is sent at i/rate whatever the replies do; latency counts from the send
+    (the event loop wakes up to a millisecond late, which would otherwise count for both paths)."""
     total = int(rate * seconds)
     latencies: list[float] = []
     async with _pool(port, 64) as pool:
@@ -196,11 +191,12 @@ async def fixed_rate(port: int, *, rate: float, seconds: float) -> dict[str, Any
             scheduled = start + index / rate
             await asyncio.sleep(max(0.0, scheduled - time.perf_counter()))
             connection = await pool.get()
+            sent = time.perf_counter()
             try:
                 await connection.exchange()
             finally:
                 pool.put_nowait(connection)
-            latencies.append(time.perf_counter() - scheduled)
+            latencies.append(time.perf_counter() - sent)
 
         await asyncio.gather(*(one(i) for i in range(total)))
     return {"p50_ms": _quantile(latencies, 0.5) * 1e3, "p99_ms": _quantile(latencies, 0.99) * 1e3, "n": total}
@@ -225,8 +221,9 @@ async def throughput(port: int, *, connections: int, seconds: float) -> dict[str
     return {"rps": len(latencies) / elapsed, "p99_ms": _quantile(latencies, 0.99) * 1e3}
 
 
-async def first_tokens(port: int, *, streams: int, rounds: int) -> dict[str, Any]:
-    """Time to the first SSE chunk of ``streams`` concurrent streams, ``rounds`` times."""
+async def first_tokens(port: int, *, streams: int, seconds: float, duration: float) -> dict[str, Any]:
+    """Time to the first SSE chunk with ``streams`` streams open on average: streams start at
+    ``streams / duration`` per second (open loop), each lasting ``duration`` seconds."""
     import aiohttp
 
     body = {"model": "stream", "messages": [{"role": "user", "content": "hi"}], "stream": True}
@@ -247,8 +244,18 @@ async def first_tokens(port: int, *, streams: int, rounds: int) -> dict[str, Any
                     count += 1
             chunks.append(count)
 
-        for _ in range(rounds):
-            await asyncio.gather(*(one() for _ in range(streams)))
+        for _ in range(streams):  # open the connections first: this measures streams, not handshakes
+            await one()
+        ttfts.clear()
+        chunks.clear()
+        rate = streams / duration
+        start = time.perf_counter()
+
+        async def scheduled(index: int) -> None:
+            await asyncio.sleep(max(0.0, start + index / rate - time.perf_counter()))
+            await one()
+
+        await asyncio.gather(*(scheduled(i) for i in range(int(rate * seconds))))
     return {
         "p50_ms": _quantile(ttfts, 0.5) * 1e3,
         "p99_ms": _quantile(ttfts, 0.99) * 1e3,
@@ -285,6 +292,7 @@ def _load(phase: str, port: int, options: argparse.Namespace, cpu: int | None) -
     command = [sys.executable, __file__, "--role", "load", "--phase", phase, "--port", str(port)]
     command += ["--rate", str(options.rate), "--seconds", str(options.seconds)]
     command += ["--connections", str(options.connections), "--streams", str(options.streams)]
+    command += ["--tokens", str(options.tokens), "--token-delay", str(options.token_delay)]
     command += ["--cpu", str(cpu)] if cpu is not None else []
     env = os.environ | {"PYTHONPATH": str(ROOT / "operator")}
     result = subprocess.run(command, capture_output=True, text=True, env=env, check=True, timeout=600)
@@ -401,7 +409,10 @@ async def _phase(options: argparse.Namespace) -> dict[str, Any]:
         return await fixed_rate(options.port, rate=options.rate, seconds=options.seconds)
     if options.phase == "throughput":
         return await throughput(options.port, connections=options.connections, seconds=options.seconds)
-    return await first_tokens(options.port, streams=options.streams, rounds=4)
+    duration = options.tokens * options.token_delay
+    return await first_tokens(
+        options.port, streams=options.streams, seconds=options.seconds, duration=duration
+    )
 
 
 if __name__ == "__main__":

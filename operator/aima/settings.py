@@ -7,7 +7,7 @@ import socket
 from collections.abc import Mapping
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from aima import __version__
 
@@ -57,6 +57,71 @@ class Settings(BaseModel):
     """This replica's name in the Lease (the pod name in a cluster)."""
     default_gpu_memory_mib: int = Field(default=81920, gt=0)
     """GPU memory assumed for estimates when no node advertises nvidia.com/gpu.memory."""
+
+    # --- Devices and alerts (aima device-agent; the operator's AlertRule controller) ---
+    device_node_name: str = ""
+    """The node the device agent runs on (the chart sets it from spec.nodeName)."""
+    device_sample_seconds: float = Field(default=10.0, gt=0)
+    """How often the agent reads NVML (and its NodeDevices object, for requested power limits)."""
+    device_publish_min_seconds: float = Field(default=5.0, ge=0)
+    """Shortest gap between two status writes of one agent, even when GPU health changes."""
+    device_publish_seconds: float = Field(default=30.0, ge=0)
+    """Changed load figures (utilisation, temperature, power, memory) are written at most this often."""
+    device_heartbeat_seconds: float = Field(default=300.0, gt=0)
+    """An unchanged status is written again after this long, so silent agents can be told apart."""
+    device_metrics_port: int = Field(default=9401, ge=0, le=65535)
+    """Port of the agent's Prometheus /metrics (0: no metrics server)."""
+    device_power_limits_allowed: bool = False
+    """Whether the agent applies power limits asked for in its NodeDevices (NVML also needs root)."""
+    device_stale_seconds: float = Field(default=900.0, gt=0)
+    """An agent report older than this is called stale by device.* and resource.* units."""
+    alert_interval_seconds: float = Field(default=30.0, gt=0)
+    """How often the operator evaluates every AlertRule, besides on events."""
+    alert_history_limit: int = Field(default=20, ge=1, le=50)
+    """Transitions kept in an AlertRule's status.history; older ones live on as Events for a while."""
+    alert_webhook_timeout_seconds: float = Field(default=10.0, gt=0)
+    """Timeout of one notification to a channel."""
+
+    # -- the OpenAI gateway (`aima gateway serve`, aima.gateway) ------------------------------------
+    gateway_namespace: str = "default"
+    """Namespace whose InferenceServices the gateway routes to and whose Secrets hold its API keys."""
+    gateway_require_api_key: bool = True
+    """Require an API key (a Secret labelled aima.dev/api-key=true) on /v1; with none, every request is
+    refused. Set false only where another proxy authenticates first."""
+    gateway_scale_wait_seconds: float = Field(default=120.0, ge=0)
+    """How long a request for a service at zero replicas waits for its first ready replica."""
+    gateway_retry_after_seconds: float = Field(default=10.0, gt=0)
+    """Retry-After sent with 503 while a service starts."""
+    gateway_prefix_affinity: bool = False
+    """Send chat requests sharing a conversation prefix to the same replica (prefix caching) while it
+    is not overloaded; otherwise least outstanding requests."""
+    gateway_affinity_prefix_chars: int = Field(default=512, ge=1)
+    """Characters of the system prompt and first user message that make up the prefix."""
+    gateway_affinity_load_factor: float = Field(default=1.25, ge=1.0)
+    """A replica above this multiple of the mean load hands affine requests to the next one."""
+    gateway_connect_timeout_seconds: float = Field(default=3.0, gt=0)
+    """Time to connect to a replica before trying another."""
+    gateway_max_body_bytes: int = Field(default=64 * 2**20, gt=0)
+    """Largest request body (audio uploads included)."""
+    gateway_upstream_connections: int = Field(default=1024, ge=1)
+    """Connections to the replicas kept open at most, all replicas together."""
+
+    # -- pipelines and the inference.* units (aima.pipelines, aima.units.inference) --------------------
+    gateway_url: str = "http://aima-gateway.aima-system.svc"
+    """Base URL of the OpenAI-compatible gateway (without /v1) that inference.* units and pipeline
+    steps call; point it at one engine to bypass the gateway."""
+    gateway_api_key: SecretStr | None = None
+    """API key sent to the gateway as a Bearer token; never logged."""
+    inference_timeout_seconds: float = Field(default=300.0, gt=0)
+    """Longest one inference.* call may take (a step's own timeoutSeconds may cut it shorter)."""
+    pipeline_parallelism: int = Field(default=4, ge=1, le=32)
+    """Most steps of one run executing at once."""
+    pipeline_require_services: bool = True
+    """A run waits (Succeeded=Unknown, ServicesNotReady) until an InferenceService serves each step's
+    model; turn off when the gateway also routes to models served outside the cluster. A service that
+    exists and is not Ready is waited for either way."""
+    pipeline_max_run_seconds: float = Field(default=3600.0, gt=0)
+    """Longest a run without its own timeoutSeconds may take."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

@@ -76,11 +76,20 @@ class Metrics:
 
 _METRICS: Final = web.AppKey("metrics", Metrics)
 _OPENAPI: Final = web.AppKey("openapi", dict[str, Any])
+_EXTRA_METRICS: Final[web.AppKey[Callable[[], str]]] = web.AppKey("extra_metrics")
 
 
-def create_app(*, registry: Registry, context: Context, api_keys: Iterable[str] = ()) -> web.Application:
-    """The HTTP door for `registry`, acting through `context`; keys empty means no authentication."""
+def create_app(
+    *,
+    registry: Registry,
+    context: Context,
+    api_keys: Iterable[str] = (),
+    extra_metrics: Callable[[], str] | None = None,
+) -> web.Application:
+    """The HTTP door for `registry`, acting through `context`; keys empty means no authentication.
+    `extra_metrics` adds exposition text to /metrics (the gateway's, when one process serves both)."""
     app = web.Application(middlewares=[_authenticate(frozenset(api_keys))])
+    app[_EXTRA_METRICS] = extra_metrics or str
     app[_REGISTRY] = registry
     app[_CONTEXT] = context
     app[_METRICS] = Metrics()
@@ -174,7 +183,8 @@ async def _health(_: web.Request) -> web.Response:
 
 
 async def _metrics(request: web.Request) -> web.Response:
-    return web.Response(text=request.app[_METRICS].render(), content_type="text/plain", charset="utf-8")
+    text = request.app[_METRICS].render() + request.app[_EXTRA_METRICS]()
+    return web.Response(text=text, content_type="text/plain", charset="utf-8")
 
 
 async def _json(request: web.Request, *, empty: Any = None) -> Any:

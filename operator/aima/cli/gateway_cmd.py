@@ -1,0 +1,106 @@
+"""`aima gateway serve`: the OpenAI-compatible gateway and the units' HTTP door in one process."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import click
+from aiohttp import web
+from aiohttp.typedefs import Middleware
+
+from aima.gateway import KeyStore, install, open_gateway
+from aima.gateway.keys import presented_token
+from aima.kube import connect
+from aima.settings import Settings
+from aima.units import Context, registry
+from aima.units.envelope import ErrorInfo, Meta, Response
+from aima.units.errors import ErrorCode, http_status
+from aima.units.http import create_app
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+__all__ = ["gateway_group"]
+
+
+@click.group(name="gateway")
+def gateway_group() -> None:
+    """The OpenAI-compatible gateway."""
+
+
+@gateway_group.command()
+@click.option("--host", default="0.0.0.0", show_default=True, help="Address to listen on.")  # noqa: S104
+@click.option("--port", default=8080, show_default=True, type=int, help="Port to listen on.")
+@click.option("--namespace", help="Namespace to serve (its InferenceServices and API-key Secrets).")
+@click.option(
+    "--no-auth",
+    is_flag=True,
+    help="Serve /v1 without API keys (only behind a proxy that authenticates). Default: keys required.",
+)
+@click.option(
+    "--kubeconfig", type=click.Path(path_type=Path, dir_okay=False), help="Kubeconfig; in-cluster when empty."
+)
+def serve(host: str, port: int, namespace: str | None, no_auth: bool, kubeconfig: Path | None) -> None:
+    """Serve /v1 (models, chat and text completions, embeddings, audio, rerank), /api/v2 (the units),
+    /healthz and /metrics.
+
+    Other settings come from AIMA_GATEWAY_* variables (see aima.settings.Settings), e.g.
+    AIMA_GATEWAY_PREFIX_AFFINITY=true or AIMA_GATEWAY_SCALE_WAIT_SECONDS=300.
+    """
+    settings = Settings.from_env()
+    changes: dict[str, object] = {"gateway_require_api_key": settings.gateway_require_api_key and not no_auth}
+    if namespace:
+        changes["gateway_namespace"] = namespace
+    if kubeconfig:
+        changes["kubeconfig"] = kubeconfig
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    asyncio.run(_serve(settings.model_copy(update=changes), host=host, port=port))
+
+
+async def _serve(settings: Settings, *, host: str, port: int) -> None:
+    kube = await connect(kubeconfig=settings.kubeconfig)
+    try:
+        async with open_gateway(settings, kube=kube) as proxy:
+            context = Context(kube=kube, settings=settings, namespace=settings.gateway_namespace)
+            # The units door keeps /healthz and /metrics; the gateway's metrics join its exposition.
+            app = create_app(registry=registry(), context=context, extra_metrics=proxy.metrics.render)
+            install(app, proxy)
+            app.middlewares.append(_units_guard(proxy.keys))
+            # A client that disconnects cancels its handler, and so the request to the engine.
+            runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
+            await runner.setup()
+            # What start-up allocated lives as long as the process: keep the collector off it, so a
+            # full collection does not walk it in the middle of requests (fewer latency spikes).
+            gc.freeze()
+            try:
+                await web.TCPSite(runner, host, port, backlog=1024).start()
+                click.echo(f"Serving the gateway on http://{host}:{port} (/v1, /api/v2)", err=True)
+                await asyncio.Event().wait()
+            finally:
+                await runner.cleanup()
+    finally:
+        await kube.close()
+
+
+def _units_guard(keys: KeyStore | None) -> Middleware:
+    """The units door takes the gateway's keys: /api/ needs a key whenever /v1 does."""
+
+    @web.middleware
+    async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if (
+            keys is not None
+            and request.path.startswith("/api/")
+            and not keys.accepts(presented_token(request.headers))
+        ):
+            error = ErrorInfo(
+                code=ErrorCode.UNAUTHORIZED,
+                message="A valid API key is required: Authorization: Bearer <key>",
+            )
+            reply = Response(success=False, error=error, meta=Meta(request_id="unauthorized", duration_ms=0))
+            return web.json_response(reply.dump(), status=http_status(ErrorCode.UNAUTHORIZED))
+        return await handler(request)
+
+    return guard

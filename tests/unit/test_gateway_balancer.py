@@ -1,0 +1,81 @@
+"""Replica choice: least outstanding requests, prefix affinity with bounded load, cool-off."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+
+from aima.gateway.balancer import Balancer, least_outstanding, prefix_affinity
+
+pytestmark = pytest.mark.unit
+
+REPLICAS = ["http://10.0.0.1:8000", "http://10.0.0.2:8000", "http://10.0.0.3:8000"]
+
+
+def test_least_outstanding_takes_the_idlest_replica() -> None:
+    loads = {REPLICAS[0]: 3, REPLICAS[1]: 1, REPLICAS[2]: 2}
+    assert least_outstanding(REPLICAS, loads, turn=7) == REPLICAS[1]
+
+
+def test_ties_rotate_so_sequential_requests_spread() -> None:
+    picks = {least_outstanding(REPLICAS, {}, turn=turn) for turn in range(3)}
+    assert picks == set(REPLICAS)
+
+
+def test_balancer_counts_requests_in_flight() -> None:
+    balancer = Balancer()
+    busy = balancer.pick(REPLICAS)
+    assert busy is not None
+    balancer.acquire(busy)
+    others = {balancer.pick(REPLICAS) for _ in range(10)}
+    assert busy not in others
+    balancer.release(busy)
+    assert balancer.outstanding(busy) == 0
+
+
+def test_excluded_replicas_are_not_picked_and_none_when_all_are() -> None:
+    balancer = Balancer()
+    assert balancer.pick(REPLICAS, exclude=REPLICAS[:2]) == REPLICAS[2]
+    assert balancer.pick(REPLICAS, exclude=REPLICAS) is None
+
+
+def test_a_refused_replica_cools_off_unless_it_is_the_only_one() -> None:
+    now = [100.0]
+    balancer = Balancer(cool_off=5.0, clock=lambda: now[0])
+    balancer.failed(REPLICAS[0])
+    assert REPLICAS[0] not in {balancer.pick(REPLICAS) for _ in range(10)}
+    assert balancer.pick(REPLICAS[:1]) == REPLICAS[0]
+    now[0] += 6
+    assert REPLICAS[0] in {balancer.pick(REPLICAS) for _ in range(10)}
+
+
+def test_the_same_prefix_goes_to_the_same_replica() -> None:
+    picks = {
+        prefix_affinity(REPLICAS, {}, key=b"You are a helpful assistant.\nhello", load_factor=1.25)
+        for _ in range(5)
+    }
+    assert len(picks) == 1
+
+
+def test_prefixes_spread_over_the_replicas() -> None:
+    spread = Counter(
+        prefix_affinity(REPLICAS, {}, key=f"user {i}".encode(), load_factor=1.25) for i in range(300)
+    )
+    assert set(spread) == set(REPLICAS)
+    assert min(spread.values()) > 50
+
+
+def test_an_overloaded_affine_replica_hands_over_to_the_next() -> None:
+    key = b"a long shared system prompt"
+    preferred = prefix_affinity(REPLICAS, {}, key=key, load_factor=1.25)
+    loads = {preferred: 4}  # total with this request 5, bound ceil(1.25 * 5/3) + 1 = 4
+    assert prefix_affinity(REPLICAS, loads, key=key, load_factor=1.25) != preferred
+    assert prefix_affinity(REPLICAS, {preferred: 1}, key=key, load_factor=1.25) == preferred
+
+
+def test_affinity_through_the_balancer() -> None:
+    balancer = Balancer(load_factor=1.25)
+    key = b"conversation"
+    first = balancer.pick(REPLICAS, affinity=key)
+    assert all(balancer.pick(REPLICAS, affinity=key) == first for _ in range(5))
