@@ -2,9 +2,11 @@
 
 The examples form one story in one namespace, in this order: commands that add things (create, pull,
 import, scale, start), then queries, then destructive commands (stop), then deletes; by unit name
-within each step, so `model.create` makes the Model that `service.create` serves. The namespace
-holds beforehand only what no unit can make: a PersistentVolumeClaim `models` (for model.import).
-inference.* units talk to a fake OpenAI-compatible engine standing in for the gateway.
+within each step, so `model.create` makes the Model that `service.create` serves. The world holds
+beforehand only what no unit makes: a PersistentVolumeClaim `models` (for model.import), an
+AlertRule `gpu-hot` (rules come from Git, not from units), and a device agent on gpu-node-0 reading
+the fake NVML with power limits allowed (for device.set_power_limit). inference.* units talk to a
+fake OpenAI-compatible engine standing in for the gateway.
 
 Each example is its own test, named `<unit>[<n>]`, and a failure says which example and why. Its
 output must also validate against the unit's published output schema (what MCP clients check).
@@ -15,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,12 +25,16 @@ from typing import Any
 import jsonschema
 import pytest
 
+from aima.device.agent import DeviceAgent
+from aima.device.nvml import NvmlSource
 from aima.kube import connect
 from aima.settings import Settings
 from aima.testenv import ControlPlane
 from aima.testenv.operator import OperatorThread
 from aima.units import Context, Example, Request, Unit, execute, registry
 from fakes.engines import EngineOptions, FakeEngine
+from fakes.nvml import CONFIG_ENV, FakeGpu, write_config
+from waiting import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -50,9 +57,17 @@ EXAMPLES: list[tuple[Unit[Any, Any], int, Example]] = [
 ]
 
 
+AGENT_NODE = "gpu-node-0"
+
+
 @pytest.fixture(scope="module")
-def world(control_plane: ControlPlane, operator: OperatorThread) -> Iterator[str]:
-    """The namespace the story runs in, with the claim model.import reads."""
+def world(
+    control_plane: ControlPlane,
+    operator: OperatorThread,
+    fake_nvml_library: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[str]:
+    """The namespace the story runs in, with what no unit makes."""
     name = f"examples-{secrets.token_hex(3)}"
     control_plane.kubectl("create", "namespace", name)
     control_plane.apply(
@@ -62,11 +77,66 @@ def world(control_plane: ControlPlane, operator: OperatorThread) -> Iterator[str
                 "kind": "PersistentVolumeClaim",
                 "metadata": {"name": "models", "namespace": name},
                 "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}},
-            }
+            },
+            {
+                "apiVersion": "aima.dev/v1alpha1",
+                "kind": "AlertRule",
+                "metadata": {"name": "gpu-hot", "namespace": name},
+                "spec": {"condition": {"gpu": {"metric": "TemperatureCelsius", "above": 85}}, "for": "0s"},
+            },
         ]
     )
-    yield name
+    nvml = write_config(
+        tmp_path_factory.mktemp("nvml") / "nvml.conf", [FakeGpu(uuid="GPU-x", temperature=91)]
+    )
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(CONFIG_ENV, str(nvml))
+        with device_agent(control_plane, node=AGENT_NODE):
+            eventually(lambda: rule_state(control_plane, name) == "Firing", what="gpu-hot to fire")
+            yield name
+    control_plane.kubectl("delete", "nodedevices", AGENT_NODE, "--ignore-not-found")
     control_plane.kubectl("delete", "namespace", name, "--wait=false")
+
+
+def rule_state(plane: ControlPlane, namespace: str) -> str:
+    jsonpath = "jsonpath={.status.state}"
+    return plane.kubectl("get", "alertrule", "gpu-hot", "-n", namespace, "-o", jsonpath, check=False).stdout
+
+
+@contextlib.contextmanager
+def device_agent(plane: ControlPlane, *, node: str) -> Iterator[None]:
+    """The real agent sampling every 0.2 s in a thread of its own, as its DaemonSet pod would."""
+    settings = Settings(
+        kubeconfig=plane.kubeconfig,
+        device_node_name=node,
+        device_sample_seconds=0.2,
+        device_publish_min_seconds=0,
+        device_metrics_port=0,
+        device_power_limits_allowed=True,
+    )
+    loop = asyncio.new_event_loop()
+    stop = asyncio.Event()
+
+    async def main() -> None:
+        kube = await connect(kubeconfig=plane.kubeconfig)
+        source = NvmlSource()
+        try:
+            await DeviceAgent(source=source, kube=kube, settings=settings).run(stop)
+        finally:
+            source.close()
+            await kube.close()
+
+    thread = threading.Thread(
+        target=loop.run_until_complete, args=(main(),), name="device-agent", daemon=True
+    )
+    thread.start()
+    try:
+        yield
+    finally:
+        loop.call_soon_threadsafe(stop.set)
+        thread.join(timeout=30)
+        assert not thread.is_alive(), "the device agent did not stop"
+        loop.close()
 
 
 def test_every_unit_has_an_example() -> None:

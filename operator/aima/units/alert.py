@@ -118,7 +118,7 @@ async def list_rules(context: Context, request: AlertListInput) -> AlertRuleList
 @query(
     "alert.get",
     description="One AlertRule in full: spec, active alerts and the latest history.",
-    examples=[Example(description="A rule", input={"name": "gpu-hot", "namespace": "default"})],
+    examples=[Example(description="A rule", input={"name": "gpu-hot"})],
 )
 async def get(context: Context, request: RuleRef) -> AlertRule:
     return await _rule(context, request)
