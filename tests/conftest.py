@@ -12,8 +12,8 @@ import pytest
 
 from aima.settings import Settings
 from aima.testenv import ControlPlane, ensure_binaries
+from aima.testenv.engines import EngineOptions, EngineStats, FakeEngine, failing_models
 from aima.testenv.operator import OperatorThread
-from fakes.engines import EngineOptions, EngineStats, FakeEngine, failing_models
 from fakes.serving import running_in_thread
 from waiting import eventually
 

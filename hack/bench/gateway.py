@@ -99,7 +99,7 @@ def _content_length(head: bytes) -> int:
 
 async def run_upstream(port_fast: int, port_stream: int, *, tokens: int, token_delay: float) -> None:
     sys.path.insert(0, str(ROOT / "tests"))
-    from fakes.engines import EngineOptions, FakeEngine
+    from aima.testenv.engines import EngineOptions, FakeEngine
 
     loop = asyncio.get_running_loop()
     server = await loop.create_server(_CannedServer, "127.0.0.1", port_fast, backlog=1024)

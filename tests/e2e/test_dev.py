@@ -1,10 +1,11 @@
-"""`make dev`'s main job: a control plane, the operator and a sample service that becomes Ready,
-all stopped cleanly by SIGTERM."""
+"""`make dev`'s main job: a control plane, the operator, a sample service that becomes Ready and the
+gateway that answers for it, all stopped cleanly by SIGTERM."""
 
 from __future__ import annotations
 
 import json
 import queue
+import re
 import signal
 import subprocess
 import sys
@@ -12,6 +13,7 @@ import threading
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from aima.testenv import ensure_binaries
@@ -38,11 +40,31 @@ def read_until(process: subprocess.Popen[str], marker: str, *, timeout: float) -
     pytest.fail(f"`aima dev up` never printed {marker!r}; it printed:\n{''.join(seen)}")
 
 
+def chat_through_the_gateway(printed: str) -> None:
+    """Follow the printed instructions: the gateway answers the sample's model with the printed key."""
+    found = re.search(r"export OPENAI_BASE_URL=(\S+) OPENAI_API_KEY=(\S+)", printed)
+    assert found, printed
+    base_url, key = found.groups()
+    chat = {"model": "tiny-chat", "messages": [{"role": "user", "content": "Hello"}]}
+    refused = httpx.post(f"{base_url}/chat/completions", json=chat, timeout=30)
+    assert refused.status_code == 401
+    assert refused.json()["error"]["code"] == "missing_api_key"
+    answered = httpx.post(
+        f"{base_url}/chat/completions", json=chat, headers={"Authorization": f"Bearer {key}"}, timeout=30
+    )
+    assert answered.status_code == 200, answered.text
+    assert answered.json()["choices"][0]["message"]["content"].startswith("tok0")
+    models = httpx.get(f"{base_url}/models", headers={"Authorization": f"Bearer {key}"}, timeout=30)
+    assert [m["id"] for m in models.json()["data"]] == ["tiny-chat"]
+
+
 def test_dev_up_starts_everything_and_the_sample_becomes_ready(tmp_path: Path) -> None:
     kubeconfig = tmp_path / "kubeconfig"
     aima = Path(sys.executable).parent / "aima"
     process = subprocess.Popen(
-        [str(aima), "dev", "up", "--kubeconfig-out", str(kubeconfig)], stderr=subprocess.PIPE, text=True
+        [str(aima), "dev", "up", "--kubeconfig-out", str(kubeconfig), "--gateway-port", "0"],
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         printed = read_until(process, "Press Ctrl-C", timeout=_START_SECONDS)
@@ -68,6 +90,7 @@ def test_dev_up_starts_everything_and_the_sample_becomes_ready(tmp_path: Path) -
         status = json.loads(found.stdout)["status"]
         assert status["readyReplicas"] == 1
         assert status["engine"] == "vllm"
+        chat_through_the_gateway(printed)
     finally:
         process.send_signal(signal.SIGTERM)
         exit_code = process.wait(timeout=60)

@@ -2,11 +2,9 @@
 
 Everything the gateway knows comes from the real API server: InferenceServices the operator
 reconciles, pods kwok runs to Ready, EndpointSlices the kube-controller-manager builds, API keys
-in Secrets. One hop cannot be real here: kwok's pod IPs (10.244.0.0/16) are not on this machine,
-and the API server refuses loopback addresses in EndpointSlices. So :class:`LocalReplicas` plays
-the network: for every ready endpoint the gateway's watch sees, it starts a fake engine on
-127.0.0.1 and hands the gateway that address in place of the pod's (wrapping the watch-fed
-routing table, through the same `Routes` seam the benchmark uses).
+in Secrets. One hop cannot be real here: kwok's pod IPs are not on this machine, so
+:class:`aima.testenv.gateway.LocalReplicas` plays the network, answering every ready endpoint the
+gateway's watch sees with a fake engine on 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -21,7 +19,7 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,13 +28,13 @@ import pytest
 from aiohttp import web
 
 from aima.gateway import Proxy, create_app, open_gateway
-from aima.gateway.routes import Backend
 from aima.gateway.watching import ClusterRoutes
 from aima.kube import KubeClient, connect
 from aima.settings import Settings
 from aima.testenv import ControlPlane
+from aima.testenv.engines import EngineOptions, wav_bytes
+from aima.testenv.gateway import LocalReplicas
 from aima.testenv.operator import OperatorThread
-from fakes.engines import EngineOptions, FakeEngine, wav_bytes
 from waiting import eventually
 
 pytestmark = pytest.mark.integration
@@ -179,56 +177,6 @@ def _collect_garbage() -> Iterator[None]:
 
 
 # -- the network side ----------------------------------------------------------------------------
-
-
-@dataclass
-class LocalReplicas:
-    """Routes whose pod addresses are replaced by fake engines on 127.0.0.1, started as pods become ready."""
-
-    inner: ClusterRoutes
-    options: EngineOptions = field(default_factory=EngineOptions)
-    dead: int = 0
-    """How many of the first replicas refuse connections (their address is a closed port)."""
-    engines: dict[str, FakeEngine] = field(default_factory=dict)
-    _urls: dict[str, str] = field(default_factory=dict)
-    _changed: asyncio.Event = field(default_factory=asyncio.Event)
-
-    @property
-    def started(self) -> int:
-        """Replicas given a local address (dead ones included)."""
-        return len(self._urls)
-
-    def lookup(self, model: str) -> Backend | None:
-        backend = self.inner.lookup(model)
-        return None if backend is None else self._local(backend)
-
-    def backends(self) -> list[Backend]:
-        return [self._local(b) for b in self.inner.backends()]
-
-    async def wait_changed(self) -> None:
-        await self._changed.wait()
-
-    def _local(self, backend: Backend) -> Backend:
-        return replace(backend, endpoints=tuple(self._urls[e] for e in backend.endpoints if e in self._urls))
-
-    async def run(self, stack: contextlib.AsyncExitStack) -> None:
-        """Start an engine for every new ready endpoint, for as long as the test runs."""
-        while True:
-            for backend in self.inner.backends():
-                for endpoint in backend.endpoints:
-                    if endpoint not in self._urls:
-                        self._urls[endpoint] = await self._start(endpoint, stack)
-            changed, self._changed = self._changed, asyncio.Event()
-            changed.set()
-            await self.inner.wait_changed()
-
-    async def _start(self, endpoint: str, stack: contextlib.AsyncExitStack) -> str:
-        if self.dead > 0:
-            self.dead -= 1
-            return "http://127.0.0.1:9"  # discard: nothing listens there
-        options = replace(self.options, name=endpoint, fail_statuses=[])
-        engine = self.engines[endpoint] = FakeEngine(options)
-        return await stack.enter_async_context(engine.serve())
 
 
 @dataclass

@@ -24,9 +24,9 @@ from aima.cli.main import cli
 from aima.kube import connect
 from aima.settings import Settings
 from aima.testenv import ControlPlane
+from aima.testenv.engines import FakeEngine, wav_bytes
 from aima.testenv.operator import OperatorThread
 from aima.units import Context, Request, execute, registry
-from fakes.engines import FakeEngine, wav_bytes
 from waiting import eventually
 
 pytestmark = pytest.mark.integration

@@ -30,9 +30,9 @@ from aima.device.nvml import NvmlSource
 from aima.kube import connect
 from aima.settings import Settings
 from aima.testenv import ControlPlane
+from aima.testenv.engines import EngineOptions, FakeEngine
 from aima.testenv.operator import OperatorThread
 from aima.units import Context, Example, Request, Unit, execute, registry
-from fakes.engines import EngineOptions, FakeEngine
 from fakes.nvml import CONFIG_ENV, FakeGpu, write_config
 from waiting import eventually
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import os
+import secrets
 import shutil
 import signal
 import threading
@@ -34,11 +36,16 @@ def dev() -> None:
     show_default=True,
     help="Where to copy the cluster's kubeconfig.",
 )
-def up(kubeconfig_out: Path) -> None:
+@click.option(
+    "--gateway-port", default=8080, show_default=True, type=int, help="Port of the gateway on 127.0.0.1."
+)
+def up(kubeconfig_out: Path, gateway_port: int) -> None:
     """Start the local control plane (etcd, kube-apiserver, controller-manager, scheduler, kwok
-    with two 8-GPU nodes and one CPU node) and keep it running until Ctrl-C."""
+    with two 8-GPU nodes and one CPU node), the operator, a sample service and the gateway, and keep
+    them running until Ctrl-C."""
     from aima.testenv import ControlPlane, ensure_binaries  # dev-only dependencies
     from aima.testenv.binaries import REPO_ROOT
+    from aima.testenv.gateway import LocalGateway
     from aima.testenv.loader_jobs import LocalLoaderJobs
     from aima.testenv.operator import OperatorThread
 
@@ -66,8 +73,16 @@ def up(kubeconfig_out: Path) -> None:
                 )
             else:
                 console.print(f"[bold red]The sample tiny-chat is not Ready:[/] {_why_not_ready(plane)}")
-            _print_next_steps(console, kubeconfig=kubeconfig_out.resolve(), kubectl=binaries.path("kubectl"))
-            stop.wait()
+            api_key = _create_api_key(plane)
+            with LocalGateway(settings, port=gateway_port) as gateway:
+                _print_next_steps(
+                    console,
+                    kubeconfig=kubeconfig_out.resolve(),
+                    kubectl=binaries.path("kubectl"),
+                    gateway=gateway.url,
+                    api_key=api_key,
+                )
+                stop.wait()
     except KeyboardInterrupt:
         pass
     finally:
@@ -103,6 +118,19 @@ def _apply_sample(plane: ControlPlane, *, sample: Path, volumes: Path) -> bool:
     return waited.returncode == 0
 
 
+def _create_api_key(plane: ControlPlane) -> str:
+    """A fresh gateway key for this dev cluster, in a Secret as a cluster admin would make one."""
+    key = f"sk-dev-{secrets.token_hex(16)}"
+    secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "dev-api-key", "namespace": "default", "labels": {"aima.dev/api-key": "true"}},
+        "data": {"key": base64.b64encode(key.encode()).decode()},
+    }
+    plane.apply([secret])
+    return key
+
+
 def _why_not_ready(plane: ControlPlane) -> str:
     jsonpath = '{.status.conditions[?(@.type=="Ready")].message}'
     found = plane.kubectl(
@@ -111,16 +139,22 @@ def _why_not_ready(plane: ControlPlane) -> str:
     return found.stdout or found.stderr
 
 
-def _print_next_steps(console: Console, *, kubeconfig: Path, kubectl: Path) -> None:
+def _print_next_steps(
+    console: Console, *, kubeconfig: Path, kubectl: Path, gateway: str, api_key: str
+) -> None:
+    chat = '{"model": "tiny-chat", "messages": [{"role": "user", "content": "Hello"}]}'
     console.print(
-        f"[bold green]Local cluster is up[/] with the AIMA CRDs, the engine catalog and the operator.\n"
+        f"[bold green]Local cluster is up[/] with the AIMA CRDs, the engine catalog, the operator and "
+        f"the gateway on {gateway} (its replicas are local fake engines: kwok runs no containers).\n"
         f"In another shell:\n"
         f"  export KUBECONFIG={kubeconfig}\n"
         f"  export PATH={kubectl.parent}:$PATH\n"
+        f"  export OPENAI_BASE_URL={gateway}/v1 OPENAI_API_KEY={api_key}\n"
         f"  kubectl get nodes -L nvidia.com/gpu.product\n"
-        f"  kubectl get engines\n"
         f"  kubectl get aima\n"
         f"  kubectl describe isvc tiny-chat\n"
+        f'  curl -s $OPENAI_BASE_URL/chat/completions -H "Authorization: Bearer $OPENAI_API_KEY" '
+        f"-H 'Content-Type: application/json' -d '{chat}'\n"
         f"Press Ctrl-C here to stop it.",
         soft_wrap=True,  # commands must stay on one line to be copied
     )

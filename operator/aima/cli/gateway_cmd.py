@@ -5,23 +5,15 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import click
 from aiohttp import web
-from aiohttp.typedefs import Middleware
 
-from aima.gateway import KeyStore, install, open_gateway
-from aima.gateway.keys import presented_token
+from aima.gateway import open_gateway
+from aima.gateway.server import gateway_server_app
 from aima.kube import connect
 from aima.settings import Settings
-from aima.units import Context, registry
-from aima.units.envelope import ErrorInfo, Meta, Response
-from aima.units.errors import ErrorCode, http_status
-from aima.units.http import create_app
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 __all__ = ["gateway_group"]
 
@@ -64,11 +56,7 @@ async def _serve(settings: Settings, *, host: str, port: int) -> None:
     kube = await connect(kubeconfig=settings.kubeconfig)
     try:
         async with open_gateway(settings, kube=kube) as proxy:
-            context = Context(kube=kube, settings=settings, namespace=settings.gateway_namespace)
-            # The units door keeps /healthz and /metrics; the gateway's metrics join its exposition.
-            app = create_app(registry=registry(), context=context, extra_metrics=proxy.metrics.render)
-            install(app, proxy)
-            app.middlewares.append(_units_guard(proxy.keys))
+            app = gateway_server_app(settings, kube=kube, proxy=proxy)
             # A client that disconnects cancels its handler, and so the request to the engine.
             runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
             await runner.setup()
@@ -83,24 +71,3 @@ async def _serve(settings: Settings, *, host: str, port: int) -> None:
                 await runner.cleanup()
     finally:
         await kube.close()
-
-
-def _units_guard(keys: KeyStore | None) -> Middleware:
-    """The units door takes the gateway's keys: /api/ needs a key whenever /v1 does."""
-
-    @web.middleware
-    async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if (
-            keys is not None
-            and request.path.startswith("/api/")
-            and not keys.accepts(presented_token(request.headers))
-        ):
-            error = ErrorInfo(
-                code=ErrorCode.UNAUTHORIZED,
-                message="A valid API key is required: Authorization: Bearer <key>",
-            )
-            reply = Response(success=False, error=error, meta=Meta(request_id="unauthorized", duration_ms=0))
-            return web.json_response(reply.dump(), status=http_status(ErrorCode.UNAUTHORIZED))
-        return await handler(request)
-
-    return guard

@@ -1,5 +1,6 @@
 """Small real HTTP servers speaking the inference engines' OpenAI-compatible APIs (vLLM, SGLang,
-llama.cpp, faster-whisper/speaches, a TTS engine, an embeddings/rerank engine), for tests and benchmarks.
+llama.cpp, faster-whisper/speaches, a TTS engine, an embeddings/rerank engine), for tests,
+benchmarks and the replicas `aima dev` answers with.
 
 One :class:`FakeEngine` answers every endpoint; what differs between engines here (which paths a
 real one serves) does not matter to callers that only need the wire format. Use it as::

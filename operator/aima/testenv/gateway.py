@@ -1,0 +1,151 @@
+"""The gateway on the local control plane, with every ready replica answered by a local fake engine.
+
+kwok's pod IPs (10.244.0.0/16) are not on this machine, and the API server refuses loopback
+addresses in EndpointSlices, so one hop cannot be real here: :class:`LocalReplicas` plays the
+network. For every ready endpoint the gateway's watch sees, it starts a fake engine on 127.0.0.1 and
+hands the gateway that address in place of the pod's, through the same ``Routes`` seam the
+benchmark uses. Everything else (InferenceServices, EndpointSlices, API-key Secrets) comes from the
+real API server, as in a cluster.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from dataclasses import dataclass, field, replace
+from types import TracebackType
+
+from aiohttp import web
+
+from aima.gateway import open_gateway
+from aima.gateway.routes import Backend, Routes
+from aima.gateway.server import gateway_server_app
+from aima.gateway.watching import ClusterRoutes
+from aima.kube import connect
+from aima.settings import Settings
+from aima.testenv.engines import EngineOptions, FakeEngine
+
+__all__ = ["LocalGateway", "LocalReplicas"]
+
+_START_TIMEOUT_SECONDS = 60.0
+_DEAD_ADDRESS = "http://127.0.0.1:9"  # discard: nothing listens there
+
+
+@dataclass
+class LocalReplicas:
+    """Routes whose pod addresses are replaced by fake engines on 127.0.0.1, started as pods become ready."""
+
+    inner: Routes
+    options: EngineOptions = field(default_factory=EngineOptions)
+    dead: int = 0
+    """How many of the first replicas refuse connections (their address is a closed port)."""
+    engines: dict[str, FakeEngine] = field(default_factory=dict)
+    _urls: dict[str, str] = field(default_factory=dict)
+    _changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def started(self) -> int:
+        """Replicas given a local address (dead ones included)."""
+        return len(self._urls)
+
+    def lookup(self, model: str) -> Backend | None:
+        backend = self.inner.lookup(model)
+        return None if backend is None else self._local(backend)
+
+    def backends(self) -> list[Backend]:
+        return [self._local(b) for b in self.inner.backends()]
+
+    async def wait_changed(self) -> None:
+        await self._changed.wait()
+
+    def _local(self, backend: Backend) -> Backend:
+        return replace(backend, endpoints=tuple(self._urls[e] for e in backend.endpoints if e in self._urls))
+
+    async def run(self, stack: contextlib.AsyncExitStack) -> None:
+        """Start an engine for every new ready endpoint; ``stack`` stops them."""
+        while True:
+            for backend in self.inner.backends():
+                for endpoint in backend.endpoints:
+                    if endpoint not in self._urls:
+                        self._urls[endpoint] = await self._start(endpoint, stack)
+            changed, self._changed = self._changed, asyncio.Event()
+            changed.set()
+            await self.inner.wait_changed()
+
+    async def _start(self, endpoint: str, stack: contextlib.AsyncExitStack) -> str:
+        if self.dead > 0:
+            self.dead -= 1
+            return _DEAD_ADDRESS
+        options = replace(self.options, name=endpoint, fail_statuses=[])
+        engine = self.engines[endpoint] = FakeEngine(options)
+        return await stack.enter_async_context(engine.serve())
+
+
+class LocalGateway:
+    """`aima gateway serve` (the /v1 routes, the units door, keys from Secrets) in a daemon thread of
+    this process, its replicas local fake engines; a context manager that stops it on exit."""
+
+    def __init__(self, settings: Settings, *, host: str = "127.0.0.1", port: int = 8080) -> None:
+        self.settings = settings
+        self.host, self.port = host, port
+        self._loop = asyncio.new_event_loop()
+        self._stop: asyncio.Event | None = None
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._main, name="aima-gateway", daemon=True)
+
+    @property
+    def url(self) -> str:
+        """Where it listens, once started."""
+        return f"http://{self.host}:{self.port}"
+
+    def __enter__(self) -> LocalGateway:
+        self._thread.start()
+        if not self._ready.wait(_START_TIMEOUT_SECONDS) or self._error:
+            self.stop()
+            raise RuntimeError(f"the gateway did not start on {self.url}: {self._error!r}")
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        """Stop the gateway and wait for its thread."""
+        if self._stop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(timeout=30)
+
+    def _main(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        try:
+            self._loop.run_until_complete(self._run())
+        except BaseException as error:  # reported to the starting thread
+            self._error = error
+            self._ready.set()
+        finally:
+            self._loop.close()
+
+    async def _run(self) -> None:
+        self._stop = asyncio.Event()
+        async with contextlib.AsyncExitStack() as stack:
+            kube = await connect(kubeconfig=self.settings.kubeconfig)
+            stack.push_async_callback(kube.close)
+            routes = ClusterRoutes(kube, namespace=self.settings.gateway_namespace)
+            await routes.start()
+            stack.push_async_callback(routes.stop)
+            replicas = LocalReplicas(routes, options=EngineOptions(token_delay=0.02))
+            watcher = asyncio.create_task(replicas.run(stack))
+            stack.callback(watcher.cancel)
+            proxy = await stack.enter_async_context(open_gateway(self.settings, kube=kube, routes=replicas))
+            app = gateway_server_app(self.settings, kube=kube, proxy=proxy)
+            runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
+            await runner.setup()
+            stack.push_async_callback(runner.cleanup)
+            site = web.TCPSite(runner, self.host, self.port)
+            await site.start()
+            self.port = runner.addresses[0][1]
+            self._ready.set()
+            await self._stop.wait()
