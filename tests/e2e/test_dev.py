@@ -68,7 +68,7 @@ def test_dev_up_starts_everything_and_the_sample_becomes_ready(tmp_path: Path) -
     )
     try:
         printed = read_until(process, "Press Ctrl-C", timeout=_START_SECONDS)
-        assert "tiny-chat is Ready" in printed
+        assert "tiny-chat is Ready" in printed, printed
         assert f"export KUBECONFIG={kubeconfig}" in printed
         kubectl = ensure_binaries().path("kubectl")
         found = subprocess.run(

@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import threading
 from dataclasses import dataclass, field, replace
-from types import TracebackType
 
 from aiohttp import web
 
@@ -25,10 +23,10 @@ from aima.gateway.watching import ClusterRoutes
 from aima.kube import connect
 from aima.settings import Settings
 from aima.testenv.engines import EngineOptions, FakeEngine
+from aima.testenv.threads import LoopThread
 
 __all__ = ["LocalGateway", "LocalReplicas"]
 
-_START_TIMEOUT_SECONDS = 60.0
 _DEAD_ADDRESS = "http://127.0.0.1:9"  # discard: nothing listens there
 
 
@@ -82,54 +80,21 @@ class LocalReplicas:
         return await stack.enter_async_context(engine.serve())
 
 
-class LocalGateway:
+class LocalGateway(LoopThread):
     """`aima gateway serve` (the /v1 routes, the units door, keys from Secrets) in a daemon thread of
     this process, its replicas local fake engines; a context manager that stops it on exit."""
 
     def __init__(self, settings: Settings, *, host: str = "127.0.0.1", port: int = 8080) -> None:
+        super().__init__(name="aima-gateway")
         self.settings = settings
         self.host, self.port = host, port
-        self._loop = asyncio.new_event_loop()
-        self._stop: asyncio.Event | None = None
-        self._ready = threading.Event()
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._main, name="aima-gateway", daemon=True)
 
     @property
     def url(self) -> str:
-        """Where it listens, once started."""
+        """Where it listens (the port is the real one once started, also when 0 was asked for)."""
         return f"http://{self.host}:{self.port}"
 
-    def __enter__(self) -> LocalGateway:
-        self._thread.start()
-        if not self._ready.wait(_START_TIMEOUT_SECONDS) or self._error:
-            self.stop()
-            raise RuntimeError(f"the gateway did not start on {self.url}: {self._error!r}")
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
-
-    def stop(self) -> None:
-        """Stop the gateway and wait for its thread."""
-        if self._stop is not None and not self._loop.is_closed():
-            self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(timeout=30)
-
-    def _main(self) -> None:
-        asyncio.set_event_loop(self._loop)
-        try:
-            self._loop.run_until_complete(self._run())
-        except BaseException as error:  # reported to the starting thread
-            self._error = error
-            self._ready.set()
-        finally:
-            self._loop.close()
-
-    async def _run(self) -> None:
-        self._stop = asyncio.Event()
+    async def serve(self, stop: asyncio.Event) -> None:
         async with contextlib.AsyncExitStack() as stack:
             kube = await connect(kubeconfig=self.settings.kubeconfig)
             stack.push_async_callback(kube.close)
@@ -144,8 +109,7 @@ class LocalGateway:
             runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
             await runner.setup()
             stack.push_async_callback(runner.cleanup)
-            site = web.TCPSite(runner, self.host, self.port)
-            await site.start()
+            await web.TCPSite(runner, self.host, self.port).start()
             self.port = runner.addresses[0][1]
-            self._ready.set()
-            await self._stop.wait()
+            self.mark_ready()
+            await stop.wait()

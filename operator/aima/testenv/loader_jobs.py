@@ -16,6 +16,7 @@ from typing import Any
 from aima.testenv.cluster import ControlPlane
 
 _POLL_SECONDS = 1.0
+_RETRY_SECONDS = 2.0
 
 
 class LocalLoaderJobs:
@@ -63,12 +64,16 @@ class LocalLoaderJobs:
             namespace=meta["namespace"], name=pod["serviceAccountName"]
         )
         aima = Path(sys.executable).parent / "aima"
-        with (self._plane.workdir / "logs" / f"loader-{meta['name']}.log").open("ab") as log:
-            subprocess.run(
-                [str(aima), *args],
-                env=os.environ | {"KUBECONFIG": str(kubeconfig)},
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                timeout=3600,
-                check=False,
-            )
+        # A failed pod is retried up to the Job's backoffLimit, as the Job controller would.
+        for _ in range(1 + int(job["spec"].get("backoffLimit", 6))):
+            with (self._plane.workdir / "logs" / f"loader-{meta['name']}.log").open("ab") as log:
+                exited = subprocess.run(
+                    [str(aima), *args],
+                    env=os.environ | {"KUBECONFIG": str(kubeconfig)},
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    timeout=3600,
+                    check=False,
+                )
+            if exited.returncode == 0 or self._stop.wait(_RETRY_SECONDS):
+                return
