@@ -14,6 +14,10 @@ against the upstream directly and through the gateway in the same run and printe
   --tokens tokens --token-delay apart);
 - the gateway's resident memory: idle, and peak (VmHWM) after all phases.
 
+Each measure is also taken through the design not taken, measured in the same run: the same aiohttp
+server forwarding with plain httpx (`httpx.AsyncClient`, pooled, no key check), which is what a
+gateway on httpx alone would do; it shows why the proxy path is on aiohttp's client.
+
 The non-streaming upstream is a minimal asyncio HTTP/1.1 server with a canned chat completion and
 the load generator a minimal keep-alive client, so that on a small machine neither, rather than
 the gateway, sets the pace; the streaming upstream is the tests' FakeEngine (aiohttp).
@@ -98,7 +102,6 @@ def _content_length(head: bytes) -> int:
 
 
 async def run_upstream(port_fast: int, port_stream: int, *, tokens: int, token_delay: float) -> None:
-    sys.path.insert(0, str(ROOT / "tests"))
     from aima.testenv.engines import EngineOptions, FakeEngine
 
     loop = asyncio.get_running_loop()
@@ -128,6 +131,44 @@ async def run_gateway(port: int, fast: str, stream: str) -> None:
         runner = web.AppRunner(create_app(proxy), access_log=None, handler_cancellation=True)
         await runner.setup()
         gc.freeze()  # as `aima gateway serve` does
+        await web.TCPSite(runner, "127.0.0.1", port, backlog=1024).start()
+        print("ready", flush=True)
+        await asyncio.Event().wait()
+
+
+async def run_httpx_proxy(port: int, fast: str, stream: str) -> None:
+    """The alternative: an aiohttp server whose upstream calls go through plain httpx."""
+    import httpx
+    from aiohttp import web
+
+    upstreams = {"fast": fast, "stream": stream}
+    limits = httpx.Limits(max_connections=1024, max_keepalive_connections=1024)
+    async with httpx.AsyncClient(limits=limits, timeout=60.0) as client:
+
+        async def forward(request: web.Request) -> web.StreamResponse:
+            body = await request.read()
+            payload = json.loads(body)
+            url = upstreams[payload["model"]] + request.path
+            headers = {"Content-Type": "application/json"}
+            if not payload.get("stream"):
+                reply = await client.post(url, content=body, headers=headers)
+                return web.Response(
+                    body=reply.content, status=reply.status_code, content_type="application/json"
+                )
+            async with client.stream("POST", url, content=body, headers=headers) as upstream:
+                response = web.StreamResponse(status=upstream.status_code)
+                response.content_type = "text/event-stream"
+                await response.prepare(request)
+                async for chunk in upstream.aiter_raw():
+                    await response.write(chunk)
+                await response.write_eof()
+                return response
+
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", forward)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        gc.freeze()
         await web.TCPSite(runner, "127.0.0.1", port, backlog=1024).start()
         print("ready", flush=True)
         await asyncio.Event().wait()
@@ -310,19 +351,20 @@ def _memory_kib(pid: int, field: str) -> int:
 def orchestrate(options: argparse.Namespace) -> None:
     pin = options.pin and (os.cpu_count() or 1) >= 2
     others, gateway_cpu = (0, 1) if pin else (None, None)
-    fast, stream, gateway_port = _free_port(), _free_port(), _free_port()
+    fast, stream, gateway_port, httpx_port = _free_port(), _free_port(), _free_port(), _free_port()
     upstream = _spawn(
         "--role", "upstream", "--port", str(fast), "--stream-port", str(stream),
         "--tokens", str(options.tokens), "--token-delay", str(options.token_delay), cpu=others,
     )  # fmt: skip
-    gateway = None
+    gateway = httpx_proxy = None
+    upstream_urls = ("--fast", f"http://127.0.0.1:{fast}", "--stream", f"http://127.0.0.1:{stream}")
     try:
-        gateway = _spawn(
-            "--role", "gateway", "--port", str(gateway_port),
-            "--fast", f"http://127.0.0.1:{fast}", "--stream", f"http://127.0.0.1:{stream}", cpu=gateway_cpu,
-        )  # fmt: skip
+        gateway = _spawn("--role", "gateway", "--port", str(gateway_port), *upstream_urls, cpu=gateway_cpu)
+        httpx_proxy = _spawn(
+            "--role", "httpx-proxy", "--port", str(httpx_port), *upstream_urls, cpu=gateway_cpu
+        )
         idle_kib = _memory_kib(gateway.pid, "VmRSS")
-        rows: list[tuple[str, str, str, str, str]] = []
+        rows: list[tuple[str, ...]] = []
         for label, phase, keys in (
             (f"latency @ {options.rate:g} req/s", "rate", ("p50_ms", "p99_ms")),
             (f"throughput, {options.connections} in flight", "throughput", ("rps", "p99_ms")),
@@ -331,41 +373,41 @@ def orchestrate(options: argparse.Namespace) -> None:
             direct_port = stream if phase == "ttft" else fast
             direct = _load(phase, direct_port, options, others)
             through = _load(phase, gateway_port, options, others)
-            for key in keys:
-                rows.append(_row(f"{label}: {key}", direct[key], through[key], key))
-            if phase == "ttft":
-                rows.append(
-                    _row(f"{label}: chunks per stream", direct["chunks"], through["chunks"], "chunks")
-                )
+            naive = _load(phase, httpx_port, options, others)
+            for key in [*keys, "chunks"] if phase == "ttft" else keys:
+                rows.append(_row(f"{label}: {key}", direct[key], through[key], naive[key], key))
         peak_kib = _memory_kib(gateway.pid, "VmHWM")
     finally:
-        for process in (gateway, upstream):
+        for process in (gateway, httpx_proxy, upstream):
             if process is not None:
                 process.terminate()
                 process.wait(timeout=10)
     print(f"gateway pinned to CPU {gateway_cpu}, load and upstream to CPU {others}" if pin else "not pinned")
-    header = ("measure", "direct", "gateway", "added", "ratio gw/direct")
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(5)]
+    header = ("measure", "direct", "gateway", "added", "ratio gw/direct", "httpx proxy", "added")
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     for row in [header, *rows]:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
     print(f"gateway memory: idle {idle_kib / 1024:.1f} MiB, peak {peak_kib / 1024:.1f} MiB (VmHWM)")
 
 
-def _row(name: str, direct: float, through: float, key: str) -> tuple[str, str, str, str, str]:
+def _row(name: str, direct: float, through: float, naive: float, key: str) -> tuple[str, ...]:
     unit = " ms" if key.endswith("_ms") else ""
-    added = through - direct
     return (
         name,
         f"{direct:.2f}{unit}",
         f"{through:.2f}{unit}",
-        f"{added:+.2f}{unit}",
+        f"{through - direct:+.2f}{unit}",
         f"{through / direct:.2f}",
+        f"{naive:.2f}{unit}",
+        f"{naive - direct:+.2f}{unit}",
     )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--role", choices=["main", "upstream", "gateway", "load"], default="main")
+    parser.add_argument(
+        "--role", choices=["main", "upstream", "gateway", "httpx-proxy", "load"], default="main"
+    )
     parser.add_argument("--rate", type=float, default=200.0, help="Requests/s of the fixed-rate phase.")
     parser.add_argument(
         "--seconds", type=float, default=10.0, help="Length of the rate and throughput phases."
@@ -400,6 +442,8 @@ def main() -> None:
         )
     elif options.role == "gateway":
         asyncio.run(run_gateway(options.port, options.fast, options.stream))
+    elif options.role == "httpx-proxy":
+        asyncio.run(run_httpx_proxy(options.port, options.fast, options.stream))
     else:
         print(json.dumps(asyncio.run(_phase(options))))
 
