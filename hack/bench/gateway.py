@@ -14,9 +14,11 @@ against the upstream directly and through the gateway in the same run and printe
   --tokens tokens --token-delay apart);
 - the gateway's resident memory: idle, and peak (VmHWM) after all phases.
 
-Each measure is also taken through the design not taken, measured in the same run: the same aiohttp
-server forwarding with plain httpx (`httpx.AsyncClient`, pooled, no key check), which is what a
-gateway on httpx alone would do; it shows why the proxy path is on aiohttp's client.
+Each measure is also taken through two bare proxies in the same run, as baselines: the least a
+proxy on an aiohttp server can do (read `model`, forward, pass the reply back; no keys, metrics or
+balancing), calling upstream once with aiohttp's client and once with plain httpx
+(`httpx.AsyncClient`, pooled). The first is the floor the gateway's features cost against
+(performance.md: >= 0.3x its requests/s); the second is the design not taken.
 
 The non-streaming upstream is a minimal asyncio HTTP/1.1 server with a canned chat completion and
 the load generator a minimal keep-alive client, so that on a small machine neither, rather than
@@ -43,7 +45,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -61,10 +63,13 @@ CANNED = json.dumps(
         "usage": {"prompt_tokens": 8, "completion_tokens": 16, "total_tokens": 24},
     }
 ).encode()
+JSON = {"Content-Type": "application/json"}
 REQUEST_BODY = json.dumps(
     {"model": "fast", "messages": [{"role": "user", "content": "Say something short."}], "max_tokens": 16}
 ).encode()
 
+
+BARE_CLIENTS = ("aiohttp", "httpx")
 
 # -- roles (each its own process) ----------------------------------------------------------------
 
@@ -136,36 +141,68 @@ async def run_gateway(port: int, fast: str, stream: str) -> None:
         await asyncio.Event().wait()
 
 
-async def run_httpx_proxy(port: int, fast: str, stream: str) -> None:
-    """The alternative: an aiohttp server whose upstream calls go through plain httpx."""
-    import httpx
-    from aiohttp import web
+Upstream = tuple[int, str, AsyncIterator[bytes]]
+"""Status, content type and body chunks of an upstream reply."""
+Post = Callable[[str, bytes], contextlib.AbstractAsyncContextManager[Upstream]]
 
-    upstreams = {"fast": fast, "stream": stream}
+
+@contextlib.asynccontextmanager
+async def _aiohttp_post() -> AsyncIterator[Post]:
+    import aiohttp
+
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1024)) as session:
+
+        @contextlib.asynccontextmanager
+        async def post(url: str, body: bytes) -> AsyncIterator[Upstream]:
+            async with session.post(url, data=body, headers=JSON) as reply:
+                yield reply.status, reply.content_type, reply.content.iter_any()
+
+        yield post
+
+
+@contextlib.asynccontextmanager
+async def _httpx_post() -> AsyncIterator[Post]:
+    import httpx
+
     limits = httpx.Limits(max_connections=1024, max_keepalive_connections=1024)
     async with httpx.AsyncClient(limits=limits, timeout=60.0) as client:
 
-        async def forward(request: web.Request) -> web.StreamResponse:
+        @contextlib.asynccontextmanager
+        async def post(url: str, body: bytes) -> AsyncIterator[Upstream]:
+            async with client.stream("POST", url, content=body, headers=JSON) as reply:
+                content_type = reply.headers.get("content-type", "").split(";")[0]
+                yield reply.status_code, content_type, reply.aiter_raw()
+
+        yield post
+
+
+async def run_bare_proxy(port: int, fast: str, stream: str, *, client: str) -> None:
+    """A baseline: the least a proxy can do on an aiohttp server (read `model`, forward, pass the
+    reply back; no keys, metrics or balancing), calling upstream with aiohttp's or httpx's client."""
+    from aiohttp import web
+
+    upstreams = {"fast": fast, "stream": stream}
+    async with _aiohttp_post() if client == "aiohttp" else _httpx_post() as post:
+
+        async def handle(request: web.Request) -> web.StreamResponse:
             body = await request.read()
-            payload = json.loads(body)
-            url = upstreams[payload["model"]] + request.path
-            headers = {"Content-Type": "application/json"}
-            if not payload.get("stream"):
-                reply = await client.post(url, content=body, headers=headers)
-                return web.Response(
-                    body=reply.content, status=reply.status_code, content_type="application/json"
-                )
-            async with client.stream("POST", url, content=body, headers=headers) as upstream:
-                response = web.StreamResponse(status=upstream.status_code)
-                response.content_type = "text/event-stream"
+            async with post(upstreams[json.loads(body)["model"]] + request.path, body) as (
+                status,
+                kind,
+                chunks,
+            ):
+                if kind != "text/event-stream":
+                    data = b"".join([chunk async for chunk in chunks])
+                    return web.Response(body=data, status=status, content_type=kind)
+                response = web.StreamResponse(status=status, headers={"Content-Type": kind})
                 await response.prepare(request)
-                async for chunk in upstream.aiter_raw():
+                async for chunk in chunks:
                     await response.write(chunk)
                 await response.write_eof()
                 return response
 
         app = web.Application()
-        app.router.add_post("/v1/chat/completions", forward)
+        app.router.add_post("/v1/chat/completions", handle)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         gc.freeze()
@@ -351,18 +388,20 @@ def _memory_kib(pid: int, field: str) -> int:
 def orchestrate(options: argparse.Namespace) -> None:
     pin = options.pin and (os.cpu_count() or 1) >= 2
     others, gateway_cpu = (0, 1) if pin else (None, None)
-    fast, stream, gateway_port, httpx_port = _free_port(), _free_port(), _free_port(), _free_port()
+    fast, stream, gateway_port = _free_port(), _free_port(), _free_port()
+    bare_ports = {client: _free_port() for client in BARE_CLIENTS}
     upstream = _spawn(
         "--role", "upstream", "--port", str(fast), "--stream-port", str(stream),
         "--tokens", str(options.tokens), "--token-delay", str(options.token_delay), cpu=others,
     )  # fmt: skip
-    gateway = httpx_proxy = None
+    gateway = None
+    bare: list[subprocess.Popen[str]] = []
     upstream_urls = ("--fast", f"http://127.0.0.1:{fast}", "--stream", f"http://127.0.0.1:{stream}")
     try:
         gateway = _spawn("--role", "gateway", "--port", str(gateway_port), *upstream_urls, cpu=gateway_cpu)
-        httpx_proxy = _spawn(
-            "--role", "httpx-proxy", "--port", str(httpx_port), *upstream_urls, cpu=gateway_cpu
-        )
+        for client, port in bare_ports.items():
+            role = ("--role", "bare-proxy", "--client", client, "--port", str(port))
+            bare.append(_spawn(*role, *upstream_urls, cpu=gateway_cpu))
         idle_kib = _memory_kib(gateway.pid, "VmRSS")
         rows: list[tuple[str, ...]] = []
         for label, phase, keys in (
@@ -373,24 +412,32 @@ def orchestrate(options: argparse.Namespace) -> None:
             direct_port = stream if phase == "ttft" else fast
             direct = _load(phase, direct_port, options, others)
             through = _load(phase, gateway_port, options, others)
-            naive = _load(phase, httpx_port, options, others)
+            baselines = [_load(phase, port, options, others) for port in bare_ports.values()]
             for key in [*keys, "chunks"] if phase == "ttft" else keys:
-                rows.append(_row(f"{label}: {key}", direct[key], through[key], naive[key], key))
+                figures = [direct[key], through[key], *(b[key] for b in baselines)]
+                rows.append(_row(f"{label}: {key}", *figures, key=key))
         peak_kib = _memory_kib(gateway.pid, "VmHWM")
     finally:
-        for process in (gateway, httpx_proxy, upstream):
+        for process in (gateway, *bare, upstream):
             if process is not None:
                 process.terminate()
                 process.wait(timeout=10)
     print(f"gateway pinned to CPU {gateway_cpu}, load and upstream to CPU {others}" if pin else "not pinned")
-    header = ("measure", "direct", "gateway", "added", "ratio gw/direct", "httpx proxy", "added")
+    header = (
+        "measure",
+        "direct",
+        "gateway",
+        "added",
+        "gw/direct",
+        *(f"bare {c} proxy" for c in BARE_CLIENTS),
+    )
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     for row in [header, *rows]:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
     print(f"gateway memory: idle {idle_kib / 1024:.1f} MiB, peak {peak_kib / 1024:.1f} MiB (VmHWM)")
 
 
-def _row(name: str, direct: float, through: float, naive: float, key: str) -> tuple[str, ...]:
+def _row(name: str, direct: float, through: float, *bare: float, key: str) -> tuple[str, ...]:
     unit = " ms" if key.endswith("_ms") else ""
     return (
         name,
@@ -398,16 +445,16 @@ def _row(name: str, direct: float, through: float, naive: float, key: str) -> tu
         f"{through:.2f}{unit}",
         f"{through - direct:+.2f}{unit}",
         f"{through / direct:.2f}",
-        f"{naive:.2f}{unit}",
-        f"{naive - direct:+.2f}{unit}",
+        *(f"{figure:.2f}{unit}" for figure in bare),
     )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "--role", choices=["main", "upstream", "gateway", "httpx-proxy", "load"], default="main"
+        "--role", choices=["main", "upstream", "gateway", "bare-proxy", "load"], default="main"
     )
+    parser.add_argument("--client", choices=BARE_CLIENTS, help=argparse.SUPPRESS)
     parser.add_argument("--rate", type=float, default=200.0, help="Requests/s of the fixed-rate phase.")
     parser.add_argument(
         "--seconds", type=float, default=10.0, help="Length of the rate and throughput phases."
@@ -442,8 +489,8 @@ def main() -> None:
         )
     elif options.role == "gateway":
         asyncio.run(run_gateway(options.port, options.fast, options.stream))
-    elif options.role == "httpx-proxy":
-        asyncio.run(run_httpx_proxy(options.port, options.fast, options.stream))
+    elif options.role == "bare-proxy":
+        asyncio.run(run_bare_proxy(options.port, options.fast, options.stream, client=options.client))
     else:
         print(json.dumps(asyncio.run(_phase(options))))
 

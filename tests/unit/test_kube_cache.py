@@ -1,5 +1,5 @@
 """The watch-fed cache (pure asyncio, a fake API server): it follows list + watch, tells subscribers
-about changes, indexes by a label, and is not woken by the controller's own writes."""
+about changes, indexes by a label, and tells of the controller's own writes to everyone but it."""
 
 from __future__ import annotations
 
@@ -85,26 +85,32 @@ def test_the_cache_follows_the_watch_and_tells_subscribers() -> None:
     asyncio.run(scenario())
 
 
-def test_a_write_of_our_own_does_not_wake_anyone_and_older_versions_never_win() -> None:
+def test_a_write_of_our_own_wakes_the_others_but_not_the_writer_and_older_versions_never_win() -> None:
     async def scenario() -> None:
         kube = FakeKube([pod("a", 5)])
         cache = WatchedList(kube, resources.PODS)  # type: ignore[arg-type]
-        told: list[str] = []
-        cache.subscribe(lambda obj: told.append(obj["metadata"]["resourceVersion"]))
+        writer: list[str] = []
+        other: list[str] = []
+        cache.subscribe(lambda obj: writer.append(obj["metadata"]["resourceVersion"]), own_writes=False)
+        cache.subscribe(lambda obj: other.append(obj["metadata"]["resourceVersion"]))
         await cache.start()
 
         cache.observe(pod("a", 20))  # what our write returned
         kube.events.put_nowait({"type": "MODIFIED", "object": pod("a", 15)})  # older, in flight
         kube.events.put_nowait({"type": "MODIFIED", "object": pod("a", 20)})  # our write, echoed
         await settle()
-        assert told == ["5"]
+        assert writer == ["5"]
+        # Another controller hears of it once: the echo that follows is known, so it is skipped.
+        assert other == ["5", "20"]
         assert cache.get("team", "a")["metadata"]["resourceVersion"] == "20"  # type: ignore[index]
 
         kube.events.put_nowait({"type": "MODIFIED", "object": pod("a", 21)})  # someone else's change
         await settle()
-        assert told == ["5", "21"]
+        assert writer == ["5", "21"]
+        assert other == ["5", "20", "21"]
         cache.observe(pod("a", 19))
         assert cache.get("team", "a")["metadata"]["resourceVersion"] == "21"  # type: ignore[index]
+        assert other == ["5", "20", "21"]
         await cache.stop()
 
     asyncio.run(scenario())

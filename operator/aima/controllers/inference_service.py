@@ -140,6 +140,7 @@ def watch(cluster: ClusterView, *, reconciler: Reconciler, plans: Plans) -> None
                 reconciler.enqueue_object(service)
 
     for children in (cluster.deployments, cluster.services, cluster.pods):
-        children.subscribe(owner)
+        # Its own Deployment and Service writes need no further pass.
+        children.subscribe(owner, own_writes=False)
     cluster.models.subscribe(users)
     cluster.inference_services.subscribe(gone)

@@ -121,4 +121,4 @@ def watch(cluster: ClusterView, *, reconciler: Reconciler) -> None:
         if name := job["metadata"].get("labels", {}).get(Keys.MODEL):
             reconciler.enqueue(namespace=job["metadata"].get("namespace"), name=name)
 
-    cluster.loader_jobs.subscribe(owner)
+    cluster.loader_jobs.subscribe(owner, own_writes=False)  # its own Job writes need no further pass

@@ -119,7 +119,7 @@ class Reconciler:
 
     def __post_init__(self) -> None:
         if self.cache is not None:
-            self.cache.subscribe(self.enqueue_object)
+            self.cache.subscribe(self.enqueue_object, own_writes=False)
 
     def enqueue(self, *, namespace: str | None, name: str) -> None:
         """Queue a pass over the object (once, however often it is asked for before it runs)."""

@@ -48,7 +48,7 @@ class WatchedList:
         self._index_label = index_label
         self._objects: dict[Key, Body] = {}
         self._index: dict[Key, set[Key]] = {}
-        self._handlers: list[Handler] = []
+        self._handlers: list[tuple[Handler, bool]] = []
         self._tasks: list[asyncio.Task[None]] = []
         self.changes = 0
         """How many changes the cache took so far: equal counts mean equal contents."""
@@ -58,9 +58,14 @@ class WatchedList:
         """The resource watched."""
         return self._resource
 
-    def subscribe(self, handler: Handler) -> None:
-        """Call ``handler`` for every object that changes from now on, the initial list included."""
-        self._handlers.append(handler)
+    def subscribe(self, handler: Handler, *, own_writes: bool = True) -> None:
+        """Call ``handler`` for every object that changes from now on, the initial list included.
+
+        With ``own_writes`` false it is not called for versions the cache took from :meth:`observe`:
+        for the controller that wrote them, which needs no pass over what it just wrote. Everyone
+        else must hear of them, since the watch event that follows is skipped as known.
+        """
+        self._handlers.append((handler, own_writes))
 
     async def start(self) -> None:
         """Begin watching and wait for the first full list of every namespace."""
@@ -98,12 +103,14 @@ class WatchedList:
         """Take an object a write of ours returned, unless the cache holds a newer one.
 
         The watch delivers the same version a moment later; knowing it already, the cache then
-        skips it, so a controller is not woken by its own writes and never plans from a state
-        older than what it just wrote.
+        skips it, so the writing controller (subscribed without ``own_writes``) is not woken by its
+        own writes and never plans from a state older than what it just wrote; the other
+        subscribers are told now.
         """
         current = self._objects.get(_key(obj))
         if current is None or _newer(obj, than=current):
             self._put(obj)
+            self._notify(obj, own_write=True)
 
     async def _run(self, namespace: str | None, *, synced: asyncio.Event) -> None:
         while True:
@@ -186,9 +193,10 @@ class WatchedList:
         if value := old["metadata"].get("labels", {}).get(self._index_label):
             self._index.get((key[0], value), set()).discard(key)
 
-    def _notify(self, obj: Body) -> None:
-        for handler in self._handlers:
-            handler(obj)
+    def _notify(self, obj: Body, *, own_write: bool = False) -> None:
+        for handler, own_writes in self._handlers:
+            if own_writes or not own_write:
+                handler(obj)
 
 
 def _key(obj: Body) -> Key:
