@@ -128,7 +128,7 @@ async def run_gateway(port: int, fast: str, stream: str) -> None:
         view = ServiceView(
             name=name, namespace="bench", served_name=None, replicas=1, suspended=False, scale_from_zero=False
         )
-        return Backend(service=view, endpoints=(url,))
+        return Backend(service=view, endpoints=(url,), model=name)
 
     routes = StaticRoutes({"fast": backend("fast", fast), "stream": backend("stream", stream)})
     keys = KeyStore([(KEY, ApiKey(name="bench"))])

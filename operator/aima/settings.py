@@ -12,6 +12,8 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from aima import __version__
 
 _ENV_PREFIX = "AIMA_"
+_LIST_FIELDS = frozenset({"namespaces", "gateway_route_namespaces"})
+"""Fields read from a comma-separated variable."""
 
 
 class Settings(BaseModel):
@@ -84,7 +86,11 @@ class Settings(BaseModel):
 
     # -- the OpenAI gateway (`aima gateway serve`, aima.gateway) ------------------------------------
     gateway_namespace: str = "default"
-    """Namespace whose InferenceServices the gateway routes to and whose Secrets hold its API keys."""
+    """The gateway's home namespace: its InferenceServices are models by their plain names, and its
+    Secrets hold the API keys."""
+    gateway_route_namespaces: tuple[str, ...] = ()
+    """Other namespaces whose InferenceServices the gateway routes to, as `<namespace>/<name>`
+    (AIMA_GATEWAY_ROUTE_NAMESPACES=team-a,team-b); `*` routes every namespace."""
     gateway_require_api_key: bool = True
     """Require an API key (a Secret labelled aima.dev/api-key=true) on /v1; with none, every request is
     refused. Set false only where another proxy authenticates first."""
@@ -123,6 +129,13 @@ class Settings(BaseModel):
     pipeline_max_run_seconds: float = Field(default=3600.0, gt=0)
     """Longest a run without its own timeoutSeconds may take."""
 
+    @property
+    def gateway_routed_namespaces(self) -> tuple[str | None, ...]:
+        """The namespaces the gateway watches besides its home; None stands for every namespace."""
+        if "*" in self.gateway_route_namespaces:
+            return (None,)
+        return self.gateway_route_namespaces
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         """Read `AIMA_<FIELD>` variables, e.g. AIMA_NAMESPACES=a,b or AIMA_RESYNC_SECONDS=60."""
@@ -132,7 +145,7 @@ class Settings(BaseModel):
             raw = env.get(_ENV_PREFIX + name.upper())
             if raw is None:
                 continue
-            values[name] = tuple(p for p in raw.split(",") if p) if name == "namespaces" else raw
+            values[name] = tuple(p for p in raw.split(",") if p) if name in _LIST_FIELDS else raw
         if "kubeconfig" not in values and env.get("KUBECONFIG"):
             values["kubeconfig"] = env["KUBECONFIG"].split(os.pathsep)[0]
         return cls.model_validate(values)

@@ -189,16 +189,19 @@ class Running:
 
 @contextlib.asynccontextmanager
 async def gateway(
-    plane: ControlPlane, namespace: str, *, dead: int = 0, **options: Any
+    plane: ControlPlane, namespace: str, *, dead: int = 0, route: tuple[str, ...] = (), **options: Any
 ) -> AsyncIterator[Running]:
     """The gateway as `aima gateway serve` runs it (keys from Secrets), its replicas local."""
     settings = Settings(
-        gateway_namespace=namespace, gateway_scale_wait_seconds=60, gateway_retry_after_seconds=5
+        gateway_namespace=namespace,
+        gateway_route_namespaces=route,
+        gateway_scale_wait_seconds=60,
+        gateway_retry_after_seconds=5,
     )
     async with contextlib.AsyncExitStack() as stack:
         kube: KubeClient = await connect(kubeconfig=plane.kubeconfig)
         stack.push_async_callback(kube.close)
-        routes = ClusterRoutes(kube, namespace=namespace)
+        routes = ClusterRoutes(kube, home=namespace, namespaces=settings.gateway_routed_namespaces)
         await routes.start()
         stack.push_async_callback(routes.stop)
         replicas = LocalReplicas(routes, options=EngineOptions(**options), dead=dead)
@@ -261,6 +264,43 @@ def test_routes_by_model_lists_models_and_answers_unknown_models_with_404(
             assert models == ["chat", "loading", "sleepy"]
 
     asyncio.run(scenario())
+
+
+def test_services_of_other_namespaces_are_routed_by_namespace_and_name(
+    cluster: tuple[ControlPlane, str],
+) -> None:
+    plane, home = cluster
+    other = f"{home}-other"
+    plane.kubectl("create", "namespace", other)
+    try:
+        ready_model(plane, other, "tiny")
+        inference_service(plane, other, "chat")  # the same name as the home namespace's service
+        eventually(lambda: ready_endpoints(plane, other, "chat") == 1, what="the other chat", timeout=120)
+
+        async def scenario() -> None:
+            async with gateway(plane, home, route=("*",)) as running:
+                qualified = f"{other}/chat"
+                await until(lambda: bool(running.proxy.routes.lookup(qualified)), what=qualified)
+                async with running.session.get(running.url + "/v1/models", headers=AUTH) as response:
+                    models = {m["id"] for m in (await response.json())["data"]}
+                assert {"chat", "loading", "sleepy", qualified} <= models
+
+                inner = running.replicas.inner
+                for model in ("chat", qualified):
+                    status, headers, reply = await post(
+                        running, "/v1/chat/completions", CHAT | {"model": model}
+                    )
+                    assert status == 200, reply
+                    assert headers["X-Fake-Engine"] in inner.lookup(model).endpoints  # type: ignore[union-attr]
+                chat_only = {"Authorization": f"Bearer {KEY_CHAT_ONLY}"}
+                status, _, reply = await post(
+                    running, "/v1/chat/completions", CHAT | {"model": qualified}, chat_only
+                )
+                assert (status, reply["error"]["code"]) == (403, "model_not_allowed")
+
+        asyncio.run(scenario())
+    finally:
+        plane.kubectl("delete", "namespace", other, "--wait=false")
 
 
 def test_a_stream_passes_through_chunk_by_chunk(cluster: tuple[ControlPlane, str]) -> None:

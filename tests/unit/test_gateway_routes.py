@@ -9,22 +9,23 @@ import pytest
 from aima.gateway import bodies
 from aima.gateway.errors import GatewayError
 from aima.gateway.metrics import GatewayMetrics, usage_tokens
-from aima.gateway.routes import build_table, service_view, slice_view
+from aima.gateway.routes import build_table, distinct, service_view, slice_view
 
 pytestmark = pytest.mark.unit
 
 
-def isvc(name: str, **spec: object) -> dict[str, object]:
-    meta = {"name": name, "namespace": "ns", "creationTimestamp": "2026-01-01T00:00:00Z"}
+def isvc(name: str, namespace: str = "ns", **spec: object) -> dict[str, object]:
+    meta = {"name": name, "namespace": namespace, "creationTimestamp": "2026-01-01T00:00:00Z"}
     return {"metadata": meta, "spec": {"modelRef": {"name": "m"}} | spec}
 
 
 def endpoint_slice(
-    service: str, *addresses: str, ready: bool | None = True, port: int = 8000
+    service: str, *addresses: str, ready: bool | None = True, port: int = 8000, namespace: str = "ns"
 ) -> dict[str, object]:
     conditions = {} if ready is None else {"ready": ready}
+    labels = {"kubernetes.io/service-name": service}
     return {
-        "metadata": {"name": f"{service}-x", "labels": {"kubernetes.io/service-name": service}},
+        "metadata": {"name": f"{service}-x", "namespace": namespace, "labels": labels},
         "addressType": "IPv4",
         "ports": [{"name": "http", "port": port, "protocol": "TCP"}],
         "endpoints": [{"addresses": [a], "conditions": conditions} for a in addresses],
@@ -53,7 +54,7 @@ def test_slices_give_ready_endpoints_only() -> None:
 def test_the_table_routes_names_and_aliases_to_their_replicas() -> None:
     services = [service_view(isvc("chat", servedName="qwen")), service_view(isvc("embed"))]
     slices = [slice_view(endpoint_slice("chat", "10.0.0.1")), slice_view(endpoint_slice("other", "10.0.0.9"))]
-    table = build_table(services, [s for s in slices if s is not None])
+    table = build_table(services, [s for s in slices if s is not None], home="ns")
     assert table["chat"] is table["qwen"]
     assert table["chat"].endpoints == ("http://10.0.0.1:8000",)
     assert table["embed"].endpoints == ()
@@ -61,8 +62,27 @@ def test_the_table_routes_names_and_aliases_to_their_replicas() -> None:
 
 
 def test_a_name_wins_over_another_services_alias() -> None:
-    table = build_table([service_view(isvc("a", servedName="b")), service_view(isvc("b"))], [])
+    table = build_table([service_view(isvc("a", servedName="b")), service_view(isvc("b"))], [], home="ns")
     assert table["b"].service.name == "b"
+
+
+def test_other_namespaces_are_qualified_and_their_slices_stay_theirs() -> None:
+    services = [
+        service_view(isvc("chat")),
+        service_view(isvc("chat", namespace="team")),
+        service_view(isvc("embed", namespace="team", servedName="bge")),
+    ]
+    slices = [
+        slice_view(endpoint_slice("chat", "10.0.0.1")),
+        slice_view(endpoint_slice("chat", "10.0.1.1", namespace="team")),
+    ]
+    table = build_table(services, [s for s in slices if s is not None], home="ns")
+    assert table["chat"].endpoints == ("http://10.0.0.1:8000",)
+    assert table["team/chat"].endpoints == ("http://10.0.1.1:8000",)
+    assert table["team/embed"] is table["team/bge"]
+    assert table["team/embed"].model == "team/bge"
+    assert {"embed", "bge"}.isdisjoint(table)
+    assert len(distinct(table)) == 3
 
 
 def test_the_model_is_read_from_json() -> None:

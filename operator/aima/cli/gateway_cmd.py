@@ -26,7 +26,11 @@ def gateway_group() -> None:
 @gateway_group.command()
 @click.option("--host", default="0.0.0.0", show_default=True, help="Address to listen on.")  # noqa: S104
 @click.option("--port", default=8080, show_default=True, type=int, help="Port to listen on.")
-@click.option("--namespace", help="Namespace to serve (its InferenceServices and API-key Secrets).")
+@click.option("--namespace", help="Home namespace: its InferenceServices by name, its API-key Secrets.")
+@click.option(
+    "--route-namespaces",
+    help="Other namespaces to route to, comma-separated, as <namespace>/<name> models; '*' for all.",
+)
 @click.option(
     "--no-auth",
     is_flag=True,
@@ -35,7 +39,14 @@ def gateway_group() -> None:
 @click.option(
     "--kubeconfig", type=click.Path(path_type=Path, dir_okay=False), help="Kubeconfig; in-cluster when empty."
 )
-def serve(host: str, port: int, namespace: str | None, no_auth: bool, kubeconfig: Path | None) -> None:
+def serve(
+    host: str,
+    port: int,
+    namespace: str | None,
+    route_namespaces: str | None,
+    no_auth: bool,
+    kubeconfig: Path | None,
+) -> None:
     """Serve /v1 (models, chat and text completions, embeddings, audio, rerank), /api/v2 (the units),
     /healthz and /metrics.
 
@@ -46,6 +57,8 @@ def serve(host: str, port: int, namespace: str | None, no_auth: bool, kubeconfig
     changes: dict[str, object] = {"gateway_require_api_key": settings.gateway_require_api_key and not no_auth}
     if namespace:
         changes["gateway_namespace"] = namespace
+    if route_namespaces is not None:
+        changes["gateway_route_namespaces"] = tuple(n for n in route_namespaces.split(",") if n)
     if kubeconfig:
         changes["kubeconfig"] = kubeconfig
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -53,13 +53,16 @@ def upstream_session(settings: Settings) -> aiohttp.ClientSession:
 async def open_gateway(
     settings: Settings, *, kube: KubeClient | None, routes: Routes | None = None, keys: KeyStore | None = None
 ) -> AsyncIterator[Proxy]:
-    """A running proxy: routes from watches of ``settings.gateway_namespace`` unless given, keys from
-    its Secrets when ``gateway_require_api_key`` (unless a store is given), none otherwise."""
+    """A running proxy: routes from watches of ``settings.gateway_namespace`` and the
+    ``gateway_route_namespaces`` unless given, keys from the home namespace's Secrets when
+    ``gateway_require_api_key`` (unless a store is given), none otherwise."""
     async with contextlib.AsyncExitStack() as stack:
         if routes is None:
             if kube is None:
                 raise ValueError("routes from the cluster need a KubeClient")
-            watched = ClusterRoutes(kube, namespace=settings.gateway_namespace)
+            watched = ClusterRoutes(
+                kube, home=settings.gateway_namespace, namespaces=settings.gateway_routed_namespaces
+            )
             await watched.start()
             stack.push_async_callback(watched.stop)
             routes = watched

@@ -3,7 +3,11 @@
 It is built from two watched resources, trimmed to what routing needs as events arrive:
 InferenceServices (the model ids, desired replicas, suspension, scale-from-zero) and the
 EndpointSlices of the Service the controller creates for each of them (ready pod addresses).
-A model id is the InferenceService's name; ``spec.servedName`` is accepted as an alias.
+
+A model id is the InferenceService's name, and ``spec.servedName`` is an alias for it. The gateway
+serves its own namespace (the home namespace) and may route to others too; a service of another
+namespace is ``<namespace>/<name>`` (and ``<namespace>/<servedName>``), so that ids never collide
+and never change meaning as services come and go.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ __all__ = [
     "SliceView",
     "StaticRoutes",
     "build_table",
+    "distinct",
     "service_view",
     "slice_view",
 ]
@@ -50,6 +55,7 @@ class ServiceView:
 class SliceView:
     """Ready endpoints of one EndpointSlice."""
 
+    namespace: str
     service: str
     endpoints: tuple[str, ...]
     """Base URLs such as http://10.244.0.5:8000."""
@@ -61,11 +67,9 @@ class Backend:
 
     service: ServiceView
     endpoints: tuple[str, ...]
-
-    @property
-    def model(self) -> str:
-        """The id clients see in /v1/models."""
-        return self.service.served_name or self.service.name
+    model: str
+    """The id clients see in /v1/models: the alias if there is one, else the name (qualified by the
+    namespace outside the home namespace)."""
 
 
 class Routes(Protocol):
@@ -91,7 +95,7 @@ class StaticRoutes:
         return self._table.get(model)
 
     def backends(self) -> list[Backend]:
-        return list({id(b): b for b in self._table.values()}.values())
+        return distinct(self._table)
 
     async def wait_changed(self) -> None:
         await asyncio.Event().wait()  # never changes
@@ -114,13 +118,15 @@ def service_view(body: Body) -> ServiceView:
 
 def slice_view(body: Body) -> SliceView | None:
     """Trim an EndpointSlice to the base URLs of its ready endpoints; None when it has no Service."""
-    service = body["metadata"].get("labels", {}).get(SERVICE_NAME_LABEL)
+    meta = body["metadata"]
+    service = meta.get("labels", {}).get(SERVICE_NAME_LABEL)
     if not service:
         return None
+    namespace = meta.get("namespace", "")
     ports = body.get("ports") or []
     port = next((p for p in ports if p.get("name") == "http"), ports[0] if ports else None)
     if not port or not port.get("port"):
-        return SliceView(service=service, endpoints=())
+        return SliceView(namespace=namespace, service=service, endpoints=())
     ipv6 = body.get("addressType") == "IPv6"
     urls = tuple(
         f"http://[{address}]:{port['port']}" if ipv6 else f"http://{address}:{port['port']}"
@@ -129,18 +135,33 @@ def slice_view(body: Body) -> SliceView | None:
         if (endpoint.get("conditions") or {}).get("ready", True) is not False
         for address in endpoint.get("addresses", [])[:1]
     )
-    return SliceView(service=service, endpoints=urls)
+    return SliceView(namespace=namespace, service=service, endpoints=urls)
 
 
-def build_table(services: Iterable[ServiceView], slices: Iterable[SliceView]) -> dict[str, Backend]:
-    """Model id (name and alias) to backend; a name always wins over another service's alias."""
-    endpoints: dict[str, list[str]] = {}
+def build_table(
+    services: Iterable[ServiceView], slices: Iterable[SliceView], *, home: str
+) -> dict[str, Backend]:
+    """Model id (name and alias, qualified outside ``home``) to backend; a name always wins over
+    another service's alias."""
+    endpoints: dict[tuple[str, str], list[str]] = {}
     for view in slices:
-        endpoints.setdefault(view.service, []).extend(view.endpoints)
-    backends = [Backend(service=s, endpoints=tuple(sorted(set(endpoints.get(s.name, []))))) for s in services]
-    table = {b.service.served_name: b for b in backends if b.service.served_name}
-    table |= {b.service.name: b for b in backends}
-    return table
+        endpoints.setdefault((view.namespace, view.service), []).extend(view.endpoints)
+    names: dict[str, Backend] = {}
+    aliases: dict[str, Backend] = {}
+    for service in services:
+        prefix = "" if service.namespace == home else f"{service.namespace}/"
+        ready = tuple(sorted(set(endpoints.get((service.namespace, service.name), []))))
+        model = prefix + (service.served_name or service.name)
+        backend = Backend(service=service, endpoints=ready, model=model)
+        names[prefix + service.name] = backend
+        if service.served_name:
+            aliases[model] = backend
+    return aliases | names
+
+
+def distinct(table: Mapping[str, Backend]) -> list[Backend]:
+    """Each backend of ``table`` once (a service with an alias is there twice)."""
+    return list({id(b): b for b in table.values()}.values())
 
 
 def _unix(timestamp: str | None) -> int:

@@ -1,7 +1,7 @@
 """What the gateway knows about the cluster, kept current by list + watch (never a call per request).
 
-:class:`Mirror` keeps one resource of one namespace trimmed to what the gateway needs and calls
-back on every change; :class:`ClusterRoutes` builds the routing table from the InferenceService and
+:class:`Mirror` keeps one resource of one namespace (or of all) trimmed to what the gateway needs
+and calls back on every change; :class:`ClusterRoutes` builds the routing table from the InferenceService and
 EndpointSlice mirrors; :func:`watch_keys` keeps a :class:`KeyStore` equal to the key Secrets.
 A broken watch lists again, so the views hold no state of their own.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Final, Generic, TypeVar
 
 from aima.gateway import routes
@@ -31,14 +31,15 @@ Body = dict[str, Any]
 
 
 class Mirror(Generic[T]):
-    """Objects of one resource in one namespace, trimmed by ``trim`` (None drops an object)."""
+    """Objects of one resource in one namespace (None: all), trimmed by ``trim`` (None drops an
+    object), keyed by namespace and name."""
 
     def __init__(
         self,
         kube: KubeClient,
         resource: Resource,
         *,
-        namespace: str,
+        namespace: str | None,
         trim: Callable[[Body], T | None],
         on_change: Callable[[], None],
         label_selector: str | None = None,
@@ -46,7 +47,7 @@ class Mirror(Generic[T]):
         self._kube, self._resource, self._namespace = kube, resource, namespace
         self._selector = label_selector
         self._trim, self._on_change = trim, on_change
-        self.values: dict[str, T] = {}
+        self.values: dict[tuple[str, str], T] = {}
         self._synced = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -68,7 +69,7 @@ class Mirror(Generic[T]):
                 items, version = await self._kube.list_with_version(
                     self._resource, namespace=self._namespace, label_selector=self._selector
                 )
-                self.values = {o["metadata"]["name"]: v for o in items if (v := self._trim(o)) is not None}
+                self.values = {_key(o): v for o in items if (v := self._trim(o)) is not None}
                 self._on_change()
                 self._synced.set()
                 async for event in self._kube.watch(
@@ -86,48 +87,68 @@ class Mirror(Generic[T]):
         obj, kind = event.get("object", {}), event.get("type")
         if kind == "ERROR":  # e.g. 410 Gone: the resourceVersion is too old
             raise ValueError(obj.get("message", "watch error"))
-        name = obj.get("metadata", {}).get("name")
+        key = _key(obj)
         value = self._trim(obj) if kind in ("ADDED", "MODIFIED") else None
         if value is None:
-            if self.values.pop(name, None) is None:
+            if self.values.pop(key, None) is None:
                 return
         else:
-            self.values[name] = value
+            self.values[key] = value
         self._on_change()
 
 
-class ClusterRoutes:
-    """The routing table of one namespace, rebuilt whenever an InferenceService or EndpointSlice changes."""
+def _key(obj: Body) -> tuple[str, str]:
+    meta = obj.get("metadata", {})
+    return meta.get("namespace", ""), meta.get("name", "")
 
-    def __init__(self, kube: KubeClient, *, namespace: str) -> None:
+
+class ClusterRoutes:
+    """The routing table, rebuilt whenever an InferenceService or EndpointSlice changes.
+
+    It serves ``home`` and routes to ``namespaces`` too (None among them: every namespace); see
+    :mod:`aima.gateway.routes` for the model ids.
+    """
+
+    def __init__(self, kube: KubeClient, *, home: str, namespaces: Sequence[str | None] = ()) -> None:
+        self._home = home
         self._table: dict[str, Backend] = {}
+        self._backends: list[Backend] = []
         self._changed = asyncio.Event()
-        self._services: Mirror[ServiceView] = Mirror(
-            kube, INFERENCE_SERVICES, namespace=namespace, trim=routes.service_view, on_change=self._rebuild
-        )
-        self._slices: Mirror[SliceView] = Mirror(
-            kube, ENDPOINT_SLICES, namespace=namespace, trim=routes.slice_view, on_change=self._rebuild
-        )
+        watched: list[str | None] = [None] if None in namespaces else list(dict.fromkeys([home, *namespaces]))
+        self._services: list[Mirror[ServiceView]] = [
+            Mirror(kube, INFERENCE_SERVICES, namespace=ns, trim=routes.service_view, on_change=self._rebuild)
+            for ns in watched
+        ]
+        self._slices: list[Mirror[SliceView]] = [
+            Mirror(kube, ENDPOINT_SLICES, namespace=ns, trim=routes.slice_view, on_change=self._rebuild)
+            for ns in watched
+        ]
 
     async def start(self) -> None:
         """Watch both resources; return once both were listed."""
-        await asyncio.gather(self._services.start(), self._slices.start())
+        await asyncio.gather(*(m.start() for m in self._mirrors()))
 
     async def stop(self) -> None:
         """Stop watching."""
-        await asyncio.gather(self._services.stop(), self._slices.stop())
+        await asyncio.gather(*(m.stop() for m in self._mirrors()))
 
     def lookup(self, model: str) -> Backend | None:
         return self._table.get(model)
 
     def backends(self) -> list[Backend]:
-        return [b for key, b in self._table.items() if key == b.service.name]
+        return self._backends
+
+    def _mirrors(self) -> list[Mirror[Any]]:
+        return [*self._services, *self._slices]
 
     async def wait_changed(self) -> None:
         await self._changed.wait()
 
     def _rebuild(self) -> None:
-        self._table = routes.build_table(self._services.values.values(), self._slices.values.values())
+        services = [v for mirror in self._services for v in mirror.values.values()]
+        slices = [v for mirror in self._slices for v in mirror.values.values()]
+        self._table = routes.build_table(services, slices, home=self._home)
+        self._backends = routes.distinct(self._table)
         changed, self._changed = self._changed, asyncio.Event()
         changed.set()
 

@@ -98,7 +98,9 @@ class LocalGateway(LoopThread):
         async with contextlib.AsyncExitStack() as stack:
             kube = await connect(kubeconfig=self.settings.kubeconfig)
             stack.push_async_callback(kube.close)
-            routes = ClusterRoutes(kube, namespace=self.settings.gateway_namespace)
+            routes = ClusterRoutes(
+                kube, home=self.settings.gateway_namespace, namespaces=self.settings.gateway_routed_namespaces
+            )
             await routes.start()
             stack.push_async_callback(routes.stop)
             replicas = LocalReplicas(routes, options=EngineOptions(token_delay=0.02))
