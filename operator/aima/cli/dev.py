@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import secrets
 import shutil
@@ -45,7 +46,6 @@ def up(kubeconfig_out: Path, gateway_port: int) -> None:
     them running until Ctrl-C."""
     from aima.testenv import ControlPlane, ensure_binaries  # dev-only dependencies
     from aima.testenv.binaries import REPO_ROOT
-    from aima.testenv.gateway import LocalGateway
     from aima.testenv.loader_jobs import LocalLoaderJobs
     from aima.testenv.operator import OperatorThread
 
@@ -73,16 +73,10 @@ def up(kubeconfig_out: Path, gateway_port: int) -> None:
                 )
             else:
                 console.print(f"[bold red]The sample tiny-chat is not Ready:[/] {_why_not_ready(plane)}")
-            api_key = _create_api_key(plane)
-            with LocalGateway(settings, port=gateway_port) as gateway:
-                _print_next_steps(
-                    console,
-                    kubeconfig=kubeconfig_out.resolve(),
-                    kubectl=binaries.path("kubectl"),
-                    gateway=gateway.url,
-                    api_key=api_key,
-                )
-                stop.wait()
+            kubeconfig, kubectl = kubeconfig_out.resolve(), binaries.path("kubectl")
+            _serve_gateway(
+                console, plane, settings, port=gateway_port, kubeconfig=kubeconfig, kubectl=kubectl, stop=stop
+            )
     except KeyboardInterrupt:
         pass
     finally:
@@ -116,6 +110,31 @@ def _apply_sample(plane: ControlPlane, *, sample: Path, volumes: Path) -> bool:
         check=False,
     )
     return waited.returncode == 0
+
+
+def _serve_gateway(
+    console: Console,
+    plane: ControlPlane,
+    settings: Settings,
+    *,
+    port: int,
+    kubeconfig: Path,
+    kubectl: Path,
+    stop: threading.Event,
+) -> None:
+    """Serve the gateway with a fresh API key, say what to try, and wait for Ctrl-C or SIGTERM."""
+    from aima.testenv.gateway import LocalGateway
+
+    api_key = _create_api_key(plane)
+    with contextlib.ExitStack() as serving:
+        try:
+            gateway = serving.enter_context(LocalGateway(settings, port=port))
+        except RuntimeError as error:
+            raise click.ClickException(f"{error} (another port: --gateway-port)") from None
+        _print_next_steps(
+            console, kubeconfig=kubeconfig, kubectl=kubectl, gateway=gateway.url, api_key=api_key
+        )
+        stop.wait()
 
 
 def _create_api_key(plane: ControlPlane) -> str:
