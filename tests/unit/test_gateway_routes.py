@@ -10,6 +10,7 @@ from aima.gateway import bodies
 from aima.gateway.errors import GatewayError
 from aima.gateway.metrics import GatewayMetrics, usage_tokens
 from aima.gateway.routes import build_table, distinct, service_view, slice_view
+from aima.settings import Settings
 
 pytestmark = pytest.mark.unit
 
@@ -150,3 +151,12 @@ def test_metrics_render_counters_and_histograms() -> None:
         'aima_gateway_request_duration_seconds_bucket{model="chat",route="/v1/completions",le="0.005"} 1'
         in text
     )
+
+
+def test_routed_namespaces_come_from_a_comma_separated_variable() -> None:
+    settings = Settings.from_env({"AIMA_GATEWAY_ROUTE_NAMESPACES": "team-b,team-c"})
+    assert settings.gateway_routed_namespaces == ("team-b", "team-c")
+    assert Settings.from_env({"AIMA_GATEWAY_ROUTE_NAMESPACES": "team-b,*"}).gateway_routed_namespaces == (
+        None,
+    )
+    assert Settings.from_env({}).gateway_routed_namespaces == ()
