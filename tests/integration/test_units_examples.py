@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -32,6 +31,7 @@ from aima.settings import Settings
 from aima.testenv import ControlPlane
 from aima.testenv.engines import EngineOptions, FakeEngine
 from aima.testenv.operator import OperatorThread
+from aima.testenv.threads import LoopThread
 from aima.units import Context, Example, Request, Unit, execute, registry
 from fakes.nvml import CONFIG_ENV, FakeGpu, write_config
 from waiting import eventually
@@ -91,7 +91,7 @@ def world(
     )
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv(CONFIG_ENV, str(nvml))
-        with device_agent(control_plane, node=AGENT_NODE):
+        with DeviceAgentThread(control_plane, node=AGENT_NODE):
             eventually(lambda: rule_state(control_plane, name) == "Firing", what="gpu-hot to fire")
             yield name
     control_plane.kubectl("delete", "nodedevices", AGENT_NODE, "--ignore-not-found")
@@ -103,40 +103,29 @@ def rule_state(plane: ControlPlane, namespace: str) -> str:
     return plane.kubectl("get", "alertrule", "gpu-hot", "-n", namespace, "-o", jsonpath, check=False).stdout
 
 
-@contextlib.contextmanager
-def device_agent(plane: ControlPlane, *, node: str) -> Iterator[None]:
+class DeviceAgentThread(LoopThread):
     """The real agent sampling every 0.2 s in a thread of its own, as its DaemonSet pod would."""
-    settings = Settings(
-        kubeconfig=plane.kubeconfig,
-        device_node_name=node,
-        device_sample_seconds=0.2,
-        device_publish_min_seconds=0,
-        device_metrics_port=0,
-        device_power_limits_allowed=True,
-    )
-    loop = asyncio.new_event_loop()
-    stop = asyncio.Event()
 
-    async def main() -> None:
-        kube = await connect(kubeconfig=plane.kubeconfig)
+    def __init__(self, plane: ControlPlane, *, node: str) -> None:
+        super().__init__(name="device-agent")
+        self.settings = Settings(
+            kubeconfig=plane.kubeconfig,
+            device_node_name=node,
+            device_sample_seconds=0.2,
+            device_publish_min_seconds=0,
+            device_metrics_port=0,
+            device_power_limits_allowed=True,
+        )
+
+    async def serve(self, stop: asyncio.Event) -> None:
+        kube = await connect(kubeconfig=self.settings.kubeconfig)
         source = NvmlSource()
         try:
-            await DeviceAgent(source=source, kube=kube, settings=settings).run(stop)
+            self.mark_ready()
+            await DeviceAgent(source=source, kube=kube, settings=self.settings).run(stop)
         finally:
             source.close()
             await kube.close()
-
-    thread = threading.Thread(
-        target=loop.run_until_complete, args=(main(),), name="device-agent", daemon=True
-    )
-    thread.start()
-    try:
-        yield
-    finally:
-        loop.call_soon_threadsafe(stop.set)
-        thread.join(timeout=30)
-        assert not thread.is_alive(), "the device agent did not stop"
-        loop.close()
 
 
 def test_every_unit_has_an_example() -> None:

@@ -1,8 +1,9 @@
 """What the gateway knows about the cluster, kept current by list + watch (never a call per request).
 
 :class:`Mirror` keeps one resource of one namespace (or of all) trimmed to what the gateway needs
-and calls back on every change; :class:`ClusterRoutes` builds the routing table from the InferenceService and
-EndpointSlice mirrors; :func:`watch_keys` keeps a :class:`KeyStore` equal to the key Secrets.
+and calls back on every change; :class:`ClusterRoutes` builds the routing table from the
+InferenceService and EndpointSlice mirrors; :func:`watch_keys` keeps a :class:`KeyStore` equal to
+the key Secrets.
 A broken watch lists again, so the views hold no state of their own.
 """
 
@@ -138,11 +139,11 @@ class ClusterRoutes:
     def backends(self) -> list[Backend]:
         return self._backends
 
-    def _mirrors(self) -> list[Mirror[Any]]:
-        return [*self._services, *self._slices]
-
     async def wait_changed(self) -> None:
         await self._changed.wait()
+
+    def _mirrors(self) -> list[Mirror[Any]]:
+        return [*self._services, *self._slices]
 
     def _rebuild(self) -> None:
         services = [v for mirror in self._services for v in mirror.values.values()]
