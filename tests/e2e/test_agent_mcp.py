@@ -19,25 +19,11 @@ from mcp import Client, StdioServerParameters
 
 from aima.testenv import ControlPlane
 from aima.testenv.operator import OperatorThread
+from declared import mark_downloaded
 
 pytestmark = pytest.mark.e2e
 
 AIMA = str(Path(sys.executable).with_name("aima"))
-
-
-def mark_downloaded(plane: ControlPlane, namespace: str, name: str, job: str) -> None:
-    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    done = {
-        "status": "True",
-        "reason": "Ready",
-        "message": "Files downloaded and verified",
-        "lastTransitionTime": now,
-    }
-    status = {"loaderJob": job, "conditions": [{"type": "Downloaded", **done}, {"type": "Ready", **done}]}
-    plane.kubectl(
-        "patch", "model", name, "-n", namespace, "--subresource=status", "--type=merge",
-        "-p", json.dumps({"status": status | {"phase": "Ready"}}),
-    )  # fmt: skip
 
 
 async def poll(what: str, check: Any, timeout: float = 60) -> Any:

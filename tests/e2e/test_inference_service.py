@@ -15,6 +15,7 @@ import pytest
 from aima.settings import Settings
 from aima.testenv import ControlPlane
 from aima.testenv.operator import OperatorThread
+from declared import get, make_model
 from waiting import eventually
 
 pytestmark = pytest.mark.e2e
@@ -28,58 +29,6 @@ _OTHER_WRITERS = ("kubectl/", "kube-controller-manager/", "kube-scheduler/", "kw
 def engines(aima_crds: ControlPlane, operator: OperatorThread) -> ControlPlane:
     """The control plane with the operator running; it installed the catalog's Engines at start."""
     return aima_crds
-
-
-def get(plane: ControlPlane, kind: str, name: str, namespace: str) -> dict[str, Any] | None:
-    result = plane.kubectl("get", kind, name, "-n", namespace, "-o", "json", check=False)
-    return json.loads(result.stdout) if result.returncode == 0 else None
-
-
-def make_model(
-    plane: ControlPlane, namespace: str, *, name: str = "tiny", ready: bool, gguf: bool = False
-) -> None:
-    """A Model whose download the test declares done, as the loader would (no loader runs here)."""
-    source = "hf://acme/tiny-gguf@main" if gguf else "hf://acme/tiny-llm@main"
-    spec = {"source": source, "type": "LLM", "cache": {"size": "1Gi"}} | ({"format": "GGUF"} if gguf else {})
-    plane.apply(
-        [
-            {
-                "apiVersion": "aima.dev/v1alpha1",
-                "kind": "Model",
-                "metadata": {"name": name, "namespace": namespace},
-                "spec": spec,
-            }
-        ]
-    )
-    job = eventually(
-        lambda: (get(plane, "model", name, namespace) or {}).get("status", {}).get("loaderJob"),
-        what="the loader Job",
-    )
-    if not ready:
-        return
-    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    done = {
-        "status": "True",
-        "reason": "Ready",
-        "message": "Files downloaded and verified",
-        "lastTransitionTime": now,
-    }
-    status = {
-        "loaderJob": job,
-        "conditions": [{"type": "Downloaded", **done}, {"type": "Ready", **done}],
-        "phase": "Ready",
-    } | ({"format": "GGUF", "weightsFile": "tiny.gguf"} if gguf else {})
-    plane.kubectl(
-        "patch",
-        "model",
-        name,
-        "-n",
-        namespace,
-        "--subresource=status",
-        "--type=merge",
-        "-p",
-        json.dumps({"status": status}),
-    )
 
 
 def service_body(namespace: str, *, name: str = "chat", **spec: Any) -> dict[str, Any]:

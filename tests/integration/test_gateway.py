@@ -35,6 +35,7 @@ from aima.testenv import ControlPlane
 from aima.testenv.engines import EngineOptions, wav_bytes
 from aima.testenv.gateway import LocalReplicas
 from aima.testenv.operator import OperatorThread
+from declared import get, make_model
 from waiting import eventually
 
 pytestmark = pytest.mark.integration
@@ -48,47 +49,8 @@ AUTH = {"Authorization": f"Bearer {KEY}"}
 # -- the cluster side ----------------------------------------------------------------------------
 
 
-def get(plane: ControlPlane, kind: str, name: str, namespace: str) -> dict[str, Any]:
-    result = plane.kubectl("get", kind, name, "-n", namespace, "-o", "json", check=False)
-    return json.loads(result.stdout) if result.returncode == 0 else {}
-
-
-def ready_model(plane: ControlPlane, namespace: str, name: str, *, ready: bool = True) -> None:
-    """A Model whose download the test declares done, as the loader would (or leaves running)."""
-    spec = {"source": f"hf://acme/{name}-llm@main", "type": "LLM", "cache": {"size": "1Gi"}}
-    plane.apply(
-        [
-            {
-                "apiVersion": "aima.dev/v1alpha1",
-                "kind": "Model",
-                "metadata": {"name": name, "namespace": namespace},
-                "spec": spec,
-            }
-        ]
-    )
-    job = eventually(
-        lambda: get(plane, "model", name, namespace).get("status", {}).get("loaderJob"), what="the loader Job"
-    )
-    if not ready:
-        return
-    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    done = {"status": "True", "reason": "Ready", "message": "Files downloaded", "lastTransitionTime": now}
-    status = {
-        "loaderJob": job,
-        "conditions": [{"type": "Downloaded", **done}, {"type": "Ready", **done}],
-        "phase": "Ready",
-    }
-    plane.kubectl(
-        "patch",
-        "model",
-        name,
-        "-n",
-        namespace,
-        "--subresource=status",
-        "--type=merge",
-        "-p",
-        json.dumps({"status": status}),
-    )
+def replicas(plane: ControlPlane, namespace: str, name: str) -> int | None:
+    return (get(plane, "isvc", name, namespace) or {}).get("spec", {}).get("replicas")
 
 
 def inference_service(
@@ -144,8 +106,8 @@ def cluster(aima_crds: ControlPlane, operator: OperatorThread) -> Iterator[tuple
     a `loading` service, a `sleepy` service at zero that may scale from zero, and three API keys."""
     plane, namespace = aima_crds, f"gateway-{int(time.time() * 1000) % 10**8}"
     plane.kubectl("create", "namespace", namespace)
-    ready_model(plane, namespace, "tiny")
-    ready_model(plane, namespace, "big", ready=False)
+    make_model(plane, namespace, ready=True)
+    make_model(plane, namespace, name="big", ready=False)
     inference_service(plane, namespace, "chat", replicas=2)
     inference_service(plane, namespace, "loading", model="big")
     inference_service(
@@ -163,7 +125,7 @@ def cluster(aima_crds: ControlPlane, operator: OperatorThread) -> Iterator[tuple
         )
     except pytest.fail.Exception:
         state = plane.kubectl("get", "isvc,deploy,pods,endpointslices", "-n", namespace, "-o", "wide").stdout
-        conditions = get(plane, "isvc", "chat", namespace).get("status", {}).get("conditions")
+        conditions = (get(plane, "isvc", "chat", namespace) or {}).get("status", {}).get("conditions")
         pytest.fail(f"no two ready chat endpoints:\n{state}\n{conditions}")
     yield plane, namespace
     plane.kubectl("delete", "namespace", namespace, "--wait=false")
@@ -273,7 +235,7 @@ def test_services_of_other_namespaces_are_routed_by_namespace_and_name(
     other = f"{home}-other"
     plane.kubectl("create", "namespace", other)
     try:
-        ready_model(plane, other, "tiny")
+        make_model(plane, other, ready=True)
         inference_service(plane, other, "chat")  # the same name as the home namespace's service
         eventually(lambda: ready_endpoints(plane, other, "chat") == 1, what="the other chat", timeout=120)
 
@@ -448,7 +410,7 @@ def test_a_service_still_loading_answers_503_with_retry_after(cluster: tuple[Con
 
 def test_a_request_scales_a_service_up_from_zero_and_is_answered(cluster: tuple[ControlPlane, str]) -> None:
     plane, namespace = cluster
-    assert get(plane, "isvc", "sleepy", namespace)["spec"]["replicas"] == 0
+    assert replicas(plane, namespace, "sleepy") == 0
 
     async def scenario() -> None:
         async with gateway(*cluster) as running:
@@ -462,7 +424,7 @@ def test_a_request_scales_a_service_up_from_zero_and_is_answered(cluster: tuple[
             assert 'aima_gateway_scale_from_zero_total{model="sleepy"} 1' in running.proxy.metrics.render()
 
     asyncio.run(scenario())
-    assert get(plane, "isvc", "sleepy", namespace)["spec"]["replicas"] == 1
+    assert replicas(plane, namespace, "sleepy") == 1
 
 
 def test_audio_transcription_upload_and_streamed_speech(cluster: tuple[ControlPlane, str]) -> None:

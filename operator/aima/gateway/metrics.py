@@ -6,12 +6,12 @@ the fixed /v1 paths, ``code`` an HTTP status.
 
 from __future__ import annotations
 
-import bisect
 import re
 from collections import Counter
-from collections.abc import Mapping
 
-__all__ = ["GatewayMetrics", "Histogram", "usage_tokens"]
+from aima.exposition import Histogram, counter_lines
+
+__all__ = ["GatewayMetrics", "usage_tokens"]
 
 _BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 _PROMPT = re.compile(rb'"prompt_tokens"\s*:\s*(\d+)')
@@ -32,36 +32,6 @@ def usage_tokens(data: bytes) -> tuple[int, int] | None:
     return int(prompt[-1]) if prompt else 0, int(completion[-1]) if completion else 0
 
 
-class Histogram:
-    """Cumulative-bucket histogram per label tuple."""
-
-    def __init__(self, name: str, help_text: str, labels: tuple[str, ...]) -> None:
-        self._name, self._help, self._labels = name, help_text, labels
-        self._counts: dict[tuple[str, ...], list[int]] = {}
-        self._sums: dict[tuple[str, ...], float] = {}
-
-    def observe(self, labels: tuple[str, ...], seconds: float) -> None:
-        """Record one observation."""
-        counts = self._counts.get(labels)
-        if counts is None:
-            counts = self._counts[labels] = [0] * (len(_BUCKETS) + 1)
-        counts[bisect.bisect_left(_BUCKETS, seconds)] += 1
-        self._sums[labels] = self._sums.get(labels, 0.0) + seconds
-
-    def render(self) -> list[str]:
-        """Exposition lines."""
-        lines = [f"# HELP {self._name} {self._help}", f"# TYPE {self._name} histogram"]
-        for labels, counts in sorted(self._counts.items()):
-            base = ",".join(f'{k}="{v}"' for k, v in zip(self._labels, labels, strict=True))
-            running = 0
-            for bound, count in zip((*_BUCKETS, "+Inf"), counts, strict=True):
-                running += count
-                lines.append(f'{self._name}_bucket{{{base},le="{bound}"}} {running}')
-            lines.append(f"{self._name}_sum{{{base}}} {self._sums[labels]:.6f}")
-            lines.append(f"{self._name}_count{{{base}}} {running}")
-        return lines
-
-
 class GatewayMetrics:
     """Counters, histograms and gauges of the proxy path."""
 
@@ -75,11 +45,13 @@ class GatewayMetrics:
             "aima_gateway_request_duration_seconds",
             "Time from request to the end of the reply.",
             ("model", "route"),
+            buckets=_BUCKETS,
         )
         self.first_byte = Histogram(
             "aima_gateway_time_to_first_byte_seconds",
             "Time from request to the first byte of a streamed reply (the first token).",
             ("model", "route"),
+            buckets=_BUCKETS,
         )
 
     def finish(self, *, model: str, route: str, code: int, seconds: float) -> None:
@@ -94,24 +66,24 @@ class GatewayMetrics:
 
     def render(self) -> str:
         """The exposition text."""
-        lines = _counter(
+        lines = counter_lines(
             "aima_gateway_requests_total",
             "Requests by model, route and status.",
             ("model", "route", "code"),
             self.requests,
         )
-        lines += _counter(
+        lines += counter_lines(
             "aima_gateway_tokens_total", "Tokens the engines reported.", ("model", "kind"), self.tokens
         )
         lines += ["# HELP aima_gateway_in_flight Requests in flight.", "# TYPE aima_gateway_in_flight gauge"]
         lines += [f'aima_gateway_in_flight{{model="{m}"}} {n}' for m, n in sorted(self.in_flight.items())]
-        lines += _counter(
+        lines += counter_lines(
             "aima_gateway_upstream_retries_total",
             "Requests sent to another replica after a connect failure.",
             ("model",),
             {(m,): n for m, n in self.retries.items()},
         )
-        lines += _counter(
+        lines += counter_lines(
             "aima_gateway_scale_from_zero_total",
             "Services the gateway scaled up from zero replicas.",
             ("model",),
@@ -119,13 +91,3 @@ class GatewayMetrics:
         )
         lines += self.duration.render() + self.first_byte.render()
         return "\n".join(lines) + "\n"
-
-
-def _counter(
-    name: str, help_text: str, labels: tuple[str, ...], values: Mapping[tuple[str, ...], int]
-) -> list[str]:
-    lines = [f"# HELP {name} {help_text}", f"# TYPE {name} counter"]
-    for key, value in sorted(values.items()):
-        base = ",".join(f'{k}="{v}"' for k, v in zip(labels, key, strict=True))
-        lines.append(f"{name}{{{base}}} {value}")
-    return lines

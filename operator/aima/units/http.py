@@ -13,6 +13,7 @@ import hmac
 import json
 import secrets
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Final
 
@@ -20,6 +21,7 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 from pydantic import ValidationError
 
+from aima.exposition import Histogram, counter_lines
 from aima.pipelines.http import add_pipeline_routes
 from aima.units import watch
 from aima.units.core import Context, Kind, Registry
@@ -38,40 +40,25 @@ class Metrics:
     """Request counts by unit and code, and latency histograms by unit, in Prometheus text format."""
 
     def __init__(self) -> None:
-        self._counts: dict[tuple[str, str, str], int] = {}
-        self._buckets: dict[str, list[int]] = {}
-        self._sums: dict[str, float] = {}
+        self._counts: Counter[tuple[str, ...]] = Counter()
+        self._duration = Histogram(
+            "aima_unit_request_duration_seconds", "Time to run a unit.", ("unit",), buckets=_BUCKETS
+        )
 
     def observe(self, *, unit: str, kind: str, code: str, seconds: float) -> None:
         """Count one call of `unit` that ended with `code` ("OK" on success)."""
-        key = (unit, kind, code)
-        self._counts[key] = self._counts.get(key, 0) + 1
-        buckets = self._buckets.setdefault(unit, [0] * (len(_BUCKETS) + 1))
-        for i, bound in enumerate((*_BUCKETS, float("inf"))):
-            if seconds <= bound:
-                buckets[i] += 1
-        self._sums[unit] = self._sums.get(unit, 0.0) + seconds
+        self._counts[(unit, kind, code)] += 1
+        self._duration.observe((unit,), seconds)
 
     def render(self) -> str:
         """The exposition text."""
-        lines = [
-            "# HELP aima_unit_requests_total Unit calls by unit, type and result code.",
-            "# TYPE aima_unit_requests_total counter",
-        ]
-        for (unit, kind, code), count in sorted(self._counts.items()):
-            lines.append(f'aima_unit_requests_total{{unit="{unit}",type="{kind}",code="{code}"}} {count}')
-        lines += [
-            "# HELP aima_unit_request_duration_seconds Time to run a unit.",
-            "# TYPE aima_unit_request_duration_seconds histogram",
-        ]
-        for unit, buckets in sorted(self._buckets.items()):
-            for bound, count in zip((*_BUCKETS, "+Inf"), buckets, strict=True):
-                lines.append(
-                    f'aima_unit_request_duration_seconds_bucket{{unit="{unit}",le="{bound}"}} {count}'
-                )
-            lines.append(f'aima_unit_request_duration_seconds_sum{{unit="{unit}"}} {self._sums[unit]:.6f}')
-            lines.append(f'aima_unit_request_duration_seconds_count{{unit="{unit}"}} {buckets[-1]}')
-        return "\n".join(lines) + "\n"
+        lines = counter_lines(
+            "aima_unit_requests_total",
+            "Unit calls by unit, type and result code.",
+            ("unit", "type", "code"),
+            self._counts,
+        )
+        return "\n".join(lines + self._duration.render()) + "\n"
 
 
 _METRICS: Final = web.AppKey("metrics", Metrics)
@@ -89,7 +76,7 @@ def create_app(
     """The HTTP door for `registry`, acting through `context`; keys empty means no authentication.
     `extra_metrics` adds exposition text to /metrics (the gateway's, when one process serves both)."""
     app = web.Application(middlewares=[_authenticate(frozenset(api_keys))])
-    app[_EXTRA_METRICS] = extra_metrics or str
+    app[_EXTRA_METRICS] = extra_metrics or (lambda: "")
     app[_REGISTRY] = registry
     app[_CONTEXT] = context
     app[_METRICS] = Metrics()
