@@ -22,7 +22,7 @@ balancing), calling upstream once with aiohttp's client and once with plain http
 
 The non-streaming upstream is a minimal asyncio HTTP/1.1 server with a canned chat completion and
 the load generator a minimal keep-alive client, so that on a small machine neither, rather than
-the gateway, sets the pace; the streaming upstream is the tests' FakeEngine (aiohttp).
+the gateway, sets the pace; the streaming upstream is aima.testenv's FakeEngine (aiohttp).
 With --pin (default on 2+ cores) the gateway runs on CPU 1 and everything else on CPU 0.
 
     .venv/bin/python hack/bench/gateway.py
