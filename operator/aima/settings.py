@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from aima import __version__
 
 _ENV_PREFIX = "AIMA_"
-_LIST_FIELDS = frozenset({"namespaces", "gateway_route_namespaces"})
+_LIST_FIELDS = frozenset({"namespaces", "gateway_route_namespaces", "gateway_trusted_service_accounts"})
 """Fields read from a comma-separated variable."""
 
 
@@ -111,6 +111,12 @@ class Settings(BaseModel):
     """Largest request body (audio uploads included)."""
     gateway_upstream_connections: int = Field(default=1024, ge=1)
     """Connections to the replicas kept open at most, all replicas together."""
+    gateway_trusted_service_accounts: tuple[str, ...] = ()
+    """ServiceAccounts (`namespace/name`) whose tokens for `gateway_token_audience` the gateway accepts on
+    /v1 like a key for every model, checked by a TokenReview: the operator's and the MCP server's, so
+    in-cluster callers need no shared secret."""
+    gateway_token_audience: str = "aima-gateway"  # noqa: S105 - an audience name, not a secret
+    """The audience of those tokens; a token for the API server itself is refused."""
 
     # -- pipelines and the inference.* units (aima.pipelines, aima.units.inference) --------------------
     gateway_url: str = "http://aima-gateway.aima-system.svc"
@@ -118,6 +124,9 @@ class Settings(BaseModel):
     steps call; point it at one engine to bypass the gateway."""
     gateway_api_key: SecretStr | None = None
     """API key sent to the gateway as a Bearer token; never logged."""
+    gateway_token_file: Path | None = None
+    """A projected ServiceAccount token (audience `gateway_token_audience`) sent to the gateway when
+    no API key is set; read at each call, since the kubelet rotates it."""
     inference_timeout_seconds: float = Field(default=300.0, gt=0)
     """Longest one inference.* call may take (a step's own timeoutSeconds may cut it shorter)."""
     pipeline_parallelism: int = Field(default=4, ge=1, le=32)
@@ -128,6 +137,17 @@ class Settings(BaseModel):
     exists and is not Ready is waited for either way."""
     pipeline_max_run_seconds: float = Field(default=3600.0, gt=0)
     """Longest a run without its own timeoutSeconds may take."""
+
+    def gateway_credential(self) -> str | None:
+        """The Bearer token for the gateway: the API key, else the projected token, else none."""
+        if self.gateway_api_key is not None:
+            return self.gateway_api_key.get_secret_value()
+        if self.gateway_token_file is not None:
+            try:
+                return self.gateway_token_file.read_text().strip() or None
+            except OSError:
+                return None  # not mounted (yet): the gateway's 401 says what is missing
+        return None
 
     @property
     def gateway_routed_namespaces(self) -> tuple[str | None, ...]:

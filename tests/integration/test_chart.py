@@ -11,12 +11,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import yaml
 
 from aima.api import crds as crd_models
 from aima.settings import Settings
 from aima.testenv import ControlPlane
+from aima.testenv.gateway import LocalGateway
 from aima.testenv.operator import OperatorThread
 from waiting import eventually
 
@@ -369,3 +371,35 @@ def test_serving_some_namespaces_confines_the_operators_secrets_to_them(installe
         "get", "secret", "any", "-n", "kube-system", f"--kubeconfig={account}", check=False
     )
     assert "Forbidden" in refused.stderr
+
+
+def test_the_charts_gateway_trusts_the_operators_token_and_serves_the_units_it_may(
+    installed: ControlPlane,
+) -> None:
+    """The gateway with the chart's own ServiceAccount: it reviews the operator's token (audience
+    aima-gateway, as the chart projects it) and its units door may read what the units read."""
+    key = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "dashboard", "namespace": NAMESPACE, "labels": {"aima.dev/api-key": "true"}},
+        "stringData": {"key": "sk-chart-dashboard", "units": "read"},
+    }
+    installed.apply([key])
+    settings = Settings(
+        kubeconfig=installed.service_account_kubeconfig(namespace=NAMESPACE, name=f"{RELEASE}-gateway"),
+        gateway_namespace=NAMESPACE,
+        gateway_trusted_service_accounts=(f"{NAMESPACE}/{OPERATOR_ACCOUNT}",),
+    )
+    operator_token = installed.kubectl(
+        "create", "token", OPERATOR_ACCOUNT, "-n", NAMESPACE, "--audience=aima-gateway"
+    ).stdout.strip()
+    with LocalGateway(settings, port=0) as gateway, httpx.Client(base_url=gateway.url, timeout=30) as client:
+        models = client.get("/v1/models", headers={"Authorization": f"Bearer {operator_token}"})
+        assert models.status_code == 200, models.text
+        dashboard = {"Authorization": "Bearer sk-chart-dashboard"}
+        eventually(
+            lambda: client.get("/api/v2/units", headers=dashboard).status_code == 200, what="the key Secret"
+        )
+        for unit in ("resource.budget", "resource.status", "service.list"):
+            reply = client.post(f"/api/v2/query/{unit}", json={}, headers=dashboard)
+            assert reply.status_code == 200, (unit, reply.text)

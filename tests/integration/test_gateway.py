@@ -27,7 +27,8 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from aima.gateway import Proxy, create_app, open_gateway
+from aima.gateway import Proxy, open_gateway
+from aima.gateway.server import gateway_server_app
 from aima.gateway.watching import ClusterRoutes
 from aima.kube import KubeClient, connect
 from aima.settings import Settings
@@ -43,7 +44,11 @@ pytestmark = pytest.mark.integration
 KEY = "sk-test-all"
 KEY_CHAT_ONLY = "sk-test-chat-only"
 KEY_LIMITED = "sk-test-two-per-minute"
+KEY_UNITS_READ = "sk-test-units-read"
+KEY_UNITS_WRITE = "sk-test-units-write"
 AUTH = {"Authorization": f"Bearer {KEY}"}
+UNITS_READ = {"Authorization": f"Bearer {KEY_UNITS_READ}"}
+UNITS_WRITE = {"Authorization": f"Bearer {KEY_UNITS_WRITE}"}
 
 
 # -- the cluster side ----------------------------------------------------------------------------
@@ -103,7 +108,8 @@ def ready_endpoints(plane: ControlPlane, namespace: str, service: str) -> int:
 @pytest.fixture(scope="module")
 def cluster(aima_crds: ControlPlane, operator: OperatorThread) -> Iterator[tuple[ControlPlane, str]]:
     """A namespace with a ready Model, a two-replica `chat` service, a Model still downloading with
-    a `loading` service, a `sleepy` service at zero that may scale from zero, and three API keys."""
+        a `loading` service, a `sleepy` service at zero that may scale from zero, and API keys: for every
+    model, for chat only, rate-limited, and two with access to the units door (read, write)."""
     plane, namespace = aima_crds, f"gateway-{int(time.time() * 1000) % 10**8}"
     plane.kubectl("create", "namespace", namespace)
     make_model(plane, namespace, ready=True)
@@ -117,6 +123,8 @@ def cluster(aima_crds: ControlPlane, operator: OperatorThread) -> Iterator[tuple
         key_secret("all", KEY),
         key_secret("chat-only", KEY_CHAT_ONLY, models="chat"),
         key_secret("limited", KEY_LIMITED, requestsPerMinute="2"),
+        key_secret("dashboard", KEY_UNITS_READ, units="read"),
+        key_secret("console", KEY_UNITS_WRITE, units="write"),
     ]
     plane.apply([s | {"metadata": s["metadata"] | {"namespace": namespace}} for s in secrets])
     try:
@@ -151,14 +159,22 @@ class Running:
 
 @contextlib.asynccontextmanager
 async def gateway(
-    plane: ControlPlane, namespace: str, *, dead: int = 0, route: tuple[str, ...] = (), **options: Any
+    plane: ControlPlane,
+    namespace: str,
+    *,
+    dead: int = 0,
+    route: tuple[str, ...] = (),
+    trusted: tuple[str, ...] = (),
+    **options: Any,
 ) -> AsyncIterator[Running]:
-    """The gateway as `aima gateway serve` runs it (keys from Secrets), its replicas local."""
+    """The gateway as `aima gateway serve` runs it (keys from Secrets, the units door), its replicas
+    local."""
     settings = Settings(
         gateway_namespace=namespace,
         gateway_route_namespaces=route,
         gateway_scale_wait_seconds=60,
         gateway_retry_after_seconds=5,
+        gateway_trusted_service_accounts=trusted,
     )
     async with contextlib.AsyncExitStack() as stack:
         kube: KubeClient = await connect(kubeconfig=plane.kubeconfig)
@@ -170,12 +186,15 @@ async def gateway(
         watcher = asyncio.create_task(replicas.run(stack))
         stack.callback(watcher.cancel)
         proxy = await stack.enter_async_context(open_gateway(settings, kube=kube, routes=replicas))
-        runner = web.AppRunner(create_app(proxy), handler_cancellation=True)
+        listener = socket.create_server(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+        app = gateway_server_app(settings, kube=kube, proxy=proxy, self_url=url)
+        runner = web.AppRunner(app, handler_cancellation=True)
         await runner.setup()
         stack.push_async_callback(runner.cleanup)
-        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        await web.SockSite(runner, listener).start()
         session = await stack.enter_async_context(aiohttp.ClientSession())
-        running = Running(f"http://127.0.0.1:{runner.addresses[0][1]}", proxy, replicas, session)
+        running = Running(url, proxy, replicas, session)
         await until(lambda: replicas.started >= 2, what="local engines for both chat replicas")
         yield running
     await asyncio.sleep(0.05)  # closed transports finish closing in the loop's next rounds
@@ -389,7 +408,7 @@ def test_a_key_secret_created_later_is_picked_up(cluster: tuple[ControlPlane, st
                 plane.apply, [secret | {"metadata": secret["metadata"] | {"namespace": namespace}}]
             )
             await until(
-                lambda: running.proxy.keys is not None and running.proxy.keys.accepts("sk-late"),
+                lambda: running.proxy.keys is not None and running.proxy.keys.verify("sk-late") is not None,
                 what="the new key",
             )
             assert (await post(running, "/v1/chat/completions", CHAT, headers=late))[0] == 200
@@ -499,7 +518,7 @@ def test_aima_gateway_serve_answers_v1_and_the_units_with_one_metrics(
                 assert [m["id"] for m in (await response.json())["data"]] == ["chat", "loading", "sleepy"]
             async with session.get(url + "/api/v2/units") as response:
                 assert response.status == 401  # the units door takes the gateway's keys
-            async with session.get(url + "/api/v2/units", headers=AUTH) as response:
+            async with session.get(url + "/api/v2/units", headers=UNITS_READ) as response:
                 assert response.status == 200
             async with session.get(url + "/metrics") as response:
                 text = await response.text()
@@ -522,3 +541,82 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+def test_the_units_door_takes_only_keys_that_grant_it_and_calls_models_through_this_gateway(
+    cluster: tuple[ControlPlane, str],
+) -> None:
+    plane, namespace = cluster
+    chat = {"model": "chat", "messages": [{"role": "user", "content": "Hello"}]}
+
+    async def scenario() -> None:
+        async with gateway(*cluster, voices=("alloy", "nova")) as running:
+            status, _, reply = await post(running, "/api/v2/query/service.list", {}, headers=AUTH)
+            assert status == 403 and reply["error"]["code"] == "FORBIDDEN"
+            assert "data.units" in reply["error"]["message"]
+            # inference.* in the door call this same gateway over loopback with a key of its own.
+            status, _, reply = await post(running, "/api/v2/query/inference.chat", chat, headers=UNITS_READ)
+            assert status == 200, reply
+            assert reply["data"]["content"].startswith("tok0")
+            status, _, reply = await post(
+                running, "/api/v2/query/inference.voices", {"model": "chat"}, headers=UNITS_READ
+            )
+            assert (status, reply["data"]["voices"]) == (200, ["alloy", "nova"])
+            scale = {"name": "chat", "replicas": 3}
+            status, _, reply = await post(running, "/api/v2/command/service.scale", scale, headers=UNITS_READ)
+            assert status == 403 and "queries only" in reply["error"]["message"]
+            envelope = {"type": "command", "unit": "service.scale", "input": scale}
+            assert (await post(running, "/api/v2/execute", envelope, headers=UNITS_READ))[0] == 403
+            status, _, reply = await post(
+                running, "/api/v2/execute", envelope | {"input": scale | {"replicas": 2}}, headers=UNITS_WRITE
+            )
+            assert status == 200, reply
+
+    asyncio.run(scenario())
+    assert replicas(plane, namespace, "chat") == 2
+
+
+def test_the_voices_of_a_speech_model_are_routed_by_its_query_parameter(
+    cluster: tuple[ControlPlane, str],
+) -> None:
+    async def scenario() -> None:
+        async with gateway(*cluster, voices=("alloy",)) as running:
+            async with running.session.get(
+                running.url + "/v1/audio/voices", params={"model": "chat"}, headers=AUTH
+            ) as response:
+                assert (response.status, await response.json()) == (200, {"voices": ["alloy"]})
+            async with running.session.get(running.url + "/v1/audio/voices", headers=AUTH) as response:
+                assert response.status == 400
+                assert (await response.json())["error"]["param"] == "model"
+
+    asyncio.run(scenario())
+
+
+def test_a_trusted_service_account_token_for_the_gateway_audience_is_a_key(
+    cluster: tuple[ControlPlane, str],
+) -> None:
+    plane, namespace = cluster
+    for account in ("pipelines", "stranger"):
+        plane.kubectl("create", "serviceaccount", account, "-n", namespace)
+
+    def token(account: str, *audience: str) -> dict[str, str]:
+        command = ["create", "token", account, "-n", namespace, *(f"--audience={a}" for a in audience)]
+        return {"Authorization": f"Bearer {plane.kubectl(*command).stdout.strip()}"}
+
+    async def scenario() -> None:
+        async with gateway(*cluster, trusted=(f"{namespace}/pipelines",)) as running:
+            assert (await post(running, "/v1/chat/completions", CHAT, token("pipelines", "aima-gateway")))[
+                0
+            ] == 200
+            # A token for the API server, or of an account the gateway does not trust, is no key.
+            assert (await post(running, "/v1/chat/completions", CHAT, token("pipelines")))[0] == 401
+            assert (await post(running, "/v1/chat/completions", CHAT, token("stranger", "aima-gateway")))[
+                0
+            ] == 401
+            # Nor does it open the units door.
+            status, _, _ = await post(
+                running, "/api/v2/query/service.list", {}, token("pipelines", "aima-gateway")
+            )
+            assert status == 403
+
+    asyncio.run(scenario())

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 
 import pytest
 
-from aima.gateway.keys import ApiKey, KeyStore, RateLimiter, key_from_secret
+from aima.gateway.identity import looks_like_jwt
+from aima.gateway.keys import ApiKey, KeyStore, RateLimiter, UnitsAccess, key_from_secret
+from aima.gateway.server import loopback_url
 
 pytestmark = pytest.mark.unit
 
@@ -34,6 +37,13 @@ def test_a_key_without_models_may_use_every_model() -> None:
     assert found is not None
     assert found[1].allows("anything")
     assert found[1].requests_per_minute is None
+    assert found[1].units is UnitsAccess.NONE  # a key for chat clients cannot reach /api/v2
+
+
+@pytest.mark.parametrize(("units", "access"), [("read", UnitsAccess.READ), ("Write", UnitsAccess.WRITE)])
+def test_a_key_secret_may_grant_the_units_door(units: str, access: UnitsAccess) -> None:
+    found = key_from_secret(secret("console", key="sk-c", units=units))
+    assert found is not None and found[1].units is access
 
 
 @pytest.mark.parametrize(
@@ -42,6 +52,7 @@ def test_a_key_without_models_may_use_every_model() -> None:
         secret("unlabelled", labels={}, key="sk"),
         secret("no-key", models="chat"),
         secret("bad-limit", key="sk", requestsPerMinute="lots"),
+        secret("bad-units", key="sk", units="admin"),
         {"metadata": {"name": "bad", "labels": {"aima.dev/api-key": "true"}}, "data": {"key": "%%%"}},
     ],
 )
@@ -52,12 +63,42 @@ def test_other_secrets_declare_no_key(body: dict[str, object]) -> None:
 def test_the_store_finds_keys_by_token_only() -> None:
     store = KeyStore([("sk-a", ApiKey(name="a"))])
     assert store.verify("sk-a") == ApiKey(name="a")
-    assert store.accepts("sk-a")
-    assert not store.accepts("sk-b")
-    assert not store.accepts("")
+    assert store.verify("sk-b") is None
+    assert store.verify("") is None
     store.replace([])
-    assert not store.accepts("sk-a")
+    assert store.verify("sk-a") is None
     assert len(store) == 0
+
+
+def test_a_pinned_key_outlives_replacement_and_unknown_tokens_go_to_review() -> None:
+    reviewed: list[str] = []
+
+    async def review(token: str) -> ApiKey | None:
+        reviewed.append(token)
+        return ApiKey(name="serviceaccount:ns/op") if token == "a.b.c" else None
+
+    store = KeyStore(review=review)
+    store.pin("sk-own", ApiKey(name="units-door"))
+    store.replace([("sk-a", ApiKey(name="a"))])
+    assert asyncio.run(store.authenticate("sk-own")) == ApiKey(name="units-door")
+    assert asyncio.run(store.authenticate("sk-a")) == ApiKey(name="a")
+    assert asyncio.run(store.authenticate("a.b.c")) == ApiKey(name="serviceaccount:ns/op")
+    assert asyncio.run(store.authenticate("x.y.z")) is None
+    assert reviewed == ["a.b.c", "x.y.z"]  # keys from Secrets never leave the process
+
+
+def test_only_jwt_shaped_tokens_are_worth_a_token_review() -> None:
+    assert looks_like_jwt("eyJhbGciOiJSUzI1NiJ9.eyJhdWQiOlsiYWltYSJdfQ.c2lnbmF0dXJlc2lnbmF0dXJl")
+    assert not looks_like_jwt("sk-test-all")
+    assert not looks_like_jwt("a.b.c")
+
+
+@pytest.mark.parametrize(
+    ("host", "url"),
+    [("0.0.0.0", "http://127.0.0.1:8080"), ("::", "http://[::1]:8080"), ("10.0.0.5", "http://10.0.0.5:8080")],
+)
+def test_the_units_door_reaches_its_own_gateway_on_loopback(host: str, url: str) -> None:
+    assert loopback_url(host, 8080) == url
 
 
 def test_a_key_may_burst_its_minute_then_waits_for_the_refill() -> None:

@@ -86,3 +86,46 @@ enumerate them; cluster-wide only when it serves the whole cluster (else a Role 
   resources: [secrets]
   verbs: [get, create, patch]
 {{- end -}}
+
+{{/*
+How the operator and the MCP server call the gateway (PipelineRuns, inference.* units): its Service,
+with a ServiceAccount token whose audience is the gateway's own, so the token is useless against the
+API server; the gateway trusts these two ServiceAccounts (gateway.trustedServiceAccounts) through a
+TokenReview. An API key from a Secret (`apiKeySecret`) replaces the token.
+*/}}
+{{- define "aima.gatewayClientEnv" -}}
+{{- if .ctx.Values.gateway.enabled }}
+- name: AIMA_GATEWAY_URL
+  value: http://{{ include "aima.gatewayName" .ctx }}.{{ .ctx.Release.Namespace }}.svc:{{ .ctx.Values.gateway.service.port }}
+{{- if .apiKeySecret }}
+- name: AIMA_GATEWAY_API_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ .apiKeySecret }}
+      key: key
+{{- else }}
+- name: AIMA_GATEWAY_TOKEN_FILE
+  value: /var/run/secrets/aima/gateway/token
+{{- end }}
+{{- end }}
+{{- end -}}
+
+{{- define "aima.gatewayClientMount" -}}
+{{- if .Values.gateway.enabled }}
+- name: gateway-token
+  mountPath: /var/run/secrets/aima/gateway
+  readOnly: true
+{{- end }}
+{{- end -}}
+
+{{- define "aima.gatewayClientVolume" -}}
+{{- if .Values.gateway.enabled }}
+- name: gateway-token
+  projected:
+    sources:
+      - serviceAccountToken:
+          audience: aima-gateway
+          expirationSeconds: 3600
+          path: token
+{{- end }}
+{{- end -}}

@@ -144,7 +144,11 @@ def _create_api_key(plane: ControlPlane) -> str:
         "apiVersion": "v1",
         "kind": "Secret",
         "metadata": {"name": "dev-api-key", "namespace": "default", "labels": {"aima.dev/api-key": "true"}},
-        "data": {"key": base64.b64encode(key.encode()).decode()},
+        # The dev key may also use the units door (/api/v2), as an operator's console key would.
+        "data": {
+            "key": base64.b64encode(key.encode()).decode(),
+            "units": base64.b64encode(b"write").decode(),
+        },
     }
     plane.apply([secret])
     return key

@@ -11,7 +11,7 @@ import click
 from aiohttp import web
 
 from aima.gateway import open_gateway
-from aima.gateway.server import gateway_server_app
+from aima.gateway.server import gateway_server_app, loopback_url
 from aima.kube import connect
 from aima.settings import Settings
 
@@ -69,7 +69,7 @@ async def _serve(settings: Settings, *, host: str, port: int) -> None:
     kube = await connect(kubeconfig=settings.kubeconfig)
     try:
         async with open_gateway(settings, kube=kube) as proxy:
-            app = gateway_server_app(settings, kube=kube, proxy=proxy)
+            app = gateway_server_app(settings, kube=kube, proxy=proxy, self_url=loopback_url(host, port))
             # A client that disconnects cancels its handler, and so the request to the engine.
             runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
             await runner.setup()

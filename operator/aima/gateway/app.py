@@ -16,9 +16,10 @@ import aiohttp
 from aiohttp import web
 
 from aima.gateway.balancer import Balancer
+from aima.gateway.identity import ServiceAccountReviewer
 from aima.gateway.keys import KeyStore
 from aima.gateway.metrics import GatewayMetrics
-from aima.gateway.proxy import POST_ROUTES, Proxy, ProxyOptions
+from aima.gateway.proxy import GET_ROUTES, POST_ROUTES, Proxy, ProxyOptions
 from aima.gateway.routes import Routes
 from aima.gateway.scaling import Waker
 from aima.gateway.watching import ClusterRoutes, watch_keys
@@ -69,7 +70,12 @@ async def open_gateway(
         if keys is None and settings.gateway_require_api_key:
             if kube is None:
                 raise ValueError("API keys from Secrets need a KubeClient")
-            keys = KeyStore()
+            reviewer = ServiceAccountReviewer(
+                kube,
+                audience=settings.gateway_token_audience,
+                trusted=settings.gateway_trusted_service_accounts,
+            )
+            keys = KeyStore(review=reviewer.review)
             mirror = watch_keys(kube, keys, namespace=settings.gateway_namespace)
             await mirror.start()
             stack.push_async_callback(mirror.stop)
@@ -105,6 +111,8 @@ def install(app: web.Application, proxy: Proxy) -> None:
     app.router.add_get("/v1/models/{model}", proxy.model)
     for path in POST_ROUTES:
         app.router.add_post(path, proxy.forward)
+    for path in GET_ROUTES:
+        app.router.add_get(path, proxy.forward)
 
 
 def create_app(proxy: Proxy) -> web.Application:

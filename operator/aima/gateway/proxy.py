@@ -27,7 +27,7 @@ from aima.gateway.metrics import GatewayMetrics, usage_tokens
 from aima.gateway.routes import Backend, Routes
 from aima.gateway.scaling import Waker
 
-__all__ = ["POST_ROUTES", "Proxy", "ProxyOptions"]
+__all__ = ["GET_ROUTES", "POST_ROUTES", "Proxy", "ProxyOptions"]
 
 logger = logging.getLogger("aima.gateway.proxy")
 
@@ -40,6 +40,8 @@ POST_ROUTES = (
     "/v1/rerank",
 )
 """Paths forwarded to the replica as they are."""
+GET_ROUTES = ("/v1/audio/voices",)
+"""Paths whose GET is forwarded, routed by the ``model`` query parameter (speech engines' voices)."""
 _CHAT = "/v1/chat/completions"
 # Hop-by-hop headers (RFC 9110 7.6.1), the client's credentials (the engines never see gateway keys)
 # and what aiohttp sets itself.
@@ -96,7 +98,7 @@ class Proxy:
     async def models(self, request: web.Request) -> web.Response:
         """GET /v1/models: the services this key may use, scaled to zero or not."""
         try:
-            key = self._authenticate(request)
+            key = await self._authenticate(request)
         except GatewayError as error:
             return error.response()
         data = [_model_object(b) for b in self.routes.backends() if key is None or key.allows(b.model)]
@@ -105,18 +107,18 @@ class Proxy:
     async def model(self, request: web.Request) -> web.Response:
         """GET /v1/models/{model}."""
         try:
-            key = self._authenticate(request)
+            key = await self._authenticate(request)
             backend = self._backend(request.match_info["model"], key)
         except GatewayError as error:
             return error.response()
         return web.json_response(_model_object(backend))
 
     async def forward(self, request: web.Request) -> web.StreamResponse:
-        """POST /v1/...: route by ``model`` and pass the exchange through."""
+        """POST /v1/... (or GET of GET_ROUTES): route by ``model`` and pass the exchange through."""
         started = time.perf_counter()
         label, status = "", 500
         try:
-            key = self._authenticate(request)
+            key = await self._authenticate(request)
             body = await self._read(request)
             model, payload = self._model_of(request, body)
             backend = self._backend(model, key)
@@ -144,7 +146,7 @@ class Proxy:
 
     # -- steps -----------------------------------------------------------------------------------
 
-    def _authenticate(self, request: web.Request) -> ApiKey | None:
+    async def _authenticate(self, request: web.Request) -> ApiKey | None:
         if self.keys is None:
             return None
         token = presented_token(request.headers)
@@ -152,7 +154,7 @@ class Proxy:
             raise GatewayError(
                 401, "Missing API key: send Authorization: Bearer <key>", code="missing_api_key"
             )
-        key = self.keys.verify(token)
+        key = await self.keys.authenticate(token)
         if key is None:
             raise GatewayError(401, "Incorrect API key provided", code="invalid_api_key")
         if key.requests_per_minute is not None:
@@ -186,6 +188,12 @@ class Proxy:
         return b"".join(chunks)
 
     def _model_of(self, request: web.Request, body: bytes) -> tuple[str, dict[str, Any] | None]:
+        if request.method == "GET":
+            if not (model := request.query.get("model", "")):
+                raise GatewayError(
+                    400, "Name the model: ?model=<id>", code="missing_required_parameter", param="model"
+                )
+            return model, None
         if request.content_type == "multipart/form-data":
             return bodies.multipart_field(body, request.headers.get("Content-Type", ""), "model"), None
         return bodies.json_model(body)
@@ -251,7 +259,9 @@ class Proxy:
         label: str,
         started: float,
     ) -> web.StreamResponse:
-        async with self._session.post(endpoint + request.path_qs, data=body, headers=headers) as upstream:
+        async with self._session.request(
+            request.method, endpoint + request.path_qs, data=body or None, headers=headers
+        ) as upstream:
             reply_headers = _reply_headers(upstream.headers)
             length = upstream.content_length
             if length is not None and length <= _BUFFERED_REPLY_BYTES:

@@ -56,6 +56,9 @@ SERVICE_ACCOUNTS: Final = Resource("", "v1", "serviceaccounts", "ServiceAccount"
 ROLE_BINDINGS: Final = Resource("rbac.authorization.k8s.io", "v1", "rolebindings", "RoleBinding")
 NODE_DEVICES: Final = Resource(GROUP, VERSION, "nodedevices", "NodeDevices", namespaced=False)
 ALERT_RULES: Final = Resource(GROUP, VERSION, "alertrules", "AlertRule")
+TOKEN_REVIEWS: Final = Resource(
+    "authentication.k8s.io", "v1", "tokenreviews", "TokenReview", namespaced=False
+)
 
 BY_KIND: Final = {
     r.kind: r
@@ -73,6 +76,7 @@ BY_KIND: Final = {
         EVENTS,
         NODES,
         SECRETS,
+        TOKEN_REVIEWS,
         LEASES,
         SERVICE_ACCOUNTS,
         ROLE_BINDINGS,

@@ -71,6 +71,8 @@ class EngineOptions:
     """Length of each embedding vector."""
     audio_chunk: int = 4096
     """Bytes per chunk of streamed speech."""
+    voices: tuple[str, ...] = ()
+    """Voices listed by GET /v1/audio/voices (Kokoro's and speaches' route); none answers 404."""
     fail_statuses: list[int] = field(default_factory=list)
     """Answer the next requests with these statuses (one per request, consumed), OpenAI error JSON."""
 
@@ -117,6 +119,7 @@ class FakeEngine:
         app.router.add_post("/v1/embeddings", self._embeddings)
         app.router.add_post("/v1/audio/transcriptions", self._transcription)
         app.router.add_post("/v1/audio/speech", self._speech)
+        app.router.add_get("/v1/audio/voices", self._voices)
         app.router.add_post("/v1/rerank", self._rerank)
         app.router.add_post("/rerank", self._rerank)
         return app
@@ -171,6 +174,11 @@ class FakeEngine:
     async def _models(self, _: web.Request) -> web.Response:
         data = [{"id": m, "object": "model", "created": 0, "owned_by": "fake"} for m in self.options.models]
         return web.json_response({"object": "list", "data": data})
+
+    async def _voices(self, _: web.Request) -> web.Response:
+        if not self.options.voices:
+            raise web.HTTPNotFound(text='{"detail": "Not Found"}', content_type="application/json")
+        return web.json_response({"voices": list(self.options.voices)})
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         body = await self._json(request)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 from dataclasses import dataclass, field, replace
 
 from aiohttp import web
@@ -107,11 +108,13 @@ class LocalGateway(LoopThread):
             watcher = asyncio.create_task(replicas.run(stack))
             stack.callback(watcher.cancel)
             proxy = await stack.enter_async_context(open_gateway(self.settings, kube=kube, routes=replicas))
-            app = gateway_server_app(self.settings, kube=kube, proxy=proxy)
+            # Bound first, so the units door knows the real port (also when 0 was asked for).
+            listener = socket.create_server((self.host, self.port))
+            self.port = listener.getsockname()[1]
+            app = gateway_server_app(self.settings, kube=kube, proxy=proxy, self_url=self.url)
             runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
             await runner.setup()
             stack.push_async_callback(runner.cleanup)
-            await web.TCPSite(runner, self.host, self.port).start()
-            self.port = runner.addresses[0][1]
+            await web.SockSite(runner, listener).start()
             self.mark_ready()
             await stop.wait()

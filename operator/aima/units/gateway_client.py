@@ -43,8 +43,8 @@ class Gateway:
     def __init__(self, *, session: aiohttp.ClientSession, settings: Settings) -> None:
         self._session = session
         self._base = settings.gateway_url.rstrip("/")
-        key = settings.gateway_api_key
-        self._headers = {"Authorization": f"Bearer {key.get_secret_value()}"} if key else {}
+        token = settings.gateway_credential()
+        self._headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._timeout = aiohttp.ClientTimeout(total=settings.inference_timeout_seconds)
 
     async def post_json(self, path: str, body: Mapping[str, Any]) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import math
 from typing import Annotated, Any, Literal
+from urllib.parse import quote
 
 import aiohttp
 from pydantic import Field
@@ -233,6 +234,7 @@ class VoicesInput(Input):
     """Which speech model's voices to list."""
 
     model: str | None = Field(default=None, max_length=256)
+    """The speech model; the gateway needs it to know which engine to ask."""
 
 
 class ModelInfo(ApiModel):
@@ -456,7 +458,7 @@ async def models(context: Context, request: NoInput) -> ModelsOutput:
     examples=[Example(description="Voices of one model", input={"model": "kokoro-82m"})],
 )
 async def voices(context: Context, request: VoicesInput) -> VoicesOutput:
-    path = "/v1/audio/voices" + (f"?model={request.model}" if request.model else "")
+    path = "/v1/audio/voices" + (f"?model={quote(request.model, safe='')}" if request.model else "")
     async with open_gateway(context.http, context.settings) as gateway:
         try:
             reply = await gateway.get_json(path)
