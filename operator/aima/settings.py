@@ -111,6 +111,11 @@ class Settings(BaseModel):
     """Largest request body (audio uploads included)."""
     gateway_upstream_connections: int = Field(default=1024, ge=1)
     """Connections to the replicas kept open at most, all replicas together."""
+    gateway_autoscale_interval_seconds: float = Field(default=2.0, ge=0)
+    """How often the autoscaler sets the replicas of services with spec.autoscaling from the requests
+    in flight; 0 turns it off (scale from zero on a request still works)."""
+    gateway_replicas: int = Field(default=1, ge=1)
+    """Gateway replicas sharing the traffic; the autoscaler multiplies the load it sees by this."""
     gateway_trusted_service_accounts: tuple[str, ...] = ()
     """ServiceAccounts (`namespace/name`) whose tokens for `gateway_token_audience` the gateway accepts on
     /v1 like a key for every model, checked by a TokenReview: the operator's and the MCP server's, so

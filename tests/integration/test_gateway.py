@@ -175,6 +175,7 @@ async def gateway(
         gateway_scale_wait_seconds=60,
         gateway_retry_after_seconds=5,
         gateway_trusted_service_accounts=trusted,
+        gateway_autoscale_interval_seconds=0.2,
     )
     async with contextlib.AsyncExitStack() as stack:
         kube: KubeClient = await connect(kubeconfig=plane.kubeconfig)
@@ -618,5 +619,35 @@ def test_a_trusted_service_account_token_for_the_gateway_audience_is_a_key(
                 running, "/api/v2/query/service.list", {}, token("pipelines", "aima-gateway")
             )
             assert status == 403
+
+    asyncio.run(scenario())
+
+
+def test_the_autoscaler_follows_the_requests_in_flight_up_and_back_down_to_zero(
+    cluster: tuple[ControlPlane, str],
+) -> None:
+    plane, namespace = cluster
+    bounds = {"minReplicas": 0, "maxReplicas": 3, "targetActiveRequests": 1, "scaleDownDelaySeconds": 2}
+    inference_service(plane, namespace, "elastic", replicas=1, autoscaling=bounds)
+    eventually(
+        lambda: ready_endpoints(plane, namespace, "elastic") == 1, what="elastic's replica", timeout=60
+    )
+
+    async def count() -> int | None:
+        return await asyncio.to_thread(replicas, plane, namespace, "elastic")
+
+    async def scenario() -> None:
+        async with gateway(*cluster, token_delay=0.4) as running:
+            body = {"model": "elastic", "prompt": "busy"}
+            calls = [asyncio.create_task(post(running, "/v1/completions", body)) for _ in range(3)]
+            deadline = time.monotonic() + 20
+            while await count() != 3:  # one replica per request in flight
+                assert time.monotonic() < deadline, "the autoscaler did not scale up to 3"
+                await asyncio.sleep(0.2)
+            assert [status for status, _, _ in await asyncio.gather(*calls)] == [200, 200, 200]
+            deadline = time.monotonic() + 30
+            while await count() != 0:  # idle for longer than scaleDownDelaySeconds
+                assert time.monotonic() < deadline, "the autoscaler did not scale down to zero"
+                await asyncio.sleep(0.2)
 
     asyncio.run(scenario())

@@ -8,6 +8,7 @@ one with /healthz and /metrics. Pass ``routes`` to feed a fixed routing table in
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from typing import Final
@@ -15,6 +16,7 @@ from typing import Final
 import aiohttp
 from aiohttp import web
 
+from aima.gateway.autoscaling import Autoscaler
 from aima.gateway.balancer import Balancer
 from aima.gateway.identity import ServiceAccountReviewer
 from aima.gateway.keys import KeyStore
@@ -88,6 +90,16 @@ async def open_gateway(
             wait_seconds=settings.gateway_scale_wait_seconds,
             retry_after=settings.gateway_retry_after_seconds,
         )
+        if kube is not None and settings.gateway_autoscale_interval_seconds > 0:
+            autoscaler = Autoscaler(
+                routes,
+                kube=kube,
+                in_flight=metrics.in_flight,
+                interval=settings.gateway_autoscale_interval_seconds,
+                gateway_replicas=settings.gateway_replicas,
+            )
+            ticking = asyncio.create_task(autoscaler.run(), name="autoscaler")
+            stack.callback(ticking.cancel)
         yield Proxy(
             routes=routes,
             keys=keys,

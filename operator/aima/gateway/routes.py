@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 __all__ = [
     "SERVICE_NAME_LABEL",
+    "Autoscaling",
     "Backend",
     "Routes",
     "ServiceView",
@@ -37,6 +38,16 @@ SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 
 
 @dataclass(frozen=True, slots=True)
+class Autoscaling:
+    """An InferenceService's spec.autoscaling: the bounds the gateway's autoscaler keeps to."""
+
+    min_replicas: int
+    max_replicas: int
+    target_active_requests: int
+    scale_down_delay_seconds: float
+
+
+@dataclass(frozen=True, slots=True)
 class ServiceView:
     """What routing needs from one InferenceService."""
 
@@ -49,6 +60,8 @@ class ServiceView:
     """The autoscaler owns spec.replicas (spec.autoscaling) and may take it to zero."""
     created: int = 0
     """Creation time, Unix seconds (the `created` of /v1/models)."""
+    autoscaling: Autoscaling | None = None
+    """Request-based autoscaling bounds; None leaves replicas as they are set."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +126,17 @@ def service_view(body: Body) -> ServiceView:
         suspended=bool(spec.get("suspend", False)),
         scale_from_zero=bool(autoscaling) and int(autoscaling.get("minReplicas", 1)) == 0,
         created=_unix(meta.get("creationTimestamp")),
+        autoscaling=_autoscaling(autoscaling) if autoscaling else None,
+    )
+
+
+def _autoscaling(spec: Body) -> Autoscaling:
+    # Defaults as in aima.api.inference_service.Autoscaling (the API server fills them in too).
+    return Autoscaling(
+        min_replicas=int(spec.get("minReplicas", 1)),
+        max_replicas=int(spec.get("maxReplicas", 1)),
+        target_active_requests=max(1, int(spec.get("targetActiveRequests", 8))),
+        scale_down_delay_seconds=float(spec.get("scaleDownDelaySeconds", 300)),
     )
 
 

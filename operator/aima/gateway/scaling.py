@@ -1,7 +1,8 @@
 """Waiting for a ready replica: scale a service up from zero, or tell the client when to retry.
 
 A service whose autoscaler may take it to zero (``spec.autoscaling.minReplicas: 0``) and that is
-at zero gets ``spec.replicas: 1`` on the first request, written the way ``kubectl scale`` writes it;
+at zero gets ``spec.replicas: 1`` on the first request, through the scale subresource as ``kubectl
+scale`` writes it;
 that request and the ones after it wait (up to ``wait_seconds``) for the first ready replica. The
 gateway acts here as the autoscaler does, on the field the API documents as the scalers' (GitOps:
 leave ``spec.replicas`` out of Git, or ignore its differences, for autoscaled services). A service at
@@ -19,7 +20,7 @@ from collections.abc import Callable
 
 from aima.gateway.errors import GatewayError
 from aima.gateway.metrics import GatewayMetrics
-from aima.gateway.routes import Backend, Routes
+from aima.gateway.routes import Backend, Routes, ServiceView
 from aima.kube import KubeClient, KubeError
 from aima.kube.resources import INFERENCE_SERVICES
 
@@ -43,7 +44,7 @@ class Waker:
     ) -> None:
         self._routes, self._kube, self._metrics = routes, kube, metrics
         self._wait_seconds, self._retry_after, self._clock = wait_seconds, retry_after, clock
-        self._waking: dict[str, float] = {}  # service name -> until when requests wait for it
+        self._waking: dict[str, float] = {}  # namespace/name -> until when requests wait for it
         self._patches: dict[str, asyncio.Task[None]] = {}
 
     async def endpoints(self, backend: Backend) -> tuple[str, ...]:
@@ -61,13 +62,13 @@ class Waker:
             )
         if service.replicas == 0:
             self._wake(backend)
-        until = self._waking.get(service.name, 0.0)
+        until = self._waking.get(_key(service), 0.0)
         if until <= self._clock():
             raise self._unavailable(backend, "is starting: no replica is ready yet", retry=True)
         return await self._wait(backend.model, until)
 
     def _wake(self, backend: Backend) -> None:
-        name = backend.service.name
+        name = _key(backend.service)
         if name in self._patches or self._kube is None:
             return
         self._waking[name] = self._clock() + self._wait_seconds
@@ -85,10 +86,11 @@ class Waker:
                 name=service.name,
                 namespace=service.namespace,
                 patch={"spec": {"replicas": 1}},
+                subresource="scale",
             )
         except (KubeError, OSError, TimeoutError) as error:
             logger.warning("Could not scale %s/%s up: %s", service.namespace, service.name, error)
-            self._waking.pop(service.name, None)
+            self._waking.pop(_key(service), None)
 
     async def _wait(self, model: str, until: float) -> tuple[str, ...]:
         try:
@@ -97,7 +99,7 @@ class Waker:
                     backend = self._routes.lookup(model)
                     if backend is not None and backend.endpoints:
                         return backend.endpoints
-                    if backend is None or backend.service.name not in self._waking:
+                    if backend is None or _key(backend.service) not in self._waking:
                         break
                     await self._routes.wait_changed()
         except TimeoutError:
@@ -118,3 +120,7 @@ class Waker:
             param="model",
             retry_after=self._retry_after if retry else None,
         )
+
+
+def _key(service: ServiceView) -> str:
+    return f"{service.namespace}/{service.name}"

@@ -152,11 +152,20 @@ class KubeClient:
             content_type="application/merge-patch+json",
         )
 
-    async def patch(self, resource: Resource, *, name: str, namespace: str | None, patch: Body) -> Body:
-        """Merge-patch an object (for users' commands such as scale; controllers never patch spec)."""
+    async def patch(
+        self,
+        resource: Resource,
+        *,
+        name: str,
+        namespace: str | None,
+        patch: Body,
+        subresource: str | None = None,
+    ) -> Body:
+        """Merge-patch an object or its subresource (for users' commands such as scale, and scalers;
+        controllers never patch spec)."""
         return await self._request(
             "PATCH",
-            resource.path(namespace=namespace, name=name),
+            resource.path(namespace=namespace, name=name, subresource=subresource),
             data=json.dumps(patch),
             content_type="application/merge-patch+json",
         )
