@@ -41,7 +41,7 @@ if #conditions == 0 then
   return hs
 end
 
--- The summary: Ready, or Succeeded for kinds that run to completion (PipelineRun).
+-- The summary: Ready (a PipelineRun mirrors its Succeeded in it; older runs carry only Succeeded).
 local summary = find(conditions, "Ready") or find(conditions, "Succeeded")
 
 -- A summary left over from an older generation says nothing about the current spec.
@@ -78,6 +78,10 @@ elseif summary.status == "True" then
   hs.message = summary.message or ""
 elseif summary.type == "Succeeded" and summary.status == "False" then
   -- A finished run that failed (or was cancelled) stays so: nothing more will happen.
+  hs.status = "Degraded"
+  hs.message = describe(summary)
+elseif obj.kind == "NodeDevices" and summary.status == "False" then
+  -- The device agent reports what it finds (no NVML, an unhealthy GPU); nothing reconciles it.
   hs.status = "Degraded"
   hs.message = describe(summary)
 elseif summary.reason == "Suspended" or summary.reason == "ScaledToZero" then

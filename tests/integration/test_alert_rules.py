@@ -1,12 +1,16 @@
 """AlertRules evaluated by the real operator against the real API server: a GPU rule fires, cools
-down and resolves, notifying a local webhook receiver that checks the HMAC signature; alert.*
-acknowledge and resolve; a service that is not Ready fires a rule without channels."""
+down and resolves, notifying a local webhook receiver that checks the HMAC signature on its own, as
+the channel's documentation tells a user to; alert.* acknowledge and resolve; a service that is not
+Ready fires a rule without channels; a channel whose Secret is missing stalls its rule."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
+import hmac
 import json
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -16,7 +20,6 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from aima.domain import alert_channels
 from aima.kube import connect
 from aima.testenv import ControlPlane
 from aima.testenv.operator import OperatorThread
@@ -37,6 +40,18 @@ class Received:
     at: float
     signed: bool
     payload: dict[str, Any]
+    timestamp: str
+    signature: str
+
+
+def signed_by_key(*, timestamp: str, body: bytes, signature: str) -> bool:
+    """The check the AlertRule channel documents, written from that text alone (not with the
+    operator's own signing code): `sha256=` and the hex HMAC-SHA256 of `<timestamp>.<body>`, where
+    the timestamp is Unix seconds no more than five minutes old."""
+    if not timestamp.isdigit() or abs(time.time() - int(timestamp)) > 300:
+        return False
+    expected = hmac.new(KEY, timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
+    return hmac.compare_digest(f"sha256={expected}", signature)
 
 
 @dataclass
@@ -53,14 +68,18 @@ class Receiver:
 
     async def hook(self, request: web.Request) -> web.Response:
         body = await request.read()
-        signed = alert_channels.verify(
-            KEY,
-            timestamp=request.headers.get("X-AIMA-Timestamp", ""),
-            body=body,
-            signature=request.headers.get("X-AIMA-Signature", ""),
+        timestamp = request.headers.get("X-AIMA-Timestamp", "")
+        signature = request.headers.get("X-AIMA-Signature", "")
+        signed = signed_by_key(timestamp=timestamp, body=body, signature=signature)
+        received = Received(
+            at=time.monotonic(),
+            signed=signed,
+            payload=json.loads(body),
+            timestamp=timestamp,
+            signature=signature,
         )
         with self.lock:
-            self.received.append(Received(at=time.monotonic(), signed=signed, payload=json.loads(body)))
+            self.received.append(received)
         return web.Response(status=204 if signed else 401)
 
     def states(self) -> list[str]:
@@ -144,6 +163,8 @@ def test_gpu_rule_fires_cools_down_and_resolves(
         eventually(lambda: hooks.states() == ["Firing"], what="the firing notification")
         first = hooks.received[0]
         assert first.signed
+        assert re.fullmatch(r"[0-9]{10}", first.timestamp), first.timestamp
+        assert re.fullmatch(r"sha256=[0-9a-f]{64}", first.signature), first.signature
         assert (first.payload["subject"], first.payload["severity"]) == (f"{node}/GPU-t", "Critical")
         assert first.payload["message"] == f"GPU 0 on {node} (NVIDIA H100): TemperatureCelsius 91 above 85"
         status = rule_status(aima_crds, namespace, "gpu-hot")
@@ -178,6 +199,8 @@ def test_gpu_rule_fires_cools_down_and_resolves(
         assert history[-2:] == [("Acknowledged", "acknowledged by tester"), ("Resolved", "resolved by hand")]
         listed = call(aima_crds, namespace, "alert.list")["data"]["items"]
         assert [(i["name"], i["state"], i["ready"]) for i in listed] == [("gpu-hot", "Inactive", True)]
+        final = rule_status(aima_crds, namespace, "gpu-hot")
+        assert {c["type"] for c in final["conditions"]} == {"Ready"}  # neither Stalled nor Reconciling
     finally:
         aima_crds.kubectl("delete", "nodedevices", node, "--ignore-not-found")
 
@@ -198,3 +221,30 @@ def test_a_service_not_ready_fires_a_rule_without_channels(
     assert status["history"][0]["state"] == "Firing"
     reasons = json.loads(aima_crds.kubectl("get", "events", "-n", namespace, "-o", "json").stdout)["items"]
     assert any(e["reason"] == "AlertFiring" and e["involvedObject"]["name"] == "chat-down" for e in reasons)
+
+
+def test_a_channel_whose_secret_is_missing_stalls_its_rule_until_it_exists(
+    operator: OperatorThread, aima_crds: ControlPlane, namespace: str
+) -> None:
+    channel = {"name": "ops", "urlSecretRef": {"name": "hooks", "key": "url"}}
+    rule = {"condition": {"modelFailed": {}}, "channels": [channel]}
+    apply(aima_crds, aima("AlertRule", meta("quiet", namespace), rule))
+
+    def conditions() -> dict[str, dict[str, Any]]:
+        return {c["type"]: c for c in rule_status(aima_crds, namespace, "quiet").get("conditions", [])}
+
+    # Nothing fires, yet the missing Secret shows at once, not when an alert cannot be delivered.
+    found = eventually(lambda: (c := conditions()).get("Stalled") and c, what="the rule to stall")
+    assert (found["Ready"]["status"], found["Ready"]["reason"]) == ("False", "ChannelSecretMissing")
+    assert found["Stalled"]["message"] == "channel ops: Secret hooks not found"
+    assert "Reconciling" not in found
+    url = base64.b64encode(b"http://127.0.0.1:9/hook").decode()
+    apply(
+        aima_crds,
+        {"apiVersion": "v1", "kind": "Secret", "metadata": meta("hooks", namespace), "data": {"url": url}},
+    )
+    aima_crds.kubectl(
+        "annotate", "alertrule", "quiet", "-n", namespace, "touched=1"
+    )  # Secrets are not watched
+    eventually(lambda: set(conditions()) == {"Ready"}, what="the rule to recover")
+    assert conditions()["Ready"]["status"] == "True"

@@ -1,6 +1,7 @@
 """Pipelines and PipelineRuns on the real control plane, executed by the real operator against small
 real servers speaking the engines' APIs: the voice assistant end to end, a failing middle step,
-cancellation mid-run, invalid definitions refused, and a run explaining which service is not ready.
+cancellation mid-run, invalid definitions refused, and a run explaining which service is not ready;
+each reporting its progress as GitOps tools read it (Reconciling, Stalled, observedGeneration).
 
 The session's operator calls the fake engine directly as its gateway (`gateway_url`), which answers
 for every model (see the `fake_gateway` fixture).
@@ -67,6 +68,15 @@ def finished_run(plane: ControlPlane, name: str, namespace: str, *, timeout: flo
     return eventually(done, timeout=timeout, what=f"PipelineRun {name} to finish")
 
 
+def progress(body: dict[str, Any]) -> dict[str, str]:
+    """The kstatus conditions present, by type, with their reasons (at most one is ever present)."""
+    return {
+        c["type"]: c["reason"]
+        for c in body["status"]["conditions"]
+        if c["type"] in ("Reconciling", "Stalled")
+    }
+
+
 def step_phases(body: dict[str, Any]) -> dict[str, str]:
     return {s["id"]: s["phase"] for s in body["status"]["steps"]}
 
@@ -85,9 +95,11 @@ def test_voice_assistant_end_to_end(
         what="the voice pipeline to be Ready",
     )
     assert condition(pipeline, "Valid")["status"] == "True"  # type: ignore[index]
+    assert progress(pipeline) == {}
     run = finished_run(aima_crds, "hello", namespace)
     status = run["status"]
     assert condition(run, "Succeeded")["reason"] == "Succeeded", status  # type: ignore[index]
+    assert condition(run, "Ready")["status"] == "True" and progress(run) == {}  # type: ignore[index]
     assert status["phase"] == "Succeeded" and status["executor"] == operator.settings.identity
     assert step_phases(run) == {"transcribe": "Succeeded", "chat": "Succeeded", "synthesize": "Succeeded"}
     assert all(s["durationMilliseconds"] >= 0 and s["attempts"] == 1 for s in status["steps"])
@@ -123,6 +135,7 @@ def test_a_failing_middle_step_stops_the_run(
     status = run["status"]
     assert (status["phase"], status["failedStep"]) == ("Failed", "chat")
     assert condition(run, "Succeeded")["reason"] == "StepFailed"  # type: ignore[index]
+    assert condition(run, "Ready")["status"] == "False" and progress(run) == {"Stalled": "StepFailed"}  # type: ignore[index]
     assert step_phases(run) == {"transcribe": "Succeeded", "chat": "Failed", "synthesize": "Skipped"}
     chat = next(s for s in status["steps"] if s["id"] == "chat")
     assert chat["errorCode"] == "UNAVAILABLE" and "503: engine crashed" in chat["error"]
@@ -144,7 +157,15 @@ def test_cancelling_mid_run_stops_the_running_step(
         "patch", "pipelinerun", "long", "-n", namespace, "--type=merge", "-p", '{"spec":{"cancel":true}}'
     )
     run = finished_run(aima_crds, "long", namespace, timeout=20)
-    assert run["status"]["phase"] == "Cancelled"
+    assert run["status"]["phase"] == "Cancelled" and progress(run) == {"Stalled": "Cancelled"}
+    # The outcome answers the spec that asked for it (cancel bumped the generation mid-run).
+    eventually(
+        lambda: (
+            (b := get(aima_crds, "pipelinerun", "long", namespace))["status"]["observedGeneration"]
+            == b["metadata"]["generation"]
+        ),
+        what="the cancelled run to report the generation that cancelled it",
+    )
     assert step_phases(run) == {"transcribe": "Succeeded", "chat": "Cancelled", "synthesize": "Skipped"}
     eventually(
         lambda: engine.stats.cancelled >= 1, what="the engine to see its request abandoned", timeout=10
@@ -180,12 +201,14 @@ def test_cyclic_and_dangling_references_are_refused(
         what="the dangling pipeline to be validated",
     )
     assert condition(pipeline, "Valid")["status"] == "False"  # type: ignore[index]
+    assert progress(pipeline) == {"Stalled": "InvalidSpec"}  # only an edit helps: Degraded in Argo CD
     problems = {(p.get("step"), p.get("field")): p["message"] for p in pipeline["status"]["problems"]}
     assert "must name a step listed before it" in problems[("transcribe", "inputs.audio")]
     assert "has no field 'txt'" in problems[("chat", "inputs.messages.1.content")]
     failed = finished_run(aima_crds, "on-dangling", namespace)
     assert condition(failed, "Succeeded")["reason"] == "InvalidSpec"  # type: ignore[index]
     assert "step 'transcribe' inputs.audio" in condition(failed, "Succeeded")["message"]  # type: ignore[index]
+    assert progress(failed) == {"Stalled": "InvalidSpec"}
 
 
 def test_a_run_explains_which_service_is_not_ready(
@@ -214,8 +237,10 @@ def test_a_run_explains_which_service_is_not_ready(
         "InferenceService qwen3-8b is not ready (ModelNotFound"
     )
     assert "transcribe" not in message  # no service serves its model: the gateway decides
+    assert progress(get(aima_crds, "pipelinerun", "waits", namespace)) == {"Reconciling": "ServicesNotReady"}
     pipeline = get(aima_crds, "pipeline", "voice-assistant", namespace)
     assert condition(pipeline, "Ready")["reason"] == "ServicesNotReady"  # type: ignore[index]
+    assert progress(pipeline) == {"Reconciling": "ServicesNotReady"}  # the service may yet come up
     services = {s["step"]: s for s in pipeline["status"]["services"]}
     assert services["chat"]["service"] == "qwen3-8b" and services["chat"]["ready"] is False
     assert "no InferenceService serves model faster-whisper-large-v3" in services["transcribe"]["message"]

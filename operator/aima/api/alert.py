@@ -133,8 +133,11 @@ class Channel(ApiModel):
     url_secret_ref: SecretKeyRef | None = None
     """A Secret key holding the URL."""
     signing_secret_ref: SecretKeyRef | None = None
-    """A Secret key holding the HMAC-SHA256 key; requests then carry `X-AIMA-Signature:
-    sha256=<hex of HMAC(key, X-AIMA-Timestamp + "." + body)>`."""
+    """A Secret key holding the HMAC-SHA256 key; requests then carry `X-AIMA-Timestamp: <Unix
+    seconds when sent>` and `X-AIMA-Signature: sha256=<hex of HMAC-SHA256(key, timestamp + "." +
+    body)>` over the exact body bytes. Receivers should compare in constant time and refuse
+    timestamps more than a few minutes old (replays); retries of one notification keep their
+    `X-AIMA-Alert-Id`, so duplicates can be dropped."""
 
 
 class GpuCondition(ApiModel):
@@ -256,7 +259,8 @@ class AlertRuleStatus(ApiModel):
     """The metadata.generation the status was computed from."""
     conditions: list[Condition] = conditions_field()
     """Ready: the rule is evaluated and its channels answer (reasons Evaluating, Suspended,
-    DeliveryFailed, ChannelSecretMissing)."""
+    DeliveryFailed, ChannelSecretMissing). Stalled while a channel needs a person (its Secret is
+    missing, its receiver refuses the request); Reconciling while a failing channel is retried."""
     state: AlertState = AlertState.INACTIVE
     """The most urgent state of its alerts, for display."""
     firing: int = Field(default=0, ge=0)

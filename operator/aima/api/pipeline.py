@@ -232,7 +232,8 @@ class PipelineStatus(ApiModel):
     """The metadata.generation the status was computed from."""
     conditions: list[Condition] = conditions_field()
     """Valid is True when every step names a registered unit, its inputs fit the unit's input and
-    every reference resolves; Ready is True when it is valid and every service it uses is ready."""
+    every reference resolves; Ready is True when it is valid and every service it uses is ready.
+    Stalled while it is not valid (an edit is needed); Reconciling while it waits for services."""
     problems: list[PipelineProblem] = Field(default_factory=list, max_length=32)
     """What is wrong with the definition, by step and field; empty when it is valid."""
     services: list[StepService] = Field(default_factory=list, max_length=32)
@@ -313,7 +314,9 @@ class PipelineRunStatus(ApiModel):
     observed_generation: int | None = Field(default=None, ge=0)
     """The metadata.generation the status was computed from."""
     conditions: list[Condition] = conditions_field()
-    """Succeeded (the summary: Unknown while running), with reasons such as StepFailed or Cancelled."""
+    """Succeeded (the summary: Unknown while running), with reasons such as StepFailed or Cancelled;
+    Ready the same, for tools that read Ready; Reconciling until the run ends, Stalled once it ended
+    without succeeding."""
     phase: PipelineRunPhase | None = None
     """One-word summary for display, derived from the conditions."""
     pipeline_generation: int | None = Field(default=None, ge=0)

@@ -29,8 +29,20 @@ __all__ = ["AlertController", "register"]
 logger = logging.getLogger("aima.controllers.alert")
 _COALESCE_SECONDS = 1.0  # a burst of NodeDevices writes wakes each GPU rule once
 
+_RETRIABLE = frozenset({408, 425, 429})
+"""Client errors that say "later", not "never"."""
+
 Body = dict[str, Any]
 Key = tuple[str, str]
+
+
+@dataclass(frozen=True)
+class _Target:
+    """A channel with its URL and signing key, read from its Secrets."""
+
+    channel: Channel
+    url: str
+    key: bytes | None
 
 
 @dataclass
@@ -57,16 +69,10 @@ class AlertController:
         generation = rule.metadata.generation
         before = rule.status or AlertRuleStatus()
         if rule.spec.suspend:
-            status = evaluation.with_ready(
-                before,
-                ok=False,
-                reason="Suspended",
-                message="Evaluation is suspended",
-                generation=generation,
-                now=now,
-            )
+            status = evaluation.with_outcome(before, [], suspended=True, generation=generation, now=now)
             await self._write(body, status)
             return
+        targets, problems = await self._targets(rule)
         result = evaluation.evaluate(
             rule.spec,
             before,
@@ -76,19 +82,16 @@ class AlertController:
             history_limit=self.settings.alert_history_limit,
             now=now,
         )
-        sent, failures = await self._notify(rule, result.notifications, now=now)
-        status = evaluation.delivered(result.status, sent, now=now)
-        status = evaluation.with_ready(
-            status,
-            ok=not failures,
-            reason="DeliveryFailed" if failures else "Evaluating",
-            message="; ".join(failures) if failures else _summary(status),
-            generation=generation,
-            now=now,
+        sent, failures = await self._notify(
+            rule, targets, result.notifications, complete=not problems, now=now
         )
+        status = evaluation.delivered(result.status, sent, now=now)
+        problems += failures
+        status = evaluation.with_outcome(status, problems, suspended=False, generation=generation, now=now)
         await self._write(body, status)
         await self._record(body, result.recorded)
-        self._wake_later(key, result.wake_after, retry=bool(failures), active=status.firing > 0)
+        # Failing channels are retried, and Secrets (not watched) looked for again, each interval.
+        self._wake_later(key, result.wake_after, retry=bool(problems), active=status.firing > 0)
 
     def wake(self, key: Key, delay: float) -> None:
         """Reconcile rule ``key`` in ``delay`` seconds, unless it is already due sooner."""
@@ -144,74 +147,98 @@ class AlertController:
         found = await self.kube.get(resource, name=name, namespace=namespace)
         return [found] if found is not None else []
 
-    async def _notify(
-        self, rule: AlertRule, notifications: Sequence[evaluation.Notification], *, now: datetime.datetime
-    ) -> tuple[list[evaluation.Notification], list[str]]:
-        """Send each notification to every channel; it counts as sent when every channel took it.
+    async def _targets(self, rule: AlertRule) -> tuple[list[_Target], list[evaluation.ChannelProblem]]:
+        """Every channel with its URL and signing key read from its Secrets, and the channels whose
+        Secrets are missing (read on every pass, so that a missing one shows before an alert fires)."""
+        namespace = rule.metadata.namespace or ""
+        targets, problems = [], []
+        for channel in rule.spec.channels:
+            try:
+                url = channel.url or await self._secret(namespace, channel.url_secret_ref)
+                ref = channel.signing_secret_ref
+                key = (await self._secret(namespace, ref)).encode() if ref else None
+            except LookupError as missing:
+                problems.append(
+                    evaluation.ChannelProblem(
+                        channel=channel.name,
+                        problem=str(missing),
+                        reason=evaluation.CHANNEL_SECRET_MISSING,
+                        lasting=True,
+                    )
+                )
+            else:
+                targets.append(_Target(channel=channel, url=url, key=key))
+        return targets, problems
 
-        Failures are described by channel name and HTTP status only: URLs may hold secrets.
-        """
+    async def _notify(
+        self,
+        rule: AlertRule,
+        targets: Sequence[_Target],
+        notifications: Sequence[evaluation.Notification],
+        *,
+        complete: bool,
+        now: datetime.datetime,
+    ) -> tuple[list[evaluation.Notification], list[evaluation.ChannelProblem]]:
+        """Send each notification to every target; it counts as sent when every channel took it
+        (``complete``: every channel is a target)."""
         if not notifications or not rule.spec.channels:
             return list(notifications), []
-        failures: list[str] = []
+        problems: list[evaluation.ChannelProblem] = []
         timeout = aiohttp.ClientTimeout(total=self.settings.alert_webhook_timeout_seconds)
         sent = []
         async with aiohttp.ClientSession(timeout=timeout) as session:
             for notification in notifications:
-                problems = [
+                failed = [
                     p
-                    for channel in rule.spec.channels
-                    if (p := await self._send(session, rule, channel, notification, now=now)) is not None
+                    for target in targets
+                    if (p := await self._send(session, rule, target, notification, now=now)) is not None
                 ]
-                if problems:
-                    failures += [p for p in problems if p not in failures]
-                else:
+                problems += [p for p in failed if p not in problems]
+                if complete and not failed:
                     sent.append(notification)
-        return sent, failures
+        return sent, problems
 
     async def _send(
         self,
         session: aiohttp.ClientSession,
         rule: AlertRule,
-        channel: Channel,
+        target: _Target,
         notification: evaluation.Notification,
         *,
         now: datetime.datetime,
-    ) -> str | None:
+    ) -> evaluation.ChannelProblem | None:
         """None when the channel took the notification, else what went wrong (no URL, no secret)."""
-        namespace = rule.metadata.namespace or ""
-        try:
-            url = channel.url or await self._secret(namespace, channel.url_secret_ref)
-            key = (
-                await self._secret(namespace, channel.signing_secret_ref)
-                if channel.signing_secret_ref
-                else None
-            )
-        except LookupError as missing:
-            return f"channel {channel.name}: {missing}"
         body, headers = alert_channels.request_for(
-            channel.type,
+            target.channel.type,
             notification,
             rule=rule.metadata.name or "",
-            namespace=namespace,
+            namespace=rule.metadata.namespace or "",
             severity=rule.spec.severity,
             description=rule.spec.description,
-            signing_key=key.encode() if key is not None else None,
+            signing_key=target.key,
             now=now,
         )
+        name = target.channel.name
         try:
-            async with session.post(url, data=body, headers=dict(headers)) as response:
+            async with session.post(target.url, data=body, headers=dict(headers)) as response:
                 if response.status >= 300:
-                    return f"channel {channel.name}: HTTP {response.status}"
+                    refused = response.status < 500 and response.status not in _RETRIABLE
+                    return evaluation.ChannelProblem(
+                        channel=name, problem=f"HTTP {response.status}", lasting=refused
+                    )
+        except aiohttp.InvalidURL:
+            return evaluation.ChannelProblem(channel=name, problem="the URL is not valid", lasting=True)
         except (aiohttp.ClientError, TimeoutError) as error:
-            return f"channel {channel.name}: {type(error).__name__}"
+            return evaluation.ChannelProblem(channel=name, problem=type(error).__name__)
         return None
 
     async def _secret(self, namespace: str, ref: SecretKeyRef | None) -> str:
         if ref is None:
             raise LookupError("no URL")
         secret = await self.kube.get(resources.SECRETS, name=ref.name, namespace=namespace)
-        value = (secret or {}).get("data", {}).get(ref.key)
+        if secret is None:
+            raise LookupError(f"Secret {ref.name} not found")
+        value = secret.get("data", {}).get(ref.key)
         if value is None:
             raise LookupError(f"Secret {ref.name} has no key {ref.key}")
         return base64.b64decode(value).decode().strip()
@@ -236,13 +263,6 @@ class AlertController:
                 reason=f"Alert{record.state}",
                 message=f"{record.subject}: {record.message}",
             )
-
-
-def _summary(status: AlertRuleStatus) -> str:
-    if not status.alerts:
-        return "Evaluated: the condition holds for nothing"
-    pending = sum(1 for a in status.alerts if a.state is AlertState.PENDING)
-    return f"Evaluated: {status.firing} firing, {pending} pending"
 
 
 def register(

@@ -37,6 +37,7 @@ from aima.domain.pipeline_status import (
     run_condition,
     services_text,
     status_patch,
+    with_generation,
 )
 from aima.kube import KubeClient, KubeError, resources
 from aima.pipelines.executor import Event, EventType, Executor, RunResult, run_problem
@@ -88,8 +89,9 @@ async def reconcile(body: Body, *, runs: Runs) -> None:
     """Level-triggered: start, nudge (cancel) or account for one PipelineRun."""
     run = PipelineRun.model_validate(body)
     key = _key(run)
-    if finished(run.status):
+    if run.status is not None and finished(run.status):
         runs.waiting.discard(key)
+        await _write(run, with_generation(run.status, run.metadata.generation), runs.kube)
         return
     if (active := runs.active.get(key)) is not None:
         if run.spec.cancel:
@@ -169,6 +171,7 @@ async def _start(
     runs: Runs,
     now: datetime.datetime,
 ) -> None:
+    message = f"Running {len(pipeline.spec.steps)} steps of pipeline {pipeline.metadata.name}"
     started = run_condition(
         status.model_copy(
             update={
@@ -180,14 +183,12 @@ async def _start(
         ),
         state=ConditionStatus.UNKNOWN,
         reason=RUNNING,
-        message=f"Running {len(pipeline.spec.steps)} steps of pipeline {pipeline.metadata.name}",
+        message=message,
         generation=run.metadata.generation,
         now=now,
     )
     await _write(run, started, runs.kube)
-    await runs.kube.event(
-        regarding=body, type_="Normal", reason="Started", message=started.conditions[-1].message
-    )
+    await runs.kube.event(regarding=body, type_="Normal", reason="Started", message=message)
     key = _key(run)
     cancel = asyncio.Event()
     recorder = _Recorder(body=body, run=run, spec=pipeline.spec, status=started, runs=runs)

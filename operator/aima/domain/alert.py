@@ -4,6 +4,10 @@ through Pending, Firing, Acknowledged and Resolved, with the notifications that 
 `evaluate` never assumes a notification got through: it lists what is due, the controller sends it,
 and `delivered` stamps only what was sent. A failing channel is therefore tried again on the next
 pass, and a cooldown delays notifications rather than dropping them.
+
+`with_outcome` reports the pass as GitOps tools read it (kstatus): a channel only a person can fix
+(its Secret missing, its receiver refusing the request) makes the rule `Stalled`; one that fails in
+a way that may pass (a timeout, a 5xx) makes it `Reconciling` while the next passes retry it.
 """
 
 from __future__ import annotations
@@ -29,9 +33,12 @@ from aima.api.alert import (
 )
 from aima.api.common import ConditionStatus, ConditionType
 from aima.api.device import Gpu, GpuHealth, NodeDevices
-from aima.domain.conditions import set_condition
+from aima.domain.conditions import RECONCILING, STALLED, Progress, set_condition, set_progress
 
 __all__ = [
+    "CHANNEL_SECRET_MISSING",
+    "DELIVERY_FAILED",
+    "ChannelProblem",
     "Evaluation",
     "Notification",
     "Observation",
@@ -42,9 +49,13 @@ __all__ = [
     "model_observations",
     "parse_duration",
     "service_observations",
-    "with_ready",
+    "with_outcome",
 ]
 
+CHANNEL_SECRET_MISSING = "ChannelSecretMissing"  # noqa: S105 - a condition reason, not a secret
+DELIVERY_FAILED = "DeliveryFailed"
+_EVALUATING = "Evaluating"
+_SUSPENDED = "Suspended"
 _DURATION = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
 _FAILED_DOWNLOAD_REASONS = frozenset({"DownloadFailed", "ChecksumMismatch"})
 _URGENCY = (AlertState.FIRING, AlertState.ACKNOWLEDGED, AlertState.PENDING)
@@ -100,6 +111,23 @@ class Notification:
     value: str | None
     since: datetime
     fired_at: datetime | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class ChannelProblem:
+    """Why a channel cannot take notifications, by its name and an HTTP status or error type only:
+    its URL may be a secret."""
+
+    channel: str
+    problem: str
+    reason: str = DELIVERY_FAILED
+    """ChannelSecretMissing or DeliveryFailed."""
+    lasting: bool = False
+    """Only a person can fix it (a missing Secret, a request the receiver refuses); otherwise the
+    next pass may well get through."""
+
+    def __str__(self) -> str:
+        return f"channel {self.channel}: {self.problem}"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -226,20 +254,47 @@ def delivered(status: AlertRuleStatus, sent: Sequence[Notification], *, now: dat
     return status.model_copy(update={"alerts": alerts, "last_notification_time": now})
 
 
-def with_ready(
-    status: AlertRuleStatus, *, ok: bool, reason: str, message: str, generation: int | None, now: datetime
+def with_outcome(
+    status: AlertRuleStatus,
+    problems: Sequence[ChannelProblem],
+    *,
+    suspended: bool,
+    generation: int | None,
+    now: datetime,
 ) -> AlertRuleStatus:
-    """``status`` with its Ready condition set."""
+    """``status`` as the answer to spec ``generation``, with Ready (evaluated, and every channel
+    took what it was sent) and the progress its channels' ``problems`` call for."""
+    ready: tuple[ConditionStatus, str, str]
+    progress: Progress | None = None
+    if suspended:
+        ready = (ConditionStatus.FALSE, _SUSPENDED, "Evaluation is suspended")
+    elif problems:
+        lasting = [p for p in problems if p.lasting]
+        reason = lasting[0].reason if lasting else DELIVERY_FAILED
+        ready = (ConditionStatus.FALSE, reason, "; ".join(dict.fromkeys(str(p) for p in problems)))
+        progress = STALLED if lasting else RECONCILING
+    else:
+        ready = (ConditionStatus.TRUE, _EVALUATING, _summary(status))
     conditions = set_condition(
         status.conditions,
         type_=ConditionType.READY,
-        status=ConditionStatus.TRUE if ok else ConditionStatus.FALSE,
-        reason=reason,
-        message=message,
+        status=ready[0],
+        reason=ready[1],
+        message=ready[2],
         generation=generation,
         now=now,
     )
-    return status.model_copy(update={"conditions": conditions})
+    conditions = set_progress(
+        conditions, progress, reason=ready[1], message=ready[2], generation=generation, now=now
+    )
+    return status.model_copy(update={"conditions": conditions, "observed_generation": generation})
+
+
+def _summary(status: AlertRuleStatus) -> str:
+    if not status.alerts:
+        return "Evaluated: the condition holds for nothing"
+    pending = sum(1 for a in status.alerts if a.state is AlertState.PENDING)
+    return f"Evaluated: {status.firing} firing, {pending} pending"
 
 
 def _carry(

@@ -3,7 +3,12 @@
 A Pipeline has `Valid` (the definition fits the units) and `Ready` (valid, and every InferenceService
 its steps' models need is Ready). A PipelineRun has `Succeeded`: Unknown while pending or running,
 True when done, False with the reason it is not (StepFailed, Cancelled, TimedOut, InvalidSpec,
-PipelineNotFound, Interrupted). `phase` is derived from it for display only.
+PipelineNotFound, Interrupted); `Ready` mirrors it, and `phase` is derived from it for display only.
+
+Both report progress as GitOps tools read it (kstatus, see `aima.domain.conditions`): an invalid
+Pipeline is `Stalled` (only an edit helps), one waiting for its services is `Reconciling` (they are
+likely still starting, or not yet applied); a run is `Reconciling` until it ends, and `Stalled` once
+it ended without succeeding, as nothing more will happen to it.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from aima.api.pipeline import (
     PipelineStatus,
     StepService,
 )
-from aima.domain.conditions import find, set_condition
+from aima.domain.conditions import RECONCILING, STALLED, Progress, find, set_condition, set_progress
 
 __all__ = [
     "INTERRUPTED",
@@ -33,12 +38,17 @@ __all__ = [
     "run_condition",
     "services_text",
     "status_patch",
+    "with_generation",
 ]
 
 RUNNING: Final = "Running"
 SERVICES_NOT_READY: Final = "ServicesNotReady"
 INTERRUPTED: Final = "Interrupted"
 """The operator stopped while the run was executing; its steps cannot be resumed."""
+_RUN_PROGRESS: Final[dict[ConditionStatus, Progress]] = {
+    ConditionStatus.UNKNOWN: RECONCILING,  # pending, waiting for services, or running
+    ConditionStatus.FALSE: STALLED,  # ended without succeeding: nothing more will happen
+}
 
 
 def problems_text(problems: Sequence[PipelineProblem], *, limit: int = 5) -> str:
@@ -83,10 +93,11 @@ def pipeline_status(
         else (ConditionStatus.FALSE, Reason.INVALID_SPEC, problems_text(problems))
     )
     ready: tuple[ConditionStatus, str, str]
+    progress: Progress | None = None
     if problems:
-        ready = (ConditionStatus.FALSE, Reason.INVALID_SPEC, valid[2])
+        ready, progress = (ConditionStatus.FALSE, Reason.INVALID_SPEC, valid[2]), STALLED
     elif waiting := blocking(services, require_services=require_services):
-        ready = (ConditionStatus.FALSE, SERVICES_NOT_READY, services_text(waiting))
+        ready, progress = (ConditionStatus.FALSE, SERVICES_NOT_READY, services_text(waiting)), RECONCILING
     else:
         ready = (ConditionStatus.TRUE, Reason.READY, "The pipeline is valid and its services are ready")
     conditions = list(previous)
@@ -100,6 +111,9 @@ def pipeline_status(
             generation=generation,
             now=now,
         )
+    conditions = set_progress(
+        conditions, progress, reason=ready[1], message=ready[2], generation=generation, now=now
+    )
     return PipelineStatus(
         observed_generation=generation,
         conditions=conditions,
@@ -117,19 +131,33 @@ def run_condition(
     generation: int | None,
     now: datetime,
 ) -> PipelineRunStatus:
-    """`status` with its Succeeded condition (and the phase derived from it) set."""
-    conditions = set_condition(
-        status.conditions,
-        type_=ConditionType.SUCCEEDED,
-        status=state,
-        reason=reason,
-        message=message[:32768],
-        generation=generation,
-        now=now,
+    """`status` with its Succeeded condition set, and what follows from it: Ready (the same), the
+    progress (Reconciling until the run ends, Stalled when it ended without succeeding) and the phase."""
+    conditions = list(status.conditions)
+    for type_ in (ConditionType.SUCCEEDED, ConditionType.READY):
+        conditions = set_condition(
+            conditions,
+            type_=type_,
+            status=state,
+            reason=reason,
+            message=message[:32768],
+            generation=generation,
+            now=now,
+        )
+    progress = _RUN_PROGRESS.get(state)
+    conditions = set_progress(
+        conditions, progress, reason=reason, message=message[:32768], generation=generation, now=now
     )
     return status.model_copy(
         update={"conditions": conditions, "phase": _phase(state, reason), "observed_generation": generation}
     )
+
+
+def with_generation(status: PipelineRunStatus, generation: int | None) -> PipelineRunStatus:
+    """A finished run's status as the answer to spec ``generation`` (a `cancel` set after the end, or
+    during the run, changes nothing of the outcome but must not leave the status looking stale)."""
+    conditions = [c.model_copy(update={"observed_generation": generation}) for c in status.conditions]
+    return status.model_copy(update={"conditions": conditions, "observed_generation": generation})
 
 
 def finished(status: PipelineRunStatus | None) -> bool:
