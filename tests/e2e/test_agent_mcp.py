@@ -9,16 +9,20 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+import httpx2
 import pytest
 from mcp import Client, StdioServerParameters
+from mcp.client.streamable_http import streamable_http_client
 
 from aima.testenv import ControlPlane
 from aima.testenv.operator import OperatorThread
+from aima.testenv.processes import free_port
 from declared import mark_downloaded
 
 pytestmark = pytest.mark.e2e
@@ -88,3 +92,45 @@ def test_an_agent_pulls_serves_scales_and_reads_why_it_is_pending(
             assert elsewhere.content[0].text.startswith("FORBIDDEN")  # type: ignore[union-attr]
 
     asyncio.run(session())
+
+
+def test_an_agent_over_streamable_http_presents_the_doors_key(aima_crds: ControlPlane) -> None:
+    port = free_port()
+    command = [AIMA, "mcp", "serve", "--transport", "http", "--port", str(port), "--read-only"]
+    refused = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+    assert refused.returncode == 2 and "--api-key" in refused.stderr  # no open door by accident
+    env = {"KUBECONFIG": str(aima_crds.kubeconfig), "PATH": str(Path(sys.executable).parent)}
+    env["AIMA_MCP_API_KEYS"] = "mcp-key-1 mcp-key-2"
+    server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+
+    async def session() -> None:
+        async def healthy() -> bool:
+            assert server.poll() is None, "aima mcp serve exited"
+            try:
+                async with httpx2.AsyncClient() as plain:
+                    return (await plain.get(url + "/healthz")).status_code == 200
+            except httpx2.TransportError:
+                return False
+
+        await poll("aima mcp serve to listen", healthy)
+        async with httpx2.AsyncClient() as plain:
+            stranger = await plain.post(url + "/mcp", json={}, headers={"Authorization": "Bearer wrong"})
+            assert stranger.status_code == 401
+            assert stranger.headers["WWW-Authenticate"] == "Bearer"
+        keyed = httpx2.AsyncClient(
+            headers={"Authorization": "Bearer mcp-key-2"}, timeout=httpx2.Timeout(30, read=300)
+        )
+        async with keyed, Client(streamable_http_client(url + "/mcp", http_client=keyed)) as agent:
+            tools = {t.name for t in (await agent.list_tools()).tools}
+            assert "engine_list" in tools and "service_create" not in tools  # --read-only
+            engines = await agent.call_tool("engine_list", {})
+            assert engines.is_error is False, engines.content
+
+    try:
+        asyncio.run(session())
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+        assert server.stderr is not None
+        server.stderr.close()

@@ -45,6 +45,14 @@ def mcp() -> None:
 @click.option("--no-host-check", is_flag=True, help="Accept any Host header (behind a trusted proxy).")
 @click.option("--stateless", is_flag=True, help="No sessions (http): any replica answers any request.")
 @click.option(
+    "--api-key", "api_keys", multiple=True, envvar="AIMA_MCP_API_KEYS",
+    help="A key clients present as a Bearer token (http; repeat for more; AIMA_MCP_API_KEYS, "
+    "space-separated). Required for http unless --no-auth.",
+)  # fmt: skip
+@click.option(
+    "--no-auth", is_flag=True, help="Serve http without keys (only behind a proxy that authenticates)."
+)
+@click.option(
     "--kubeconfig", type=click.Path(path_type=Path, dir_okay=False), envvar="KUBECONFIG", help="Kubeconfig."
 )
 def serve(
@@ -58,6 +66,8 @@ def serve(
     allowed_hosts: tuple[str, ...],
     no_host_check: bool,
     stateless: bool,
+    api_keys: tuple[str, ...],
+    no_auth: bool,
     kubeconfig: Path | None,
 ) -> None:
     """Serve the units to MCP clients. In stdio mode stdout carries only the protocol; logs go to
@@ -78,8 +88,15 @@ def serve(
     if transport == "stdio":
         anyio.run(door.serve_stdio)
         return
+    keys = tuple(key for key in api_keys if key.strip())
+    if not keys and not no_auth:
+        raise click.UsageError("streamable HTTP needs --api-key (or AIMA_MCP_API_KEYS), or --no-auth")
     app = door.http_app(
-        host=host, allowed_hosts=allowed_hosts, check_host=not no_host_check, stateless=stateless
+        host=host,
+        allowed_hosts=allowed_hosts,
+        check_host=not no_host_check,
+        stateless=stateless,
+        api_keys=() if no_auth else keys,
     )
     click.echo(f"Serving MCP on http://{host}:{port}/mcp", err=True)
     uvicorn.run(app, host=host, port=port, log_level="info")

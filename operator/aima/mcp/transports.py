@@ -1,20 +1,24 @@
 """Serving the MCP door: over stdio (for a local agent) or streamable HTTP at /mcp (in a cluster).
 
 The API server client lives on the event loop that serves: it is connected when serving starts and
-closed when it stops, so the server object can be built before any loop exists.
+closed when it stops, so the server object can be built before any loop exists. Over HTTP every
+request to /mcp presents one of the door's API keys as a Bearer token (/healthz needs none).
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+import hmac
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from typing import Any
 
 from mcp.server import MCPServer
 from mcp.server.transport_security import TransportSecuritySettings
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 
 from aima.mcp.server import Policy, build_server
@@ -61,10 +65,12 @@ class McpDoor:
         allowed_hosts: tuple[str, ...] = (),
         check_host: bool = True,
         stateless: bool = False,
+        api_keys: Iterable[str] = (),
     ) -> Starlette:
         """A Starlette app: streamable HTTP at /mcp and /healthz. The SDK accepts only loopback Host
         headers unless told otherwise: behind a Service, name it in `allowed_hosts` (name and name:*),
-        or turn the check off behind a proxy that already controls Host."""
+        or turn the check off behind a proxy that already controls Host. With `api_keys`, /mcp needs
+        one of them; without, it is open (only behind a proxy that authenticates)."""
         security = None
         if not check_host:
             security = TransportSecuritySettings(enable_dns_rebinding_protection=False)
@@ -80,7 +86,38 @@ class McpDoor:
             async with self.connected(), self.server.session_manager.run():
                 yield
 
-        return Starlette(routes=[Route("/healthz", _health), Mount("/", app=mcp_app)], lifespan=lifespan)
+        keys = [key.encode() for key in api_keys]
+        middleware = [Middleware(_BearerKeys, keys=keys)] if keys else []
+        return Starlette(
+            routes=[Route("/healthz", _health), Mount("/", app=mcp_app)],
+            lifespan=lifespan,
+            middleware=middleware,
+        )
+
+
+class _BearerKeys(BaseHTTPMiddleware):
+    """Every request but /healthz presents one of ``keys`` as ``Authorization: Bearer <key>``."""
+
+    def __init__(self, app: Any, *, keys: list[bytes]) -> None:
+        super().__init__(app)
+        self._keys = keys
+
+    async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
+        if request.url.path == "/healthz":
+            return await call_next(request)
+        header = request.headers.get("authorization", "")
+        given = header[7:].strip().encode() if header[:7].lower() == "bearer " else b""
+        # Compared with every key in constant time: timing says nothing about which prefix matched.
+        if not given or not any(hmac.compare_digest(given, key) for key in self._keys):
+            return JSONResponse(
+                {
+                    "error": "unauthorized",
+                    "message": "A valid API key is required: Authorization: Bearer <key>",
+                },
+                status_code=401,
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        return await call_next(request)
 
 
 async def _health(_: Request) -> JSONResponse:
