@@ -84,6 +84,29 @@ def test_problems_name_the_step_and_field() -> None:
     assert len(problems) == 5, problems
 
 
+def test_config_references_are_checked_at_the_pipelines_defaults() -> None:
+    checked = spec(
+        {
+            "id": "chat",
+            "unit": "inference.chat",
+            "inputs": {"model": "${config.llm}", "messages": "${input.audio}", "maxTokens": "${config.mt}"},
+        },
+        config={"llm": "m", "mt": "lots"},
+    )
+    problems = validate(checked, UNITS)
+    assert [(p.step, p.field) for p in problems] == [("chat", "inputs.maxTokens")]
+    assert "integer" in problems[0].message
+    fitting = spec(
+        {
+            "id": "chat",
+            "unit": "inference.chat",
+            "inputs": {"model": "${config.llm}", "messages": "${input.audio}", "maxTokens": "${config.mt}"},
+        },
+        config={"llm": "m", "mt": 64},
+    )
+    assert validate(fitting, UNITS) == []
+
+
 def test_a_reference_where_a_list_is_expected_is_checked_at_run_time() -> None:
     checked = spec(
         {

@@ -64,18 +64,22 @@ def validate(spec: PipelineSpec, units: Mapping[str, UnitShape]) -> list[Pipelin
             message = f"unit {step.unit} is not registered; GET /api/v2/units or `aima units` lists them"
             problems.append(PipelineProblem(step=step.id, field="unit", message=message))
             continue
-        problems += input_problems(step, unit.input)
+        problems += input_problems(step, unit.input, config=spec.config)
         problems += _output_field_problems(step.inputs, ("inputs",), step.id, by_id, units)
     problems += _output_field_problems(spec.outputs, ("outputs",), None, by_id, units)
     return problems
 
 
-def input_problems(step: PipelineStep, model: type[BaseModel]) -> list[PipelineProblem]:
-    """Where the step's literal inputs do not fit the unit's input model (missing, unknown or wrongly
-    typed fields); values holding references are checked at run time, once they are known."""
-    referenced = {found.location for found in located_references(step.inputs)}
+def input_problems(
+    step: PipelineStep, model: type[BaseModel], *, config: Mapping[str, Any] | None = None
+) -> list[PipelineProblem]:
+    """Where the step's inputs do not fit the unit's input model (missing, unknown or wrongly typed
+    fields), with `${config.*}` taken at the pipeline's defaults; values holding other references are
+    checked at run time, once they are known."""
+    inputs = _with_config(step.inputs, config or {})
+    referenced = {found.location for found in located_references(inputs)}
     try:
-        model.model_validate(_with_placeholders(step.inputs, referenced, ()))
+        model.model_validate(_with_placeholders(inputs, referenced, ()))
     except ValidationError as invalid:
         return [
             PipelineProblem(step=step.id, field=dotted(("inputs", *error["loc"])), message=error["msg"])
@@ -83,6 +87,23 @@ def input_problems(step: PipelineStep, model: type[BaseModel]) -> list[PipelineP
             if not _covers(referenced, tuple(error["loc"]))
         ]
     return []
+
+
+def _with_config(value: Any, config: Mapping[str, Any]) -> Any:
+    """``value`` with its `${config.*}` references replaced by the defaults (others kept as they are)."""
+    if isinstance(value, str):
+        found = list(located_references(value))
+        if found and all(f.root == "config" for f in found):
+            try:
+                return resolve(value, {"config": dict(config)})
+            except LookupError:
+                return value  # reference_problems names what is not set
+        return value
+    if isinstance(value, dict):
+        return {key: _with_config(item, config) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_with_config(item, config) for item in value]
+    return value
 
 
 def _with_placeholders(value: Any, referenced: set[tuple[str | int, ...]], at: tuple[str | int, ...]) -> Any:
