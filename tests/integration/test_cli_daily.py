@@ -4,12 +4,16 @@ exit codes that mean something."""
 from __future__ import annotations
 
 import json
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from click.testing import CliRunner
 
 from aima.cli.main import cli
 from aima.testenv import ControlPlane
+from declared import get, mark_downloaded
+from waiting import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -83,3 +87,26 @@ def test_service_logs_lists_what_each_replica_said_or_why_not(
     body = json.loads(logs.stdout)
     assert body["pods"] == []
     assert body["message"].startswith("No replicas run")
+
+
+def test_pull_wait_follows_the_models_status_to_ready(aima_crds: ControlPlane, namespace: str) -> None:
+    """`--wait` feeds its progress bar from status.progress and returns once the Model is Ready (here
+    the test plays the operator and the loader, writing the status they would)."""
+    runner = CliRunner()
+    env = {"KUBECONFIG": str(aima_crds.kubeconfig)}
+    argv = ["model", "pull", "hf://acme/wait-me", "-n", namespace, "--wait", "--timeout", "60"]
+    with ThreadPoolExecutor(1) as pool:
+        waiting = pool.submit(runner.invoke, cli, argv, env=env)
+        eventually(lambda: get(aima_crds, "model", "wait-me", namespace) is not None, what="the Model")
+        half = {"phase": "Downloading", "bytesDone": 2**29, "bytesTotal": 2**30, "percent": 50}
+        aima_crds.kubectl(
+            "patch", "model", "wait-me", "-n", namespace, "--subresource=status", "--type=merge",
+            "-p", json.dumps({"status": {"phase": "Downloading", "progress": half}}),
+        )  # fmt: skip
+        time.sleep(1.5)  # the command reads the status once a second
+        assert not waiting.done()
+        mark_downloaded(aima_crds, namespace, "wait-me", "wait-me-loader")
+        result = waiting.result(timeout=30)
+    assert result.exit_code == 0, result.output
+    assert "wait-me: Ready" in result.stderr
+    assert "1.1 GB" in result.stderr  # the bar's total, from status.progress.bytesTotal
