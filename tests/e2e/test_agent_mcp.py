@@ -1,8 +1,9 @@
 """An agent's session, through MCP only: `aima mcp serve` over stdio, confined to one namespace.
 
-The agent pulls a model, creates a service for it, scales it, and reads from the service's resource
-why it is pending. The test stands in for the loader (no model downloads here): once the operator
-has started the loader Job, it marks the download done, as the loader would.
+The agent pulls a model, is refused a service no node could ever hold, creates one that fits, scales
+it beyond the cluster's GPUs, and reads from the service's resource why it is pending. The test
+stands in for the loader (no model downloads here): once the operator has started the loader Job,
+it marks the download done, as the loader would.
 """
 
 from __future__ import annotations
@@ -69,23 +70,27 @@ def test_an_agent_pulls_serves_scales_and_reads_why_it_is_pending(
             mark_downloaded(aima_crds, namespace, "tiny", await poll("the loader Job", loader_job))
 
             created = await agent.call_tool(
-                "service_create", {"name": "chat", "modelRef": {"name": "tiny"}, "resources": {"gpus": 9}}
+                "service_create", {"name": "chat", "modelRef": {"name": "tiny"}, "resources": {"gpus": 16}}
+            )
+            assert created.is_error is True  # no node has 16 GPUs: refused, not left pending forever
+            assert created.content[0].text.startswith("INSUFFICIENT_RESOURCES")  # type: ignore[union-attr]
+            created = await agent.call_tool(
+                "service_create", {"name": "chat", "modelRef": {"name": "tiny"}, "resources": {"gpus": 8}}
             )
             assert created.is_error is False, created.content
-            scaled = await agent.call_tool("service_scale", {"name": "chat", "replicas": 2})
+            # Two nodes of 8 GPUs hold two replicas of 8 GPUs at most: the third waits.
+            scaled = await agent.call_tool("service_scale", {"name": "chat", "replicas": 3})
             assert scaled.structured_content is not None
-            assert scaled.structured_content["replicas"] == 2
+            assert scaled.structured_content["replicas"] == 3
 
             async def pending() -> dict[str, Any] | None:
                 read = await agent.read_resource("aima://services/chat")
                 body: dict[str, Any] = json.loads(read.contents[0].text)  # type: ignore[union-attr]
-                ready = next(
-                    (c for c in body.get("status", {}).get("conditions", []) if c["type"] == "Ready"), {}
-                )
-                return ready if ready.get("reason") == "InsufficientGPU" else None
+                conditions = body.get("status", {}).get("conditions", [])
+                return next((c for c in conditions if c.get("reason") == "InsufficientGPU"), None)
 
             why = await poll("the service to explain why it is pending", pending)
-            assert "needs 9 nvidia.com/gpu on one node" in why["message"]
+            assert "needs 8 nvidia.com/gpu on one node" in why["message"]
 
             elsewhere = await agent.call_tool("service_get", {"name": "chat", "namespace": "kube-system"})
             assert elsewhere.is_error is True

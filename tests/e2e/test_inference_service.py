@@ -126,7 +126,8 @@ def test_a_model_not_yet_downloaded_holds_the_service_waiting(
     assert progress_conditions(body) == {"Reconciling": "ModelNotReady"}
     model_ready = condition(body, "ModelReady")
     assert model_ready["status"] == "False"
-    assert model_ready["message"].startswith("Waiting for Model tiny (Downloading)")
+    # Pending until kwok runs the loader's pod, Downloading after: either way not Ready.
+    assert re.match(r"Waiting for Model tiny \((Pending|Downloading)\)", model_ready["message"])
     assert get(engines, "deployment", "chat", namespace) is None
 
     make_model(engines, namespace, ready=True)  # the download finishes: the Model's event nudges the service
@@ -162,9 +163,37 @@ def test_a_crashing_engine_is_explained(
     message = condition(body, "Ready")["message"]
     assert f"The engine in pod {pod['metadata']['name']} keeps crashing (5 restarts)" in message
     assert "last exit code 1 (Error)" in message
+    assert message.endswith("last log lines:\nValueError: the fake engine crashed on purpose"), message
     assert body["status"]["phase"] == "Failed"
     assert body["status"]["readyReplicas"] == 0
     assert progress_conditions(body) == {"Stalled": "CrashLoopBackOff"}
+
+
+def test_a_pod_the_quota_refuses_is_explained(
+    engines: ControlPlane, operator: OperatorThread, namespace: str
+) -> None:
+    quota = {
+        "apiVersion": "v1",
+        "kind": "ResourceQuota",
+        "metadata": {"name": "gpu-quota", "namespace": namespace},
+        "spec": {"hard": {"requests.nvidia.com/gpu": "0"}},
+    }
+    engines.apply([quota])
+    # Admission refuses every pod while the quota controller has not yet counted the namespace.
+    eventually(
+        lambda: (get(engines, "resourcequota", "gpu-quota", namespace) or {}).get("status", {}).get("hard"),
+        what="the quota to be counted",
+    )
+    make_model(engines, namespace, ready=True)
+    make_service(engines, namespace, resources={"gpus": 2})
+
+    body = ready_with(engines, namespace, "FailedCreate")
+    for type_ in ("Ready", "Scheduled"):
+        message = condition(body, type_)["message"]
+        assert message.startswith("Pods cannot be created: exceeded quota: gpu-quota"), message
+        assert "requested: requests.nvidia.com/gpu=2" in message
+    assert body["status"]["phase"] == "Pending"
+    assert progress_conditions(body) == {"Stalled": "FailedCreate"}
 
 
 def test_scale_up_and_down(engines: ControlPlane, operator: OperatorThread, namespace: str) -> None:

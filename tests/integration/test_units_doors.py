@@ -91,6 +91,15 @@ def test_aima_exec_runs_units_with_generated_options(aima_crds: ControlPlane, na
     assert invalid.exit_code == 2
     assert "replicas" in invalid.stderr
 
+    too_big = runner.invoke(
+        cli,
+        ["exec", "service.create", "--name", "huge", "--namespace", namespace,
+         "--model-ref", '{"name": "tiny"}', "--resources", '{"gpus": 16}'],
+        env=env,
+    )  # fmt: skip
+    assert too_big.exit_code == 5, too_big.output
+    assert "INSUFFICIENT_RESOURCES" in too_big.stderr
+
     status = runner.invoke(cli, ["exec", "resource.status", "--json"], env=env)
     assert status.exit_code == 0, status.output
     assert json.loads(status.stdout)["total"] == 16
@@ -100,3 +109,18 @@ def test_aima_units_lists_the_catalog() -> None:
     result = CliRunner().invoke(cli, ["units", "--json"])
     assert result.exit_code == 0
     assert {u["name"] for u in json.loads(result.stdout)} == {u.name for u in registry()}
+
+
+@pytest.mark.parametrize(
+    ("given", "words"),
+    [("{name: tiny}", "--input is not JSON"), ('["tiny"]', "--input must be a JSON object")],
+    ids=["not json", "not an object"],
+)
+def test_aima_exec_refuses_input_that_is_no_json_object(given: str, words: str) -> None:
+    result = CliRunner().invoke(cli, ["exec", "model.get", "--input", given])
+    assert result.exit_code == 2, result.output
+    assert "INVALID_INPUT" in result.stderr
+    assert words in result.stderr
+    as_json = CliRunner().invoke(cli, ["exec", "model.get", "--input", given, "--json"])
+    assert as_json.exit_code == 2
+    assert json.loads(as_json.stderr)["error"]["code"] == "INVALID_INPUT"

@@ -176,6 +176,40 @@ def test_service_create_scale_stop_and_start_change_the_custom_resource(
     assert call(aima_crds, "service.stop", namespace, name="svc")["error"]["code"] == "SERVICE_NOT_FOUND"
 
 
+def test_a_replica_no_node_can_hold_is_refused(aima_crds: ControlPlane, namespace: str) -> None:
+    ok(call(aima_crds, "model.create", namespace, name="tiny", **LLM))
+    huge = {"name": "huge", "modelRef": {"name": "tiny"}, "resources": {"gpus": 16}}
+
+    refused = call(aima_crds, "service.create", namespace, **huge)
+    assert refused["error"]["code"] == "INSUFFICIENT_RESOURCES", refused
+    assert refused["error"]["message"].startswith(
+        "A replica needs 16 GPUs on one node, but the largest GPU node (gpu-node-0) has 8"
+    )
+    details = refused["error"]["details"]
+    assert (details["gpusPerReplica"], details["largestNodeCapacity"]) == (16, 8)
+    assert set(details["freeByNode"]) == {"gpu-node-0", "gpu-node-1"}
+    listed = kubectl_json(aima_crds, "get", "inferenceservices", "-n", namespace)["items"]
+    assert listed == []
+
+    # At rest it may exist; asked to run, it is refused and left as it was.
+    ok(call(aima_crds, "service.create", namespace, **huge, replicas=0))
+    scaled = call(aima_crds, "service.scale", namespace, name="huge", replicas=1)
+    assert scaled["error"]["code"] == "INSUFFICIENT_RESOURCES"
+    spec = kubectl_json(aima_crds, "get", "inferenceservice", "huge", "-n", namespace)["spec"]
+    assert spec["replicas"] == 0
+
+    elsewhere = call(
+        aima_crds,
+        "service.create",
+        namespace,
+        name="a100",
+        modelRef={"name": "tiny"},
+        resources={"gpus": 1, "gpuProduct": "NVIDIA-A100"},
+    )
+    assert elsewhere["error"]["code"] == "INSUFFICIENT_RESOURCES"
+    assert "No node has GPU product NVIDIA-A100" in elsewhere["error"]["message"]
+
+
 def gpu_pod(name: str, namespace: str, gpus: int) -> dict[str, Any]:
     return {
         "apiVersion": "v1",

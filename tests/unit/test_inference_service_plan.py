@@ -489,6 +489,87 @@ def test_insufficient_gpu_says_how_many_are_free_where() -> None:
     assert status.phase == "Pending"
 
 
+QUOTA_REFUSED = {
+    "type": "ReplicaFailure",
+    "status": "True",
+    "reason": "FailedCreate",
+    "message": 'pods "chat-6d4f9c-x7k2p" is forbidden: exceeded quota: gpu-quota, requested: '
+    "requests.nvidia.com/gpu=1, used: requests.nvidia.com/gpu=0, limited: requests.nvidia.com/gpu=0",
+}
+DEADLINE_EXCEEDED = {
+    "type": "Progressing",
+    "status": "False",
+    "reason": "ProgressDeadlineExceeded",
+    "message": 'ReplicaSet "chat-6d4f9c" has timed out progressing.',
+}
+
+
+def with_conditions(*found: dict[str, Any], ready: int = 0, generation: int = 1) -> dict[str, Any]:
+    """The service's Deployment as the Deployment controller left it, seen at ``generation``."""
+    return {
+        "metadata": {"name": "chat", "generation": 1},
+        "spec": {"progressDeadlineSeconds": 4200},
+        "status": {"observedGeneration": generation, "readyReplicas": ready, "conditions": list(found)},
+    }
+
+
+def test_a_pod_the_quota_refuses_is_explained_from_the_deployment() -> None:
+    body = service()
+    seen = observed(deployment=with_conditions(QUOTA_REFUSED))
+    status = planning.compute_status(body, plan=planning.plan(body, observed=seen), observed=seen, now=NOW)
+    for type_ in ("Scheduled", "Ready"):
+        found = condition(status, type_)
+        assert (found.status, found.reason) == ("False", "FailedCreate")
+        assert found.message.startswith(
+            "Pods cannot be created: exceeded quota: gpu-quota, requested: requests.nvidia.com/gpu=1"
+        )
+        assert "raise the namespace's ResourceQuota" in found.message
+    assert status.phase == "Pending"
+    assert condition(status, "Stalled").reason == "FailedCreate"
+
+
+def test_replicas_the_quota_refuses_beside_ready_ones_leave_the_service_ready() -> None:
+    body = service(replicas=3)
+    seen = observed(deployment=with_conditions(QUOTA_REFUSED, ready=1), pods=[pod()])
+    status = planning.compute_status(body, plan=planning.plan(body, observed=seen), observed=seen, now=NOW)
+    assert condition(status, "Ready").status == "True"
+    assert condition(status, "Scheduled").reason == "FailedCreate"
+
+
+def test_a_rollout_past_its_deadline_is_explained() -> None:
+    body = service()
+    seen = observed(deployment=with_conditions(DEADLINE_EXCEEDED))
+    status = planning.compute_status(body, plan=planning.plan(body, observed=seen), observed=seen, now=NOW)
+    found = condition(status, "Ready")
+    assert (found.status, found.reason, status.phase) == ("False", "ProgressDeadlineExceeded", "Failed")
+    assert found.message == (
+        "Deployment chat made no progress within 4200s (ProgressDeadlineExceeded): "
+        'ReplicaSet "chat-6d4f9c" has timed out progressing.'
+    )
+    assert condition(status, "Stalled").reason == "ProgressDeadlineExceeded"
+
+
+def test_a_pod_problem_explains_more_than_the_deadline() -> None:
+    crashing = pod(
+        containerStatuses=[container(restartCount=5, state={"waiting": {"reason": "CrashLoopBackOff"}})]
+    )
+    body = service()
+    seen = observed(deployment=with_conditions(DEADLINE_EXCEEDED), pods=[crashing])
+    status = planning.compute_status(body, plan=planning.plan(body, observed=seen), observed=seen, now=NOW)
+    assert condition(status, "Ready").reason == "CrashLoopBackOff"
+
+
+def test_conditions_about_an_older_deployment_spec_are_not_shown() -> None:
+    body = service()
+    stale = with_conditions(QUOTA_REFUSED, DEADLINE_EXCEEDED, generation=0)
+    seen = observed(deployment=stale)
+    status = planning.compute_status(body, plan=planning.plan(body, observed=seen), observed=seen, now=NOW)
+    assert (condition(status, "Scheduled").reason, condition(status, "Ready").reason) == (
+        "Pending",
+        "Starting",
+    )
+
+
 def test_free_gpus_ignore_finished_pods() -> None:
     nodes = [node_info(n) for n in GPU_NODES]
     done = pod("done", gpus=8) | {"status": {"phase": "Succeeded"}}

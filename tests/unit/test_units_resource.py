@@ -8,8 +8,11 @@ from typing import Any
 import pytest
 
 from aima.api.device import Gpu, GpuHealth, NodeDevices, NodeDevicesSpec, NodeDevicesStatus
+from aima.api.inference_service import InferenceServiceSpec, ServiceResources
 from aima.units.device import AgentState
-from aima.units.resource import allocations_of, budget_of, place, pod_gpus, status_of
+from aima.units.errors import ErrorCode
+from aima.units.resource import allocations_of, budget_of, never_fits, place, pod_gpus, status_of
+from aima.units.service import replica_gpus, runs_after
 
 pytestmark = pytest.mark.unit
 
@@ -174,3 +177,83 @@ def test_budget_is_the_free_gpus_within_the_namespaces_quota() -> None:
     assert "its quota leaves 4 (4 of 8 used)" in limited.summary
     spent = budget_of(status, [quota(4, 4)], namespace="team-a")
     assert (spent.available, spent.largest_node) == (0, None)
+
+
+# ---- a replica that can never fit: what service.create, scale and start refuse ----------------------
+
+
+@pytest.mark.parametrize(
+    ("gpus", "product", "busy"),
+    [(8, None, 0), (8, None, 8), (1, "H100", 16)],
+    ids=["a whole node", "busy now: the service waits", "all busy: still no refusal"],
+)
+def test_a_replica_that_fits_some_node_is_never_refused(gpus: int, product: str | None, busy: int) -> None:
+    pods = [pod("a", min(busy, 8), node="gpu-node-0"), pod("b", max(busy - 8, 0), node="gpu-node-1")]
+    assert never_fits(status_of(NODES, pods), gpus=gpus, gpu_product=product) is None
+
+
+def test_more_gpus_than_the_largest_node_has_are_refused_with_the_figures() -> None:
+    pods = [pod("a", 3, node="gpu-node-1")]
+    refusal = never_fits(status_of([*NODES, node("gpu-node-2", 4)], pods), gpus=16, gpu_product=None)
+    assert refusal is not None
+    assert refusal.code is ErrorCode.INSUFFICIENT_RESOURCES
+    assert refusal.message.startswith(
+        "A replica needs 16 GPUs on one node, but the largest GPU node (gpu-node-0) has 8: it can never be "
+        "scheduled; lower resources.gpus to at most 8."
+    )
+    assert "17 of 20 GPUs free: gpu-node-0 has 8, gpu-node-1 has 5, gpu-node-2 has 4" in refusal.message
+    assert refusal.details == {
+        "gpusPerReplica": 16,
+        "gpuProduct": None,
+        "largestNode": "gpu-node-0",
+        "largestNodeCapacity": 8,
+        "freeByNode": {"gpu-node-0": 8, "gpu-node-1": 5, "gpu-node-2": 4},
+    }
+
+
+def test_a_gpu_product_no_node_has_is_refused() -> None:
+    refusal = never_fits(status_of(NODES, []), gpus=1, gpu_product="NVIDIA-A100")
+    assert refusal is not None
+    assert refusal.code is ErrorCode.INSUFFICIENT_RESOURCES
+    assert refusal.message.startswith("No node has GPU product NVIDIA-A100")
+    assert "products in the cluster: H100" in refusal.message
+    assert refusal.details is not None
+    assert (refusal.details["largestNode"], refusal.details["freeByNode"]) == (None, {})
+
+
+def test_gpus_on_a_cluster_without_gpu_nodes_are_refused() -> None:
+    refusal = never_fits(status_of([node("cpu-node-0", 0)], []), gpus=1, gpu_product=None)
+    assert refusal is not None
+    assert "no node offers nvidia.com/gpu" in refusal.message
+
+
+@pytest.mark.parametrize(
+    ("wanted", "resolved", "gpus"),
+    [
+        ({"gpus": 4}, 2, 4),
+        ({}, 2, 2),
+        ({"gpuProduct": "H100"}, None, 1),
+        ({}, None, 0),
+        ({"gpus": 0}, None, 0),
+    ],
+    ids=["the spec's count", "the operator's resolved count", "a product: at least one", "unknown", "cpu"],
+)
+def test_replica_gpus(wanted: dict[str, Any], resolved: int | None, gpus: int) -> None:
+    assert replica_gpus(ServiceResources.model_validate(wanted), resolved=resolved) == gpus
+
+
+@pytest.mark.parametrize(
+    ("spec", "change", "runs"),
+    [
+        ({}, {}, True),
+        ({"replicas": 0}, {}, False),
+        ({"replicas": 0}, {"replicas": 2}, True),
+        ({}, {"replicas": 0}, False),
+        ({"suspend": True}, {"suspend": False}, True),
+        ({"suspend": True}, {"replicas": 3}, False),
+        ({}, {"suspend": True}, False),
+    ],
+)
+def test_runs_after(spec: dict[str, Any], change: dict[str, Any], runs: bool) -> None:
+    body = InferenceServiceSpec.model_validate({"modelRef": {"name": "m"}} | spec)
+    assert runs_after(body, change=change) is runs

@@ -223,6 +223,8 @@ class Reason(StrEnum):
     PENDING = "Pending"
     SCALED_TO_ZERO = "ScaledToZero"
     HEALTH_CHECK_FAILING = "HealthCheckFailing"
+    FAILED_CREATE = "FailedCreate"
+    PROGRESS_DEADLINE_EXCEEDED = "ProgressDeadlineExceeded"
 
 
 class Condition(ApiModel):

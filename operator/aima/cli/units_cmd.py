@@ -157,7 +157,10 @@ def _unit_command(unit: Unit[Any, Any]) -> click.Command:
     def callback(
         ctx: click.Context, /, output_format: str, as_json: bool, raw_input: str | None, **fields: Any
     ) -> None:
-        given = json.loads(raw_input) if raw_input else {}
+        given = _input_object(raw_input)
+        if isinstance(given, Response):
+            finish(ctx, given, as_json=as_json or output_format == "json")
+            return
         given |= {name: value for name, value in fields.items() if value is not None}
         response = asyncio.run(call(unit.name, given, kubeconfig=_parent_kubeconfig(ctx)))
         finish(ctx, response, as_json=as_json or output_format == "json")
@@ -204,6 +207,27 @@ def _parse_json(ctx: click.Context, param: click.Parameter, value: str | None) -
         raise click.BadParameter(f"not JSON: {value}") from None
 
 
+def _input_object(raw: str | None) -> dict[str, Any] | Response:
+    """``--input`` as a JSON object, or the INVALID_INPUT envelope saying what is wrong with it."""
+    if not raw:
+        return {}
+    try:
+        given = json.loads(raw)
+    except json.JSONDecodeError as error:
+        return _local_error(ErrorCode.INVALID_INPUT, f"--input is not JSON: {error}")
+    if not isinstance(given, dict):
+        return _local_error(
+            ErrorCode.INVALID_INPUT, f'--input must be a JSON object such as {{"name": "qwen"}}: {raw}'
+        )
+    return given
+
+
+def _local_error(code: ErrorCode, message: str) -> Response:
+    """A failure found before any unit ran, in the envelope the units answer with."""
+    error = ErrorInfo(code=code, message=message)
+    return Response(success=False, error=error, meta=Meta(request_id="local", duration_ms=0))
+
+
 def _parent_kubeconfig(ctx: click.Context) -> Path | None:
     parent = ctx.parent
     value = parent.params.get("kubeconfig") if parent is not None else None
@@ -225,8 +249,7 @@ async def session(kubeconfig: Path | None) -> AsyncIterator[Context | Response]:
     try:
         kube = await connect(kubeconfig=kubeconfig or settings.kubeconfig)
     except Exception as failure:
-        error = ErrorInfo(code=ErrorCode.UNAVAILABLE, message=f"Could not log in to the cluster: {failure}")
-        yield Response(success=False, error=error, meta=Meta(request_id="local", duration_ms=0))
+        yield _local_error(ErrorCode.UNAVAILABLE, f"Could not log in to the cluster: {failure}")
         return
     try:
         yield Context(kube=kube, settings=settings)

@@ -3,8 +3,8 @@
 `plan` turns the service, its Model, the Engines and the nodes into the two children, or into none
 while the Model is not ready or no engine fits. `compute_status` explains the outcome in
 conditions: ModelReady, EngineResolved, Scheduled and Ready, whose messages come from the pods
-(see `aima.domain.pod_health`), and Reconciling or Stalled for GitOps tools (see
-`aima.domain.conditions`). Neither reads a clock: `now` is passed in.
+and the Deployment's own conditions (see `aima.domain.pod_health`), and Reconciling or Stalled for
+GitOps tools (see `aima.domain.conditions`). Neither reads a clock: `now` is passed in.
 """
 
 from __future__ import annotations
@@ -31,7 +31,15 @@ _MODEL_VOLUME = "model"
 _SHM_VOLUME = "shm"
 _SHM_PATH = "/dev/shm"  # noqa: S108 (a mount point inside the container, not a temporary file)
 _PROGRESS_HEADROOM_SECONDS = 600
-_WAITING = frozenset({Reason.MODEL_NOT_READY, Reason.INSUFFICIENT_GPU, Reason.UNSCHEDULABLE, Reason.PENDING})
+_WAITING = frozenset(
+    {
+        Reason.MODEL_NOT_READY,
+        Reason.INSUFFICIENT_GPU,
+        Reason.UNSCHEDULABLE,
+        Reason.FAILED_CREATE,
+        Reason.PENDING,
+    }
+)
 # Ready=False reasons that no amount of waiting fixes: a person must change the spec, the engine,
 # the image or the cluster. Every other reason (the Model downloading, pods starting) is progress.
 _STALLED = frozenset(
@@ -42,6 +50,8 @@ _STALLED = frozenset(
         Reason.NO_MATCHING_ENGINE,
         Reason.INSUFFICIENT_GPU,
         Reason.UNSCHEDULABLE,
+        Reason.FAILED_CREATE,
+        Reason.PROGRESS_DEADLINE_EXCEEDED,
         Reason.IMAGE_PULL_BACK_OFF,
         Reason.CRASH_LOOP_BACK_OFF,
         Reason.OOM_KILLED,
@@ -497,6 +507,9 @@ def _scheduled(plan: Plan, *, observed: Observed) -> Finding:
         return Finding(
             status=ConditionStatus.FALSE, reason=_zero_reason(plan), message="No replicas to schedule"
         )
+    # A pod that was never created (quota, admission) is not among the pods; the Deployment says why.
+    if (refused := pod_health.creation_failure(observed.deployment)) is not None:
+        return refused
     free = None
     if observed.all_pods is not None:
         nodes = [engine_choice.node_info(n) for n in observed.nodes]
@@ -531,6 +544,8 @@ def _ready(
         return trouble
     if scheduled.status is ConditionStatus.FALSE:
         return scheduled
+    if (stuck := pod_health.stuck_rollout(observed.deployment)) is not None:
+        return stuck
     return trouble or Finding(
         status=ConditionStatus.FALSE,
         reason=Reason.STARTING,

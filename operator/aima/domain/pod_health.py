@@ -6,10 +6,16 @@ Reads what the scheduler and the kubelet already wrote on the pods: the PodSched
 terminationMessagePolicy FallbackToLogsOnError, the last log lines) and readiness. Free GPUs per
 node are computed from node allocatable minus the GPU requests of the pods bound there, so an
 `Insufficient nvidia.com/gpu` message can say how many GPUs are free and where.
+
+Some failures leave no pod to read: a ResourceQuota or an admission webhook refuses the pod, or a
+rollout never finishes. The Deployment controller records those in the Deployment's own conditions
+(ReplicaFailure, Progressing=False with ProgressDeadlineExceeded), which `creation_failure` and
+`stuck_rollout` put in words.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -31,6 +37,8 @@ _SEVERITY = (
     Reason.STARTING,
 )
 _MAX_LOG_CHARS = 1024
+# The API server's wording of a refused create; the pod's generated name means nothing to a person.
+_FORBIDDEN_POD = re.compile(r'^pods? "[^"]*" is forbidden: ')
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -112,6 +120,33 @@ def scheduling(pods: Sequence[Body], *, gpus: int, free: Mapping[str, int] | Non
     )
 
 
+def creation_failure(deployment: Body | None) -> Finding | None:
+    """Why the Deployment's pods cannot be created (quota, admission), or None when they can (pure)."""
+    failure = _deployment_condition(deployment, "ReplicaFailure")
+    if failure is None or failure.get("status") != "True":
+        return None
+    said = _FORBIDDEN_POD.sub("", str(failure.get("message", "")).strip())
+    text = f"Pods cannot be created: {said}"
+    if "exceeded quota" in said:
+        text += "; raise the namespace's ResourceQuota or lower spec.replicas or spec.resources"
+    return _false(Reason.FAILED_CREATE, text)
+
+
+def stuck_rollout(deployment: Body | None) -> Finding | None:
+    """The rollout's deadline passed without progress, or None (pure)."""
+    progressing = _deployment_condition(deployment, "Progressing")
+    if deployment is None or progressing is None or progressing.get("reason") != "ProgressDeadlineExceeded":
+        return None
+    name = deployment.get("metadata", {}).get("name", "")
+    seconds = deployment.get("spec", {}).get("progressDeadlineSeconds")
+    within = f"within {seconds}s" if seconds else "within its deadline"
+    said = str(progressing.get("message", "")).strip()
+    return _false(
+        Reason.PROGRESS_DEADLINE_EXCEEDED,
+        f"Deployment {name} made no progress {within} (ProgressDeadlineExceeded): {said}".rstrip(": "),
+    )
+
+
 def problem(pods: Sequence[Body], *, probe: Probe, now: datetime) -> Finding | None:
     """The most severe reason a pod's engine is not ready, or None when none is found (pure)."""
     findings = [f for pod in sorted(_live(pods), key=_name) for f in _pod_findings(pod, probe=probe, now=now)]
@@ -187,6 +222,17 @@ def _unschedulable_condition(pod: Body) -> Body | None:
         ),
         None,
     )
+
+
+def _deployment_condition(deployment: Body | None, type_: str) -> Body | None:
+    """A condition of the Deployment, unless the Deployment controller has not seen its spec yet:
+    conditions about an older spec would blame the new one for the old one's trouble."""
+    if deployment is None:
+        return None
+    status = deployment.get("status", {})
+    if status.get("observedGeneration", 0) < deployment.get("metadata", {}).get("generation", 0):
+        return None
+    return next((c for c in status.get("conditions", []) if c.get("type") == type_), None)
 
 
 def _describe_free(free: Mapping[str, int] | None) -> str:

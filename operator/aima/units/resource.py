@@ -5,8 +5,10 @@ and every pod bound to it that has not finished uses its effective request (the 
 containers and the largest init container). Where a node's device agent reports (NodeDevices),
 its figures join in: GPUs it finds Unhealthy are not counted free (whether or not the device plugin
 has withdrawn them yet), and memory in use is shown. Namespaces with a ResourceQuota on
-`requests.nvidia.com/gpu` get their quota's word in `resource.budget`. The pure functions below do
-the arithmetic; the units only read Nodes, Pods, NodeDevices and ResourceQuotas.
+`requests.nvidia.com/gpu` get their quota's word in `resource.budget`. `never_fits` is what
+`service.create`, `service.scale` and `service.start` refuse with: a replica larger than any node.
+The pure functions below do the arithmetic; the units only read Nodes, Pods, NodeDevices and
+ResourceQuotas.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from aima.kube import KubeError, resources
 from aima.kube.resources import Resource
 from aima.units.core import Context, Example, Input, query
 from aima.units.device import AgentState, agent_state, node_devices
+from aima.units.errors import ErrorCode, UnitError
 
 __all__ = [
     "UNITS",
@@ -35,12 +38,15 @@ __all__ = [
     "ResourceStatus",
     "allocations_of",
     "budget_of",
+    "never_fits",
+    "observe",
     "place",
     "pod_gpus",
     "status_of",
 ]
 
 GPU = "nvidia.com/gpu"
+GPU_PRODUCT = "nvidia.com/gpu.product"
 QUOTA_KEY = f"requests.{GPU}"
 _DONE = frozenset({"Succeeded", "Failed"})
 RESOURCE_QUOTAS = Resource("", "v1", "resourcequotas", "ResourceQuota")
@@ -182,8 +188,7 @@ class Placement(ApiModel):
     ],
 )
 async def status(context: Context, request: StatusInput) -> ResourceStatus:
-    nodes, pods, devices = await _observe(context)
-    return _status(context, _matching(nodes, request.gpu_product), pods, devices)
+    return await observe(context, gpu_product=request.gpu_product)
 
 
 @query(
@@ -199,8 +204,7 @@ async def status(context: Context, request: StatusInput) -> ResourceStatus:
     ],
 )
 async def can_allocate(context: Context, request: CanAllocateInput) -> Placement:
-    nodes, pods, devices = await _observe(context)
-    current = _status(context, _matching(nodes, request.gpu_product), pods, devices)
+    current = await observe(context, gpu_product=request.gpu_product)
     return place(current, gpus=request.gpus, replicas=request.replicas)
 
 
@@ -359,6 +363,55 @@ def place(status: ResourceStatus, *, gpus: int, replicas: int) -> Placement:
     )
 
 
+def never_fits(status: ResourceStatus, *, gpus: int, gpu_product: str | None) -> UnitError | None:
+    """INSUFFICIENT_RESOURCES when a replica of ``gpus`` can never be scheduled: no node (with
+    ``gpu_product``, if given) has that many GPUs in all, busy or not; else None (pure).
+
+    GPUs that are only busy now are no reason to refuse: they free up, and the service's status
+    explains the wait. Cordoned or unhealthy GPUs count as capacity for the same reason.
+    """
+    rows = [n for n in status.nodes if gpu_product is None or n.product == gpu_product]
+    largest = max(rows, key=lambda n: n.allocatable, default=None)  # ties: the first name
+    if largest is not None and largest.allocatable >= gpus:
+        return None
+    message = _never_fits_message(status, rows=rows, largest=largest, gpus=gpus, gpu_product=gpu_product)
+    details = {
+        "gpusPerReplica": gpus,
+        "gpuProduct": gpu_product,
+        "largestNode": largest.name if largest else None,
+        "largestNodeCapacity": largest.allocatable if largest else 0,
+        "freeByNode": {n.name: n.free for n in rows},
+    }
+    return UnitError(ErrorCode.INSUFFICIENT_RESOURCES, message, details)
+
+
+def _never_fits_message(
+    status: ResourceStatus,
+    *,
+    rows: Sequence[NodeGpus],
+    largest: NodeGpus | None,
+    gpus: int,
+    gpu_product: str | None,
+) -> str:
+    want = f"A replica needs {gpus} GPU{'s' if gpus > 1 else ''} on one node"
+    if largest is None and gpu_product is not None:
+        products = ", ".join(sorted({n.product for n in status.nodes if n.product})) or "none"
+        return (
+            f"No node has GPU product {gpu_product} (label {GPU_PRODUCT}); products in the cluster: "
+            f"{products}. Choose one of those in resources.gpuProduct, or leave it empty"
+        )
+    if largest is None:
+        return f"{want}, but no node offers {GPU}; set resources.gpus to 0 to run on CPU, or add GPU nodes"
+    kind = f"{gpu_product} node" if gpu_product else "GPU node"
+    free = sum(r.free for r in rows if r.schedulable)
+    total = sum(r.allocatable for r in rows)
+    return (
+        f"{want}, but the largest {kind} ({largest.name}) has {largest.allocatable}: it can never be "
+        f"scheduled; lower resources.gpus to at most {largest.allocatable}. "
+        f"{_free_sentence(rows, free=free, total=total)}"
+    )
+
+
 def budget_of(status: ResourceStatus, quotas: Sequence[dict[str, Any]], *, namespace: str) -> Budget:
     """What ``namespace`` may start now, from the cluster's GPUs and its ResourceQuotas (pure)."""
     limits = [
@@ -411,6 +464,12 @@ def _first_memory(gpus: Sequence[Any]) -> int | None:
 def _sum_or_none(values: Iterable[int | None]) -> int | None:
     known = [v for v in values if v is not None]
     return sum(known) if known else None
+
+
+async def observe(context: Context, *, gpu_product: str | None = None) -> ResourceStatus:
+    """The cluster's GPUs now, as resource.status reports them (only nodes with ``gpu_product``)."""
+    nodes, pods, devices = await _observe(context)
+    return _status(context, _matching(nodes, gpu_product), pods, devices)
 
 
 def _status(

@@ -6,10 +6,15 @@ zero by flipping `spec.suspend`: the controller then runs 0 replicas, and `spec.
 touched, so the previous count is remembered where it already lives, a stop does not fight a replica
 count that Git or a scaler owns, and a start brings back exactly the count they chose. `service.scale`
 writes `spec.replicas` (the scale subresource's field), as `kubectl scale` does.
+
+`service.create`, `service.scale` and `service.start` refuse with INSUFFICIENT_RESOURCES a replica
+that no node could ever hold (more GPUs than the largest node has, or a GPU product no node has);
+GPUs that are only busy now are no refusal: the service waits, and its status says for what.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from pydantic import Field
@@ -34,6 +39,7 @@ from aima.units.shared import Deleted
 __all__ = ["UNITS", "ServiceSummary"]
 
 NAME_PATTERN = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
+logger = logging.getLogger("aima.units.service")
 
 
 class ServiceRef(Input):
@@ -214,6 +220,8 @@ async def create(context: Context, request: ServiceCreate) -> InferenceService:
     spec = InferenceServiceSpec.model_validate(
         request.model_dump(include=set(InferenceServiceSpec.model_fields), exclude_unset=True)
     )
+    if runs_after(spec, change={}):
+        await _refuse_what_never_fits(context, spec.resources, resolved=None)
     body = {
         "apiVersion": API_VERSION,
         "kind": "InferenceService",
@@ -492,12 +500,52 @@ async def _get(context: Context, name: str, namespace: str) -> dict[str, Any]:
 
 
 async def _patch(context: Context, request: ServiceRef, patch: dict[str, Any]) -> ServiceSummary:
+    """Merge ``patch`` into the service; one that would then run replicas no node holds is refused."""
     namespace = context.namespace_of(request.namespace)
-    await _get(context, request.name, namespace)  # a merge patch of a missing object is a bare 404
+    current = await _get(context, request.name, namespace)  # a merge patch of a missing object is a bare 404
+    service = InferenceService.model_validate(current)
+    if runs_after(service.spec, change=patch["spec"]):
+        resolved = service.status.gpus if service.status else None
+        await _refuse_what_never_fits(context, service.spec.resources, resolved=resolved)
     body = await context.kube.patch(
         resources.INFERENCE_SERVICES, name=request.name, namespace=namespace, patch=patch
     )
     return summarize(InferenceService.model_validate(body))
+
+
+def runs_after(spec: InferenceServiceSpec, *, change: dict[str, Any]) -> bool:
+    """Whether replicas run once ``change`` (a merge patch of the spec) is applied (pure)."""
+    return change.get("replicas", spec.replicas) > 0 and not change.get("suspend", spec.suspend)
+
+
+def replica_gpus(wanted: ServiceResources, *, resolved: int | None) -> int:
+    """GPUs one replica asks for, as far as a unit can tell before the operator resolves the engine
+    (pure): the spec's count, else the count the operator resolved (``status.gpus``), else one when a
+    GPU product is named; 0 when it runs on CPU or the count is the engine's choice, still unknown."""
+    if wanted.gpus is not None:
+        return wanted.gpus
+    if resolved is not None:
+        return resolved
+    return 1 if wanted.gpu_product else 0
+
+
+async def _refuse_what_never_fits(
+    context: Context, wanted: ServiceResources, *, resolved: int | None
+) -> None:
+    """Raise INSUFFICIENT_RESOURCES when no node could ever hold one replica (see resource.never_fits)."""
+    gpus = replica_gpus(wanted, resolved=resolved)
+    if gpus == 0:
+        return
+    try:
+        current = await resource.observe(context)
+    except KubeError as refused:
+        if refused.status not in (401, 403):
+            raise
+        # A person who may create services but not list nodes and pods gets the status's word instead.
+        logger.info("Not checking GPU capacity, nodes or pods unreadable: %s", refused)
+        return
+    if (refusal := resource.never_fits(current, gpus=gpus, gpu_product=wanted.gpu_product)) is not None:
+        raise refusal
 
 
 UNITS = (create, delete, scale, stop, start, get, list_, logs, recommend)
