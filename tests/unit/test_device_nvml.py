@@ -45,10 +45,20 @@ def test_reads_every_gpu_with_its_figures(machine: tuple[Path, NvmlSource]) -> N
         2048,
         MemoryKind.DEDICATED,
     )
+    assert first.memory_reserved_mib == 512  # the driver's share, apart from what processes use
     assert (first.utilization_percent, first.temperature_celsius) == (90, 71)
     assert (first.power_watts, first.power_limit_watts, first.power_limit_min_watts) == (250.0, 700.0, 200.0)
     assert first.health is GpuHealth.HEALTHY and first.ecc_uncorrected_errors == 0
     assert (first.mig_enabled, second.mig_enabled) == (False, True)
+
+
+def test_a_driver_without_memory_info_v2_counts_its_reservation_as_used(
+    machine: tuple[Path, NvmlSource],
+) -> None:
+    config, source = machine
+    write_config(config, [FakeGpu(uuid="GPU-old", memory_reserved=-1, memory_used=3 * 1024**3)])
+    (gpu,) = source.read().gpus
+    assert (gpu.memory_total_mib, gpu.memory_used_mib, gpu.memory_reserved_mib) == (81920, 3072, None)
 
 
 def test_a_failing_gpu_is_unhealthy_and_the_others_still_report(machine: tuple[Path, NvmlSource]) -> None:

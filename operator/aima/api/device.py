@@ -84,7 +84,10 @@ class Gpu(ApiModel):
     memory_total_mib: int | None = Field(default=None, ge=0)
     """Total memory in MiB (for Unified memory: the node's system memory)."""
     memory_used_mib: int | None = Field(default=None, ge=0)
-    """Memory in use in MiB (for Unified memory: used by anything on the node)."""
+    """Memory in use in MiB (for Unified memory: used by anything on the node); without what the
+    driver reserves for itself where the driver tells them apart."""
+    memory_reserved_mib: int | None = Field(default=None, ge=0)
+    """Memory the driver reserves for itself in MiB (NVML's memory info v2); not free for models."""
     utilization_percent: int | None = Field(default=None, ge=0, le=100)
     """Share of the last sample period in which a kernel ran."""
     temperature_celsius: int | None = Field(default=None, ge=0)

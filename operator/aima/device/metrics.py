@@ -21,6 +21,8 @@ _GAUGES: tuple[tuple[str, str, Callable[[Gpu], float | None]], ...] = (
      lambda g: None if g.memory_total_mib is None else g.memory_total_mib * _MIB),
     ("aima_gpu_memory_used_bytes", "Memory in use.",
      lambda g: None if g.memory_used_mib is None else g.memory_used_mib * _MIB),
+    ("aima_gpu_memory_reserved_bytes", "Memory the driver reserves for itself (not in used).",
+     lambda g: None if g.memory_reserved_mib is None else g.memory_reserved_mib * _MIB),
     ("aima_gpu_memory_unified", "1 where the memory figures are system memory shared with the CPU.",
      lambda g: float(g.memory is MemoryKind.UNIFIED)),
     ("aima_gpu_utilization_ratio", "Share of time a kernel ran, 0 to 1.",

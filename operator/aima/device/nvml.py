@@ -158,7 +158,7 @@ class NvmlSource:
 
     def _figures(self, index: int, handle: Any, *, uuid: str, name: str) -> Gpu:
         nvml, optional = self._nvml, self._optional
-        memory_kind, total, used = self._memory(handle)
+        memory_kind, total, used, reserved = self._memory(handle)
         utilization = optional(nvml.nvmlDeviceGetUtilizationRates, handle)
         constraints = optional(nvml.nvmlDeviceGetPowerManagementLimitConstraints, handle)
         mig = optional(nvml.nvmlDeviceGetMigMode, handle)
@@ -176,6 +176,7 @@ class NvmlSource:
             memory=memory_kind,
             memory_total_mib=total,
             memory_used_mib=used,
+            memory_reserved_mib=reserved,
             utilization_percent=utilization.gpu if utilization is not None else None,
             temperature_celsius=optional(nvml.nvmlDeviceGetTemperature, handle, nvml.NVML_TEMPERATURE_GPU),
             power_watts=_watts(optional(nvml.nvmlDeviceGetPowerUsage, handle)),
@@ -189,19 +190,29 @@ class NvmlSource:
             health_message=message,
         )
 
-    def _memory(self, handle: Any) -> tuple[MemoryKind, int | None, int | None]:
-        """Dedicated memory from NVML; on unified-memory parts NVML has none, so system memory."""
+    def _memory(self, handle: Any) -> tuple[MemoryKind, int | None, int | None, int | None]:
+        """Dedicated memory from NVML (total, used, reserved by the driver); on unified-memory parts
+        NVML has none, so system memory."""
         nvml = self._nvml
         try:
+            # v2 tells the driver's reservation apart from what processes use (v1 counts it as used,
+            # so an idle H200 shows ~600 MiB "used"); drivers before 510 lack it.
+            info = nvml.nvmlDeviceGetMemoryInfo(handle, version=nvml.nvmlMemory_v2)
+            return MemoryKind.DEDICATED, info.total // _MIB, info.used // _MIB, info.reserved // _MIB
+        except nvml.NVMLError_GpuIsLost:
+            raise
+        except nvml.NVMLError:
+            pass
+        try:
             info = nvml.nvmlDeviceGetMemoryInfo(handle)
-            return MemoryKind.DEDICATED, info.total // _MIB, info.used // _MIB
+            return MemoryKind.DEDICATED, info.total // _MIB, info.used // _MIB, None
         except nvml.NVMLError_NotSupported:
             pass
         try:
             figures = unified_memory_mib(self._meminfo.read_text())
         except OSError:
             figures = None
-        return MemoryKind.UNIFIED, *(figures or (None, None))
+        return MemoryKind.UNIFIED, *(figures or (None, None)), None
 
     def _handle_of(self, uuid: str) -> Any:
         nvml = self._nvml

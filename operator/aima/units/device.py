@@ -104,6 +104,8 @@ class GpuMetrics(ApiModel):
     uuid: str
     utilization_percent: int | None = None
     memory_used_mib: int | None = None
+    memory_reserved_mib: int | None = None
+    """Held by the driver itself, apart from memory_used_mib (NVML memory info v2)."""
     memory_total_mib: int | None = None
     temperature_celsius: int | None = None
     power_watts: float | None = None
@@ -284,6 +286,7 @@ async def metrics(context: Context, request: NodeFilter) -> MetricsOutput:
                 uuid=g.uuid,
                 utilization_percent=g.utilization_percent,
                 memory_used_mib=g.memory_used_mib,
+                memory_reserved_mib=g.memory_reserved_mib,
                 memory_total_mib=g.memory_total_mib,
                 temperature_celsius=g.temperature_celsius,
                 power_watts=g.power_watts,

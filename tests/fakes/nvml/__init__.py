@@ -38,6 +38,8 @@ class FakeGpu:
     name: str = "NVIDIA H100 80GB HBM3"
     memory_total: int = 80 * GIB
     memory_used: int = 2 * GIB
+    memory_reserved: int = 512 * 1024**2
+    """The driver's own share; -1 makes the library lack nvmlDeviceGetMemoryInfo_v2's answer."""
     util_gpu: int = 35
     util_memory: int = 20
     temperature: int = 55

@@ -5,7 +5,9 @@
  * nvmlInitWithFlags reads the file named by $FAKE_NVML_CONFIG, and nvmlDeviceGetCount_v2 reads it
  * again when it changed, so a test changes the machine under a running reader by rewriting it. Lines are `key=value`; a line `gpu` starts a GPU.
  *   top level: driver=580.65.06  cuda=13000  init_error=<NVML return code, e.g. 9: driver not loaded>
- *   per GPU:   name, uuid, memory_total, memory_used (bytes), util_gpu, util_memory (percent),
+ *   per GPU:   name, uuid, memory_total, memory_used, memory_reserved (bytes; the driver's own share,
+ *              which nvmlDeviceGetMemoryInfo counts as used and its _v2 reports apart; -1: no _v2),
+ *              util_gpu, util_memory (percent),
  *              temperature (C), power_mw, limit_mw, min_limit_mw, max_limit_mw, ecc_uncorrected,
  *              mig (0 or 1), power_set (0 ok, 3 not supported, 4 no permission), lost (1: every call
  *              answers GPU_IS_LOST), xids (comma-separated XID events, delivered once each).
@@ -29,7 +31,7 @@
 
 typedef struct {
     char name[96], uuid[96];
-    long long memory_total, memory_used, ecc_uncorrected;
+    long long memory_total, memory_used, memory_reserved, ecc_uncorrected;
     long long util_gpu, util_memory, temperature, power_mw, limit_mw, min_limit_mw, max_limit_mw, mig;
     int power_set, lost, xid_count, xid_next;
     unsigned long long xids[MAX_XIDS];
@@ -37,6 +39,7 @@ typedef struct {
 
 typedef struct { unsigned int gpu, memory; } utilization_t;
 typedef struct { unsigned long long total, free, used; } memory_t;
+typedef struct { unsigned int version; unsigned long long total, reserved, free, used; } memory_v2_t;
 typedef struct {
     gpu_t *device;
     unsigned long long event_type, event_data;
@@ -56,6 +59,7 @@ static void set_gpu_field(gpu_t *g, const char *key, const char *value) {
     else if (!strcmp(key, "uuid")) snprintf(g->uuid, sizeof g->uuid, "%s", value);
     else if (!strcmp(key, "memory_total")) g->memory_total = number;
     else if (!strcmp(key, "memory_used")) g->memory_used = number;
+    else if (!strcmp(key, "memory_reserved")) g->memory_reserved = number;
     else if (!strcmp(key, "util_gpu")) g->util_gpu = number;
     else if (!strcmp(key, "util_memory")) g->util_memory = number;
     else if (!strcmp(key, "temperature")) g->temperature = number;
@@ -189,8 +193,19 @@ int nvmlDeviceGetMemoryInfo(gpu_t *g, memory_t *memory) {
     if (status) return status;
     if (g->memory_total < 0) return ERROR_NOT_SUPPORTED;
     memory->total = (unsigned long long)g->memory_total;
-    memory->used = (unsigned long long)g->memory_used;
+    memory->used = (unsigned long long)(g->memory_used + (g->memory_reserved > 0 ? g->memory_reserved : 0));
     memory->free = memory->total - memory->used;
+    return SUCCESS;
+}
+
+int nvmlDeviceGetMemoryInfo_v2(gpu_t *g, memory_v2_t *memory) {
+    int status = check(g);
+    if (status) return status;
+    if (g->memory_total < 0 || g->memory_reserved < 0) return ERROR_NOT_SUPPORTED;
+    memory->total = (unsigned long long)g->memory_total;
+    memory->reserved = (unsigned long long)g->memory_reserved;
+    memory->used = (unsigned long long)g->memory_used;
+    memory->free = memory->total - memory->reserved - memory->used;
     return SUCCESS;
 }
 
