@@ -138,9 +138,10 @@ def test_every_rendered_object_passes_the_api_servers_validation(
 ) -> None:
     # A namespace of its own: the install below gets a fresh one.
     objects = rendered(own_control_plane, "-f", str(values), namespace="chart-validation")
-    # ServiceMonitor's CRD belongs to the Prometheus Operator, absent here: checked by shape below.
+    # The monitors' CRDs belong to the Prometheus Operator, absent here: checked by shape below.
     monitors = [o for o in objects if o["kind"] == "ServiceMonitor"]
-    checked = [o for o in objects if o["kind"] != "ServiceMonitor"]
+    pod_monitors = [o for o in objects if o["kind"] == "PodMonitor"]
+    checked = [o for o in objects if o["kind"] not in ("ServiceMonitor", "PodMonitor")]
     namespaces = {o["metadata"].get("namespace") for o in checked} - {None}
     for namespace in namespaces:
         own_control_plane.kubectl("create", "namespace", namespace, check=False)
@@ -164,6 +165,13 @@ def test_every_rendered_object_passes_the_api_servers_validation(
         assert service is not None
         assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
         assert monitor["spec"]["endpoints"][0]["port"] == service["spec"]["ports"][0]["name"]
+    agents = next((o for o in objects if o["kind"] == "DaemonSet"), None)
+    for monitor in pod_monitors:
+        assert agents is not None
+        pod = agents["spec"]["template"]
+        assert monitor["spec"]["selector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
+        ports = {p["name"] for p in pod["spec"]["containers"][0]["ports"]}
+        assert monitor["spec"]["podMetricsEndpoints"][0]["port"] in ports
 
 
 def test_pods_meet_the_restricted_pod_security_standard_by_default(own_control_plane: ControlPlane) -> None:
