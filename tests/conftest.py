@@ -81,6 +81,17 @@ def gateway_options() -> EngineOptions:
     return EngineOptions(tokens=12)
 
 
+CLOSED_PORT = "http://127.0.0.1:9"
+"""The discard port, closed on test machines: a connection to it is refused at once."""
+OFFLINE_SOURCES = {
+    "hf_endpoint": CLOSED_PORT,
+    "modelscope_endpoint": CLOSED_PORT,
+    "ollama_registry": CLOSED_PORT,
+}
+"""Source endpoints for test operators: sizing a volume from a listing must never reach (or wait
+for) the internet; tests that download swap the Job's --endpoint for a local fake."""
+
+
 @pytest.fixture(scope="session")
 def operator(aima_crds: ControlPlane, fake_gateway: tuple[FakeEngine, str]) -> Iterator[OperatorThread]:
     """The real operator, running in this process against the control plane, with quick retries.
@@ -95,6 +106,7 @@ def operator(aima_crds: ControlPlane, fake_gateway: tuple[FakeEngine, str]) -> I
         resync_seconds=30,
         gateway_url=fake_gateway[1],
         pipeline_require_services=False,
+        **OFFLINE_SOURCES,
     )
     with OperatorThread(settings) as running:
         yield running

@@ -6,6 +6,8 @@ import json
 import time
 from typing import Any
 
+from aima.loader.manifest import Manifest, ManifestFile
+from aima.loader.report import final_status
 from aima.testenv import ControlPlane
 from waiting import eventually
 
@@ -37,13 +39,19 @@ def make_model(
     )
     if not ready:
         return
-    mark_downloaded(
-        plane, namespace, name, job, **({"format": "GGUF", "weightsFile": "tiny.gguf"} if gguf else {})
-    )
+    mark_downloaded(plane, namespace, name, job, **(loader_detected("tiny.gguf") if gguf else {}))
+
+
+def loader_detected(*paths: str) -> dict[str, Any]:
+    """`format` and `weightsFile` as the loader's Ready report writes them for files at ``paths``."""
+    files = tuple(ManifestFile(path=path, size=1, sha256="0" * 64) for path in paths)
+    report = final_status(Manifest(source="declared", complete=True, files=files), sha256="0" * 64)
+    return {key: report[key] for key in ("format", "weightsFile") if report[key] is not None}
 
 
 def mark_downloaded(plane: ControlPlane, namespace: str, name: str, job: str, **status: Any) -> None:
-    """Patch the Model's status as if loader Job ``job`` had downloaded and verified its files."""
+    """Patch the Model's status as if loader Job ``job`` had downloaded and verified its files, for
+    tests that skip the download on purpose; ``status`` adds loader fields such as loader_detected's."""
     now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     done = {
         "status": "True",

@@ -15,8 +15,13 @@ from typing import Any
 
 import pytest
 
+from aima.api.engine import Engine
+from aima.api.inference_service import InferenceService
+from aima.api.model import Model
+from aima.domain.engine_args import render_args, template_context
 from aima.testenv import ControlPlane
 from aima.testenv.operator import OperatorThread
+from declared import get
 from fakes.hub import FakeHub, HubFile
 from fakes.serving import generate_file, running_in_thread
 from waiting import eventually
@@ -103,10 +108,14 @@ def test_model_goes_from_apply_to_ready_through_the_loader(
         what="the cache volume to be bound",
     )
     # kwok completes Job pods at once; the Model must still wait for the loader's own report.
+    eventually(
+        lambda: (get(control_plane, "job", job, namespace) or {}).get("status", {}).get("succeeded"),
+        what="kwok to complete the loader pod",
+    )
     time.sleep(1)
     waiting = model_status(control_plane, namespace)
     assert ready_condition(waiting)["status"] == "False"
-    assert waiting["phase"] == "Downloading"
+    assert waiting["phase"] == "Downloading"  # a pod ran: no longer Pending
 
     loaded = run_loader_as_the_job(
         control_plane, namespace=namespace, job=job, dest=tmp_path / "model", endpoint=url
@@ -129,7 +138,78 @@ def test_model_goes_from_apply_to_ready_through_the_loader(
     assert weights["sha256"] == fake.digest("model.safetensors")
     assert status["estimate"]["gpus"] == 1
     assert status["claimName"] == "tiny-model"
+    assert (status["format"], status.get("weightsFile")) == ("SafeTensors", None)
     assert (tmp_path / "model" / "model.safetensors").stat().st_size == WEIGHTS_BYTES
+
+
+@pytest.fixture
+def gguf_hub(tmp_path: Path) -> Iterator[str]:
+    """A llama.cpp-style repository: two quantisations, a vision projector and a README."""
+    served = tmp_path / "served-gguf"
+    generate_file(served / "q4", 3 * 2**20, seed=1)
+    generate_file(served / "q8", 5 * 2**20, seed=2)
+    generate_file(served / "mmproj", 2**20, seed=3)
+    (served / "README.md").write_text("# tiny gguf")
+    fake = FakeHub(
+        "acme/tiny-gguf",
+        {
+            "tiny-Q4_K_M.gguf": HubFile(served / "q4"),
+            "tiny-Q8_0.gguf": HubFile(served / "q8"),
+            "mmproj-tiny-f16.gguf": HubFile(served / "mmproj"),
+            "README.md": HubFile(served / "README.md", lfs=False),
+        },
+    )
+    with running_in_thread(fake.app()) as url:
+        yield url
+
+
+def test_a_downloaded_gguf_model_names_the_file_llama_cpp_loads(
+    control_plane: ControlPlane, operator: OperatorThread, namespace: str, gguf_hub: str, tmp_path: Path
+) -> None:
+    spec = {"source": "hf://acme/tiny-gguf@main", "type": "LLM", "cache": {"size": "1Gi"}}
+    spec["files"] = {"include": ["tiny-Q8_0.gguf", "mmproj-*.gguf"]}  # the format is left to detection
+    control_plane.apply(
+        [
+            {
+                "apiVersion": "aima.dev/v1alpha1",
+                "kind": "Model",
+                "metadata": {"name": "tiny", "namespace": namespace},
+                "spec": spec,
+            }
+        ]
+    )
+    job = eventually(lambda: model_status(control_plane, namespace).get("loaderJob"), what="the loader Job")
+    dest = tmp_path / "model"
+    loaded = run_loader_as_the_job(control_plane, namespace=namespace, job=job, dest=dest, endpoint=gguf_hub)
+    assert loaded.returncode == 0, loaded.stderr
+
+    body = eventually(
+        lambda: (
+            (b := get(control_plane, "model", "tiny", namespace))
+            and ready_condition(b.get("status", {})).get("status") == "True"
+            and b
+        ),
+        what="the Model to be Ready",
+    )
+    assert (body["status"]["format"], body["status"]["weightsFile"]) == ("GGUF", "tiny-Q8_0.gguf")
+    # llama.cpp's --model, rendered as an InferenceService would, with the volume mounted at dest.
+    engine = Engine.model_validate(get(control_plane, "engine", "llama-cpp", "default") or {})
+    cpu = next(v for v in engine.spec.variants if v.name == "cpu")
+    service = InferenceService.model_validate(
+        {"metadata": {"name": "chat", "namespace": namespace}, "spec": {"modelRef": {"name": "tiny"}}}
+    )
+    context = template_context(
+        model=Model.model_validate(body),
+        service=service,
+        engine=engine,
+        variant=cpu,
+        model_path=str(dest),
+        gpus=0,
+    )
+    args = render_args(engine.spec.args, engine="llama-cpp", context=context)
+    weights = Path(args[args.index("--model") + 1])
+    assert weights == dest / "tiny-Q8_0.gguf"
+    assert weights.stat().st_size == 5 * 2**20
 
 
 def test_a_failed_download_says_why(

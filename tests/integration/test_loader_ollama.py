@@ -10,16 +10,17 @@ from pathlib import Path
 
 import pytest
 
-from aima.loader import engine
+from aima.loader import engine, formats
 from aima.loader.errors import VerificationError
 from aima.loader.manifest import Manifest
+from aima.loader.report import final_status
 from fakes.loading import CollectSink, fast_env
 from fakes.ollama import FakeOllama
 from fakes.serving import generate_file, running
 
 pytestmark = pytest.mark.integration
 
-MODEL_MEDIA_TYPE = "application/vnd.ollama.image.model"
+MODEL_MEDIA_TYPE = formats.OLLAMA_MODEL_MEDIA_TYPE
 
 
 @pytest.fixture
@@ -55,6 +56,10 @@ def test_pull_lays_out_blobs_and_the_manifest_as_ollama_does(registry: FakeOllam
     model = [f for f in result.files if f.media_type == MODEL_MEDIA_TYPE]
     assert len(model) == 1 and model[0].size == 24 * 2**20 + 3
     assert len(result.files) == 4  # config, two layers, the manifest
+    # The Ready report points llama.cpp (and people) at the GGUF blob as it lies in the volume.
+    report = final_status(result, sha256="0" * 64)
+    assert report["format"] == "Ollama"
+    assert (dest / report["weightsFile"]).read_bytes() == registry.layers[MODEL_MEDIA_TYPE].read_bytes()
 
 
 def test_a_cut_blob_resumes_and_a_corrupted_one_is_fetched_again(

@@ -7,7 +7,10 @@ from typing import Any
 
 import pytest
 
+from aima.api.common import Keys
+from aima.api.model import Model
 from aima.domain import model as planning
+from aima.domain import objects
 
 pytestmark = pytest.mark.unit
 
@@ -30,8 +33,8 @@ def body(*, status: dict[str, Any] | None = None, **spec: Any) -> dict[str, Any]
     }
 
 
-def observed(job: dict[str, Any] | None = None) -> planning.Observed:
-    return planning.Observed(claim=None, job=job, gpu_memory_mib=81559)
+def observed(job: dict[str, Any] | None = None, *, claim: dict[str, Any] | None = None) -> planning.Observed:
+    return planning.Observed(claim=claim, job=job, gpu_memory_mib=81559)
 
 
 def by_kind(plan: planning.Plan) -> dict[str, dict[str, Any]]:
@@ -54,7 +57,7 @@ def test_retain_keeps_the_volume_out_of_garbage_collection() -> None:
     plan = planning.plan(
         body(cache={"size": "20Gi", "reclaimPolicy": "Retain"}), settings=SETTINGS, observed=observed()
     )
-    assert "ownerReferences" not in by_kind(plan)["PersistentVolumeClaim"]["metadata"]
+    assert by_kind(plan)["PersistentVolumeClaim"]["metadata"]["ownerReferences"] == []
 
 
 def test_a_pvc_source_is_verified_in_place() -> None:
@@ -96,7 +99,9 @@ FAILED_JOB = job(conditions=[{"type": "Failed", "status": "True", "message": "Ba
 @pytest.mark.parametrize(
     ("the_job", "progress", "ready", "reason", "phase", "words", "kstatus"),
     [
-        (None, None, "False", "Downloading", "Downloading", "Starting loader Job", "Reconciling"),
+        (None, None, "False", "Pending", "Pending", "Waiting for the loader Job", "Reconciling"),
+        (job(active=1), None, "False", "Pending", "Pending", "to start", "Reconciling"),
+        (job(active=1, ready=1), None, "False", "Downloading", "Downloading", "listing", "Reconciling"),
         (
             job(active=1),
             {
@@ -147,6 +152,8 @@ FAILED_JOB = job(conditions=[{"type": "Failed", "status": "True", "message": "Ba
     ],
     ids=[
         "no job yet",
+        "pod not running yet",
+        "pod running, no report yet",
         "downloading",
         "verifying",
         "job done without report",
@@ -190,6 +197,79 @@ def test_a_downloaded_model_needs_no_children_and_its_status_is_stable() -> None
         stored, plan=later, observed=observed(None), now=NOW + datetime.timedelta(hours=1)
     )
     assert planning.status_patch(again, observed=stored["status"]) is None
+
+
+def test_a_downloaded_model_keeps_only_its_volume_in_the_plan() -> None:
+    stored = downloaded(cache={"size": "20Gi"})
+    plan = planning.plan(stored, settings=SETTINGS, observed=observed(claim=claim(owned=True)))
+    assert [o["kind"] for o in plan.objects] == ["PersistentVolumeClaim"]
+    assert objects.is_satisfied(plan.objects[0], claim(owned=True))  # steady state: no write
+
+
+@pytest.mark.parametrize("phase", ["downloading", "ready"])
+@pytest.mark.parametrize(
+    ("policy", "owned_before", "owned_after"),
+    [("Retain", True, False), ("Delete", False, True), ("Retain", False, False), ("Delete", True, True)],
+    ids=["delete to retain", "retain to delete", "retain kept", "delete kept"],
+)
+def test_the_volume_owner_follows_the_reclaim_policy(
+    phase: str, policy: str, owned_before: bool, owned_after: bool
+) -> None:
+    cache = {"size": "20Gi", "reclaimPolicy": policy}
+    model = downloaded(cache=cache) if phase == "ready" else body(cache=cache)
+    current = claim(owned=owned_before)
+    plan = planning.plan(model, settings=SETTINGS, observed=observed(claim=current))
+    desired = by_kind(plan)["PersistentVolumeClaim"]
+    assert [r["uid"] for r in desired["metadata"]["ownerReferences"]] == (["u-1"] if owned_after else [])
+    # A write goes out exactly when the live volume's owner differs from the policy's.
+    assert objects.is_satisfied(desired, current) is (owned_before == owned_after)
+
+
+def test_a_volume_sized_from_the_listing_keeps_its_size() -> None:
+    current = claim(owned=True, storage="3Gi")
+    plan = planning.plan(body(), settings=SETTINGS, observed=observed(claim=current))
+    assert by_kind(plan)["PersistentVolumeClaim"]["spec"]["resources"]["requests"]["storage"] == "3Gi"
+
+
+def test_a_downloaded_model_whose_volume_is_gone_gets_no_empty_one() -> None:
+    plan = planning.plan(downloaded(), settings=SETTINGS, observed=observed())
+    assert plan.objects == []
+
+
+def downloaded(**spec: Any) -> dict[str, Any]:
+    """A Model whose current loader Job downloaded and verified its files."""
+    job_name = planning.loader_job_name(Model.model_validate(body(**spec)))
+    done = {"status": "True", "reason": "Ready", "lastTransitionTime": NOW.isoformat()}
+    status = {
+        "loaderJob": job_name,
+        "conditions": [{"type": "Downloaded", **done}, {"type": "Ready", **done}],
+        "progress": {"phase": "Ready"},
+    }
+    return body(status=status, **spec)
+
+
+def claim(*, owned: bool, storage: str = "20Gi") -> dict[str, Any]:
+    """The live cache volume as the API server returns it."""
+    owner = {"apiVersion": "aima.dev/v1alpha1", "kind": "Model", "name": "qwen", "uid": "u-1"}
+    metadata: dict[str, Any] = {
+        "name": "qwen-model",
+        "namespace": "team",
+        "uid": "c-1",
+        "labels": {Keys.MANAGED_BY: "aima", Keys.COMPONENT: "model-cache", Keys.MODEL: "qwen"},
+    }
+    if owned:
+        metadata["ownerReferences"] = [owner | {"controller": True, "blockOwnerDeletion": True}]
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": metadata,
+        "spec": {
+            "accessModes": ["ReadWriteOnce"],
+            "resources": {"requests": {"storage": storage}},
+            "storageClassName": "standard",
+        },
+        "status": {"phase": "Bound"},
+    }
 
 
 def test_estimate_rounds_gpus_up_to_a_tensor_parallel_size() -> None:

@@ -38,7 +38,7 @@ async def reconcile(body: Body, *, kube: KubeClient, settings: Settings, cluster
     observed = await _observe(model, kube=kube, settings=settings, cluster=cluster)
     plan = planning.plan(body, settings=loader_settings(settings), observed=observed)
     # The claim and the Job were read for this pass already; only the RBAC objects need a read
-    # (and only until the download is done: then there are no children to apply).
+    # (and only until the download is done: then only the claim's ownership is kept in line).
     for child in plan.objects:
         if child["kind"] == "Job":
             if (written := await kube.apply_unless_held(child, current=observed.job)) is not None:
@@ -58,7 +58,10 @@ async def reconcile(body: Body, *, kube: KubeClient, settings: Settings, cluster
         cluster.models.observe(written)
     before = model.status.conditions if model.status else []
     if changed := conditions.transition(before, status.conditions, ConditionType.READY):
-        normal = changed.status is ConditionStatus.TRUE or changed.reason == Reason.DOWNLOADING
+        normal = changed.status is ConditionStatus.TRUE or changed.reason in (
+            Reason.PENDING,
+            Reason.DOWNLOADING,
+        )
         # A change is news, and so is a first state that is a warning; a download starting is not.
         if not normal or conditions.find(before, ConditionType.READY) is not None:
             await kube.event(

@@ -280,12 +280,13 @@ def template_context(
     source = parse_source(model.spec.source)
     name = service.metadata.name or ""
     weights_file = model.status.weights_file if model.status else None
+    model_format = model.spec.format or (model.status.format if model.status else None)
     return {
         "model": {
             "name": model.metadata.name,
             "source": model.spec.source,
             "type": str(model.spec.type),
-            "format": str(model.spec.format) if model.spec.format else None,
+            "format": str(model_format) if model_format else None,
             "path": model_path,
             "file": f"{model_path.rstrip('/')}/{weights_file}" if weights_file else None,
             "repo": source.repo if source.scheme in ("hf", "modelscope") else None,

@@ -129,7 +129,8 @@ def _named(
 def _automatic(
     model: Model, *, engines: Sequence[Engine], accelerator: Accelerator, architectures: set[str], hw: str
 ) -> Choice:
-    model_format = (model.status.format if model.status else None) or model.spec.format
+    # The spec's format when given (the API promises detection only when it is empty).
+    model_format = model.spec.format or (model.status.format if model.status else None)
     formats = _possible_formats(model, known=model_format)
     wanted = f"{model.spec.type} models" + (f" in {model_format} format" if model_format else "")
     serving = [

@@ -1,8 +1,9 @@
 """Model planning (pure): the cache volume, the loader Job and its RBAC, and the status.
 
-The loader Job writes `status.progress` and, when done, `status.manifest`; this module writes the
-rest (conditions, phase, claim, estimate). A Model is Ready once the Job for its current source
-succeeded and the loader reported the files verified, so a Job that merely exited is not enough.
+The loader Job writes `status.progress` and, when done, `status.manifest`, `format` and
+`weightsFile`; this module writes the rest (conditions, phase, claim, estimate). A Model is Ready
+once the Job for its current source succeeded and the loader reported the files verified, so a Job
+that merely exited is not enough.
 """
 
 from __future__ import annotations
@@ -26,7 +27,9 @@ DEFAULT_CACHE_SIZE = "50Gi"
 LOADER_ACCOUNT = "aima-loader"
 """ServiceAccount (and RoleBinding to the ClusterRole of the same name) that loader Jobs run as:
 it may only read Models and patch their status."""
-LOADER_FIELDS = frozenset({"progress", "manifest", "revision", "size", "lastDownloadTime", "format"})
+LOADER_FIELDS = frozenset(
+    {"progress", "manifest", "revision", "size", "lastDownloadTime", "format", "weightsFile"}
+)
 """Status fields the loader writes; the controller never patches them, so it cannot undo a newer report."""
 _TOKEN_VARIABLES = {"hf": "HF_TOKEN", "modelscope": "MODELSCOPE_API_TOKEN"}
 _GIB = 1024**3
@@ -62,7 +65,8 @@ class Observed:
 
 @dataclass(frozen=True, kw_only=True)
 class Plan:
-    """Objects to apply, in order; empty when the Model is already downloaded."""
+    """Objects to apply, in order; once the Model is downloaded, only its existing volume (whose
+    owner follows the reclaim policy)."""
 
     objects: list[Body]
     job_name: str
@@ -90,14 +94,17 @@ def plan(body: Body, *, settings: LoaderSettings, observed: Observed) -> Plan:
     name = claim_name(model)
     path = (source.path or "") if source.scheme == "pvc" else ""
     job = loader_job_name(model)
-    if _downloaded(model, job_name=job):
-        return Plan(objects=[], job_name=job, claim_name=name, path=path)
-    children = [
-        *_loader_rbac(model),
-        _job(body, model=model, settings=settings, job_name=job, claim=name, path=path),
-    ]
-    if source.scheme != "pvc":
-        children.insert(0, _claim(body, model=model, name=name, listed_bytes=observed.listed_bytes))
+    downloaded = _downloaded(model, job_name=job)
+    children: list[Body] = []
+    # The volume's owner follows spec.cache.reclaimPolicy in every phase, so the claim stays in the
+    # plan once the files are there; it is never re-created then (that would be an empty volume).
+    if source.scheme != "pvc" and (observed.claim is not None or not downloaded):
+        children.append(_claim(body, model=model, name=name, observed=observed))
+    if not downloaded:
+        children += [
+            *_loader_rbac(model),
+            _job(body, model=model, settings=settings, job_name=job, claim=name, path=path),
+        ]
     return Plan(objects=children, job_name=job, claim_name=name, path=path)
 
 
@@ -201,9 +208,16 @@ def _download_state(model: Model, *, plan: Plan, job: Body | None) -> tuple[bool
     reported_ready = progress is not None and progress.phase == ModelPhase.READY
     if job_status.get("succeeded") and reported_ready:
         return True, Reason.READY, "Files downloaded and verified"
-    if job is None:
-        return False, Reason.DOWNLOADING, f"Starting loader Job {plan.job_name}"
+    if progress is None and not _job_started(job):
+        return False, Reason.PENDING, f"Waiting for the loader Job {plan.job_name} to start"
     return False, Reason.DOWNLOADING, _progress_message(model)
+
+
+def _job_started(job: Body | None) -> bool:
+    """Whether a loader pod ran: one is ready (running) or finished. An active pod alone may still
+    wait for a node or its image, so it does not count."""
+    job_status = (job or {}).get("status", {})
+    return any(job_status.get(count) for count in ("ready", "succeeded", "failed"))
 
 
 def _job_failed(job: Body | None) -> Body | None:
@@ -250,6 +264,8 @@ def _phase(downloaded: bool, *, reason: str, loader_phase: ModelPhase | None) ->
         return ModelPhase.READY
     if reason == Reason.DOWNLOAD_FAILED:
         return ModelPhase.FAILED
+    if reason == Reason.PENDING:
+        return ModelPhase.PENDING
     return ModelPhase.VERIFYING if loader_phase == ModelPhase.VERIFYING else ModelPhase.DOWNLOADING
 
 
@@ -267,11 +283,11 @@ def cache_size(model: Model, *, listed_bytes: int | None) -> str:
     return DEFAULT_CACHE_SIZE
 
 
-def _claim(body: Body, *, model: Model, name: str, listed_bytes: int | None) -> Body:
+def _claim(body: Body, *, model: Model, name: str, observed: Observed) -> Body:
     cache = model.spec.cache
     spec: Body = {
         "accessModes": ["ReadWriteOnce"],
-        "resources": {"requests": {"storage": cache_size(model, listed_bytes=listed_bytes)}},
+        "resources": {"requests": {"storage": _claim_size(model, observed=observed)}},
     }
     if cache and cache.storage_class_name:
         spec["storageClassName"] = cache.storage_class_name
@@ -279,11 +295,28 @@ def _claim(body: Body, *, model: Model, name: str, listed_bytes: int | None) -> 
         "name": name,
         "namespace": model.metadata.namespace,
         "labels": _labels(model, component="model-cache"),
+        "ownerReferences": _claim_owners(body, model=model),
     }
-    # Retain: no owner, so garbage collection leaves the volume when the Model goes.
-    if not cache or cache.reclaim_policy is ReclaimPolicy.DELETE:
-        metadata["ownerReferences"] = [objects.owner_reference(body)]
     return {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": metadata, "spec": spec}
+
+
+def _claim_owners(body: Body, *, model: Model) -> list[Body]:
+    """The volume's owner references: the Model under Delete, so garbage collection removes the
+    volume with it; none under Retain. The empty list is stated, not left out, so that a volume
+    still owned from an earlier Delete compares unsatisfied, and applying it drops the reference."""
+    cache = model.spec.cache
+    if cache is not None and cache.reclaim_policy is ReclaimPolicy.RETAIN:
+        return []
+    return [objects.owner_reference(body)]
+
+
+def _claim_size(model: Model, *, observed: Observed) -> str:
+    """The spec's size, else the size the volume was made with: the listing it was sized from is
+    read only before the volume exists, and the default must not then ask to resize it."""
+    current = (observed.claim or {}).get("spec", {}).get("resources", {}).get("requests", {}).get("storage")
+    if model.spec.cache is None and current:
+        return str(current)
+    return cache_size(model, listed_bytes=observed.listed_bytes)
 
 
 def _loader_rbac(model: Model) -> list[Body]:

@@ -2,7 +2,9 @@
 
 Patches are coalesced: at most one is in flight, and a newer snapshot replaces one not yet sent,
 so a slow API server never queues writes. The Ready report is held back and sent together with the
-manifest, so the controller never sees Ready without the files that make it true.
+manifest, so the controller never sees Ready without the files that make it true. The same report
+says what the files are (format, and the weights file of GGUF and Ollama models) and clears any
+left from an earlier download.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any
 
 from aima.api.model import ManifestFile, ModelManifest, ModelPhase, ModelProgress
 from aima.kube import KubeClient, KubeError, resources
+from aima.loader import formats
 from aima.loader.manifest import Manifest
 from aima.loader.progress import Phase, Progress, ProgressSink
 
@@ -47,15 +50,7 @@ class ModelStatusSink:
             await self._sending
         if manifest is None or manifest_sha256 is None:
             return
-        await self._patch(
-            {
-                "progress": progress_status(_ready(manifest)),
-                "manifest": manifest_status(manifest, sha256=manifest_sha256),
-                "revision": manifest.revision or None,
-                "size": f"{manifest.total_bytes}",
-                "lastDownloadTime": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-            }
-        )
+        await self._patch(final_status(manifest, sha256=manifest_sha256))
 
     async def _send_latest(self) -> None:
         while self._latest is not None:
@@ -70,11 +65,23 @@ class ModelStatusSink:
 
     async def _patch(self, status: dict[str, Any]) -> None:
         await self._kube.patch_status(
-            resources.MODELS,
-            name=self._name,
-            namespace=self._namespace,
-            status={k: v for k, v in status.items() if v is not None},
+            resources.MODELS, name=self._name, namespace=self._namespace, status=status
         )
+
+
+def final_status(manifest: Manifest, *, sha256: str) -> dict[str, Any]:
+    """The Ready report as a merge patch; None values are nulls that remove what an earlier download
+    left (a GGUF weights file must not outlive the GGUF files)."""
+    found = formats.detect(manifest.files)
+    return {
+        "progress": progress_status(_ready(manifest)),
+        "manifest": manifest_status(manifest, sha256=sha256),
+        "revision": manifest.revision or None,
+        "format": found.format.value if found.format else None,
+        "weightsFile": found.weights_file,
+        "size": f"{manifest.total_bytes}",
+        "lastDownloadTime": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+    }
 
 
 def progress_status(progress: Progress) -> dict[str, Any]:
@@ -112,4 +119,4 @@ def _ready(manifest: Manifest) -> Progress:
     )
 
 
-__all__ = ["ModelStatusSink", "manifest_status", "progress_status"]
+__all__ = ["ModelStatusSink", "final_status", "manifest_status", "progress_status"]

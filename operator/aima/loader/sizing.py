@@ -11,9 +11,13 @@ import asyncio
 from aima.loader import client as http
 from aima.loader import listing, plan
 from aima.loader.errors import LoaderError
+from aima.loader.retry import RetryPolicy
 from aima.loader.source import parse_source
 
-_LISTING_TIMEOUT_SECONDS = 15.0
+# The listing is a best-effort hint read inside a reconcile, which waits for it: one try, briefly.
+# A source that cannot answer at once gets the default size, and the loader retries it for real.
+_LISTING_TIMEOUT_SECONDS = 5.0
+_ONE_TRY = RetryPolicy(attempts=1)
 
 
 async def listed_bytes(
@@ -24,7 +28,7 @@ async def listed_bytes(
         source = parse_source(uri)
         async with asyncio.timeout(_LISTING_TIMEOUT_SECONDS), http.open_session(connections=2) as session:
             found = await listing.fetch(
-                http.Client(session=session), source, uri=uri, endpoint=endpoint, token=None
+                http.Client(session=session, policy=_ONE_TRY), source, uri=uri, endpoint=endpoint, token=None
             )
     except (LoaderError, OSError, TimeoutError):
         return None
