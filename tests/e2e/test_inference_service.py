@@ -5,6 +5,7 @@ writes nothing when nothing changed."""
 from __future__ import annotations
 
 import json
+import logging
 import re
 import time
 from pathlib import Path
@@ -29,6 +30,35 @@ _OTHER_WRITERS = ("kubectl/", "kube-controller-manager/", "kube-scheduler/", "kw
 def engines(aima_crds: ControlPlane, operator: OperatorThread) -> ControlPlane:
     """The control plane with the operator running; it installed the catalog's Engines at start."""
     return aima_crds
+
+
+class Reconciled(logging.Handler):
+    """Which objects the operator's reconcilers finished a pass over (their debug records), while
+    in a `with` block."""
+
+    _PASS = re.compile(r"Reconciled (\w+) ([^/]*)/(\S+)")
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.DEBUG)
+        self.keys: set[tuple[str, str, str]] = set()
+        self._logger = logging.getLogger("aima.controllers")
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if found := self._PASS.fullmatch(record.getMessage()):
+            self.keys.add((found[1], found[2], found[3]))
+
+    def count(self, kind: str, namespace: str) -> int:
+        return sum(1 for k, ns, _ in set(self.keys) if (k, ns) == (kind, namespace))
+
+    def __enter__(self) -> Reconciled:
+        self._level = self._logger.level
+        self._logger.setLevel(logging.DEBUG)
+        self._logger.addHandler(self)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._logger.removeHandler(self)
+        self._logger.setLevel(self._level)
 
 
 def service_body(namespace: str, *, name: str = "chat", **spec: Any) -> dict[str, Any]:
@@ -316,8 +346,17 @@ def test_a_restarted_operator_writes_nothing_when_nothing_changed(
         time.sleep(2)  # the last pod and Deployment status updates land
 
     offset = engines.audit_log.stat().st_size
-    with OperatorThread(settings):
-        time.sleep(6)  # the new operator lists and reconciles every service and the Model
+    with Reconciled() as reconciled, OperatorThread(settings):
+        # The new operator has passed over every service and the Model: only then is silence proof.
+        eventually(
+            lambda: (
+                reconciled.count("InferenceService", namespace) == total
+                and reconciled.count("Model", namespace) == 1
+            ),
+            timeout=120,
+            what="the restarted operator to reconcile every service and the Model",
+        )
+        time.sleep(1)  # a write the last pass made reaches the audit log
         quiet = writes_since(engines, offset, namespace=namespace)
         assert quiet == [], [(e["verb"], e["objectRef"], e.get("userAgent")) for e in quiet]
         # ... and it was alive all along: a real change is acted on.

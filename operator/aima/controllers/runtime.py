@@ -187,6 +187,7 @@ class Reconciler:
             )
             if body is not None and not body["metadata"].get("deletionTimestamp"):
                 await self.reconcile(body)
+                logger.debug("Reconciled %s %s/%s", self.resource.kind, namespace, name)
             self._attempts.pop(key, None)
         except KubeError as error:
             if error.status == 404 or "being terminated" in error.message:
