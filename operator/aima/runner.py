@@ -19,6 +19,7 @@ from aima.controllers import inference_service as inference_service_controller
 from aima.controllers import model as model_controller
 from aima.controllers import pipeline as pipeline_controller
 from aima.controllers import pipeline_run as pipeline_run_controller
+from aima.controllers.health import OperatorState, serving_health
 from aima.controllers.runtime import ClusterView, Reconciler, resync_forever
 from aima.kube import KubeClient, connect, leader, resources
 from aima.kube.client import login
@@ -100,6 +101,18 @@ async def run(
     """Run the operator until ``stop_flag`` is set (or forever); with leader election, only while
     this replica holds the Lease: a replica that loses it stops, and its restart waits as a follower."""
     stop = stop_flag or asyncio.Event()
+    state = OperatorState()
+    async with contextlib.AsyncExitStack() as stack:
+        if settings.operator_health_port:
+            await stack.enter_async_context(
+                serving_health(state, host=settings.operator_health_host, port=settings.operator_health_port)
+            )
+        await _lead(settings, state, stop=stop, ready_flag=ready_flag)
+
+
+async def _lead(
+    settings: Settings, state: OperatorState, *, stop: asyncio.Event, ready_flag: asyncio.Event | None
+) -> None:
     kube = await connect(kubeconfig=settings.kubeconfig)
     lease = leader.LeaseSettings(
         namespace=settings.lease_namespace,
@@ -114,8 +127,10 @@ async def run(
             if not await _first(leader.acquire(kube, lease), stop.wait()):
                 return
             keeper = asyncio.create_task(leader.keep(kube, lease, lost=stop))
-        await _operate(kube, settings, stop=stop, ready_flag=ready_flag)
+        state.leading = True
+        await _operate(kube, settings, state, stop=stop, ready_flag=ready_flag)
     finally:
+        state.leading = False
         if keeper is not None:
             keeper.cancel()
             await leader.release(kube, lease)
@@ -132,12 +147,19 @@ async def _first(acquired: Coroutine[Any, Any, None], stopped: Coroutine[Any, An
 
 
 async def _operate(
-    kube: KubeClient, settings: Settings, *, stop: asyncio.Event, ready_flag: asyncio.Event | None
+    kube: KubeClient,
+    settings: Settings,
+    state: OperatorState,
+    *,
+    stop: asyncio.Event,
+    ready_flag: asyncio.Event | None,
 ) -> None:
     if settings.catalog_dir is not None:
         await install_engines(kube, catalog_dir=settings.catalog_dir)
     cluster = ClusterView.watching(kube, namespaces=settings.namespaces)
     registry, reconcilers = build_registry(kube=kube, settings=settings, cluster=cluster)
+    for reconciler in reconcilers:
+        reconciler.metrics = state.metrics
     # Every cache is full before any pass runs: a pass that missed a child would write it again.
     await cluster.start()
     for reconciler in reconcilers:

@@ -57,6 +57,10 @@ class Settings(BaseModel):
     """How often the leader renews its Lease."""
     identity: str = Field(default_factory=socket.gethostname)
     """This replica's name in the Lease (the pod name in a cluster)."""
+    operator_health_port: int = Field(default=0, ge=0, le=65535)
+    """Port of the operator's /healthz and /metrics; 0 serves none (the chart sets 8081)."""
+    operator_health_host: str = "0.0.0.0"  # noqa: S104 - the kubelet and Prometheus reach the pod's IP
+    """Address of that server."""
     default_gpu_memory_mib: int = Field(default=81920, gt=0)
     """GPU memory assumed for estimates when no node advertises nvidia.com/gpu.memory."""
 

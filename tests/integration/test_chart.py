@@ -165,10 +165,16 @@ def test_every_rendered_object_passes_the_api_servers_validation(
         assert service is not None
         assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
         assert monitor["spec"]["endpoints"][0]["port"] == service["spec"]["ports"][0]["name"]
-    agents = next((o for o in objects if o["kind"] == "DaemonSet"), None)
-    for monitor in pod_monitors:
-        assert agents is not None
-        pod = agents["spec"]["template"]
+    for monitor in pod_monitors:  # each selects the pods of one workload, by a port they have
+        workloads = [o for o in objects if o["kind"] in ("Deployment", "DaemonSet")]
+        selected = [
+            w
+            for w in workloads
+            if monitor["spec"]["selector"]["matchLabels"].items()
+            <= w["spec"]["template"]["metadata"]["labels"].items()
+        ]
+        assert len(selected) == 1, monitor["metadata"]["name"]
+        pod = selected[0]["spec"]["template"]
         assert monitor["spec"]["selector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
         ports = {p["name"] for p in pod["spec"]["containers"][0]["ports"]}
         assert monitor["spec"]["podMetricsEndpoints"][0]["port"] in ports

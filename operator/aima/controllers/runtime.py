@@ -15,12 +15,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from aima.api.common import Keys
 from aima.domain import inference_service as service_planning
+from aima.exposition import Histogram, counter_lines
 from aima.kube import KubeClient, KubeError, Resource, resources
 from aima.kube.cache import WatchedList
 
@@ -29,6 +32,34 @@ Key = tuple[str, str]
 ReconcileFn = Callable[[Body], Awaitable[None]]
 
 logger = logging.getLogger("aima.controllers")
+
+
+class ReconcileMetrics:
+    """Passes by kind and result, and their durations, for the operator's /metrics."""
+
+    def __init__(self) -> None:
+        self.passes: Counter[tuple[str, ...]] = Counter()
+        self.duration = Histogram(
+            "aima_operator_reconcile_duration_seconds",
+            "Time of one reconcile pass.",
+            ("kind",),
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+        )
+
+    def observe(self, kind: str, *, ok: bool, seconds: float) -> None:
+        """Record one pass."""
+        self.passes[(kind, "ok" if ok else "error")] += 1
+        self.duration.observe((kind,), seconds)
+
+    def render(self) -> str:
+        """Prometheus exposition text."""
+        lines = counter_lines(
+            "aima_operator_reconcile_total",
+            "Reconcile passes by kind and result.",
+            ("kind", "result"),
+            self.passes,
+        )
+        return "\n".join(lines + self.duration.render()) + "\n"
 
 
 @dataclass(frozen=True)
@@ -109,6 +140,8 @@ class Reconciler:
     here. Without one, something else queues keys (kopf handlers) and each pass reads it afresh."""
     workers: int = 16
     max_retry_seconds: float = 300.0
+    metrics: ReconcileMetrics = field(default_factory=ReconcileMetrics)
+    """Where passes are counted; the runner gives every reconciler the same one."""
     _queue: asyncio.Queue[Key] = field(default_factory=asyncio.Queue)
     _queued: set[Key] = field(default_factory=set)
     _running: set[Key] = field(default_factory=set)
@@ -179,6 +212,7 @@ class Reconciler:
     async def _pass(self, key: Key) -> None:
         """One read-plan-write pass; on failure a retry is scheduled."""
         namespace, name = key
+        started, ok = time.monotonic(), False
         try:
             body = (
                 self.cache.get(namespace, name)
@@ -189,13 +223,17 @@ class Reconciler:
                 await self.reconcile(body)
                 logger.debug("Reconciled %s %s/%s", self.resource.kind, namespace, name)
             self._attempts.pop(key, None)
+            ok = True
         except KubeError as error:
             if error.status == 404 or "being terminated" in error.message:
                 self._attempts.pop(key, None)  # the object or its namespace is going away
+                ok = True
             else:
                 self._schedule_retry(key)
         except Exception:
             self._schedule_retry(key)
+        finally:
+            self.metrics.observe(self.resource.kind, ok=ok, seconds=time.monotonic() - started)
 
     def _schedule_retry(self, key: Key) -> None:
         attempt = self._attempts.get(key, 0)
