@@ -37,7 +37,13 @@ async def _missing(context: Context, request: Echo) -> Echoed:
     raise UnitError(ErrorCode.MODEL_NOT_FOUND, f"Model {request.text} not found", {"name": request.text})
 
 
-FAKES = Registry([_echo, _missing])
+@query("test.slow", description="Takes a second.")
+async def _slow(context: Context, request: Echo) -> Echoed:
+    await asyncio.sleep(1)
+    return Echoed(text=request.text)
+
+
+FAKES = Registry([_echo, _missing, _slow])
 
 
 def serve(
@@ -64,6 +70,26 @@ def test_execute_returns_the_envelope() -> None:
         assert body["success"] is True
         assert body["data"] == {"text": "a"}
         assert set(body["meta"]) == {"request_id", "duration_ms", "unit"}
+
+    serve(scenario)
+
+
+def test_options_bound_the_time_and_carry_the_callers_trace_id() -> None:
+    async def scenario(client: TestClient[Any, Any]) -> None:
+        call = {"unit": "test.slow", "input": {"text": "s"}, "options": {"timeout_seconds": 0.05}}
+        response = await client.post(
+            "/api/v2/execute", json=call | {"options": call["options"] | {"trace_id": "t-1"}}
+        )
+        body = await response.json()
+        assert (response.status, body["error"]["code"]) == (504, "TIMEOUT")
+        assert body["meta"]["trace_id"] == "t-1"
+        echoed = await client.post(
+            "/api/v2/execute",
+            json={"unit": "test.echo", "input": {"text": "e"}, "options": {"trace_id": "t-2"}},
+        )
+        assert (await echoed.json())["meta"]["trace_id"] == "t-2"
+        bad = await client.post("/api/v2/execute", json={"unit": "test.echo", "options": {"trace_id": "a b"}})
+        assert bad.status == 400
 
     serve(scenario)
 

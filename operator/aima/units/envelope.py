@@ -1,12 +1,16 @@
 """The request and response envelope of the seeds, and `execute`, which every door calls.
 
-Request `{type, unit, input}` -> response `{success, data, error{code, message, details},
-meta{request_id, duration_ms}}`. Field names are snake_case as the seeds write them; `data` is the
-unit's output model serialized camelCase like the custom resources it describes.
+Request `{type, unit, input, options{timeout_seconds, trace_id}}` -> response `{success, data,
+error{code, message, details}, meta{request_id, duration_ms, trace_id}}`. Field names are snake_case
+as the seeds write them; `data` is the unit's output model serialized camelCase like the custom
+resources it describes. The seeds' `async` option is not offered: what takes long (a download, a
+rollout, a pipeline run) is a custom resource whose status the caller reads, so every call returns
+when the unit has done its part.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 import time
@@ -20,9 +24,18 @@ from aima.kube import KubeError
 from aima.units.core import Context, Kind, Registry, Unit
 from aima.units.errors import ErrorCode, UnitError
 
-__all__ = ["ErrorInfo", "Meta", "Request", "Response", "execute", "from_kube_error"]
+__all__ = ["ErrorInfo", "Meta", "Options", "Request", "Response", "execute", "from_kube_error"]
 
 _log = logging.getLogger(__name__)
+
+
+class Options(BaseModel):
+    """How to run a call."""
+
+    timeout_seconds: float | None = Field(default=None, gt=0, le=3600)
+    """Give up after this long with TIMEOUT; none waits as long as the unit takes."""
+    trace_id: str | None = Field(default=None, max_length=128, pattern=r"^[A-Za-z0-9._:-]+$")
+    """An id of the caller's to find this call by: echoed in meta and written to the log."""
 
 
 class Request(BaseModel):
@@ -34,6 +47,7 @@ class Request(BaseModel):
     """The unit's name, such as model.list."""
     input: dict[str, Any] = Field(default_factory=dict)
     """The unit's input, as its input schema describes."""
+    options: Options = Options()
 
 
 class ErrorInfo(BaseModel):
@@ -50,6 +64,7 @@ class Meta(BaseModel):
     request_id: str
     duration_ms: int
     unit: str | None = None
+    trace_id: str | None = None
 
 
 class Response(BaseModel):
@@ -69,14 +84,25 @@ async def execute(registry: Registry, context: Context, request: Request) -> Res
     """Run one request; never raises: every failure becomes an error envelope with a stable code."""
     started = time.monotonic()
     request_id = f"req_{secrets.token_hex(8)}"
+    trace = request.options.trace_id
+    if trace:
+        _log.info("Unit call unit=%s request_id=%s trace_id=%s", request.unit, request_id, trace)
     try:
-        data = await _run(registry, context, request)
+        async with asyncio.timeout(request.options.timeout_seconds):
+            data = await _run(registry, context, request)
         success, error = True, None
     except UnitError as failure:
         data, success = None, False
         error = ErrorInfo(code=failure.code, message=failure.message, details=failure.details)
+    except TimeoutError:
+        data, success = None, False
+        limit = request.options.timeout_seconds
+        error = ErrorInfo(code=ErrorCode.TIMEOUT, message=f"{request.unit} did not finish within {limit:g} s")
     meta = Meta(
-        request_id=request_id, duration_ms=round((time.monotonic() - started) * 1000), unit=request.unit
+        request_id=request_id,
+        duration_ms=round((time.monotonic() - started) * 1000),
+        unit=request.unit,
+        trace_id=trace,
     )
     return Response(success=success, data=data, error=error, meta=meta)
 
