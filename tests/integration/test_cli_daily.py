@@ -12,6 +12,7 @@ from click.testing import CliRunner
 
 from aima.cli.main import cli
 from aima.testenv import ControlPlane
+from aima.testenv.operator import OperatorThread
 from declared import get, mark_downloaded
 from waiting import eventually
 
@@ -89,15 +90,21 @@ def test_service_logs_lists_what_each_replica_said_or_why_not(
     assert body["message"].startswith("No replicas run")
 
 
-def test_pull_wait_follows_the_models_status_to_ready(aima_crds: ControlPlane, namespace: str) -> None:
-    """`--wait` feeds its progress bar from status.progress and returns once the Model is Ready (here
-    the test plays the operator and the loader, writing the status they would)."""
+def test_pull_wait_follows_the_models_status_to_ready(
+    aima_crds: ControlPlane, operator: OperatorThread, namespace: str
+) -> None:
+    """`--wait` feeds its progress bar from status.progress and returns once the Model is Ready (the
+    test plays the loader Job the operator starts, writing the status the loader would)."""
     runner = CliRunner()
     env = {"KUBECONFIG": str(aima_crds.kubeconfig)}
     argv = ["model", "pull", "hf://acme/wait-me", "-n", namespace, "--wait", "--timeout", "60"]
     with ThreadPoolExecutor(1) as pool:
         waiting = pool.submit(runner.invoke, cli, argv, env=env)
-        eventually(lambda: get(aima_crds, "model", "wait-me", namespace) is not None, what="the Model")
+
+        def loader_job() -> str | None:
+            return (get(aima_crds, "model", "wait-me", namespace) or {}).get("status", {}).get("loaderJob")
+
+        eventually(lambda: loader_job() is not None, what="the loader Job")
         half = {"phase": "Downloading", "bytesDone": 2**29, "bytesTotal": 2**30, "percent": 50}
         aima_crds.kubectl(
             "patch", "model", "wait-me", "-n", namespace, "--subresource=status", "--type=merge",
@@ -105,7 +112,7 @@ def test_pull_wait_follows_the_models_status_to_ready(aima_crds: ControlPlane, n
         )  # fmt: skip
         time.sleep(1.5)  # the command reads the status once a second
         assert not waiting.done()
-        mark_downloaded(aima_crds, namespace, "wait-me", "wait-me-loader")
+        mark_downloaded(aima_crds, namespace, "wait-me", str(loader_job()))
         result = waiting.result(timeout=30)
     assert result.exit_code == 0, result.output
     assert "wait-me: Ready" in result.stderr
