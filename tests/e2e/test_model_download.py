@@ -142,6 +142,77 @@ def test_model_goes_from_apply_to_ready_through_the_loader(
     assert (tmp_path / "model" / "model.safetensors").stat().st_size == WEIGHTS_BYTES
 
 
+def watched_statuses(log: Path) -> list[dict[str, Any]]:
+    """The Model's status at each event of a `kubectl get --watch -o json` written to `log`, in order."""
+    decoder, text = json.JSONDecoder(), log.read_text()
+    statuses: list[dict[str, Any]] = []
+    position = 0
+    while text[position:].strip():
+        position = len(text) - len(text[position:].lstrip())
+        try:
+            body, position = decoder.raw_decode(text, position)
+        except json.JSONDecodeError:
+            break  # kubectl is still writing this one
+        statuses.append(dict(body.get("status", {})))
+    return statuses
+
+
+def test_the_model_shows_progress_while_the_loader_downloads(
+    control_plane: ControlPlane,
+    operator: OperatorThread,
+    namespace: str,
+    hub: tuple[str, FakeHub],
+    tmp_path: Path,
+) -> None:
+    url, fake = hub
+    fake.faults.delay_per_chunk = 0.08  # 64 MiB in 1 MiB chunks: about 5 s, past the 2 s report interval
+    control_plane.apply(
+        [
+            {
+                "apiVersion": "aima.dev/v1alpha1",
+                "kind": "Model",
+                "metadata": {"name": "tiny", "namespace": namespace},
+                "spec": {"source": "hf://acme/tiny-llm@main", "type": "LLM", "cache": {"size": "1Gi"}},
+            }
+        ]
+    )
+    job = eventually(lambda: model_status(control_plane, namespace).get("loaderJob"), what="the loader Job")
+    log = tmp_path / "watch.json"
+    kubectl = [str(control_plane.binaries.path("kubectl")), f"--kubeconfig={control_plane.kubeconfig}"]
+    with log.open("w") as output:
+        watch = subprocess.Popen(
+            [*kubectl, "get", "model", "tiny", "-n", namespace, "-o", "json", "--watch"], stdout=output
+        )
+    try:
+        eventually(lambda: watched_statuses(log), what="the watch to list the Model")
+        loaded = run_loader_as_the_job(
+            control_plane, namespace=namespace, job=job, dest=tmp_path / "model", endpoint=url
+        )
+        assert loaded.returncode == 0, loaded.stderr
+        statuses = eventually(
+            lambda: (
+                (seen := watched_statuses(log))
+                and any(s.get("progress", {}).get("phase") == "Ready" for s in seen)
+                and seen
+            ),
+            what="the watch to see the Ready report",
+        )
+    finally:
+        watch.terminate()
+        watch.wait(timeout=10)
+
+    reports = [s["progress"] for s in statuses if "progress" in s]
+    ready = next(i for i, report in enumerate(reports) if report["phase"] == "Ready")
+    midway = [
+        report
+        for report in reports[:ready]
+        if report["phase"] == "Downloading" and 0 < report["bytesDone"] < report["bytesTotal"]
+    ]
+    assert midway, f"no progress between 0 and the total before Ready: {reports}"
+    assert 0 < midway[0]["percent"] < 100
+    assert midway[0]["bytesTotal"] == reports[ready]["bytesTotal"]
+
+
 @pytest.fixture
 def gguf_hub(tmp_path: Path) -> Iterator[str]:
     """A llama.cpp-style repository: two quantisations, a vision projector and a README."""

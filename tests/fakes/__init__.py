@@ -1,1 +1,2 @@
-"""Local HTTP servers that speak the Hugging Face Hub's and an Ollama registry's APIs, with faults."""
+"""Local HTTP servers that speak the Hugging Face Hub's, ModelScope's and an Ollama registry's APIs,
+with faults."""

@@ -64,6 +64,10 @@ class Stats:
     body_bytes: Counter[str] = field(default_factory=Counter)
     requests: list[tuple[str, str | None]] = field(default_factory=list)
     statuses: Counter[int] = field(default_factory=Counter)
+    in_flight: int = 0
+    """File bodies being sent right now."""
+    most_in_flight: int = 0
+    """The most file bodies that were ever being sent at once."""
 
 
 def _requested_range(header: str | None, size: int) -> tuple[int, int] | None:
@@ -102,18 +106,23 @@ async def serve_file(
     corrupt = faults.corrupt[key] > 0
     if corrupt:
         faults.corrupt[key] -= 1
-    await _send_body(
-        request,
-        response,
-        path=path,
-        start=start,
-        end=end,
-        cut=cut,
-        corrupt=corrupt,
-        faults=faults,
-        stats=stats,
-        key=key,
-    )
+    stats.in_flight += 1
+    stats.most_in_flight = max(stats.most_in_flight, stats.in_flight)
+    try:
+        await _send_body(
+            request,
+            response,
+            path=path,
+            start=start,
+            end=end,
+            cut=cut,
+            corrupt=corrupt,
+            faults=faults,
+            stats=stats,
+            key=key,
+        )
+    finally:
+        stats.in_flight -= 1
     return response
 
 

@@ -18,6 +18,7 @@ from aima.controllers.runtime import ReconcileMetrics
 
 __all__ = ["OperatorState", "serving_health"]
 
+
 @dataclass
 class OperatorState:
     """What the health server reports."""

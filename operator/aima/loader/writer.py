@@ -73,6 +73,10 @@ class HashingWriter:
         self._written = self._mark = self._previous_mark = offset
 
     def _write(self, batch: list[bytes]) -> None:
+        # After a failed write the file ends short of the batches queued behind it (the disk may have
+        # room again by now): appending them would leave a gap that a resume then continues.
+        if self._failed:
+            return
         try:
             self._written += write_all(self._fd, batch)
         except BaseException:
@@ -95,9 +99,7 @@ class HashingWriter:
 
     def _write_and_close(self, batch: list[bytes]) -> None:
         try:
-            # After a failed write the file has a hole in its middle: appending more would corrupt it.
-            if not self._failed:
-                self._write(batch)
+            self._write(batch)
         finally:
             os.close(self._fd)
 
