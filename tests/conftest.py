@@ -87,6 +87,7 @@ OFFLINE_SOURCES = {
     "hf_endpoint": CLOSED_PORT,
     "modelscope_endpoint": CLOSED_PORT,
     "ollama_registry": CLOSED_PORT,
+    "s3_endpoint": CLOSED_PORT,
 }
 """Source endpoints for test operators: sizing a volume from a listing must never reach (or wait
 for) the internet; tests that download swap the Job's --endpoint for a local fake."""

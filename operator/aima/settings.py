@@ -42,6 +42,11 @@ class Settings(BaseModel):
     """Registry for ollama:// sources."""
     modelscope_endpoint: str = "https://www.modelscope.cn"
     """Endpoint for modelscope:// sources."""
+    s3_endpoint: str = "https://s3.amazonaws.com"
+    """Endpoint for s3:// sources, addressed path-style (`{endpoint}/{bucket}/{key}`): a regional AWS
+    endpoint such as https://s3.eu-west-1.amazonaws.com, or an S3-compatible store such as MinIO."""
+    s3_region: str = "us-east-1"
+    """Region that s3:// requests are signed for; it must be the bucket's region."""
     catalog_dir: Path | None = None
     """Folder with the engine catalog (`engines/*.yaml`) the operator installs as Engine objects at
     start; the image ships it at /opt/aima/catalog. Empty installs nothing."""

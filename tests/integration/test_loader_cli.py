@@ -1,5 +1,5 @@
 """`aima loader` as the Model controller's Job runs it: JSON progress lines on stdout, exit status
-and a one-line reason on failure; https and pvc sources; --verify-only."""
+and a one-line reason on failure; https, s3 and pvc sources; --verify-only."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from click.testing import CliRunner, Result
 
 from aima.loader.cli import loader
 from fakes.hub import FakeHub, HubFile
+from fakes.s3 import FakeS3, S3Object
 from fakes.serving import Faults, Stats, generate_file, running_in_thread, serve_file
 
 pytestmark = pytest.mark.integration
@@ -99,9 +100,42 @@ def test_a_failure_exits_1_with_one_line_and_a_failed_progress_line(
 
 
 def test_malformed_source_exits_1(tmp_path: Path) -> None:
-    result = _invoke("--source", "s3://bucket/key", "--dest", str(tmp_path))
+    result = _invoke("--source", "ftp://bucket/key", "--dest", str(tmp_path))
     assert result.exit_code == 1
-    assert "unsupported scheme 's3'" in result.stderr
+    assert "unsupported scheme 'ftp'" in result.stderr
+
+
+def test_s3_source_signs_with_the_aws_variables_and_never_prints_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    digest = generate_file(tmp_path / "served" / "weights", 3 * 2**20, seed=7)
+    objects = {"team/qwen/model.safetensors": S3Object(tmp_path / "served" / "weights")}
+    bucket = FakeS3(
+        "models", objects, access_key_id="AKIDCLI", secret_access_key="cli/secret+key", region="eu-west-1"
+    )
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIDCLI")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "cli/secret+key")
+    monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
+    dest = tmp_path / "model"
+    with running_in_thread(bucket.app()) as url:
+        options = ["--source", "s3://models/team/qwen", "--dest", str(dest), "--endpoint", url]
+        result = _invoke(*options, "--region", "eu-west-1")
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wrong/secret")
+        refused = _invoke(*options, "--region", "eu-west-1", "--dest", str(tmp_path / "again"))
+        monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+        half = _invoke(*options)
+    assert result.exit_code == 0, result.stderr
+    assert _lines(result)[-1]["phase"] == "Ready"
+    assert hashlib.sha256((dest / "model.safetensors").read_bytes()).hexdigest() == digest
+    assert refused.exit_code == 1
+    assert refused.stderr.startswith(
+        "aima loader: Access to s3://models/team/qwen was denied (HTTP 403 SignatureDoesNotMatch"
+    )
+    assert refused.stderr.rstrip().endswith("check AWS_SECRET_ACCESS_KEY")
+    assert half.exit_code == 1
+    assert "AWS_ACCESS_KEY_ID is set but AWS_SECRET_ACCESS_KEY is not" in half.stderr
+    everything = "".join(r.stdout + r.stderr for r in (result, refused, half))
+    assert "secret+key" not in everything and "wrong/secret" not in everything
 
 
 def test_https_file_with_published_digest_then_verify_only_catches_a_corruption(tmp_path: Path) -> None:

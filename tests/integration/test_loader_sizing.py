@@ -13,6 +13,7 @@ from aima.api.model import Model
 from aima.domain import model as planning
 from aima.loader import sizing
 from fakes.hub import FakeHub, HubFile
+from fakes.s3 import FakeS3, S3Object
 from fakes.serving import generate_file, running_in_thread
 
 pytestmark = pytest.mark.integration
@@ -41,6 +42,32 @@ def test_listed_bytes_follow_the_loaders_filters(hub_url: str) -> None:
     )
     assert everything == 3 * 2**20 + len("# tiny")
     assert weights_only == 3 * 2**20
+
+
+def test_a_public_bucket_is_sized_from_its_listing_and_a_private_one_is_not(tmp_path: Path) -> None:
+    generate_file(tmp_path / "weights", 3 * 2**20, seed=2)
+    (tmp_path / "readme").write_text("# tiny")
+    objects = {
+        "m/model.safetensors": S3Object(tmp_path / "weights"),
+        "m/README.md": S3Object(tmp_path / "readme"),
+    }
+
+    def listed(bucket: FakeS3) -> int | None:
+        with running_in_thread(bucket.app()) as url:
+            return asyncio.run(
+                sizing.listed_bytes(
+                    uri="s3://models/m",
+                    endpoint=url,
+                    region="eu-west-1",
+                    include=("*.safetensors",),
+                    exclude=(),
+                )
+            )
+
+    assert listed(FakeS3("models", objects, region="eu-west-1")) == 3 * 2**20
+    private = FakeS3("models", objects, access_key_id="AKID", secret_access_key="s", region="eu-west-1")
+    assert listed(private) is None  # the reconcile never signs: the volume gets the default size
+    assert private.refused == {"AccessDenied": 1}
 
 
 def test_an_unreachable_source_gives_no_size_at_once() -> None:

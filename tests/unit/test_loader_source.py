@@ -11,6 +11,7 @@ from aima.loader.source import (
     ModelScopeSource,
     OllamaSource,
     PvcSource,
+    S3Source,
     parse_source,
     with_revision,
 )
@@ -37,6 +38,9 @@ SHA = "a" * 64
         ),
         ("pvc://models/qwen/7b", PvcSource("models", "qwen/7b")),
         ("pvc://models", PvcSource("models", "")),
+        ("s3://models/llama/3.1-8b/", S3Source("models", "llama/3.1-8b")),
+        ("s3://models/one/model.gguf", S3Source("models", "one/model.gguf")),
+        ("s3://Legacy_Bucket", S3Source("Legacy_Bucket", "")),
     ],
     ids=[
         "hf default",
@@ -50,6 +54,9 @@ SHA = "a" * 64
         "https sha",
         "pvc",
         "pvc root",
+        "s3 prefix",
+        "s3 one object",
+        "s3 whole bucket",
     ],
 )
 def test_parse_source_accepts(uri: str, expected: object) -> None:
@@ -60,7 +67,7 @@ def test_parse_source_accepts(uri: str, expected: object) -> None:
     "uri",
     [
         "Qwen/Qwen2",
-        "s3://bucket/key",
+        "ftp://host/key",
         "hf://just-a-name",
         "hf://org/../etc",
         "hf://org/repo@../../x",
@@ -69,6 +76,10 @@ def test_parse_source_accepts(uri: str, expected: object) -> None:
         "https://example.com/file#md5=abc",
         "pvc://Bad_Claim/x",
         "pvc://claim/../other",
+        "s3://b/key",
+        "s3://bucket/a/../b",
+        "s3://bucket/a/./b",
+        "s3://-bucket/a",
     ],
     ids=[
         "no scheme",
@@ -81,6 +92,10 @@ def test_parse_source_accepts(uri: str, expected: object) -> None:
         "https bad fragment",
         "pvc bad claim",
         "pvc dotdot",
+        "s3 short bucket",
+        "s3 dotdot",
+        "s3 dot",
+        "s3 bad bucket",
     ],
 )
 def test_parse_source_refuses(uri: str) -> None:
@@ -94,3 +109,5 @@ def test_with_revision_overrides_revision_and_tag() -> None:
     assert with_revision(parse_source("hf://a/b"), None) == HfSource("a/b", "main")
     with pytest.raises(SourceError):
         with_revision(parse_source("https://h/f.bin"), "v2")
+    with pytest.raises(SourceError):
+        with_revision(parse_source("s3://bucket/m"), "v2")

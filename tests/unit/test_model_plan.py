@@ -82,6 +82,32 @@ def test_a_token_comes_from_the_secret_never_from_the_command_line() -> None:
     assert container["args"][-2:] == ["--token-env", "HF_TOKEN"]
 
 
+def test_s3_keys_come_from_the_secret_and_the_endpoint_and_region_from_the_settings() -> None:
+    settings = planning.LoaderSettings(
+        image="aima:test",
+        image_pull_policy="IfNotPresent",
+        backoff_limit=3,
+        endpoints={"s3": "http://minio.storage:9000"},
+        s3_region="eu-west-1",
+    )
+    spec = {"source": "s3://models/qwen/7b", "secretRef": "s3-keys"}
+    container = by_kind(planning.plan(body(**spec), settings=settings, observed=observed()))["Job"]["spec"][
+        "template"
+    ]["spec"]["containers"][0]
+    assert [(e["name"], e["valueFrom"]["secretKeyRef"]) for e in container["env"]] == [
+        (name, {"name": "s3-keys", "key": name, "optional": True})
+        for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+    ]
+    args = container["args"]
+    assert args[args.index("--endpoint") + 1] == "http://minio.storage:9000"
+    assert args[args.index("--region") + 1] == "eu-west-1"
+    assert "--token-env" not in args
+    public = by_kind(
+        planning.plan(body(source="s3://models/qwen/7b"), settings=settings, observed=observed())
+    )
+    assert "env" not in public["Job"]["spec"]["template"]["spec"]["containers"][0]
+
+
 def test_a_changed_source_means_a_new_job_and_a_repeat_the_same() -> None:
     first = planning.plan(body(), settings=SETTINGS, observed=observed())
     again = planning.plan(body(), settings=SETTINGS, observed=observed())

@@ -187,7 +187,8 @@ class ModelSpec(ApiModel):
     """Expected sha256 (lowercase hex) per file path; a mismatch fails the download."""
     secret_ref: str | None = Field(default=None, max_length=253)
     """Name of a Secret in the same namespace with credentials for the source, such as HF_TOKEN,
-    MODELSCOPE_API_TOKEN or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY."""
+    MODELSCOPE_API_TOKEN, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (plus AWS_SESSION_TOKEN for
+    temporary credentials); s3:// sources without it are read anonymously."""
     cache: ModelCache | None = None
     """The volume the files are downloaded into; defaults apply when empty."""
 

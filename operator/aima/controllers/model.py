@@ -27,7 +27,9 @@ def loader_settings(settings: Settings) -> planning.LoaderSettings:
             "hf": settings.hf_endpoint,
             "modelscope": settings.modelscope_endpoint,
             "ollama": settings.ollama_registry,
+            "s3": settings.s3_endpoint,
         },
+        s3_region=settings.s3_region,
     )
 
 
@@ -108,6 +110,7 @@ async def _listed_bytes(model: Model, claim: Body | None, settings: Settings) ->
         endpoint=loader_settings(settings).endpoints.get(scheme),
         include=tuple(files.include) if files else (),
         exclude=tuple(files.exclude) if files else (),
+        region=settings.s3_region,
     )
 
 

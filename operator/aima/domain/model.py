@@ -32,6 +32,13 @@ LOADER_FIELDS = frozenset(
 )
 """Status fields the loader writes; the controller never patches them, so it cannot undo a newer report."""
 _TOKEN_VARIABLES = {"hf": "HF_TOKEN", "modelscope": "MODELSCOPE_API_TOKEN"}
+"""The Secret key holding a source's token, passed to the loader by name (`--token-env`)."""
+_SECRET_VARIABLES = {
+    "hf": ("HF_TOKEN",),
+    "modelscope": ("MODELSCOPE_API_TOKEN",),
+    "s3": ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"),
+}
+"""Secret keys a source's loader reads from its environment, each set from the key of that name."""
 _GIB = 1024**3
 # KV cache and activations on top of the weights; vLLM's default leaves 10 % of a GPU unused.
 _KV_HEADROOM = 1.3
@@ -47,7 +54,9 @@ class LoaderSettings:
     image_pull_policy: str
     backoff_limit: int
     endpoints: dict[str, str]
-    """Endpoint per source scheme (hf, modelscope, ollama), for mirrors."""
+    """Endpoint per source scheme (hf, modelscope, ollama, s3), for mirrors and S3-compatible stores."""
+    s3_region: str = "us-east-1"
+    """Region that s3:// requests are signed for."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -359,6 +368,8 @@ def loader_args(model: Model, *, settings: LoaderSettings, path: str) -> list[st
         args.append("--verify-only")
     if endpoint := settings.endpoints.get(source.scheme):
         args += ["--endpoint", endpoint]
+    if source.scheme == "s3":
+        args += ["--region", settings.s3_region]
     files = model.spec.files
     for pattern in files.include if files else []:
         args += ["--include", pattern]
@@ -385,8 +396,9 @@ def _job(body: Body, *, model: Model, settings: LoaderSettings, job_name: str, c
         },
     }
     scheme = parse_source(model.spec.source).scheme
-    if model.spec.secret_ref and scheme in _TOKEN_VARIABLES:
-        variable = _TOKEN_VARIABLES[scheme]
+    if model.spec.secret_ref and scheme in _SECRET_VARIABLES:
+        # Credentials reach the loader only as variables from the Secret: never in args or status.
+        # Optional keys: a Secret without them gives an anonymous loader, which says what it lacks.
         container["env"] = [
             {
                 "name": variable,
@@ -394,6 +406,7 @@ def _job(body: Body, *, model: Model, settings: LoaderSettings, job_name: str, c
                     "secretKeyRef": {"name": model.spec.secret_ref, "key": variable, "optional": True}
                 },
             }
+            for variable in _SECRET_VARIABLES[scheme]
         ]
     return {
         "apiVersion": "batch/v1",

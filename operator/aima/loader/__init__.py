@@ -1,5 +1,5 @@
-"""The model loader: downloads a model from the Hugging Face Hub, ModelScope, an Ollama registry or
-a URL into a directory, or verifies one already there, for the Model controller's Job
+"""The model loader: downloads a model from the Hugging Face Hub, ModelScope, an Ollama registry, an
+S3 bucket or a URL into a directory, or verifies one already there, for the Model controller's Job
 (`aima loader`). It knows nothing of Kubernetes: progress leaves through a ProgressSink.
 """
 

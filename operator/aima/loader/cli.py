@@ -3,7 +3,8 @@
 Progress goes to stdout as JSON lines (at most one every two seconds, plus phase changes); on
 failure the command exits 1 after one line on stderr with the reason. Tokens are read from a file
 (a mounted Secret) or a named environment variable, never from the command line, which Job specs
-and `ps` show to anyone.
+and `ps` show to anyone; s3:// sources take AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and
+AWS_SESSION_TOKEN from the environment, as every AWS tool does, and go anonymous without them.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import click
 from aima.loader import engine, lock
 from aima.loader.errors import LoaderError
 from aima.loader.progress import JsonLinesSink
+from aima.loader.sigv4 import Credentials
 
 __all__ = ["loader"]
 
@@ -37,12 +39,35 @@ def _read_token(token_file: Path | None, token_env: str | None) -> str | None:
     return None
 
 
+def _read_aws_credentials(uri: str) -> Credentials | None:
+    """The AWS variables' keys for an s3:// source; None (anonymous) when neither key is set."""
+    if uri.partition("://")[0].lower() != "s3":
+        return None
+    key_id = os.environ.get("AWS_ACCESS_KEY_ID") or None
+    secret = os.environ.get("AWS_SECRET_ACCESS_KEY") or None
+    if key_id is None and secret is None:
+        return None
+    if key_id is None or secret is None:
+        given, missing = (
+            ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+            if secret is None
+            else ("AWS_SECRET_ACCESS_KEY", "AWS_ACCESS_KEY_ID")
+        )
+        raise click.ClickException(f"{given} is set but {missing} is not; give both, or neither")
+    return Credentials(
+        access_key_id=key_id,
+        secret_access_key=secret,
+        session_token=os.environ.get("AWS_SESSION_TOKEN") or None,
+    )
+
+
 @click.command()
 @click.option(
     "--source",
     "uri",
     required=True,
-    help="hf://org/repo@rev, modelscope://org/repo@rev, ollama://library/name:tag, https://host/file or pvc://claim/path.",
+    help="hf://org/repo@rev, modelscope://org/repo@rev, ollama://library/name:tag, https://host/file, "
+    "s3://bucket/prefix or pvc://claim/path.",
 )
 @click.option(
     "--dest", type=click.Path(file_okay=False, path_type=Path), required=True, help="The model directory."
@@ -53,12 +78,17 @@ def _read_token(token_file: Path | None, token_env: str | None) -> str | None:
     "--parallel", type=click.IntRange(1, 64), default=3, show_default=True, help="Files downloaded at once."
 )
 @click.option(
-    "--endpoint", help="Base URL replacing the source's default host (a mirror, such as HF_ENDPOINT)."
+    "--endpoint",
+    help="Base URL replacing the source's default host (a mirror, such as HF_ENDPOINT; for s3:// an "
+    "S3-compatible store such as MinIO, addressed path-style).",
 )
 @click.option(
     "--token-file", type=click.Path(dir_okay=False, path_type=Path), help="File holding the access token."
 )
 @click.option("--token-env", metavar="NAME", help="Environment variable holding the access token.")
+@click.option(
+    "--region", help="Region that s3:// requests are signed for (default us-east-1; see also --endpoint)."
+)
 @click.option("--revision", help="Override the revision (or Ollama tag) in --source.")
 @click.option("--verify-only", is_flag=True, help="Do not download: verify the files against the manifest.")
 @click.option(
@@ -91,6 +121,7 @@ def loader(
     endpoint: str | None,
     token_file: Path | None,
     token_env: str | None,
+    region: str | None,
     revision: str | None,
     verify_only: bool,
     lock_wait: float,
@@ -107,6 +138,8 @@ def loader(
         parallel=parallel,
         endpoint=endpoint,
         token=_read_token(token_file, token_env),
+        region=region,
+        aws_credentials=_read_aws_credentials(uri),
         revision=revision,
         verify_only=verify_only,
     )

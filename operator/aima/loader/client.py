@@ -1,5 +1,6 @@
 """HTTP plumbing shared by the sources and the transfers: one aiohttp session, a retry loop with
-backoff that honours Retry-After, and a small GET-with-retries for listing documents.
+backoff that honours Retry-After, a small GET-with-retries for listing documents, and the hook that
+signs a request afresh on every attempt (S3's SigV4; the other sources send fixed headers).
 
 aiohttp, not httpx, on the hot path: on loopback aiohttp streams about as fast as curl while
 httpx managed 30-60 % of it (performance.md §5, pilot).
@@ -11,14 +12,24 @@ import asyncio
 import errno
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 import aiohttp
+from yarl import URL
 
 from aima.loader.errors import DiskFullError, SourceError, TransferError
 from aima.loader.retry import RETRYABLE_STATUSES, RetryPolicy, parse_retry_after
 
-__all__ = ["Client", "Retryable", "get_bytes", "open_session", "raise_for_retryable", "with_retries"]
+__all__ = [
+    "Client",
+    "Retryable",
+    "Signer",
+    "get_bytes",
+    "open_session",
+    "prepare",
+    "raise_for_retryable",
+    "with_retries",
+]
 
 T = TypeVar("T")
 
@@ -41,6 +52,26 @@ class Client:
     session: aiohttp.ClientSession
     policy: RetryPolicy = field(default_factory=RetryPolicy)
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+
+
+class Signer(Protocol):
+    """Signs one request: a signature covers the request's time, so each attempt is signed anew."""
+
+    def __call__(self, *, method: str, url: str, headers: Mapping[str, str]) -> tuple[str, dict[str, str]]:
+        """The URL exactly as it must be sent, and `headers` with the signature added."""
+        ...
+
+
+def prepare(
+    url: str, *, headers: Mapping[str, str], sign: Signer | None, method: str = "GET"
+) -> tuple[str | URL, dict[str, str]]:
+    """The URL and headers of one attempt: as given, or signed when the source signs its requests."""
+    if sign is None:
+        return url, dict(headers)
+    signed_url, signed = sign(method=method, url=url, headers=headers)
+    # encoded=True: yarl would otherwise re-quote the path and query (`%21` to `!`), and the server
+    # would then check the signature against a URL other than the one signed.
+    return URL(signed_url, encoded=True), signed
 
 
 def open_session(*, connections: int) -> aiohttp.ClientSession:

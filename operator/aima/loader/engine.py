@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import os
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -17,13 +18,17 @@ from pathlib import Path
 from aima.loader import client as http
 from aima.loader import diskspace, listing, lock, manifest, paths, plan, transfer, verify
 from aima.loader.errors import LoaderError, SourceError, VerificationError
+from aima.loader.hashing import Digests
 from aima.loader.manifest import Manifest, ManifestFile
 from aima.loader.plan import Listing, Plan, RemoteFile
 from aima.loader.progress import Phase, ProgressSink, ProgressTracker
 from aima.loader.retry import RetryPolicy
+from aima.loader.sigv4 import Credentials
 from aima.loader.source import PvcSource, parse_source, with_revision
 
 __all__ = ["Environment", "LoadRequest", "load"]
+
+logger = logging.getLogger("aima.loader")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -37,6 +42,10 @@ class LoadRequest:
     parallel: int = 3
     endpoint: str | None = None
     token: str | None = field(default=None, repr=False)
+    region: str | None = None
+    """Region s3:// requests are signed for (us-east-1 when empty)."""
+    aws_credentials: Credentials | None = field(default=None, repr=False)
+    """Keys for s3:// sources; anonymous requests without them."""
     revision: str | None = None
     verify_only: bool = False
 
@@ -70,7 +79,13 @@ async def load(request: LoadRequest, *, env: Environment) -> Manifest:
                 async with http.open_session(connections=request.parallel) as session:
                     client = http.Client(session=session, policy=env.retry, sleep=env.sleep)
                     found = await listing.fetch(
-                        client, source, uri=request.uri, endpoint=request.endpoint, token=request.token
+                        client,
+                        source,
+                        uri=request.uri,
+                        endpoint=request.endpoint,
+                        token=request.token,
+                        region=request.region,
+                        aws_credentials=request.aws_credentials,
                     )
                     result = await _download(request, found, client=client, tracker=tracker, env=env)
     except LoaderError as error:
@@ -210,12 +225,22 @@ async def _fetch_one(
     async with gate:
         problem = ""
         for _ in range(2):
-            digest = await transfer.download(
-                file, target=target, client=client, headers=dict(found.headers), on_bytes=on_bytes
+            digests = await transfer.download(
+                file,
+                target=target,
+                client=client,
+                headers=dict(found.headers),
+                sign=found.sign,
+                on_bytes=on_bytes,
             )
             size = part.stat().st_size
             problem = verify.mismatch(
-                expected_size=file.size, expected_sha256=file.sha256, size=size, sha256=digest
+                expected_size=file.size,
+                expected_sha256=file.sha256,
+                size=size,
+                sha256=digests.sha256,
+                expected_md5=file.md5,
+                md5=digests.md5,
             )
             if not problem:
                 break
@@ -227,7 +252,25 @@ async def _fetch_one(
             )
         await asyncio.to_thread(_commit, part, target)
     tracker.file_done()
-    return ManifestFile(path=file.path, size=size, sha256=digest, media_type=file.media_type)
+    return ManifestFile(
+        path=file.path,
+        size=size,
+        sha256=digests.sha256,
+        media_type=file.media_type,
+        verified_by=_verified_by(file, digests),
+    )
+
+
+def _verified_by(file: RemoteFile, digests: Digests) -> str | None:
+    if file.sha256:
+        return "sha256"
+    if file.md5 and digests.md5:
+        return "md5"
+    if file.md5:
+        logger.info(
+            "%s: its ETag is no MD5 of its bytes (a KMS or customer key): verified by size only", file.path
+        )
+    return "size" if file.size is not None else None
 
 
 def _commit(part: Path, target: Path) -> None:

@@ -28,6 +28,9 @@ class ManifestFile(BaseModel):
     size: int = Field(ge=0)
     sha256: str
     media_type: str | None = Field(default=None, alias="mediaType")
+    verified_by: str | None = Field(default=None, alias="verifiedBy")
+    """What the download was checked against: the source's `sha256`, its `md5` (S3's ETag), or only
+    the `size` it published; absent when it published neither (the sha256 is recorded regardless)."""
 
 
 class Manifest(BaseModel):

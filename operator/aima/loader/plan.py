@@ -7,10 +7,14 @@ from __future__ import annotations
 import fnmatch
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from aima.loader.errors import UnsafePathError
 from aima.loader.manifest import Manifest
 from aima.loader.paths import PART_SUFFIX, check_relative
+
+if TYPE_CHECKING:
+    from aima.loader.client import Signer  # the HTTP layer, which this pure module does not load
 
 __all__ = ["Listing", "Plan", "RemoteFile", "bytes_still_needed", "check_names", "filter_files", "make_plan"]
 
@@ -23,6 +27,8 @@ class RemoteFile:
     url: str
     size: int | None = None
     sha256: str | None = None
+    md5: str | None = None
+    """Hex MD5 of the content where the source publishes one (S3's ETag of a single-part upload)."""
     media_type: str | None = None
 
 
@@ -31,6 +37,7 @@ class Listing:
     """A source's answer: its files at a resolved revision.
 
     `headers` carry authorisation for the source's own origin (never logged, hence repr=False);
+    `sign` signs each request instead, for sources that want a fresh signature every time (S3);
     `inline_files` are small documents the source returned in the listing itself (the Ollama
     manifest), written once every downloaded file is verified.
     """
@@ -39,6 +46,7 @@ class Listing:
     revision: str
     files: tuple[RemoteFile, ...]
     headers: Mapping[str, str] = field(default_factory=dict, repr=False)
+    sign: Signer | None = field(default=None, repr=False)
     inline_files: Mapping[str, bytes] = field(default_factory=dict)
 
 

@@ -21,14 +21,25 @@ _ONE_TRY = RetryPolicy(attempts=1)
 
 
 async def listed_bytes(
-    *, uri: str, endpoint: str | None, include: tuple[str, ...], exclude: tuple[str, ...]
+    *,
+    uri: str,
+    endpoint: str | None,
+    include: tuple[str, ...],
+    exclude: tuple[str, ...],
+    region: str | None = None,
 ) -> int | None:
-    """Total bytes the loader would download from a public source, or None when unknown."""
+    """Total bytes the loader would download from a public source, or None when unknown (a source
+    that wants credentials refuses the anonymous listing: then too)."""
     try:
         source = parse_source(uri)
         async with asyncio.timeout(_LISTING_TIMEOUT_SECONDS), http.open_session(connections=2) as session:
             found = await listing.fetch(
-                http.Client(session=session, policy=_ONE_TRY), source, uri=uri, endpoint=endpoint, token=None
+                http.Client(session=session, policy=_ONE_TRY),
+                source,
+                uri=uri,
+                endpoint=endpoint,
+                token=None,
+                region=region,
             )
     except (LoaderError, OSError, TimeoutError):
         return None

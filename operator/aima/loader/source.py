@@ -8,6 +8,8 @@ Supported forms:
   `latest`; a bare `name` means `library/name`, as in `ollama pull`)
 - `https://host/path/file` (and `http://` for local mirrors): a single file; an optional
   `#sha256=<hex>` fragment gives the digest to verify against
+- `s3://bucket/prefix`: the objects under a prefix (a folder, or one object's key) of an S3 bucket
+  or an S3-compatible store, named relative to the prefix
 - `pvc://claim/path`: files already on a volume; the loader only verifies them
 """
 
@@ -25,6 +27,7 @@ __all__ = [
     "ModelScopeSource",
     "OllamaSource",
     "PvcSource",
+    "S3Source",
     "Source",
     "parse_source",
     "with_revision",
@@ -37,6 +40,8 @@ _REVISION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]*$")
 _OLLAMA_NAME_RE = re.compile(r"^[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*$")
 _OLLAMA_TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+# S3's bucket names, with the upper case and underscores that old us-east-1 buckets may have.
+_BUCKET_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{1,253}[A-Za-z0-9]$")
 
 
 @dataclass(frozen=True)
@@ -80,7 +85,16 @@ class PvcSource:
     path: str = ""
 
 
-Source = HfSource | ModelScopeSource | OllamaSource | HttpSource | PvcSource
+@dataclass(frozen=True)
+class S3Source:
+    """Objects of an S3 bucket: those under the folder `prefix`, or the one object of that key; the
+    whole bucket when `prefix` is empty. No leading or trailing slash."""
+
+    bucket: str
+    prefix: str = ""
+
+
+Source = HfSource | ModelScopeSource | OllamaSource | HttpSource | S3Source | PvcSource
 
 
 def parse_source(uri: str) -> Source:
@@ -88,7 +102,7 @@ def parse_source(uri: str) -> Source:
     scheme, sep, rest = uri.partition("://")
     if not sep:
         raise SourceError(
-            f"Source {uri!r} has no scheme; expected hf://, modelscope://, ollama://, https:// or pvc://"
+            f"Source {uri!r} has no scheme; expected hf://, modelscope://, ollama://, https://, s3:// or pvc://"
         )
     parsers = {
         "hf": _parse_hf,
@@ -96,6 +110,7 @@ def parse_source(uri: str) -> Source:
         "ollama": _parse_ollama,
         "https": _parse_http,
         "http": _parse_http,
+        "s3": _parse_s3,
         "pvc": _parse_pvc,
     }
     parser = parsers.get(scheme.lower())
@@ -172,6 +187,17 @@ def _parse_http(uri: str, rest: str) -> Source:
             raise SourceError(f"Source {uri!r} has a fragment other than #sha256=<64 hex digits>")
         sha256 = value.lower()
     return HttpSource(parts._replace(fragment="").geturl(), filename, sha256)
+
+
+def _parse_s3(uri: str, rest: str) -> Source:
+    bucket, _, prefix = rest.partition("/")
+    if not _BUCKET_RE.match(bucket) or ".." in bucket:
+        raise SourceError(f"Source {uri!r} does not name an S3 bucket as s3://bucket/prefix")
+    prefix = prefix.strip("/")
+    # Keys are sent in URL paths, where `.` and `..` segments would be resolved away.
+    if any(part in {".", ".."} for part in prefix.split("/")) or any(ord(c) < 32 for c in prefix):
+        raise SourceError(f"Source {uri!r} has a prefix with '.' or '..' segments or control characters")
+    return S3Source(bucket, prefix)
 
 
 def _parse_pvc(uri: str, rest: str) -> Source:

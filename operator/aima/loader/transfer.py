@@ -1,22 +1,22 @@
 """Download of one file into its `.part` file: HTTP Range resume from the partial file's size, a
-restart from zero when a server ignores Range, retries per the client's policy, and the sha256 of
-the whole file computed as the bytes arrive (see `writer` for how that keeps pace with curl).
+restart from zero when a server ignores Range, retries per the client's policy (each attempt signed
+anew when the source signs requests), and the sha256 of the whole file (with its MD5 when the source
+publishes one) computed as the bytes arrive (see `writer` for how that keeps pace with curl).
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 
 from aima.loader import client as http
 from aima.loader import hashing
 from aima.loader.errors import TransferError
+from aima.loader.hashing import ContentHasher, Digests
 from aima.loader.paths import part_path
 from aima.loader.plan import RemoteFile
 from aima.loader.writer import HashingWriter
@@ -51,8 +51,17 @@ def _open_part(part: Path, *, offset: int) -> int:
     return os.open(part, flags, 0o644)
 
 
+def _etag_is_md5(headers: Mapping[str, str]) -> bool:
+    """False when S3 says it encrypted the object with a KMS or customer-provided key: the ETag it
+    published is then no MD5 of the bytes, and only the object's own answer tells."""
+    encryption = headers.get("x-amz-server-side-encryption", "")
+    return not encryption.startswith("aws:kms") and (
+        "x-amz-server-side-encryption-customer-algorithm" not in headers
+    )
+
+
 async def _stream(
-    response: aiohttp.ClientResponse, *, part: Path, offset: int, hasher: Any, on_bytes: OnBytes
+    response: aiohttp.ClientResponse, *, part: Path, offset: int, hasher: ContentHasher, on_bytes: OnBytes
 ) -> None:
     writer = HashingWriter(_open_part(part, offset=offset), hasher, offset=offset)
     batch: list[bytes] = []
@@ -90,27 +99,36 @@ def _check_status(response: aiohttp.ClientResponse, *, file: RemoteFile, offset:
         if start == offset:
             return offset
         raise _RangeMismatch(f"the server answered a range starting at {start}, asked for {offset}")
-    hint = "; check the token" if response.status in (401, 403) else ""
+    hint = "; check the token or credentials" if response.status in (401, 403) else ""
     raise TransferError(f"Failed to download {file.path}: HTTP {response.status}{hint}")
 
 
 async def _attempt(
-    file: RemoteFile, *, part: Path, client: http.Client, headers: dict[str, str], on_bytes: OnBytes
-) -> str:
+    file: RemoteFile,
+    *,
+    part: Path,
+    client: http.Client,
+    headers: dict[str, str],
+    sign: http.Signer | None,
+    on_bytes: OnBytes,
+) -> Digests:
     offset = _existing_size(part)
     if file.size is not None and offset > file.size:
         part.unlink()  # longer than the file: not a prefix of it
         offset = 0
-    hasher = await hashing.hash_prefix(part, length=offset) if offset else hashlib.sha256()
+    md5 = file.md5 is not None
+    hasher = await hashing.hash_prefix(part, length=offset, md5=md5) if offset else ContentHasher(md5=md5)
     on_bytes(offset)
     if offset and offset == file.size:
-        return str(hasher.hexdigest())  # an earlier run got every byte but stopped before renaming
-    request_headers = dict(headers, Range=f"bytes={offset}-") if offset else headers
-    async with client.session.get(file.url, headers=request_headers) as response:
+        return hasher.digests()  # an earlier run got every byte but stopped before renaming
+    url, request_headers = http.prepare(
+        file.url, headers=dict(headers, Range=f"bytes={offset}-") if offset else headers, sign=sign
+    )
+    async with client.session.get(url, headers=request_headers) as response:
         if response.status == 416 and offset:
             _, total = parse_content_range(response.headers.get("Content-Range"))
             if total == offset:
-                return str(hasher.hexdigest())  # size unpublished, and the part is already whole
+                return hasher.digests()  # size unpublished, and the part is already whole
             part.unlink()
             raise http.Retryable("the server refused the range of the partial file; restarting it")
         try:
@@ -119,24 +137,33 @@ async def _attempt(
             part.unlink(missing_ok=True)
             raise
         if start != offset:
-            hasher, offset = hashlib.sha256(), 0
+            hasher, offset = ContentHasher(md5=md5), 0
             on_bytes(0)
+        if not _etag_is_md5(response.headers):
+            hasher.drop_md5()
         await _stream(response, part=part, offset=offset, hasher=hasher, on_bytes=on_bytes)
     if file.size is not None and _existing_size(part) < file.size:
         raise http.Retryable(f"the transfer ended after {_existing_size(part)} of {file.size} bytes")
-    return str(hasher.hexdigest())
+    return hasher.digests()
 
 
 async def download(
-    file: RemoteFile, *, target: Path, client: http.Client, headers: dict[str, str], on_bytes: OnBytes
-) -> str:
-    """Fetch `file` into `target`'s `.part` file, resuming what is there; return its sha256 hex digest.
+    file: RemoteFile,
+    *,
+    target: Path,
+    client: http.Client,
+    headers: dict[str, str],
+    on_bytes: OnBytes,
+    sign: http.Signer | None = None,
+) -> Digests:
+    """Fetch `file` into `target`'s `.part` file, resuming what is there; return its digests (MD5 only
+    when `file.md5` is published and applies to the object as served).
 
-    Retries per `client.policy`; does not verify the digest and does not rename the file.
+    Retries per `client.policy`; does not verify the digests and does not rename the file.
     """
     part = part_path(target)
     return await http.with_retries(
         client,
-        lambda: _attempt(file, part=part, client=client, headers=headers, on_bytes=on_bytes),
+        lambda: _attempt(file, part=part, client=client, headers=headers, sign=sign, on_bytes=on_bytes),
         what=file.path,
     )

@@ -21,12 +21,22 @@ from aima.loader.progress import ProgressTracker
 __all__ = ["describe_files", "mismatch", "present_files", "verify_files"]
 
 
-def mismatch(*, expected_size: int | None, expected_sha256: str | None, size: int, sha256: str) -> str:
-    """Pure: why a file is not what was expected, or "" when it is."""
+def mismatch(
+    *,
+    expected_size: int | None,
+    expected_sha256: str | None,
+    size: int,
+    sha256: str,
+    expected_md5: str | None = None,
+    md5: str | None = None,
+) -> str:
+    """Pure: why a file is not what was expected, or "" when it is (MD5 only when both are given)."""
     if expected_size is not None and size != expected_size:
         return f"size {size} bytes, expected {expected_size}"
     if expected_sha256 is not None and sha256 != expected_sha256.lower():
         return f"sha256 {sha256}, expected {expected_sha256.lower()}"
+    if expected_md5 is not None and md5 is not None and md5 != expected_md5.lower():
+        return f"MD5 {md5}, expected {expected_md5.lower()} (the ETag)"
     return ""
 
 
