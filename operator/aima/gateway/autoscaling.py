@@ -73,7 +73,10 @@ class Autoscaler:
         """Tick until cancelled."""
         while True:
             await asyncio.sleep(self._interval)
-            await self.tick()
+            try:
+                await self.tick()
+            except Exception:  # one bad tick must not end autoscaling for good
+                logger.exception("Autoscaler tick failed")
 
     async def tick(self) -> None:
         """Compare each autoscaled service's replicas with its wish; write where they differ."""

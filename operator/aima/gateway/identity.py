@@ -61,8 +61,13 @@ class ServiceAccountReviewer:
         cached = self._answers.get(digest)
         if cached is not None and cached[0] > now:
             return cached[1]
-        async with self._reviews:
-            key = await self._ask(token)
+        try:
+            async with self._reviews:
+                key = await self._ask(token)
+        except KubeError as error:
+            # Not remembered: the next request asks again, so a blip of the API server costs one refusal.
+            logger.warning("TokenReview failed: %s", error)  # the token itself is never logged
+            return None
         if len(self._answers) >= _CACHE_ENTRIES:
             self._answers = {d: a for d, a in self._answers.items() if a[0] > now}
             if len(self._answers) >= _CACHE_ENTRIES:  # still full of live answers: start afresh
@@ -77,11 +82,7 @@ class ServiceAccountReviewer:
             "metadata": {},
             "spec": {"token": token, "audiences": [self._audience]},
         }
-        try:
-            answer = await self._kube.create(review)
-        except KubeError as error:
-            logger.warning("TokenReview failed: %s", error)  # the token itself is never logged
-            return None
+        answer = await self._kube.create(review)
         status = answer.get("status") or {}
         username = str((status.get("user") or {}).get("username", ""))
         if not status.get("authenticated") or self._audience not in (status.get("audiences") or []):
