@@ -15,11 +15,12 @@ from typing import Any
 from mcp.server import MCPServer
 from mcp.server.transport_security import TransportSecuritySettings
 from starlette.applications import Starlette
+from starlette.datastructures import Headers
 from starlette.middleware import Middleware
-from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse
 from starlette.routing import Mount, Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from aima.mcp.server import Policy, build_server
 from aima.units.core import Context, Registry
@@ -95,29 +96,29 @@ class McpDoor:
         )
 
 
-class _BearerKeys(BaseHTTPMiddleware):
-    """Every request but /healthz presents one of ``keys`` as ``Authorization: Bearer <key>``."""
+class _BearerKeys:
+    """ASGI middleware: every HTTP request but /healthz presents one of ``keys`` as ``Authorization:
+    Bearer <key>``. Plain ASGI, not BaseHTTPMiddleware, so the SSE streams pass through untouched."""
 
-    def __init__(self, app: Any, *, keys: list[bytes]) -> None:
-        super().__init__(app)
-        self._keys = keys
+    def __init__(self, app: ASGIApp, *, keys: list[bytes]) -> None:
+        self._app, self._keys = app, keys
 
-    async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
-        if request.url.path == "/healthz":
-            return await call_next(request)
-        header = request.headers.get("authorization", "")
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] == "/healthz" or self._accepts(Headers(scope=scope)):
+            await self._app(scope, receive, send)
+            return
+        refusal = JSONResponse(
+            {"error": "unauthorized", "message": "A valid API key is required: Authorization: Bearer <key>"},
+            status_code=401,
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+        await refusal(scope, receive, send)
+
+    def _accepts(self, headers: Headers) -> bool:
+        header = headers.get("authorization", "")
         given = header[7:].strip().encode() if header[:7].lower() == "bearer " else b""
         # Compared with every key in constant time: timing says nothing about which prefix matched.
-        if not given or not any(hmac.compare_digest(given, key) for key in self._keys):
-            return JSONResponse(
-                {
-                    "error": "unauthorized",
-                    "message": "A valid API key is required: Authorization: Bearer <key>",
-                },
-                status_code=401,
-                headers={"WWW-Authenticate": "Bearer"},
-            )
-        return await call_next(request)
+        return bool(given) and any(hmac.compare_digest(given, key) for key in self._keys)
 
 
 async def _health(_: Request) -> JSONResponse:
