@@ -132,6 +132,10 @@ class Settings(BaseModel):
     gateway_token_audience: str = "aima-gateway"  # noqa: S105 - an audience name, not a secret
     """The audience of those tokens; a token for the API server itself is refused."""
 
+    refuse_unfittable_services: bool = True
+    """service.create/scale/start refuse (INSUFFICIENT_RESOURCES) a replica that needs more GPUs than
+    any node has; turn off where a cluster autoscaler adds bigger GPU nodes on demand."""
+
     # -- pipelines and the inference.* units (aima.pipelines, aima.units.inference) --------------------
     gateway_url: str = "http://aima-gateway.aima-system.svc"
     """Base URL of the OpenAI-compatible gateway (without /v1) that inference.* units and pipeline

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from aima.kube import connect
+from aima.settings import Settings
 from aima.testenv import ControlPlane
 from aima.units import Context, Request, execute, registry
 
@@ -18,13 +19,20 @@ pytestmark = pytest.mark.integration
 REGISTRY = registry()
 
 
-def call(plane: ControlPlane, unit: str, namespace: str = "default", **input_: Any) -> dict[str, Any]:
+def call(
+    plane: ControlPlane,
+    unit: str,
+    namespace: str = "default",
+    *,
+    settings: Settings | None = None,
+    **input_: Any,
+) -> dict[str, Any]:
     """One unit call through the envelope, as every door makes it."""
 
     async def go() -> dict[str, Any]:
         kube = await connect(kubeconfig=plane.kubeconfig)
         try:
-            context = Context(kube=kube, namespace=namespace)
+            context = Context(kube=kube, namespace=namespace, settings=settings or Settings())
             return (await execute(REGISTRY, context, Request(unit=unit, input=input_))).dump()
         finally:
             await kube.close()
@@ -208,6 +216,10 @@ def test_a_replica_no_node_can_hold_is_refused(aima_crds: ControlPlane, namespac
     )
     assert elsewhere["error"]["code"] == "INSUFFICIENT_RESOURCES"
     assert "No node has GPU product NVIDIA-A100" in elsewhere["error"]["message"]
+
+    # Where a cluster autoscaler adds bigger nodes on demand, the check is off: the service waits.
+    autoscaled = Settings(refuse_unfittable_services=False)
+    assert ok(call(aima_crds, "service.create", namespace, settings=autoscaled, **huge | {"name": "later"}))
 
 
 def gpu_pod(name: str, namespace: str, gpus: int) -> dict[str, Any]:

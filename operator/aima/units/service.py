@@ -9,7 +9,9 @@ writes `spec.replicas` (the scale subresource's field), as `kubectl scale` does.
 
 `service.create`, `service.scale` and `service.start` refuse with INSUFFICIENT_RESOURCES a replica
 that no node could ever hold (more GPUs than the largest node has, or a GPU product no node has);
-GPUs that are only busy now are no refusal: the service waits, and its status says for what.
+GPUs that are only busy now are no refusal: the service waits, and its status says for what. A
+cluster whose autoscaler adds bigger GPU nodes on demand turns the check off
+(`AIMA_REFUSE_UNFITTABLE_SERVICES=false`): there, what fits no node today may fit one tomorrow.
 """
 
 from __future__ import annotations
@@ -534,7 +536,7 @@ async def _refuse_what_never_fits(
 ) -> None:
     """Raise INSUFFICIENT_RESOURCES when no node could ever hold one replica (see resource.never_fits)."""
     gpus = replica_gpus(wanted, resolved=resolved)
-    if gpus == 0:
+    if gpus == 0 or not context.settings.refuse_unfittable_services:
         return
     try:
         current = await resource.observe(context)
