@@ -171,7 +171,9 @@ def test_openapi_has_one_operation_per_unit_with_resolvable_refs() -> None:
         operations = {
             p["post"]["operationId"] for k, p in paths.items() if k.startswith("/api/v2/") and "post" in p
         }
-        assert {u.name.replace(".", "_") for u in registry()} | {"execute"} == operations
+        assert {u.name.replace(".", "_") for u in registry()} | {"execute", "runPipeline"} == operations
+        served = {r.canonical for r in client.app.router.resources()} - {"/api/v2/{kind}/{unit}"}
+        assert served - {"/openapi.json"} <= set(paths)  # every route the door serves is documented
         stop = document["paths"]["/api/v2/command/service.stop"]["post"]
         assert stop["x-aima-destructive"] is True
         for name in {r.split("/")[-1] for r in _refs(document)}:

@@ -48,6 +48,44 @@ def openapi(registry: Registry) -> dict[str, Any]:
             }
         },
         "/api/v2/units": {"get": {"operationId": "listUnits", "summary": "The catalog of units", **_plain()}},
+        "/api/v2/units/{unit}": {
+            "get": {
+                "operationId": "describeUnit",
+                "summary": "One unit: schemas, hints and examples",
+                "parameters": [_parameter("unit", "path", "A unit's name, such as model.pull")],
+                **_plain(),
+            }
+        },
+        "/api/v2/resources": {
+            "get": {
+                "operationId": "readResource",
+                "summary": "A resource by URI (aima://models, aima://services/{name}, aima://gpus, ...)",
+                "parameters": [_parameter("uri", "query", "The resource's URI")],
+                **_plain(),
+            }
+        },
+        "/api/v2/resources/watch": {
+            "get": {
+                "operationId": "watchResource",
+                "summary": "A resource by URI, sent again as Server-Sent Events whenever it changes",
+                "parameters": [_parameter("uri", "query", "The resource's URI")],
+                "responses": {"200": {"description": "An SSE stream", "content": {"text/event-stream": {}}}},
+            }
+        },
+        "/api/v2/pipelines/{name}/run": {
+            "post": {
+                "operationId": "runPipeline",
+                "summary": "Run a Pipeline now; with stream (or Accept: text/event-stream) its events as SSE",
+                "parameters": [_parameter("name", "path", "The Pipeline's name")],
+                "requestBody": _body(_RUN_BODY),
+                "responses": {
+                    "200": {
+                        "description": "The run's outputs, or its events as they happen",
+                        "content": {"application/json": {}, "text/event-stream": {}},
+                    }
+                },
+            }
+        },
         "/healthz": {"get": {"operationId": "health", "summary": "Liveness", "security": [], **_plain()}},
         "/metrics": {
             "get": {"operationId": "metrics", "summary": "Prometheus metrics", "security": [], **_plain()}
@@ -79,6 +117,28 @@ def openapi(registry: Registry) -> dict[str, Any]:
             },
         },
         "security": [{"bearer": []}, {"apiKey": []}],
+    }
+
+
+_RUN_BODY = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "namespace": {"type": "string", "maxLength": 63},
+        "inputs": {"type": "object", "description": "The Pipeline's inputs by name"},
+        "config": {"type": "object", "description": "Overrides of the Pipeline's spec.config"},
+        "stream": {"type": "boolean", "default": False},
+    },
+}
+
+
+def _parameter(name: str, where: str, description: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": where,
+        "required": True,
+        "description": description,
+        "schema": {"type": "string"},
     }
 
 
