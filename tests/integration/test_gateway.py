@@ -165,6 +165,7 @@ async def gateway(
     dead: int = 0,
     route: tuple[str, ...] = (),
     trusted: tuple[str, ...] = (),
+    scale_wait: float = 60,
     **options: Any,
 ) -> AsyncIterator[Running]:
     """The gateway as `aima gateway serve` runs it (keys from Secrets, the units door), its replicas
@@ -172,7 +173,7 @@ async def gateway(
     settings = Settings(
         gateway_namespace=namespace,
         gateway_route_namespaces=route,
-        gateway_scale_wait_seconds=60,
+        gateway_scale_wait_seconds=scale_wait,
         gateway_retry_after_seconds=5,
         gateway_trusted_service_accounts=trusted,
         gateway_autoscale_interval_seconds=0.2,
@@ -651,3 +652,27 @@ def test_the_autoscaler_follows_the_requests_in_flight_up_and_back_down_to_zero(
                 await asyncio.sleep(0.2)
 
     asyncio.run(scenario())
+
+
+def test_a_wake_from_zero_that_outlasts_its_bound_answers_503_with_retry_after(
+    cluster: tuple[ControlPlane, str],
+) -> None:
+    plane, namespace = cluster
+    # Its Model is still downloading: scaled up, it cannot get a ready replica in time.
+    inference_service(
+        plane, namespace, "drowsy", model="big", replicas=0, autoscaling={"minReplicas": 0, "maxReplicas": 1}
+    )
+
+    async def scenario() -> None:
+        async with gateway(*cluster, scale_wait=1.5) as running:
+            await until(lambda: running.proxy.routes.lookup("drowsy") is not None, what="drowsy routed")
+            started = time.monotonic()
+            status, headers, reply = await post(
+                running, "/v1/completions", {"model": "drowsy", "prompt": "hi"}
+            )
+            assert (status, reply["error"]["code"]) == (503, "model_starting")
+            assert headers["Retry-After"] == "5"
+            assert 1.4 < time.monotonic() - started < 10  # it waited for its bound, then answered
+
+    asyncio.run(scenario())
+    assert replicas(plane, namespace, "drowsy") == 1  # the wake-up itself was written
