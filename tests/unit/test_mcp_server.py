@@ -72,6 +72,13 @@ async def _create(context: Context, request: Ref) -> Found:
     return Found(name=request.name, namespace=context.namespace_of(request.namespace))
 
 
+@command("service.create", description="Create a fake service, reporting each of three stages.")
+async def _create_slowly(context: Context, request: Ref) -> Found:
+    for done in range(1, 4):
+        await context.report(done, 3, f"stage {done} of 3")
+    return Found(name=request.name, namespace=context.namespace_of(request.namespace))
+
+
 FAKES = Registry([_get, _list, _delete, _create])
 CONTEXT = Context(kube=cast(KubeClient, None), namespace="team-a")
 
@@ -192,6 +199,20 @@ def test_resources_and_templates_read_through_the_query_units() -> None:
             await client.read_resource("aima://services/missing")
 
     with_client(scenario)
+
+
+def test_a_units_progress_reaches_the_client_as_notifications() -> None:
+    heard: list[tuple[float, float | None, str | None]] = []
+
+    async def listen(progress: float, total: float | None, message: str | None) -> None:
+        heard.append((progress, total, message))
+
+    async def scenario(client: Client) -> None:
+        made = await client.call_tool("service_create", {"name": "web"}, progress_callback=listen)
+        assert made.is_error is False, made.content
+
+    with_client(scenario, units=Registry([_get, _create_slowly]))
+    assert heard == [(1, 3, "stage 1 of 3"), (2, 3, "stage 2 of 3"), (3, 3, "stage 3 of 3")]
 
 
 def test_the_legacy_handshake_works_too() -> None:

@@ -12,11 +12,13 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from aima.api.engine import Engine
 from aima.api.model import Model
+from aima.api.pipeline import PipelineRun
 from aima.cli.model_cmd import name_from_source
 from aima.kube import KubeClient
 from aima.units import Context, Registry, Request, execute, query, registry, watch
 from aima.units.http import create_app
 from aima.units.model import ModelImport, model_issues
+from aima.units.pipeline import step_progress
 from aima.units.resource import ResourceStatus, StatusInput
 from aima.units.service import plan_recommendation
 from aima.units.uris import resolve
@@ -212,3 +214,23 @@ def test_the_allow_list_applies_to_every_door_through_execute() -> None:
     assert response.error is not None
     assert response.error.code == "FORBIDDEN"
     assert response.error.details == {"namespace": "b", "allowed": ["a"]}
+
+
+def test_a_runs_progress_counts_ended_steps_and_names_the_running_ones() -> None:
+    def run(*phases: str) -> PipelineRun:
+        steps = [{"id": f"s{i}", "phase": phase} for i, phase in enumerate(phases)]
+        return PipelineRun.model_validate(
+            {
+                "metadata": {"name": "r", "namespace": "ns"},
+                "spec": {"pipelineRef": {"name": "p"}},
+                "status": {"steps": steps},
+            }
+        )
+
+    assert step_progress(run()) == (0, None, "0 of 0 steps done")
+    assert step_progress(run("Succeeded", "Running", "Running", "Pending")) == (
+        1,
+        4,
+        "1 of 4 steps done; running s1, s2",
+    )
+    assert step_progress(run("Succeeded", "Skipped", "Failed")) == (3, 3, "3 of 3 steps done")

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mcp.server import MCPServer
+from mcp.server.mcpserver import Context as McpContext
 from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError
 from mcp.server.mcpserver.tools.base import Tool
 from mcp.server.mcpserver.utilities.func_metadata import ArgModelBase, FuncMetadata
@@ -103,8 +104,10 @@ class _Arguments(ArgModelBase):
 
 
 def _tool(unit: Unit[Any, Any], registry: Registry, context: Callable[[], Context]) -> Tool:
-    async def call(**arguments: Any) -> CallToolResult:
-        return _result(await execute(registry, context(), Request(unit=unit.name, input=arguments)))
+    async def call(mcp_context: McpContext[Any, Any], **arguments: Any) -> CallToolResult:
+        # A long unit's reports reach the client as progress notifications (when it asked for them).
+        acting = dataclasses.replace(context(), progress=mcp_context.report_progress)
+        return _result(await execute(registry, acting, Request(unit=unit.name, input=arguments)))
 
     examples = "\n".join(f"- {e.description}: {json.dumps(dict(e.input))}" for e in unit.examples)
     metadata = FuncMetadata(
@@ -119,6 +122,7 @@ def _tool(unit: Unit[Any, Any], registry: Registry, context: Callable[[], Contex
         parameters=unit.input.model_json_schema(by_alias=True),
         fn_metadata=metadata,
         is_async=True,
+        context_kwarg="mcp_context",
         annotations=ToolAnnotations(
             title=unit.name,
             read_only_hint=unit.read_only,

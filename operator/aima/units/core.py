@@ -49,6 +49,10 @@ class Input(ApiModel):
     model_config = ConfigDict(extra="forbid")
 
 
+ProgressFn = Callable[[float, float | None, str], Awaitable[None]]
+"""Progress so far, the total where known, and what is happening, in words."""
+
+
 @dataclass(frozen=True, kw_only=True)
 class Context:
     """What units act through: the API server client, the settings and the default namespace."""
@@ -62,6 +66,14 @@ class Context:
     http: aiohttp.ClientSession | None = None
     """A shared HTTP session for units that call HTTP services (inference.* to the gateway); None
     opens one per call. Whoever builds the Context owns and closes it."""
+    progress: ProgressFn | None = None
+    """Where a long unit reports how far it has got (the MCP door sends progress notifications);
+    None drops the reports."""
+
+    async def report(self, done: float, total: float | None, message: str) -> None:
+        """Report progress, if the caller listens."""
+        if self.progress is not None:
+            await self.progress(done, total, message)
 
     def namespace_of(self, requested: str | None) -> str:
         """The namespace an input names, or the context's default."""

@@ -234,11 +234,27 @@ async def run(context: Context, request: RunInput) -> RunSummary:
     created = PipelineRun.model_validate(await context.kube.create(body))
     if not request.wait:
         return summarize(created)
-    deadline = time.monotonic() + request.wait_seconds
+    deadline, reported = time.monotonic() + request.wait_seconds, ""
     while not finished(created.status) and time.monotonic() < deadline:
         await asyncio.sleep(_POLL_SECONDS)
         created = await _run(context, str(created.metadata.name), namespace)
+        done, total, message = step_progress(created)
+        if message != reported:  # a report per change, not per poll
+            await context.report(done, total, message)
+            reported = message
     return summarize(created)
+
+
+_ENDED_STEPS = frozenset({StepPhase.SUCCEEDED, StepPhase.FAILED, StepPhase.SKIPPED, StepPhase.CANCELLED})
+
+
+def step_progress(run: PipelineRun) -> tuple[int, int | None, str]:
+    """Steps ended so far, the number of steps once known, and what runs now, in words."""
+    steps = run.status.steps if run.status else []
+    done = sum(1 for step in steps if step.phase in _ENDED_STEPS)
+    running = [step.id for step in steps if step.phase is StepPhase.RUNNING]
+    message = f"{done} of {len(steps)} steps done" + (f"; running {', '.join(running)}" if running else "")
+    return done, len(steps) or None, message
 
 
 @command(
