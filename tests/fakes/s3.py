@@ -1,5 +1,8 @@
 """A fake S3 bucket, path-style: ListObjectsV2 (`GET /{bucket}?list-type=2`, paginated by max-keys
-and an opaque continuation token, `encoding-type=url`) and `GET`/`HEAD /{bucket}/{key}` with Range.
+and an opaque continuation token, `encoding-type=url`) and `GET`/`HEAD /{bucket}/{key}` with Range
+and If-Match (412 PreconditionFailed when the object's ETag is none of those asked for, checked
+after the signature, as S3 does). An object can be replaced between runs (`replace`) or right after
+a listing is answered (`replace_after_listing`), as an upload landing during a download would.
 
 With credentials it checks every request's SigV4 Authorization header by computing the signature
 again from what arrived and the known secret, with an implementation of its own (not the loader's),
@@ -65,12 +68,21 @@ class FakeS3:
     """Requests that carried a valid signature (True) and anonymous ones on a public bucket (False)."""
     refused: Counter[str] = field(default_factory=Counter)
     """Error codes answered."""
+    if_match: list[tuple[str, str | None]] = field(default_factory=list)
+    """The key and the If-Match header of every object request that passed authentication."""
+    replace_after_listing: dict[str, S3Object] = field(default_factory=dict)
+    """Objects replaced (then forgotten here) once a listing's last page is answered."""
     _etags: dict[str, str] = field(default_factory=dict)
 
     def etag(self, key: str) -> str:
         if key not in self._etags:
             self._etags[key] = _etag(self.objects[key])
         return self._etags[key]
+
+    def replace(self, key: str, item: S3Object) -> None:
+        """Upload new content under `key`: the object gets the ETag of its new bytes."""
+        self.objects[key] = item
+        self._etags.pop(key, None)
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -116,6 +128,10 @@ class FakeS3:
             + contents
             + "</ListBucketResult>"
         )
+        if not more:
+            for key, item in self.replace_after_listing.items():
+                self.replace(key, item)
+            self.replace_after_listing.clear()
         return web.Response(body=body.encode(), content_type="application/xml")
 
     async def _object(self, request: web.Request) -> web.StreamResponse:
@@ -124,6 +140,12 @@ class FakeS3:
         key = request.match_info["key"]
         if key not in self.objects:
             return self._error(404, "NoSuchKey", "The specified key does not exist.")
+        condition = request.headers.get("If-Match")
+        self.if_match.append((key, condition))
+        if condition is not None and not _matches(condition, self.etag(key)):
+            return self._error(
+                412, "PreconditionFailed", "At least one of the pre-conditions you specified did not hold"
+            )
         return await serve_file(
             request, key=key, path=self.objects[key].path, faults=self.faults, stats=self.stats
         )
@@ -243,6 +265,12 @@ def _etag(item: S3Object) -> str:
     parts = [data[i : i + PART_SIZE] for i in range(0, len(data), PART_SIZE)] or [b""]
     joined = b"".join(hashlib.md5(part).digest() for part in parts)
     return f"{hashlib.md5(joined).hexdigest()}-{len(parts)}"
+
+
+def _matches(condition: str, etag: str) -> bool:
+    """If-Match: `*`, or a comma-separated list of quoted ETags (strong comparison)."""
+    wanted = [tag.strip() for tag in condition.split(",")]
+    return "*" in wanted or f'"{etag}"' in wanted
 
 
 def _token(index: int) -> str:

@@ -1,6 +1,7 @@
 """The loader against a local server that speaks ModelScope's API: a recursive listing filtered by
 globs, LFS files through the CDN redirect, every file verified against the sha256 ModelScope
-publishes, and a cut transfer resumed from where it broke."""
+publishes, a cut transfer resumed from where it broke, and every file fetched at the commit the
+listing resolved the branch to, however the branch moves meanwhile."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from aima.loader import engine
 from aima.loader.errors import SourceError
 from aima.loader.manifest import Manifest
 from fakes.loading import CollectSink, fast_env
-from fakes.modelscope import FakeModelScope, ModelScopeFile
+from fakes.modelscope import COMMIT, FakeModelScope, ModelScopeFile
 from fakes.serving import generate_file, running
 
 pytestmark = pytest.mark.integration
@@ -72,7 +73,7 @@ def test_downloads_the_filtered_files_verified_and_resumes_a_cut_transfer(
     dest = tmp_path / "model"
     result = _load(modelscope, dest, include=("*.safetensors", "*.json"), exclude=("onnx/*",))
 
-    assert result.complete and result.source == f"modelscope://{REPO}"
+    assert result.complete and result.source == f"modelscope://{REPO}" and result.revision == COMMIT
     wanted = [
         "config.json",
         "model-00001-of-00002.safetensors",
@@ -117,3 +118,31 @@ def test_an_unknown_revision_fails_in_words_before_any_download(
         _load(modelscope, tmp_path / "model", uri=f"modelscope://{REPO}@v9")
     assert modelscope.listings == [{"Revision": "v9", "Recursive": "true"}]
     assert not modelscope.stats.requests
+
+
+def test_files_are_fetched_at_the_listed_commit_while_the_branch_moves_on(
+    modelscope: FakeModelScope, tmp_path: Path
+) -> None:
+    moved = tmp_path / "moved"
+    generate_file(moved / "shard1", SHARD, seed=21)  # same size: only the commit tells them apart
+    (moved / "config.json").write_text(json.dumps({"architectures": ["Qwen3ForCausalLM"]}))
+    listed = {name: file.path.read_bytes() for name, file in modelscope.files.items()}
+    pushed = modelscope.files | {
+        "model-00001-of-00002.safetensors": ModelScopeFile(moved / "shard1"),
+        "config.json": ModelScopeFile(moved / "config.json", lfs=False),
+    }
+    modelscope.push_after_listing = ("0123abcd" * 5, pushed)
+    dest = tmp_path / "model"
+
+    result = _load(modelscope, dest, include=("*.safetensors", "config.json"))
+
+    assert modelscope.commit == "0123abcd" * 5  # the branch moved before the first byte
+    assert result.revision == COMMIT  # the commit listed, not the branch's name
+    assert Manifest.model_validate_json((dest / ".aima-manifest.json").read_text()).revision == COMMIT
+    for entry in result.files:
+        assert (dest / entry.path).read_bytes() == listed[entry.path]
+    assert sorted(modelscope.downloads) == [
+        (COMMIT, "config.json"),
+        (COMMIT, "model-00001-of-00002.safetensors"),
+        (COMMIT, "model-00002-of-00002.safetensors"),
+    ]

@@ -1,6 +1,8 @@
 """The loader against a local fake S3 bucket that checks SigV4 signatures: a prefix is listed page by
 page and downloaded with signed requests, a cut transfer resumes with a signed Range, a wrong secret
-or region is refused in words, single-part ETags are checked as MD5 and multipart ones by size."""
+or region is refused in words, single-part ETags are checked as MD5 and multipart ones by size, and
+every object request is conditional on the listed ETag, so a replaced object is never completed
+from two versions."""
 
 from __future__ import annotations
 
@@ -13,8 +15,9 @@ from typing import Any
 import pytest
 
 from aima.loader import engine
-from aima.loader.errors import SourceError, UnsafePathError
+from aima.loader.errors import SourceError, TransferError, UnsafePathError
 from aima.loader.manifest import Manifest
+from aima.loader.retry import RetryPolicy
 from aima.loader.sigv4 import Credentials
 from fakes.loading import CollectSink, fast_env
 from fakes.s3 import FakeS3, S3Object
@@ -77,14 +80,17 @@ def _load(
     uri: str = f"s3://{BUCKET}/{PREFIX}",
     credentials: Credentials | None = CREDENTIALS,
     region: str = "us-east-1",
+    retry: RetryPolicy | None = None,
     **request: Any,
 ) -> Manifest:
+    env = fast_env(CollectSink()) if retry is None else fast_env(CollectSink(), retry=retry)
+
     async def main() -> Manifest:
         async with running(bucket.app()) as url:
             load = engine.LoadRequest(
                 uri=uri, dest=dest, endpoint=url, region=region, aws_credentials=credentials, **request
             )
-            return await engine.load(load, env=fast_env(CollectSink()))
+            return await engine.load(load, env=env)
 
     return asyncio.run(main())
 
@@ -127,6 +133,9 @@ def test_downloads_a_prefix_with_signed_requests_page_by_page(
     assert {q["prefix"] for q in bucket.listings} == {PREFIX}
     assert not bucket.refused
     assert bucket.signed == {True: 3 + 4}
+    # Every object request was conditional on the ETag listed for it.
+    assert len(bucket.if_match) == 4
+    assert all(condition == f'"{bucket.etag(key)}"' for key, condition in bucket.if_match)
     assert "1 of 4 objects have multipart ETags" in caplog.text
     assert SECRET not in caplog.text and SESSION not in caplog.text
 
@@ -225,3 +234,68 @@ def test_a_traversal_key_is_refused_before_any_download(served: dict[str, Path],
         _load(bucket, tmp_path / "model")
     assert not bucket.stats.requests
     assert not (tmp_path / "evil.txt").exists()
+
+
+SHARD_NAME = "model-00002-of-00002.safetensors"
+
+
+def _partial_shard(served: dict[str, Path], bucket: FakeS3, dest: Path) -> None:
+    """A first run that leaves part of the multipart shard behind."""
+    bucket.faults.cut_after[SHARD] = [6 * 2**20]
+    with pytest.raises(TransferError):
+        _load(bucket, dest, include=(SHARD_NAME,), retry=RetryPolicy(attempts=1))
+    assert 0 < (dest / f"{SHARD_NAME}.part").stat().st_size < served["shard"].stat().st_size
+
+
+@pytest.fixture
+def new_shard(tmp_path: Path, served: dict[str, Path]) -> Path:
+    """Other bytes of the same size: a size check alone cannot tell the two versions apart."""
+    path = tmp_path / "served" / "shard-v2"
+    generate_file(path, served["shard"].stat().st_size, seed=99)
+    return path
+
+
+def test_a_partial_file_of_an_object_replaced_between_runs_is_fetched_whole(
+    served: dict[str, Path], new_shard: Path, tmp_path: Path
+) -> None:
+    bucket = _bucket(served)
+    dest = tmp_path / "model"
+    _partial_shard(served, bucket, dest)
+    old_etag = bucket.etag(SHARD)
+    bucket.replace(SHARD, S3Object(new_shard, multipart=True))
+    assert bucket.etag(SHARD) != old_etag and "-" in bucket.etag(SHARD)
+    bucket.stats.requests.clear()
+
+    result = _load(bucket, dest, include=(SHARD_NAME,))
+
+    assert (
+        dest / SHARD_NAME
+    ).read_bytes() == new_shard.read_bytes()  # not the old bytes' head on the new tail
+    assert [(f.sha256, f.verified_by) for f in result.files] == [(_sha256(new_shard), "size")]
+    assert bucket.stats.requests == [(SHARD, None)]  # whole, not resumed
+    assert result.partials is None and not (dest / f"{SHARD_NAME}.part").exists()
+
+
+def test_an_object_replaced_after_its_listing_fails_its_file_and_the_next_run_fetches_it_whole(
+    served: dict[str, Path], new_shard: Path, tmp_path: Path
+) -> None:
+    bucket = _bucket(served)
+    dest = tmp_path / "model"
+    _partial_shard(served, bucket, dest)
+    old_etag = bucket.etag(SHARD)
+    bucket.replace_after_listing[SHARD] = S3Object(new_shard, multipart=True)
+
+    with pytest.raises(TransferError) as failed:
+        _load(bucket, dest, include=(SHARD_NAME,))
+    assert str(failed.value) == (
+        f"File {SHARD_NAME} changed on the source after it was listed (HTTP 412: its ETag is no longer "
+        f"{old_etag}); its partial file was discarded, and the next run lists it again"
+    )
+    # The resume asked for the listed object, signed with its condition; S3 refused it, checked.
+    assert bucket.if_match[-1] == (SHARD, f'"{old_etag}"')
+    assert bucket.refused == {"PreconditionFailed": 1}
+    assert not (dest / f"{SHARD_NAME}.part").exists() and not (dest / SHARD_NAME).exists()
+
+    result = _load(bucket, dest, include=(SHARD_NAME,))
+    assert (dest / SHARD_NAME).read_bytes() == new_shard.read_bytes()
+    assert [f.sha256 for f in result.files] == [_sha256(new_shard)]

@@ -50,9 +50,43 @@ def test_modelscope_listing_skips_directories() -> None:
         },
     }
     source = ModelScopeSource("qwen/q", "v1")
-    (file,) = modelscope.files_from_listing(answer, endpoint="https://ms", source=source)
+    revision, (file,) = modelscope.files_from_listing(answer, endpoint="https://ms", source=source)
     assert (file.path, file.size, file.sha256) == ("sub/model.bin", 12, SHA)
+    # No commit listed: the file stays at the revision asked for, and so does the manifest.
+    assert revision == "v1"
     assert file.url == "https://ms/api/v1/models/qwen/q/repo?Revision=v1&FilePath=sub%2Fmodel.bin"
+
+
+def test_modelscope_listing_pins_each_file_to_its_listed_commit_and_resolves_the_newest() -> None:
+    older, newer = "a" * 40, "b" * 40
+
+    def blob(path: str, commit: object, date: object) -> dict[str, object]:
+        return {
+            "Path": path,
+            "Type": "blob",
+            "Size": 1,
+            "Sha256": SHA,
+            "Revision": commit,
+            "CommittedDate": date,
+        }
+
+    answer = {
+        "Data": {
+            "Files": [
+                blob("config.json", newer, 1718000500),
+                blob("model.bin", older, 1718000000),
+                blob("README.md", "master", 1718000900),  # a branch name is no commit: not pinned
+            ]
+        }
+    }
+    source = ModelScopeSource("qwen/q", "master")
+    revision, files = modelscope.files_from_listing(answer, endpoint="https://ms", source=source)
+    assert revision == newer
+    assert [f.url.split("?")[1] for f in files] == [
+        f"Revision={newer}&FilePath=config.json",
+        f"Revision={older}&FilePath=model.bin",
+        "Revision=master&FilePath=README.md",
+    ]
 
 
 def test_ollama_manifest_lists_config_and_layers_once_each() -> None:

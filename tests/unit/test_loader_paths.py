@@ -138,3 +138,27 @@ def test_bytes_still_needed_counts_partial_files() -> None:
     todo = plan.Plan(fetch=(_file("a", 100), _file("b", 50), _file("c", 7, None)), skip=(_file("d", 1000),))
     assert plan.bytes_still_needed(todo, partial_sizes={"a": 40}) == 60 + 50 + 7
     assert todo.total_bytes == 1157
+
+
+def test_only_partial_files_begun_from_the_listed_etag_are_resumed() -> None:
+    def object_(path: str, etag: str | None) -> RemoteFile:
+        return RemoteFile(path=path, url=f"https://s3/b/{path}", size=10, etag=etag)
+
+    files = [
+        object_("same", "e1"),
+        object_("replaced", "e2-3"),
+        object_("unrecorded", "e4"),
+        object_("hub", None),
+    ]
+    recorded = Manifest(source="s3://b/p", partials={"same": "e1", "replaced": "e0-3"})
+    partial = {"same": 4, "replaced": 4, "unrecorded": 4, "hub": 4}
+    stale = plan.stale_partials(files, source="s3://b/p", manifest=recorded, partial_sizes=partial)
+    assert stale == ("replaced", "unrecorded")  # a file without an ETag keeps resuming as before
+    # A manifest of another source, or none, vouches for no partial file.
+    for other in (recorded.model_copy(update={"source": "s3://c/p"}), None):
+        assert plan.stale_partials(files, source="s3://b/p", manifest=other, partial_sizes=partial) == (
+            "same",
+            "replaced",
+            "unrecorded",
+        )
+    assert plan.stale_partials(files, source="s3://b/p", manifest=recorded, partial_sizes={}) == ()

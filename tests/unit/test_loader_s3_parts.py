@@ -81,6 +81,14 @@ def test_sigv4_signs_the_session_token_and_a_non_default_port() -> None:
     assert "/eu-west-1/s3/aws4_request" in headers["Authorization"]
 
 
+def test_sigv4_signs_the_if_match_condition() -> None:
+    # A request whose condition was stripped on the way would fetch whatever the object now is.
+    _, headers = _sign("https://examplebucket.s3.amazonaws.com/test.txt", {"If-Match": f'"{MD5}"'})
+    assert "SignedHeaders=host;if-match;x-amz-content-sha256;x-amz-date," in headers["Authorization"]
+    _, unconditional = _sign("https://examplebucket.s3.amazonaws.com/test.txt")
+    assert headers["Authorization"] != unconditional["Authorization"]
+
+
 def test_the_url_is_sent_in_its_canonical_encoding() -> None:
     url, path, query = sigv4.canonical_url("http://h/b/dir/a b!(1)+~.bin?prefix=a/b c&list-type=2&token=x+/=")
     assert path == "/b/dir/a%20b%21%281%29%2B~.bin"
@@ -171,6 +179,12 @@ def test_files_carry_the_etag_as_md5_only_for_single_part_uploads() -> None:
         ("config.json", 12, MD5, None),
         ("special tokens+map.json", 0, "d41d8cd98f00b204e9800998ecf8427e", None),
         ("model.safetensors", 20000000, None, None),
+    ]
+    # The ETag itself, exactly as listed, is what every request for the object is conditional on.
+    assert [f.etag for f in files] == [
+        "0123456789ABCDEF0123456789abcdef",
+        "d41d8cd98f00b204e9800998ecf8427e",
+        "9b2cf535f27731c974343645a3985328-3",
     ]
     assert files[1].url == "http://minio:9000/models/llama/special%20tokens%2Bmap.json"
 

@@ -11,7 +11,7 @@ import hashlib
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -149,13 +149,17 @@ async def _download(
         manifest=previous,
         present_sizes=_sizes(dest, files),
     )
-    partial = _sizes(dest, todo.fetch, suffix=paths.PART_SUFFIX)
+    partial = _resumable_partials(dest, todo.fetch, uri=request.uri, previous=previous)
     diskspace.check(
         dest, needed=plan.bytes_still_needed(todo, partial_sizes=partial), free_space=env.free_space
     )
     recorded = previous.by_path() if previous is not None else {}
     recorder = _Recorder(
-        dest, found=found, files=todo.files, kept=[recorded[file.path] for file in todo.skip]
+        dest,
+        found=found,
+        files=todo.files,
+        kept=[recorded[file.path] for file in todo.skip],
+        partials={file.path: file.etag for file in todo.fetch if file.etag and file.path in partial},
     )
     tracker.begin(
         Phase.DOWNLOADING,
@@ -169,6 +173,19 @@ async def _download(
     for relative, content in found.inline_files.items():
         await recorder.add(await asyncio.to_thread(_write_inline, dest, relative, content))
     return await recorder.finish()
+
+
+def _resumable_partials(
+    dest: Path, files: Sequence[RemoteFile], *, uri: str, previous: Manifest | None
+) -> dict[str, int]:
+    """Sizes of the `.part` files that may be resumed; the others (begun from an object since
+    replaced, `plan.stale_partials`) are deleted, to be fetched whole."""
+    partial = _sizes(dest, files, suffix=paths.PART_SUFFIX)
+    for path in plan.stale_partials(files, source=uri, manifest=previous, partial_sizes=partial):
+        logger.info("%s: its partial file is of another version of the object; fetching it whole", path)
+        (dest / (path + paths.PART_SUFFIX)).unlink()
+        del partial[path]
+    return partial
 
 
 async def _fetch_all(
@@ -185,7 +202,13 @@ async def _fetch_all(
         async with asyncio.TaskGroup() as group:
             for file in todo.fetch:
                 fetch = _fetch_one(
-                    file, dest=request.dest, found=found, client=client, tracker=tracker, gate=gate
+                    file,
+                    dest=request.dest,
+                    found=found,
+                    client=client,
+                    tracker=tracker,
+                    gate=gate,
+                    recorder=recorder,
                 )
                 group.create_task(_then_record(fetch, recorder))
     except ExceptionGroup as failures:
@@ -214,6 +237,7 @@ async def _fetch_one(
     client: http.Client,
     tracker: ProgressTracker,
     gate: asyncio.Semaphore,
+    recorder: _Recorder,
 ) -> ManifestFile:
     """Download and verify one file; a mismatch is fetched again once from zero, then fails."""
     target = paths.prepare_target(dest, paths.check_relative(file.path))
@@ -223,6 +247,7 @@ async def _fetch_one(
         tracker.file_bytes(file.path, done)
 
     async with gate:
+        await recorder.begin(file)
         problem = ""
         for _ in range(2):
             digests = await transfer.download(
@@ -293,27 +318,49 @@ def _write_inline(dest: Path, relative: str, content: bytes) -> ManifestFile:
 
 class _Recorder:
     """Keeps the manifest current: rewritten (atomically) after every completed file, so a restarted
-    loader skips it; marked complete at the end."""
+    loader skips it, and before the first byte of a file with an ETag, so it resumes that file's
+    `.part` only if the object is unchanged; marked complete at the end."""
 
     def __init__(
-        self, dest: Path, *, found: Listing, files: Sequence[RemoteFile], kept: Sequence[ManifestFile]
+        self,
+        dest: Path,
+        *,
+        found: Listing,
+        files: Sequence[RemoteFile],
+        kept: Sequence[ManifestFile],
+        partials: Mapping[str, str],
     ) -> None:
         self._dest = dest
         self._found = found
         self._order = [file.path for file in files]
         self._entries = {entry.path: entry for entry in kept}
+        self._partials = dict(partials)
         self._write_lock = asyncio.Lock()
 
     def _manifest(self, *, complete: bool) -> Manifest:
         order = self._order + [path for path in self._entries if path not in self._order]
         files = tuple(self._entries[path] for path in order if path in self._entries)
         return Manifest(
-            source=self._found.source, revision=self._found.revision, complete=complete, files=files
+            source=self._found.source,
+            revision=self._found.revision,
+            complete=complete,
+            files=files,
+            partials=dict(self._partials) or None,
         )
+
+    async def begin(self, file: RemoteFile) -> None:
+        """Record the ETag a file's `.part` is begun from, before its first byte: a later run resumes
+        the partial file only while the listing still gives that ETag."""
+        if file.etag is None or self._partials.get(file.path) == file.etag:
+            return
+        self._partials[file.path] = file.etag
+        async with self._write_lock:
+            await asyncio.to_thread(manifest.write_atomic, self._dest, self._manifest(complete=False))
 
     async def add(self, entry: ManifestFile) -> None:
         """Record one completed file."""
         self._entries[entry.path] = entry
+        self._partials.pop(entry.path, None)
         async with self._write_lock:
             await asyncio.to_thread(manifest.write_atomic, self._dest, self._manifest(complete=False))
 

@@ -1,7 +1,8 @@
 """The model directory's manifest, `.aima-manifest.json`: what was downloaded, from where, with
-which sizes and sha256 digests. Written atomically (temp file, fsync, rename, fsync of the
-directory) so a reader never sees half of it, and rewritten after every completed file so a
-restarted loader can skip what is already done.
+which sizes and sha256 digests, and which ETag each unfinished `.part` file was begun from.
+Written atomically (temp file, fsync, rename, fsync of the directory) so a reader never sees half
+of it, and rewritten after every completed file (and before an ETag-bearing file's first byte) so a
+restarted loader can skip what is already done and resume only what it can trust.
 """
 
 from __future__ import annotations
@@ -43,6 +44,9 @@ class Manifest(BaseModel):
     revision: str = ""
     complete: bool = False
     files: tuple[ManifestFile, ...] = ()
+    partials: dict[str, str] | None = None
+    """The ETag each unfinished `.part` file was begun from, by path (sources that publish ETags:
+    S3), written before the file's first byte; absent once every file is complete."""
 
     @property
     def total_bytes(self) -> int:

@@ -16,7 +16,16 @@ from aima.loader.paths import PART_SUFFIX, check_relative
 if TYPE_CHECKING:
     from aima.loader.client import Signer  # the HTTP layer, which this pure module does not load
 
-__all__ = ["Listing", "Plan", "RemoteFile", "bytes_still_needed", "check_names", "filter_files", "make_plan"]
+__all__ = [
+    "Listing",
+    "Plan",
+    "RemoteFile",
+    "bytes_still_needed",
+    "check_names",
+    "filter_files",
+    "make_plan",
+    "stale_partials",
+]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -29,6 +38,9 @@ class RemoteFile:
     sha256: str | None = None
     md5: str | None = None
     """Hex MD5 of the content where the source publishes one (S3's ETag of a single-part upload)."""
+    etag: str | None = None
+    """The ETag the listing gave (S3, without quotes): every request for the file is conditional on
+    it, and a `.part` file is resumed only when it was begun from the object with this ETag."""
     media_type: str | None = None
 
 
@@ -119,6 +131,21 @@ def make_plan(
 def bytes_still_needed(plan: Plan, *, partial_sizes: Mapping[str, int]) -> int:
     """Bytes the fetch list still has to write, counting what its `.part` files already hold."""
     return sum(max((file.size or 0) - partial_sizes.get(file.path, 0), 0) for file in plan.fetch)
+
+
+def stale_partials(
+    files: Sequence[RemoteFile], *, source: str, manifest: Manifest | None, partial_sizes: Mapping[str, int]
+) -> tuple[str, ...]:
+    """The files whose `.part` file must not be resumed: the listing gives the file an ETag, and the
+    manifest does not record the `.part` as begun from that ETag (the object was replaced since, or
+    the partial file's origin is unknown). Resuming would join two versions of the object, which a
+    multipart ETag, no digest of the content, could not reveal."""
+    begun = (manifest.partials or {}) if manifest is not None and manifest.source == source else {}
+    return tuple(
+        file.path
+        for file in files
+        if file.etag is not None and file.path in partial_sizes and begun.get(file.path) != file.etag
+    )
 
 
 def check_names(files: Sequence[RemoteFile]) -> None:

@@ -12,6 +12,13 @@ sees that in its answer); a multipart ETag (`<hex>-<parts>`) is no digest of the
 files are verified by size only. The manifest records every file's sha256 either way, and how it
 was verified. The revision is the sha256 of the listed keys, sizes and ETags: a changed object
 changes it, and the next load fetches again.
+
+Every GET of an object carries `If-Match: "<the listed ETag>"` (signed with the request), so an
+object replaced after the listing answers 412 instead of other bytes: `transfer` then discards the
+file's partial download and fails it, and the next run lists the new object. A `.part` file left by
+an earlier run is resumed only if the manifest records it as begun from the ETag listed now
+(`plan.stale_partials`): without that, a replaced multipart object, whose ETag is no digest of the
+content, would be completed from two versions undetected.
 """
 
 from __future__ import annotations
@@ -211,7 +218,11 @@ def files_from_objects(
         name = relative_name(item.key, prefix=source.prefix)
         if name is not None:
             url = object_url(endpoint, source.bucket, item.key)
-            files.append(RemoteFile(path=name, url=url, size=item.size, md5=md5_from_etag(item.etag)))
+            files.append(
+                RemoteFile(
+                    path=name, url=url, size=item.size, md5=md5_from_etag(item.etag), etag=item.etag or None
+                )
+            )
     return tuple(files)
 
 

@@ -2,8 +2,8 @@
 
 A signed request carries `x-amz-date`, `x-amz-content-sha256` (the sha256 of the empty body: the
 loader only sends GETs), `x-amz-security-token` for temporary credentials, and an Authorization
-header whose signature covers the method, the path and query, and the signed headers (host, range
-and every x-amz-* header). The URL is signed in its canonical form, path segments encoded once as S3
+header whose signature covers the method, the path and query, and the signed headers (host, range,
+if-match and every x-amz-* header). The URL is signed in its canonical form, path segments encoded once as S3
 wants them, and must then be sent exactly so (`client.prepare` stops yarl from re-quoting it).
 """
 
@@ -30,7 +30,7 @@ __all__ = [
 ALGORITHM = "AWS4-HMAC-SHA256"
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 # Headers signed besides x-amz-*: those whose change would change the answer.
-_SIGNED = frozenset({"host", "range", "content-md5", "content-type"})
+_SIGNED = frozenset({"host", "range", "if-match", "content-md5", "content-type"})
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 

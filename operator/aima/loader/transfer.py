@@ -2,6 +2,10 @@
 restart from zero when a server ignores Range, retries per the client's policy (each attempt signed
 anew when the source signs requests), and the sha256 of the whole file (with its MD5 when the source
 publishes one) computed as the bytes arrive (see `writer` for how that keeps pace with curl).
+
+A file the listing gave an ETag (S3) is asked for with `If-Match` on every attempt, ranged or not:
+a 412 answer means the object was replaced after the listing, so its partial file is discarded and
+the file fails (not retried: only a new listing knows the new object).
 """
 
 from __future__ import annotations
@@ -103,6 +107,17 @@ def _check_status(response: aiohttp.ClientResponse, *, file: RemoteFile, offset:
     raise TransferError(f"Failed to download {file.path}: HTTP {response.status}{hint}")
 
 
+def _request_headers(file: RemoteFile, headers: Mapping[str, str], offset: int) -> dict[str, str]:
+    """The headers of one attempt: the source's, the range of a resume, and the listed ETag as a
+    condition (both ranged and whole requests: each must be of the object that was listed)."""
+    request = dict(headers)
+    if file.etag is not None:
+        request["If-Match"] = f'"{file.etag}"'
+    if offset:
+        request["Range"] = f"bytes={offset}-"
+    return request
+
+
 async def _attempt(
     file: RemoteFile,
     *,
@@ -121,10 +136,15 @@ async def _attempt(
     on_bytes(offset)
     if offset and offset == file.size:
         return hasher.digests()  # an earlier run got every byte but stopped before renaming
-    url, request_headers = http.prepare(
-        file.url, headers=dict(headers, Range=f"bytes={offset}-") if offset else headers, sign=sign
-    )
+    url, request_headers = http.prepare(file.url, headers=_request_headers(file, headers, offset), sign=sign)
     async with client.session.get(url, headers=request_headers) as response:
+        if response.status == 412 and file.etag is not None:
+            part.unlink(missing_ok=True)
+            on_bytes(0)
+            raise TransferError(
+                f"File {file.path} changed on the source after it was listed (HTTP 412: its ETag is no "
+                f"longer {file.etag}); its partial file was discarded, and the next run lists it again"
+            )
         if response.status == 416 and offset:
             _, total = parse_content_range(response.headers.get("Content-Range"))
             if total == offset:
