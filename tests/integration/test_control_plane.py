@@ -4,12 +4,13 @@ kwok-driven pod states, and a clean stop."""
 from __future__ import annotations
 
 import json
+import socket
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from aima.testenv import ControlPlane, Profile, ensure_binaries
+from aima.testenv import ControlPlane, Profile, ensure_binaries, processes
 from aima.testenv.processes import port_is_open
 from waiting import eventually
 
@@ -185,3 +186,27 @@ def test_a_claim_of_the_default_storage_class_gets_bound(control_plane: ControlP
         return str(body.get("status", {}).get("phase", ""))
 
     eventually(lambda: phase() == "Bound", what="the claim to be provisioned and bound")
+
+
+def test_a_component_whose_port_was_taken_starts_again_on_a_fresh_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Between picking a free port and binding it, another process may take it (an outgoing
+    connection can get it as its source port): here kwok's port is taken on purpose."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        picks: list[int] = []
+        real_free_port = processes.free_port
+
+        def free_port() -> int:
+            # The sixth pick is kwok's: etcd, its peer port and the API server come first, then the
+            # controller manager and the scheduler.
+            picks.append(port if len(picks) == 5 else real_free_port())
+            return picks[-1]
+
+        monkeypatch.setattr(processes, "free_port", free_port)
+        with ControlPlane(binaries=ensure_binaries()) as plane:
+            assert plane.ports["kwok"] == picks[6] != port  # a seventh pick, for kwok's second start
+            assert plane.kubectl("get", "nodes", "-o", "name").stdout.count("node/") == len(plane.node_specs)

@@ -12,7 +12,7 @@ import ssl
 import subprocess
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from importlib import resources
 from pathlib import Path
 from types import TracebackType
@@ -25,6 +25,11 @@ from aima.testenv.binaries import Binaries
 
 _START_TIMEOUT_SECONDS = 120.0
 _START_ATTEMPTS = 3
+_PROCESS_NAMES = {
+    "controller-manager": "kube-controller-manager",
+    "scheduler": "kube-scheduler",
+    "kwok": "kwok",
+}
 # Upstream stages that make kwok behave like kubelets: nodes Ready with leases, pods Running and
 # Ready, Job pods Succeeded, deleted pods gone, and the opt-in chaos stages.
 _UPSTREAM_STAGES = (
@@ -261,29 +266,22 @@ class ControlPlane:
             "--kube-api-burst=1000",
             "--v=1",
         ]
-        kcm = self._launch(
-            "kube-controller-manager",
-            [
+        argv_of: dict[str, Callable[[int], list[str]]] = {
+            "controller-manager": lambda port: [
                 str(self.binaries.path("kube-controller-manager")),
                 *common,
-                f"--secure-port={self.ports['controller-manager']}",
+                f"--secure-port={port}",
                 f"--root-ca-file={self._pki.ca_cert}",
                 f"--service-account-private-key-file={self._pki.service_account_key}",
                 "--node-monitor-period=2s",
                 "--node-monitor-grace-period=40s",
             ],
-        )
-        scheduler = self._launch(
-            "kube-scheduler",
-            [
+            "scheduler": lambda port: [
                 str(self.binaries.path("kube-scheduler")),
                 *common,
-                f"--secure-port={self.ports['scheduler']}",
+                f"--secure-port={port}",
             ],
-        )
-        kwok = self._launch(
-            "kwok",
-            [
+            "kwok": lambda port: [
                 str(self.binaries.path("kwok")),
                 f"--kubeconfig={self.kubeconfig}",
                 f"--config={self._write_kwok_config()}",
@@ -291,12 +289,23 @@ class ControlPlane:
                 "--cidr=10.244.0.0/16",
                 "--node-ip=10.0.0.1",
                 "--node-lease-duration-seconds=40",
-                f"--server-address=127.0.0.1:{self.ports['kwok']}",
+                f"--server-address=127.0.0.1:{port}",
             ],
-        )
-        self._wait(kcm, f"https://127.0.0.1:{self.ports['controller-manager']}/healthz", context=insecure)
-        self._wait(scheduler, f"https://127.0.0.1:{self.ports['scheduler']}/healthz", context=insecure)
-        self._wait(kwok, f"http://127.0.0.1:{self.ports['kwok']}/healthz")
+        }
+        health_of: dict[str, Callable[[int], str]] = {
+            "controller-manager": lambda port: f"https://127.0.0.1:{port}/healthz",
+            "scheduler": lambda port: f"https://127.0.0.1:{port}/healthz",
+            "kwok": lambda port: f"http://127.0.0.1:{port}/healthz",
+        }
+        contexts = {"controller-manager": insecure, "scheduler": insecure, "kwok": None}
+        # Started together, then waited for one by one: the three start-ups overlap.
+        launched = {
+            name: self._launch(_PROCESS_NAMES[name], argv(self.ports[name])) for name, argv in argv_of.items()
+        }
+        for name, component in launched.items():
+            self._wait_or_relaunch(
+                name, component, argv_of=argv_of[name], health_of=health_of[name], context=contexts[name]
+            )
         storage_class = yaml.safe_load((self.binaries.kwok_stages / _STORAGE_CLASS).read_text())
         self.apply([*(nodes.node_manifest(spec) for spec in self.node_specs), storage_class])
         self._wait_nodes_schedulable()
@@ -306,6 +315,29 @@ class ControlPlane:
                 self.kubectl("get", "serviceaccount", "default", "-n", "default", check=False).returncode == 0
             ),
         )
+
+    def _wait_or_relaunch(
+        self,
+        name: str,
+        component: processes.Component,
+        *,
+        argv_of: Callable[[int], list[str]],
+        health_of: Callable[[int], str],
+        context: ssl.SSLContext | None,
+    ) -> None:
+        """Wait for ``component`` to be healthy; if another process took its port between picking and
+        binding it (an outgoing connection may get it as its source port), start it on a fresh one."""
+        for attempt in range(1, _START_ATTEMPTS + 1):
+            try:
+                self._wait(component, health_of(self.ports[name]), context=context)
+                return
+            except ControlPlaneError as error:
+                if "address already in use" not in str(error) or attempt == _START_ATTEMPTS:
+                    raise
+            component.stop()
+            self.components.remove(component)
+            self.ports[name] = processes.free_port()
+            component = self._launch(_PROCESS_NAMES[name], argv_of(self.ports[name]))
 
     def _wait_nodes_schedulable(self) -> None:
         def schedulable() -> bool:
