@@ -56,3 +56,8 @@ def test_free_port_is_not_a_port_in_use() -> None:
         taken = busy.getsockname()[1]
         assert processes.port_is_open(taken)
         assert all(processes.free_port() != taken for _ in range(20))
+
+
+def test_free_ports_lie_below_the_ephemeral_range_that_outgoing_connections_use() -> None:
+    lowest = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    assert all(1024 < processes.free_port() < lowest for _ in range(20))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import signal
 import socket
 import ssl
@@ -22,11 +23,42 @@ class ProcessError(RuntimeError):
     """A component exited or never became healthy; the message carries the end of its log."""
 
 
+_EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+_LOWEST_PORT = 10000
+
+
 def free_port() -> int:
-    """A loopback port that nothing listens on right now (the kernel picks it)."""
+    """A loopback port that nothing listens on right now, below the kernel's ephemeral range.
+
+    A port the kernel hands out for `bind(0)` is an ephemeral one, and until the program it is meant
+    for binds it, any outgoing connection may get it as its source port (one CI run lost its kwok
+    that way). Ports below the range are never given to outgoing connections.
+    """
+    lowest_ephemeral = _lowest_ephemeral_port()
+    if lowest_ephemeral - _LOWEST_PORT >= 1000:
+        for _ in range(100):
+            port = random.randrange(_LOWEST_PORT, lowest_ephemeral)  # noqa: S311 - not for security
+            if _bindable(port):
+                return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def _lowest_ephemeral_port() -> int:
+    try:
+        return int(_EPHEMERAL_RANGE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
 
 
 def port_is_open(port: int) -> bool:
