@@ -40,7 +40,6 @@ import contextlib
 import gc
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -349,12 +348,6 @@ def _quantile(values: list[float], q: float) -> float:
 # -- the orchestration ---------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def _spawn(*args: str, cpu: int | None) -> subprocess.Popen[str]:
     command = [sys.executable, __file__, *args] + (["--cpu", str(cpu)] if cpu is not None else [])
     env = os.environ | {"PYTHONPATH": str(ROOT / "operator")}
@@ -386,10 +379,12 @@ def _memory_kib(pid: int, field: str) -> int:
 
 
 def orchestrate(options: argparse.Namespace) -> None:
+    from aima.testenv.processes import free_port
+
     pin = options.pin and (os.cpu_count() or 1) >= 2
     others, gateway_cpu = (0, 1) if pin else (None, None)
-    fast, stream, gateway_port = _free_port(), _free_port(), _free_port()
-    bare_ports = {client: _free_port() for client in BARE_CLIENTS}
+    fast, stream, gateway_port = free_port(), free_port(), free_port()
+    bare_ports = {client: free_port() for client in BARE_CLIENTS}
     upstream = _spawn(
         "--role", "upstream", "--port", str(fast), "--stream-port", str(stream),
         "--tokens", str(options.tokens), "--token-delay", str(options.token_delay), cpu=others,

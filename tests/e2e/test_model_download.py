@@ -56,6 +56,22 @@ def ready_condition(status: dict[str, Any]) -> dict[str, Any]:
     return next((c for c in status.get("conditions", []) if c["type"] == "Ready"), {})
 
 
+def apply_model(plane: ControlPlane, namespace: str, spec: dict[str, Any]) -> str:
+    """Apply the Model `tiny` with ``spec``; the name of the loader Job the operator starts for it."""
+    plane.apply(
+        [
+            {
+                "apiVersion": "aima.dev/v1alpha1",
+                "kind": "Model",
+                "metadata": {"name": "tiny", "namespace": namespace},
+                "spec": spec,
+            }
+        ]
+    )
+    job: str = eventually(lambda: model_status(plane, namespace).get("loaderJob"), what="the loader Job")
+    return job
+
+
 def run_loader_as_the_job(
     plane: ControlPlane, *, namespace: str, job: str, dest: Path, endpoint: str
 ) -> subprocess.CompletedProcess[str]:
@@ -87,17 +103,11 @@ def test_model_goes_from_apply_to_ready_through_the_loader(
     tmp_path: Path,
 ) -> None:
     url, fake = hub
-    control_plane.apply(
-        [
-            {
-                "apiVersion": "aima.dev/v1alpha1",
-                "kind": "Model",
-                "metadata": {"name": "tiny", "namespace": namespace},
-                "spec": {"source": "hf://acme/tiny-llm@main", "type": "LLM", "cache": {"size": "1Gi"}},
-            }
-        ]
+    job = apply_model(
+        control_plane,
+        namespace,
+        {"source": "hf://acme/tiny-llm@main", "type": "LLM", "cache": {"size": "1Gi"}},
     )
-    job = eventually(lambda: model_status(control_plane, namespace).get("loaderJob"), what="the loader Job")
     eventually(
         lambda: (
             control_plane.kubectl(
@@ -166,17 +176,11 @@ def test_the_model_shows_progress_while_the_loader_downloads(
 ) -> None:
     url, fake = hub
     fake.faults.delay_per_chunk = 0.08  # 64 MiB in 1 MiB chunks: about 5 s, past the 2 s report interval
-    control_plane.apply(
-        [
-            {
-                "apiVersion": "aima.dev/v1alpha1",
-                "kind": "Model",
-                "metadata": {"name": "tiny", "namespace": namespace},
-                "spec": {"source": "hf://acme/tiny-llm@main", "type": "LLM", "cache": {"size": "1Gi"}},
-            }
-        ]
+    job = apply_model(
+        control_plane,
+        namespace,
+        {"source": "hf://acme/tiny-llm@main", "type": "LLM", "cache": {"size": "1Gi"}},
     )
-    job = eventually(lambda: model_status(control_plane, namespace).get("loaderJob"), what="the loader Job")
     log = tmp_path / "watch.json"
     kubectl = [str(control_plane.binaries.path("kubectl")), f"--kubeconfig={control_plane.kubeconfig}"]
     with log.open("w") as output:
@@ -239,17 +243,7 @@ def test_a_downloaded_gguf_model_names_the_file_llama_cpp_loads(
 ) -> None:
     spec = {"source": "hf://acme/tiny-gguf@main", "type": "LLM", "cache": {"size": "1Gi"}}
     spec["files"] = {"include": ["tiny-Q8_0.gguf", "mmproj-*.gguf"]}  # the format is left to detection
-    control_plane.apply(
-        [
-            {
-                "apiVersion": "aima.dev/v1alpha1",
-                "kind": "Model",
-                "metadata": {"name": "tiny", "namespace": namespace},
-                "spec": spec,
-            }
-        ]
-    )
-    job = eventually(lambda: model_status(control_plane, namespace).get("loaderJob"), what="the loader Job")
+    job = apply_model(control_plane, namespace, spec)
     dest = tmp_path / "model"
     loaded = run_loader_as_the_job(control_plane, namespace=namespace, job=job, dest=dest, endpoint=gguf_hub)
     assert loaded.returncode == 0, loaded.stderr
@@ -290,17 +284,7 @@ def test_a_failed_download_says_why(
     hub: tuple[str, FakeHub],
     tmp_path: Path,
 ) -> None:
-    control_plane.apply(
-        [
-            {
-                "apiVersion": "aima.dev/v1alpha1",
-                "kind": "Model",
-                "metadata": {"name": "tiny", "namespace": namespace},
-                "spec": {"source": "hf://acme/missing@main", "type": "LLM"},
-            }
-        ]
-    )
-    job = eventually(lambda: model_status(control_plane, namespace).get("loaderJob"), what="the loader Job")
+    job = apply_model(control_plane, namespace, {"source": "hf://acme/missing@main", "type": "LLM"})
     # The Hub answers, but has no acme/missing.
     result = run_loader_as_the_job(
         control_plane, namespace=namespace, job=job, dest=tmp_path / "model", endpoint=hub[0]

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
-import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from aima.device.nvml import NvmlSource
 from aima.kube import KubeClient, connect, resources
 from aima.settings import Settings
 from aima.testenv import ControlPlane
+from aima.testenv.processes import free_port
 from aima.units import Context, Request, execute, registry
 from fakes.nvml import NO_PERMISSION, FakeGpu, write_config
 from waiting import eventually
@@ -177,9 +177,7 @@ def test_a_node_without_a_driver_reports_none_and_why(nvml_config: Path, aima_cr
 
 def test_metrics_endpoint(nvml_config: Path, aima_crds: ControlPlane) -> None:
     write_config(nvml_config, [FakeGpu(uuid="GPU-a", temperature=66)])
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
 
     async def scenario() -> None:
         async with agent_of(aima_crds, device_metrics_port=port, device_sample_seconds=0.2) as (agent, _):

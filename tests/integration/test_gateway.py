@@ -36,6 +36,7 @@ from aima.testenv import ControlPlane
 from aima.testenv.engines import EngineOptions, wav_bytes
 from aima.testenv.gateway import LocalReplicas
 from aima.testenv.operator import OperatorThread
+from aima.testenv.processes import free_port
 from declared import get, make_model
 from waiting import eventually
 
@@ -537,12 +538,6 @@ def test_aima_gateway_serve_answers_v1_and_the_units_with_one_metrics(
         server.wait(timeout=10)
         assert server.stderr is not None
         server.stderr.close()
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def test_the_units_door_takes_only_keys_that_grant_it_and_calls_models_through_this_gateway(

@@ -23,9 +23,9 @@ from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from aima.gateway.routes import Autoscaling, Routes, ServiceView
-from aima.kube import KubeClient, KubeError
-from aima.kube.resources import INFERENCE_SERVICES
+from aima.gateway.routes import Autoscaling, Routes
+from aima.gateway.scaling import service_key, write_replicas
+from aima.kube import KubeClient
 
 __all__ = ["Autoscaler", "Wishes", "wish"]
 
@@ -85,7 +85,7 @@ class Autoscaler:
             service, bounds = backend.service, backend.service.autoscaling
             if bounds is None or service.suspended:
                 continue
-            key = f"{service.namespace}/{service.name}"
+            key = service_key(service)
             seen.add(key)
             wishes = self._wishes.get(key)
             if wishes is None:  # first sight: the present count counts as a wish, so no early drain
@@ -94,25 +94,6 @@ class Autoscaler:
             load = self._in_flight[backend.model] * self._gateway_replicas
             target = wishes.add(now, wish(load, bounds), window=bounds.scale_down_delay_seconds)
             if target != service.replicas:
-                await self._scale(service, target)
+                await write_replicas(self._kube, service, target, why="for the requests in flight")
         for gone in self._wishes.keys() - seen:
             del self._wishes[gone]
-
-    async def _scale(self, service: ServiceView, replicas: int) -> None:
-        logger.info(
-            "Scaling %s/%s from %d to %d replicas",
-            service.namespace,
-            service.name,
-            service.replicas,
-            replicas,
-        )
-        try:
-            await self._kube.patch(
-                INFERENCE_SERVICES,
-                name=service.name,
-                namespace=service.namespace,
-                patch={"spec": {"replicas": replicas}},
-                subresource="scale",
-            )
-        except (KubeError, OSError, TimeoutError) as error:
-            logger.warning("Could not scale %s/%s: %s", service.namespace, service.name, error)

@@ -1,14 +1,14 @@
 """Waiting for a ready replica: scale a service up from zero, or tell the client when to retry.
 
-A service whose autoscaler may take it to zero (``spec.autoscaling.minReplicas: 0``) and that is
-at zero gets ``spec.replicas: 1`` on the first request, through the scale subresource as ``kubectl
-scale`` writes it;
-that request and the ones after it wait (up to ``wait_seconds``) for the first ready replica. The
-gateway acts here as the autoscaler does, on the field the API documents as the scalers' (GitOps:
-leave ``spec.replicas`` out of Git, or ignore its differences, for autoscaled services). A service at
-zero without autoscaling was set to zero on purpose and is not started; neither is a suspended one.
-A service that is starting (replicas wanted, none ready yet) is answered at once with 503 and
-Retry-After, so clients do not hold connections for the minutes an engine may take to load.
+A service whose autoscaler may take it to zero (``spec.autoscaling.minReplicas: 0``) and that is at
+zero gets ``spec.replicas: 1`` on the first request, through the scale subresource as ``kubectl
+scale`` writes it; that request and the ones after it wait (up to ``wait_seconds``) for the first
+ready replica. The gateway acts here as the autoscaler does, on the field the API documents as the
+scalers' (GitOps: leave ``spec.replicas`` out of Git, or ignore its differences, for autoscaled
+services). A service at zero without autoscaling was set to zero on purpose and is not started;
+neither is a suspended one. A service that is starting (replicas wanted, none ready yet) is answered
+at once with 503 and Retry-After, so clients do not hold connections for the minutes an engine may
+take to load.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from aima.gateway.routes import Backend, Routes, ServiceView
 from aima.kube import KubeClient, KubeError
 from aima.kube.resources import INFERENCE_SERVICES
 
-__all__ = ["Waker"]
+__all__ = ["Waker", "service_key", "write_replicas"]
 
 logger = logging.getLogger("aima.gateway.scaling")
 
@@ -62,13 +62,13 @@ class Waker:
             )
         if service.replicas == 0:
             self._wake(backend)
-        until = self._waking.get(_key(service), 0.0)
+        until = self._waking.get(service_key(service), 0.0)
         if until <= self._clock():
             raise self._unavailable(backend, "is starting: no replica is ready yet", retry=True)
         return await self._wait(backend.model, until)
 
     def _wake(self, backend: Backend) -> None:
-        name = _key(backend.service)
+        name = service_key(backend.service)
         if name in self._patches or self._kube is None:
             return
         self._waking[name] = self._clock() + self._wait_seconds
@@ -78,19 +78,8 @@ class Waker:
         task.add_done_callback(lambda _: self._patches.pop(name, None))
 
     async def _scale_up(self, kube: KubeClient, backend: Backend) -> None:
-        service = backend.service
-        logger.info("Scaling %s/%s up from zero for a request", service.namespace, service.name)
-        try:
-            await kube.patch(
-                INFERENCE_SERVICES,
-                name=service.name,
-                namespace=service.namespace,
-                patch={"spec": {"replicas": 1}},
-                subresource="scale",
-            )
-        except (KubeError, OSError, TimeoutError) as error:
-            logger.warning("Could not scale %s/%s up: %s", service.namespace, service.name, error)
-            self._waking.pop(_key(service), None)
+        if not await write_replicas(kube, backend.service, 1, why="for a request"):
+            self._waking.pop(service_key(backend.service), None)
 
     async def _wait(self, model: str, until: float) -> tuple[str, ...]:
         try:
@@ -99,7 +88,7 @@ class Waker:
                     backend = self._routes.lookup(model)
                     if backend is not None and backend.endpoints:
                         return backend.endpoints
-                    if backend is None or _key(backend.service) not in self._waking:
+                    if backend is None or service_key(backend.service) not in self._waking:
                         break
                     await self._routes.wait_changed()
         except TimeoutError:
@@ -122,5 +111,23 @@ class Waker:
         )
 
 
-def _key(service: ServiceView) -> str:
+def service_key(service: ServiceView) -> str:
+    """``namespace/name``: services of two namespaces may share a name."""
     return f"{service.namespace}/{service.name}"
+
+
+async def write_replicas(kube: KubeClient, service: ServiceView, replicas: int, *, why: str) -> bool:
+    """Set the service's replicas through its scale subresource, as scalers do; False when refused."""
+    logger.info("Scaling %s from %d to %d replicas %s", service_key(service), service.replicas, replicas, why)
+    try:
+        await kube.patch(
+            INFERENCE_SERVICES,
+            name=service.name,
+            namespace=service.namespace,
+            patch={"spec": {"replicas": replicas}},
+            subresource="scale",
+        )
+    except (KubeError, OSError, TimeoutError) as error:
+        logger.warning("Could not scale %s: %s", service_key(service), error)
+        return False
+    return True

@@ -22,6 +22,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Mount, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from aima.gateway.keys import presented_token
 from aima.mcp.server import Policy, build_server
 from aima.units.core import Context, Registry
 
@@ -98,7 +99,8 @@ class McpDoor:
 
 class _BearerKeys:
     """ASGI middleware: every HTTP request but /healthz presents one of ``keys`` as ``Authorization:
-    Bearer <key>``. Plain ASGI, not BaseHTTPMiddleware, so the SSE streams pass through untouched."""
+    Bearer <key>`` (or ``X-API-Key``, as the gateway takes them). Plain ASGI, not BaseHTTPMiddleware,
+    so the SSE streams pass through untouched."""
 
     def __init__(self, app: ASGIApp, *, keys: list[bytes]) -> None:
         self._app, self._keys = app, keys
@@ -115,8 +117,7 @@ class _BearerKeys:
         await refusal(scope, receive, send)
 
     def _accepts(self, headers: Headers) -> bool:
-        header = headers.get("authorization", "")
-        given = header[7:].strip().encode() if header[:7].lower() == "bearer " else b""
+        given = presented_token(headers).encode()
         # Compared with every key in constant time: timing says nothing about which prefix matched.
         return bool(given) and any(hmac.compare_digest(given, key) for key in self._keys)
 
