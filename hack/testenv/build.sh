@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Builds the local control plane (kube-apiserver, kube-controller-manager, kube-scheduler,
-# kubectl, etcd, kwok, helm) from the Go module proxy into a versioned cache folder and prints it.
-# A second run with the same versions finds the finished folder and returns at once.
+# kubectl, etcd, kwok, helm) and the real node's programs (kubelet, kube-proxy, CoreDNS,
+# local-path-provisioner) from the Go module proxy into a versioned cache folder and prints it.
+# A second run with the same versions finds the finished folder and returns at once; a run that
+# failed keeps the steps it finished, so the next one starts where it stopped.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 versions=${AIMA_TESTENV_VERSIONS:-$here/versions.env}
@@ -16,22 +18,31 @@ final="$cache_root/$K8S_VERSION-$key"
 if [ -f "$final/.complete" ]; then echo "$final/bin"; exit 0; fi
 
 work="$final.tmp"
-rm -rf "$work"
 mkdir -p "$work/bin" "$work/logs"
 log() { echo "[testenv] $*" >&2; }
 
-# run NAME VERSION CMD...: runs a build step; on failure names the binary, the version and the
-# compiler's last lines, then exits non-zero.
+# run NAME VERSION CMD...: runs a build step unless an earlier run finished it; on failure names
+# the binary, the version and the compiler's last lines, then exits non-zero.
 run() {
   local name=$1 version=$2; shift 2
-  local logf="$work/logs/$name.log" start=$SECONDS
+  local logf="$work/logs/$name.log" start=$SECONDS done="$work/.done-$1"
+  [ -f "$done" ] && return 0
   log "building $name $version"
   if ! "$@" >"$logf" 2>&1; then
     log "FAILED to build $name $version; last lines of the compiler output:"
     tail -n 30 "$logf" >&2
     exit 1
   fi
+  touch "$done"
   log "built $name $version in $((SECONDS - start))s"
+}
+
+# reports VERSION CMD...: the command runs to its end (no early-closing pipe to die of SIGPIPE) and
+# its output must name VERSION.
+reports() {
+  local want=$1 out; shift
+  out=$("$@" 2>&1) || { log "$* failed: $out"; return 1; }
+  [[ $out == *"$want"* ]] || { log "$1 reports the wrong version (want $want): $out"; return 1; }
 }
 
 build_k8s() {
@@ -54,7 +65,9 @@ build_k8s() {
       "k8s.io/kubernetes/cmd/kube-apiserver@$K8S_VERSION" \
       "k8s.io/kubernetes/cmd/kube-controller-manager@$K8S_VERSION" \
       "k8s.io/kubernetes/cmd/kube-scheduler@$K8S_VERSION" \
-      "k8s.io/kubernetes/cmd/kubectl@$K8S_VERSION")
+      "k8s.io/kubernetes/cmd/kubectl@$K8S_VERSION" \
+      "k8s.io/kubernetes/cmd/kubelet@$K8S_VERSION" \
+      "k8s.io/kubernetes/cmd/kube-proxy@$K8S_VERSION")
     # A new pin rewrites the committed wrapper module; commit it with versions.env.
     if [ "$versions" = "$here/versions.env" ]; then
       mkdir -p "$here/k8s" && cp "$mod/go.mod" "$mod/go.sum" "$here/k8s/"
@@ -67,7 +80,8 @@ build_k8s() {
   done
   (cd "$mod" && go build -trimpath -tags selinux,notest,grpcnotrace -ldflags "$ldflags" -o "$work/bin/" \
     k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
-    k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl)
+    k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl \
+    k8s.io/kubernetes/cmd/kubelet k8s.io/kubernetes/cmd/kube-proxy)
 }
 
 build_etcd() {
@@ -96,17 +110,41 @@ build_helm() {
     "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
 }
 
+# tool_build NAME MODULE PACKAGE VERSION [LDFLAGS]: builds PACKAGE through a scratch module, for
+# modules whose replace directives `go install` refuses.
+tool_build() {
+  local name=$1 module=$2 package=$3 version=$4 ldflags=${5:-}
+  local mod="$work/src/$name"
+  rm -rf "$mod" && mkdir -p "$mod"
+  (cd "$mod" && go mod init "aima.local/testenv/$name" && go get -tool "$module@$version" &&
+    go build -trimpath -ldflags "-s -w $ldflags" -o "$work/bin/$name" "$package")
+}
+build_coredns() {
+  tool_build coredns github.com/coredns/coredns github.com/coredns/coredns "$COREDNS_VERSION" \
+    "-X github.com/coredns/coredns/coremain.GitCommit=$COREDNS_VERSION"
+}
+build_local_path() {
+  tool_build local-path-provisioner github.com/rancher/local-path-provisioner \
+    github.com/rancher/local-path-provisioner "$LOCAL_PATH_VERSION" \
+    "-X main.VERSION=$LOCAL_PATH_VERSION"
+}
+
 run etcd "$ETCD_VERSION" build_etcd
 run kwok "$KWOK_VERSION" build_kwok
 run helm "$HELM_VERSION" build_helm
 run kubernetes "$K8S_VERSION" build_k8s
+run coredns "$COREDNS_VERSION" build_coredns
+run local-path-provisioner "$LOCAL_PATH_VERSION" build_local_path
 
 # Every binary must run and report the pinned version before the folder counts as complete.
-"$work/bin/kube-apiserver" --version | grep -q "${K8S_VERSION}" || { log "kube-apiserver reports the wrong version"; exit 1; }
-"$work/bin/kubectl" version --client | grep -q "${K8S_VERSION}" || { log "kubectl reports the wrong version"; exit 1; }
-"$work/bin/etcd" --version | grep -q "${ETCD_VERSION#v}" || { log "etcd reports the wrong version"; exit 1; }
-"$work/bin/kwok" --version >/dev/null
-"$work/bin/helm" version --short | grep -q "$HELM_VERSION" || { log "helm reports the wrong version"; exit 1; }
+reports "$K8S_VERSION" "$work/bin/kube-apiserver" --version
+reports "$K8S_VERSION" "$work/bin/kubectl" version --client
+reports "$K8S_VERSION" "$work/bin/kubelet" --version
+reports "$K8S_VERSION" "$work/bin/kube-proxy" --version
+reports "${ETCD_VERSION#v}" "$work/bin/etcd" --version
+reports "" "$work/bin/kwok" --version
+reports "$HELM_VERSION" "$work/bin/helm" version --short
+reports "${COREDNS_VERSION#v}" "$work/bin/coredns" -version
 rm -rf "$work/src"
 touch "$work/.complete"
 rm -rf "$final" && mv "$work" "$final"

@@ -93,3 +93,27 @@ class FakeHub:
         return await serve_file(
             request, key=name, path=self.files[name].path, faults=self.faults, stats=self.stats
         )
+
+
+def main() -> None:
+    """Serve every file under a folder as one repository, for a hub that runs as a pod:
+    ``python -m fakes.hub REPO FOLDER --port 8080 --delay-per-chunk 0.1``."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("repo")
+    parser.add_argument("folder", type=Path)
+    parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument("--delay-per-chunk", type=float, default=0.0)
+    args = parser.parse_args()
+    files = {
+        path.relative_to(args.folder).as_posix(): HubFile(path, lfs=path.suffix != ".json")
+        for path in sorted(args.folder.rglob("*"))
+        if path.is_file()
+    }
+    hub = FakeHub(args.repo, files, faults=Faults(delay_per_chunk=args.delay_per_chunk))
+    web.run_app(hub.app(), host="0.0.0.0", port=args.port, print=None)  # a pod's port: every address
+
+
+if __name__ == "__main__":
+    main()

@@ -48,3 +48,18 @@ def test_a_second_run_finds_the_cached_binaries_in_seconds() -> None:
     assert second.stdout == first.stdout
     assert time.monotonic() - started < 5
     assert (Path(second.stdout.strip()).parent / ".complete").exists()
+
+
+def test_a_failed_run_keeps_what_it_built_and_the_next_run_starts_there(tmp_path: Path) -> None:
+    versions = tmp_path / "versions.env"
+    versions.write_text(
+        "K8S_VERSION=v1.36.4\nETCD_VERSION=v3.6.14\nKWOK_VERSION=v0.0.999\nHELM_VERSION=v3.21.4\n"
+    )
+    env = {"AIMA_TESTENV_VERSIONS": str(versions), "AIMA_TESTENV_CACHE": str(tmp_path / "cache")}
+    first = run_build(env)
+    assert first.returncode != 0
+    assert "built etcd v3.6.14" in first.stderr and "FAILED to build kwok v0.0.999" in first.stderr
+    second = run_build(env)
+    assert second.returncode != 0
+    assert "building etcd" not in second.stderr, "etcd was kept from the failed run"
+    assert "FAILED to build kwok v0.0.999" in second.stderr

@@ -84,6 +84,52 @@ def up(kubeconfig_out: Path, gateway_port: int) -> None:
         plane.stop()
 
 
+@dev.command()
+@click.option(
+    "--kubeconfig-out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path(".aima/kubeconfig"),
+    show_default=True,
+    help="Where to copy the cluster's kubeconfig.",
+)
+def node(kubeconfig_out: Path) -> None:
+    """Start the local control plane with the two kwok GPU nodes and one real node (a kubelet,
+    containerd, CNI, CoreDNS and local-path volumes on this host; needs root), build the image with no
+    registry and `helm install` the chart into aima-system, until Ctrl-C. What the real-node tests
+    run on; the first start builds the images (a few minutes), later ones take about a minute."""
+    from aima.testenv import ControlPlane, ensure_binaries, nodes  # dev-only dependencies
+    from aima.testenv.chart import install
+
+    console = Console(stderr=True)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    with console.status("Building or finding the control plane and node binaries"):
+        binaries = ensure_binaries()
+    plane = ControlPlane(binaries=binaries, node_specs=nodes.GPU_NODES, real_node=True)
+    try:
+        with console.status("Starting the control plane, the real node and its images"):
+            plane.start()
+        assert plane.real_node is not None
+        with console.status("helm install charts/aima (Restricted namespace aima-system)"):
+            release = install(plane, image=plane.real_node.images["aima"], namespace="aima-system", values={})
+        kubeconfig_out.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(plane.kubeconfig, kubeconfig_out)
+        console.print(
+            "[bold green]A real node runs the chart[/] "
+            f"(helm install --wait took {release.install_seconds:.0f} s).\n"
+            f"  export KUBECONFIG={kubeconfig_out.resolve()} PATH={binaries.bin_dir}:$PATH\n"
+            f"  kubectl get pods -A -o wide\n"
+            f"Press Ctrl-C here to stop it; the host is left as it was.",
+            soft_wrap=True,
+        )
+        stop.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        console.print("Stopping the real node and the control plane")
+        plane.stop()
+
+
 def _install(plane: ControlPlane, *, repo_root: Path) -> None:
     plane.kubectl("apply", "--server-side", "--field-manager=aima-dev", "-f", str(repo_root / "crds"))
     plane.kubectl(

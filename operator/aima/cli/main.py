@@ -56,3 +56,7 @@ def cli() -> None:
 def main() -> None:
     """Run the CLI."""
     cli()
+
+
+if __name__ == "__main__":
+    main()

@@ -9,7 +9,26 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 BUILD_SCRIPT = REPO_ROOT / "hack" / "testenv" / "build.sh"
-_PROGRAMS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl", "kwok", "helm")
+_PROGRAMS = (
+    "etcd",
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "kubectl",
+    "kwok",
+    "helm",
+    "kubelet",
+    "kube-proxy",
+    "coredns",
+    "local-path-provisioner",
+)
+
+
+def cache_root() -> Path:
+    """The folder build.sh and images.sh cache into (``AIMA_TESTENV_CACHE`` to move it)."""
+    if configured := os.environ.get("AIMA_TESTENV_CACHE"):
+        return Path(configured)
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "aima-testenv"
 
 
 class BinariesError(RuntimeError):

@@ -20,8 +20,9 @@ from typing import Any
 
 import yaml
 
-from aima.testenv import nodes, pki, processes
+from aima.testenv import host, nodes, pki, processes
 from aima.testenv.binaries import Binaries
+from aima.testenv.realnode import RealNode, build_images
 
 _START_TIMEOUT_SECONDS = 120.0
 _START_ATTEMPTS = 3
@@ -86,10 +87,13 @@ class ControlPlane:
         profile: Profile = Profile.FULL,
         workdir: Path | None = None,
         node_specs: Sequence[nodes.NodeSpec] = nodes.DEFAULT_NODES,
+        real_node: bool = False,
     ) -> None:
         self.binaries = binaries
         self.profile = profile
         self.node_specs = tuple(node_specs)
+        self.real_node: RealNode | None = None
+        self._wants_real_node = real_node
         self._owns_workdir = workdir is None
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="aima-testenv-", dir=_fast_tmp()))
         self.kubeconfig = self.workdir / "kubeconfig"
@@ -114,18 +118,33 @@ class ControlPlane:
             self._start_core_with_fresh_ports()
             if self.profile is Profile.FULL:
                 self._start_nodes_side()
+            if self._wants_real_node:
+                self.real_node = RealNode(self, build_images(self.binaries)).start()
         except BaseException:
             self.stop()
             raise
         return self
 
     def stop(self) -> None:
-        """Stop the components in reverse order and remove the work folder if we made it."""
+        """Stop the real node, then the components in reverse order, and remove the work folder if we
+        made it."""
+        self.stop_real_node()
         for component in reversed(self.components):
             component.stop()
         self.components.clear()
         if self._owns_workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def stop_real_node(self) -> None:
+        """Stop the real node, if one runs, leaving the host as it was; the control plane stays."""
+        if self.real_node is not None:
+            self.real_node.stop()
+            self.real_node = None
+
+    @property
+    def pki(self) -> pki.Pki:
+        """The control plane's certificates and keys."""
+        return self._pki
 
     @property
     def server(self) -> str:
@@ -221,8 +240,7 @@ class ControlPlane:
             [
                 str(self.binaries.path("kube-apiserver")),
                 f"--etcd-servers=http://127.0.0.1:{self.ports['etcd']}",
-                "--bind-address=127.0.0.1",
-                "--advertise-address=127.0.0.1",
+                *self._apiserver_addresses(),
                 f"--secure-port={self.ports['apiserver']}",
                 f"--tls-cert-file={keys.serving_cert}",
                 f"--tls-private-key-file={keys.serving_key}",
@@ -248,9 +266,23 @@ class ControlPlane:
                 ),
             ],
         )
-        self._write_kubeconfig()
+        self.write_kubeconfig(self.kubeconfig, cert=self._pki.admin_cert, key=self._pki.admin_key)
         context = ssl.create_default_context(cafile=str(keys.ca_cert))
         self._wait(apiserver, f"{self.server}/readyz", context=context)
+
+    def _apiserver_addresses(self) -> list[str]:
+        if not self._wants_real_node:
+            return ["--bind-address=127.0.0.1", "--advertise-address=127.0.0.1"]
+        # Pods reach `kubernetes` (10.96.0.1) DNAT'ed to the advertised address, which loopback is
+        # not from inside a pod; the kubelet's webhook authn wants a client certificate of ours.
+        return [
+            "--bind-address=0.0.0.0",
+            f"--advertise-address={host.host_address()}",
+            f"--kubelet-client-certificate={self._pki.admin_cert}",
+            f"--kubelet-client-key={self._pki.admin_key}",
+            # The host's DNS knows no node names: logs and exec go to the node's address.
+            "--kubelet-preferred-address-types=InternalIP",
+        ]
 
     def _start_nodes_side(self) -> None:
         insecure = ssl.create_default_context()
@@ -285,7 +317,7 @@ class ControlPlane:
                 str(self.binaries.path("kwok")),
                 f"--kubeconfig={self.kubeconfig}",
                 f"--config={self._write_kwok_config()}",
-                "--manage-all-nodes=true",
+                f"--manage-nodes-with-label-selector={nodes.KWOK_SELECTOR}",
                 "--cidr=10.244.0.0/16",
                 "--node-ip=10.0.0.1",
                 "--node-lease-duration-seconds=40",
@@ -307,6 +339,9 @@ class ControlPlane:
                 name, component, argv_of=argv_of[name], health_of=health_of[name], context=contexts[name]
             )
         storage_class = yaml.safe_load((self.binaries.kwok_stages / _STORAGE_CLASS).read_text())
+        if self._wants_real_node:
+            # Claims go to the real node's local-path class; kwok's stays for those that name it.
+            storage_class["metadata"]["annotations"] = {}
         self.apply([*(nodes.node_manifest(spec) for spec in self.node_specs), storage_class])
         self._wait_nodes_schedulable()
         self._wait_for(
@@ -363,7 +398,9 @@ class ControlPlane:
 
     # -- generated files -----------------------------------------------------------------------
 
-    def _write_kubeconfig(self) -> None:
+    def write_kubeconfig(self, path: Path, *, cert: Path, key: Path) -> Path:
+        """A kubeconfig for this cluster that authenticates with a client certificate."""
+
         def b64(path: Path) -> str:
             return base64.b64encode(path.read_bytes()).decode()
 
@@ -380,16 +417,17 @@ class ControlPlane:
                 {
                     "name": "aima-admin",
                     "user": {
-                        "client-certificate-data": b64(self._pki.admin_cert),
-                        "client-key-data": b64(self._pki.admin_key),
+                        "client-certificate-data": b64(cert),
+                        "client-key-data": b64(key),
                     },
                 }
             ],
             "contexts": [{"name": "aima-local", "context": {"cluster": "aima-local", "user": "aima-admin"}}],
             "current-context": "aima-local",
         }
-        self.kubeconfig.write_text(yaml.safe_dump(config))
-        self.kubeconfig.chmod(0o600)
+        path.write_text(yaml.safe_dump(config))
+        path.chmod(0o600)
+        return path
 
     def _write_kwok_config(self) -> Path:
         documents: list[dict[str, Any]] = [
@@ -397,7 +435,7 @@ class ControlPlane:
                 "apiVersion": "config.kwok.x-k8s.io/v1alpha1",
                 "kind": "KwokConfiguration",
                 "options": {
-                    "manageAllNodes": True,
+                    "manageNodesWithLabelSelector": nodes.KWOK_SELECTOR,
                     "cidr": "10.244.0.0/16",
                     "nodeIP": "10.0.0.1",
                     "nodeLeaseDurationSeconds": 40,

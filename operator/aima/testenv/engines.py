@@ -37,6 +37,7 @@ import contextlib
 import hashlib
 import io
 import json
+import logging
 import math
 import struct
 import time
@@ -347,3 +348,26 @@ def failing_models(*models: str) -> Middleware:
         return response
 
     return fail
+
+
+def main() -> None:
+    """Run one fake engine on a port, as a pod's program: ``python -m aima.testenv.engines --port
+    8000 --model tiny``. Stands in for a real engine where none runs (the real-node tests of the
+    platform's own pods); answers until killed."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--model", action="append", default=[], help="a model id /v1/models lists")
+    parser.add_argument("--tokens", type=int, default=8)
+    parser.add_argument("--startup-delay", type=float, default=0.0, help="seconds before it listens")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")  # one access line per request
+    time.sleep(args.startup_delay)
+    options = EngineOptions(models=tuple(args.model) or ("fake-model",), tokens=args.tokens)
+    # A pod's program: it listens on every address of the pod.
+    web.run_app(FakeEngine(options).app(), host="0.0.0.0", port=args.port, print=None)  # noqa: S104
+
+
+if __name__ == "__main__":
+    main()

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from typing import Any
 
 GPU_RESOURCE = "nvidia.com/gpu"
+KWOK_SELECTOR = "type=kwok"
+"""The label kwok manages nodes by: the fake nodes carry it, the real node does not."""
 GPU_TAINT = {"key": GPU_RESOURCE, "value": "present", "effect": "NoSchedule"}
 
 
@@ -36,11 +38,12 @@ class NodeSpec:
     gpu_model: GpuModel | None = None
 
 
-DEFAULT_NODES = (
+GPU_NODES = (
     NodeSpec(name="gpu-node-0", cpu="96", memory="1Ti", gpus=8, gpu_model=H100),
     NodeSpec(name="gpu-node-1", cpu="96", memory="1Ti", gpus=8, gpu_model=H100),
-    NodeSpec(name="cpu-node-0", cpu="32", memory="128Gi"),
 )
+"""The fake GPU nodes a cluster with a real node keeps (its real node takes the untainted pods)."""
+DEFAULT_NODES = (*GPU_NODES, NodeSpec(name="cpu-node-0", cpu="32", memory="128Gi"))
 
 
 def node_manifest(spec: NodeSpec) -> dict[str, Any]:

@@ -35,6 +35,28 @@ class Pki:
     service_account_key: Path
     service_account_pub: Path
 
+    def client(self, directory: Path, *, common_name: str, organization: str) -> tuple[Path, Path]:
+        """A client certificate and key signed by this CA (a kubelet's ``system:node:<name>``)."""
+        ca_key = serialization.load_pem_private_key(self.ca_key.read_bytes(), password=None)
+        ca_cert = x509.load_pem_x509_certificate(self.ca_cert.read_bytes())
+        assert isinstance(ca_key, ec.EllipticCurvePrivateKey)  # generate() makes EC keys only
+        key, cert = _leaf(
+            ca_key=ca_key,
+            ca_cert=ca_cert,
+            common_name=common_name,
+            organization=organization,
+            usage=ExtendedKeyUsageOID.CLIENT_AUTH,
+            server=False,
+        )
+        directory.mkdir(parents=True, exist_ok=True)
+        cert_path, key_path = (
+            directory / f"{common_name.replace(':', '-')}.crt",
+            directory / f"{common_name.replace(':', '-')}.key",
+        )
+        _write_cert(cert_path, cert)
+        _write_key(key_path, key)
+        return cert_path, key_path
+
 
 def generate(directory: Path) -> Pki:
     """Write a CA, a serving certificate, an admin client certificate and a service-account key pair.

@@ -142,6 +142,11 @@ class Component:
         )
 
 
+def kill(pid: int) -> None:
+    """SIGKILL one process by its recorded id."""
+    os.kill(pid, signal.SIGKILL)
+
+
 def _signal_group(pid: int, sig: signal.Signals) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, sig)

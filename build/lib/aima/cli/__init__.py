@@ -1,0 +1,1 @@
+"""The `aima` command line."""

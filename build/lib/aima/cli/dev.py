@@ -1,0 +1,183 @@
+"""`aima dev`: a local control plane with fake GPU nodes for trying AIMA without a cluster."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import os
+import secrets
+import shutil
+import signal
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+from rich.console import Console
+
+from aima.settings import Settings
+
+if TYPE_CHECKING:
+    from aima.testenv import ControlPlane
+
+
+_SAMPLE_TIMEOUT_SECONDS = 90
+
+
+@click.group()
+def dev() -> None:
+    """Development helpers (need the `dev` extra: pip install -e '.[dev]')."""
+
+
+@dev.command()
+@click.option(
+    "--kubeconfig-out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path(".aima/kubeconfig"),
+    show_default=True,
+    help="Where to copy the cluster's kubeconfig.",
+)
+@click.option(
+    "--gateway-port", default=8080, show_default=True, type=int, help="Port of the gateway on 127.0.0.1."
+)
+def up(kubeconfig_out: Path, gateway_port: int) -> None:
+    """Start the local control plane (etcd, kube-apiserver, controller-manager, scheduler, kwok
+    with two 8-GPU nodes and one CPU node), the operator, a sample service and the gateway, and keep
+    them running until Ctrl-C."""
+    from aima.testenv import ControlPlane, ensure_binaries  # dev-only dependencies
+    from aima.testenv.binaries import REPO_ROOT
+    from aima.testenv.loader_jobs import LocalLoaderJobs
+    from aima.testenv.operator import OperatorThread
+
+    console = Console(stderr=True)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    with console.status("Building or finding the control plane binaries"):
+        binaries = ensure_binaries()
+    plane = ControlPlane(binaries=binaries)
+    with console.status("Starting etcd, kube-apiserver, controllers, scheduler and kwok nodes"):
+        plane.start()
+    try:
+        with console.status("Installing the CRDs and RBAC"):
+            _install(plane, repo_root=REPO_ROOT)
+        kubeconfig_out.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(plane.kubeconfig, kubeconfig_out)
+        settings = Settings(kubeconfig=plane.kubeconfig, catalog_dir=REPO_ROOT / "catalog")
+        volumes = plane.workdir / "volumes"
+        with OperatorThread(settings), LocalLoaderJobs(plane, volumes=volumes):
+            with console.status("Applying hack/dev-sample.yaml and waiting for it to be Ready"):
+                ready = _apply_sample(plane, sample=REPO_ROOT / "hack" / "dev-sample.yaml", volumes=volumes)
+            if ready:
+                console.print(
+                    "[bold green]The sample InferenceService tiny-chat is Ready[/] on a fake H100 node."
+                )
+            else:
+                console.print(f"[bold red]The sample tiny-chat is not Ready:[/] {_why_not_ready(plane)}")
+            kubeconfig, kubectl = kubeconfig_out.resolve(), binaries.path("kubectl")
+            _serve_gateway(
+                console, plane, settings, port=gateway_port, kubeconfig=kubeconfig, kubectl=kubectl, stop=stop
+            )
+    except KeyboardInterrupt:
+        pass
+    finally:
+        console.print("Stopping the control plane")
+        plane.stop()
+
+
+def _install(plane: ControlPlane, *, repo_root: Path) -> None:
+    plane.kubectl("apply", "--server-side", "--field-manager=aima-dev", "-f", str(repo_root / "crds"))
+    plane.kubectl(
+        "wait", "--for=condition=Established", "--timeout=60s", "-l", "app.kubernetes.io/part-of=aima", "crd"
+    )
+    # Only the loader's role: the operator and the gateway run here with the admin kubeconfig.
+    plane.kubectl("apply", "-f", str(repo_root / "manifests" / "rbac" / "loader-clusterrole.yaml"))
+
+
+def _apply_sample(plane: ControlPlane, *, sample: Path, volumes: Path) -> bool:
+    # The sample's volume already holds (placeholder) weights, as a pre-seeded PVC would.
+    weights = volumes / "default" / "shared-weights" / "tiny-chat"
+    weights.mkdir(parents=True, exist_ok=True)
+    (weights / "config.json").write_text('{"architectures": ["LlamaForCausalLM"], "num_hidden_layers": 2}')
+    (weights / "model.safetensors").write_bytes(os.urandom(2**20))
+    plane.kubectl("apply", "-n", "default", "-f", str(sample))
+    waited = plane.kubectl(
+        "wait",
+        "-n",
+        "default",
+        "--for=condition=Ready",
+        f"--timeout={_SAMPLE_TIMEOUT_SECONDS}s",
+        "inferenceservice/tiny-chat",
+        check=False,
+    )
+    return waited.returncode == 0
+
+
+def _serve_gateway(
+    console: Console,
+    plane: ControlPlane,
+    settings: Settings,
+    *,
+    port: int,
+    kubeconfig: Path,
+    kubectl: Path,
+    stop: threading.Event,
+) -> None:
+    """Serve the gateway with a fresh API key, say what to try, and wait for Ctrl-C or SIGTERM."""
+    from aima.testenv.gateway import LocalGateway
+
+    api_key = _create_api_key(plane)
+    with contextlib.ExitStack() as serving:
+        try:
+            gateway = serving.enter_context(LocalGateway(settings, port=port))
+        except RuntimeError as error:
+            raise click.ClickException(f"{error} (another port: --gateway-port)") from None
+        _print_next_steps(
+            console, kubeconfig=kubeconfig, kubectl=kubectl, gateway=gateway.url, api_key=api_key
+        )
+        stop.wait()
+
+
+def _create_api_key(plane: ControlPlane) -> str:
+    """A fresh gateway key for this dev cluster, in a Secret as a cluster admin would make one."""
+    key = f"sk-dev-{secrets.token_hex(16)}"
+    secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "dev-api-key", "namespace": "default", "labels": {"aima.dev/api-key": "true"}},
+        # The dev key may also use the units door (/api/v2), as an operator's console key would.
+        "data": {
+            "key": base64.b64encode(key.encode()).decode(),
+            "units": base64.b64encode(b"write").decode(),
+        },
+    }
+    plane.apply([secret])
+    return key
+
+
+def _why_not_ready(plane: ControlPlane) -> str:
+    jsonpath = '{.status.conditions[?(@.type=="Ready")].message}'
+    found = plane.kubectl(
+        "get", "-n", "default", "isvc", "tiny-chat", "-o", f"jsonpath={jsonpath}", check=False
+    )
+    return found.stdout or found.stderr
+
+
+def _print_next_steps(
+    console: Console, *, kubeconfig: Path, kubectl: Path, gateway: str, api_key: str
+) -> None:
+    chat = '{"model": "tiny-chat", "messages": [{"role": "user", "content": "Hello"}]}'
+    console.print(
+        f"[bold green]Local cluster is up[/] with the AIMA CRDs, the engine catalog, the operator and "
+        f"the gateway on {gateway} (its replicas are local fake engines: kwok runs no containers).\n"
+        f"In another shell:\n"
+        f"  export KUBECONFIG={kubeconfig}\n"
+        f"  export PATH={kubectl.parent}:$PATH\n"
+        f"  export OPENAI_BASE_URL={gateway}/v1 OPENAI_API_KEY={api_key}\n"
+        f"  kubectl get nodes -L nvidia.com/gpu.product\n"
+        f"  kubectl get aima\n"
+        f"  kubectl describe isvc tiny-chat\n"
+        f'  curl -s $OPENAI_BASE_URL/chat/completions -H "Authorization: Bearer $OPENAI_API_KEY" '
+        f"-H 'Content-Type: application/json' -d '{chat}'\n"
+        f"Press Ctrl-C here to stop it.",
+        soft_wrap=True,  # commands must stay on one line to be copied
+    )

@@ -1,0 +1,1 @@
+"""kopf wiring: one module per kind; `run` starts them all."""

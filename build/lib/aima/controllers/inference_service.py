@@ -1,0 +1,146 @@
+"""InferenceService controller: what queues a service, and the read -> plan -> write pass for one."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+from collections.abc import Hashable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aima.api.common import ConditionStatus, ConditionType, Keys, Reason
+from aima.api.inference_service import InferenceService
+from aima.controllers.runtime import ClusterView, Reconciler
+from aima.domain import conditions, pod_health
+from aima.domain import inference_service as planning
+from aima.kube import KubeClient, resources
+
+Body = dict[str, Any]
+
+# Ready=False reasons expected on the way up or asked for: Normal rather than Warning Events.
+_NORMAL_REASONS = frozenset(
+    {Reason.MODEL_NOT_READY, Reason.STARTING, Reason.PENDING, Reason.SUSPENDED, Reason.SCALED_TO_ZERO}
+)
+
+
+@dataclass
+class Plans:
+    """The last plan of each service, with the versions of the inputs it was made from.
+
+    A plan renders the engine's templates; most passes (a pod became ready, the Deployment
+    controller updated a status) change none of its inputs, so they reuse it.
+    """
+
+    _made: dict[tuple[str, str], tuple[Hashable, planning.Plan]] = field(default_factory=dict)
+
+    def plan(self, body: Body, *, observed: planning.Observed, cluster: ClusterView) -> planning.Plan:
+        """``planning.plan`` of ``body``, made again only when the service's spec, its Model, the
+        Engines or the nodes changed."""
+        meta = body["metadata"]
+        model = observed.model["metadata"].get("resourceVersion") if observed.model else None
+        inputs = (meta["uid"], meta.get("generation"), model, cluster.engines.changes, cluster.nodes.changes)
+        key = (meta["namespace"], meta["name"])
+        if (made := self._made.get(key)) is not None and made[0] == inputs:
+            return made[1]
+        plan = planning.plan(body, observed=observed)
+        self._made[key] = (inputs, plan)
+        return plan
+
+    def forget(self, service: Body) -> None:
+        """Drop the plan of a service that is gone."""
+        self._made.pop((service["metadata"].get("namespace", ""), service["metadata"]["name"]), None)
+
+
+async def reconcile(body: Body, *, kube: KubeClient, cluster: ClusterView, plans: Plans) -> None:
+    """Bring one InferenceService's Deployment, Service and status in line; writes only what differs.
+
+    Everything is read from the caches; what this pass writes goes back into them, so the next pass
+    plans from it even before the watch delivers it.
+    """
+    service = InferenceService.model_validate(body)
+    observed = await _observe(service, kube=kube, cluster=cluster)
+    plan = plans.plan(body, observed=observed, cluster=cluster)
+    # One child after the other, the Deployment first: its pods are the long way to Ready, and on a
+    # busy API server a write that does not share it with another gets through sooner.
+    written = [await _apply(child, kube=kube, cluster=cluster) for child in plan.objects]
+    # The status describes the Deployment as just written, not as it was before this pass.
+    deployment = next((w for w in written if w and w["kind"] == "Deployment"), observed.deployment)
+    status = planning.compute_status(
+        body,
+        plan=plan,
+        observed=dataclasses.replace(observed, deployment=deployment),
+        now=datetime.datetime.now(datetime.UTC),
+    )
+    patch = planning.status_patch(status, observed=body.get("status"))
+    if patch is not None:
+        cluster.inference_services.observe(
+            await kube.patch_status(
+                resources.INFERENCE_SERVICES,
+                name=str(service.metadata.name),
+                namespace=service.metadata.namespace,
+                status=patch,
+            )
+        )
+    before = service.status.conditions if service.status else []
+    if changed := conditions.transition(before, status.conditions, ConditionType.READY):
+        normal = changed.status is ConditionStatus.TRUE or changed.reason in _NORMAL_REASONS
+        # A change is news, and so is a first state that is a warning; a first state on the way up
+        # is not (a thousand services applied at once post no thousand Events).
+        if not normal or conditions.find(before, ConditionType.READY) is not None:
+            await kube.event(
+                regarding=body,
+                type_="Normal" if normal else "Warning",
+                reason=changed.reason,
+                message=changed.message,
+            )
+
+
+async def _observe(service: InferenceService, *, kube: KubeClient, cluster: ClusterView) -> planning.Observed:
+    namespace, name = service.metadata.namespace, str(service.metadata.name)
+    pods = cluster.pods.indexed(namespace, name)
+    return planning.Observed(
+        model=cluster.models.get(namespace, service.spec.model_ref.name),
+        engines=cluster.engines.items(),
+        nodes=cluster.nodes.items(),
+        deployment=cluster.deployments.get(namespace, name),
+        pods=pods,
+        # Counting free GPUs needs every pod of the cluster, not only ours: listed only while one
+        # of ours waits for a node.
+        all_pods=await kube.list(resources.PODS) if pod_health.unscheduled(pods) else None,
+    )
+
+
+async def _apply(child: Body, *, kube: KubeClient, cluster: ClusterView) -> Body | None:
+    """Apply a child unless its cache shows it as desired; the object written, or None."""
+    cache = cluster.deployments if child["kind"] == "Deployment" else cluster.services
+    current = cache.get(child["metadata"]["namespace"], child["metadata"]["name"])
+    if (written := await kube.apply_unless_held(child, current=current)) is not None:
+        cache.observe(written)
+    return written
+
+
+def watch(cluster: ClusterView, *, reconciler: Reconciler, plans: Plans) -> None:
+    """Queue an InferenceService when it changes (the reconciler's own cache), when its Deployment,
+    Service or pods change, and when its Model does; forget the plan of one that is gone."""
+
+    def gone(service: Body) -> None:
+        if cluster.inference_services.get(service["metadata"].get("namespace"), service["metadata"]["name"]):
+            return
+        plans.forget(service)
+
+    def owner(child: Body) -> None:
+        name = child["metadata"].get("labels", {}).get(Keys.INFERENCE_SERVICE)
+        if name:
+            reconciler.enqueue(namespace=child["metadata"].get("namespace"), name=name)
+
+    def users(model: Body) -> None:
+        namespace, name = model["metadata"].get("namespace"), model["metadata"]["name"]
+        for service in cluster.inference_services.items(namespace):
+            if service["spec"]["modelRef"]["name"] == name:
+                reconciler.enqueue_object(service)
+
+    for children in (cluster.deployments, cluster.services, cluster.pods):
+        # Its own Deployment and Service writes need no further pass.
+        children.subscribe(owner, own_writes=False)
+    cluster.models.subscribe(users)
+    cluster.inference_services.subscribe(gone)

@@ -1,0 +1,130 @@
+"""Model controller: what queues a Model, and the read -> plan -> write pass for one."""
+
+from __future__ import annotations
+
+import datetime
+from typing import Any
+
+from aima.api.common import ConditionStatus, ConditionType, Keys, Reason
+from aima.api.model import Model
+from aima.controllers.runtime import ClusterView, Reconciler
+from aima.domain import conditions
+from aima.domain import model as planning
+from aima.kube import KubeClient, resources
+from aima.loader import sizing
+from aima.settings import Settings
+
+Body = dict[str, Any]
+
+
+def loader_settings(settings: Settings) -> planning.LoaderSettings:
+    """The planner's view of the operator settings."""
+    return planning.LoaderSettings(
+        image=settings.image,
+        image_pull_policy=settings.image_pull_policy,
+        backoff_limit=settings.loader_backoff_limit,
+        endpoints={
+            "hf": settings.hf_endpoint,
+            "modelscope": settings.modelscope_endpoint,
+            "ollama": settings.ollama_registry,
+            "s3": settings.s3_endpoint,
+        },
+        s3_region=settings.s3_region,
+    )
+
+
+async def reconcile(body: Body, *, kube: KubeClient, settings: Settings, cluster: ClusterView) -> None:
+    """Bring one Model's children and status in line with its spec; writes only what differs."""
+    namespace = body["metadata"]["namespace"]
+    model = Model.model_validate(body)
+    observed = await _observe(model, kube=kube, settings=settings, cluster=cluster)
+    plan = planning.plan(body, settings=loader_settings(settings), observed=observed)
+    # The claim and the Job were read for this pass already; only the RBAC objects need a read
+    # (and only until the download is done: then only the claim's ownership is kept in line).
+    for child in plan.objects:
+        if child["kind"] == "Job":
+            if (written := await kube.apply_unless_held(child, current=observed.job)) is not None:
+                cluster.loader_jobs.observe(written)
+        elif child["kind"] == "PersistentVolumeClaim":
+            await kube.apply_unless_held(child, current=observed.claim)
+        else:
+            await kube.apply_if_changed(child)
+    status = planning.compute_status(
+        body, plan=plan, observed=observed, now=datetime.datetime.now(datetime.UTC)
+    )
+    patch = planning.status_patch(status, observed=body.get("status"))
+    if patch is not None:
+        written = await kube.patch_status(
+            resources.MODELS, name=body["metadata"]["name"], namespace=namespace, status=patch
+        )
+        cluster.models.observe(written)
+    before = model.status.conditions if model.status else []
+    if changed := conditions.transition(before, status.conditions, ConditionType.READY):
+        normal = changed.status is ConditionStatus.TRUE or changed.reason in (
+            Reason.PENDING,
+            Reason.DOWNLOADING,
+        )
+        # A change is news, and so is a first state that is a warning; a download starting is not.
+        if not normal or conditions.find(before, ConditionType.READY) is not None:
+            await kube.event(
+                regarding=body,
+                type_="Normal" if normal else "Warning",
+                reason=changed.reason,
+                message=changed.message,
+            )
+
+
+async def _observe(
+    model: Model, *, kube: KubeClient, settings: Settings, cluster: ClusterView
+) -> planning.Observed:
+    namespace = model.metadata.namespace
+    job = cluster.loader_jobs.get(namespace, planning.loader_job_name(model))
+    claim = await kube.get(
+        resources.PERSISTENT_VOLUME_CLAIMS, name=planning.claim_name(model), namespace=namespace
+    )
+    progress = model.status.progress if model.status else None
+    needs_estimate = (
+        progress is not None and progress.bytes_total and not (model.status and model.status.estimate)
+    )
+    gpu_memory = (
+        await _largest_gpu_memory_mib(kube, default=settings.default_gpu_memory_mib)
+        if needs_estimate
+        else None
+    )
+    return planning.Observed(
+        claim=claim,
+        job=job,
+        gpu_memory_mib=gpu_memory,
+        listed_bytes=await _listed_bytes(model, claim, settings),
+    )
+
+
+async def _listed_bytes(model: Model, claim: Body | None, settings: Settings) -> int | None:
+    # Only before the volume exists and when the spec leaves its size open; never with credentials.
+    scheme = model.spec.source.partition("://")[0]
+    if claim is not None or model.spec.cache is not None or model.spec.secret_ref or scheme == "pvc":
+        return None
+    files = model.spec.files
+    return await sizing.listed_bytes(
+        uri=model.spec.source,
+        endpoint=loader_settings(settings).endpoints.get(scheme),
+        include=tuple(files.include) if files else (),
+        exclude=tuple(files.exclude) if files else (),
+        region=settings.s3_region,
+    )
+
+
+async def _largest_gpu_memory_mib(kube: KubeClient, *, default: int) -> int:
+    nodes = await kube.list(resources.NODES, label_selector="nvidia.com/gpu.present=true")
+    sizes = [int(n["metadata"]["labels"].get("nvidia.com/gpu.memory", "0") or 0) for n in nodes]
+    return max(sizes, default=0) or default
+
+
+def watch(cluster: ClusterView, *, reconciler: Reconciler) -> None:
+    """Queue a Model when it changes (the reconciler's own cache) and when its loader Job does."""
+
+    def owner(job: Body) -> None:
+        if name := job["metadata"].get("labels", {}).get(Keys.MODEL):
+            reconciler.enqueue(namespace=job["metadata"].get("namespace"), name=name)
+
+    cluster.loader_jobs.subscribe(owner, own_writes=False)  # its own Job writes need no further pass

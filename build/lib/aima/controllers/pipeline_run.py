@@ -1,0 +1,516 @@
+"""PipelineRun controller: starts a run once its Pipeline is valid and its services are ready, executes
+it in the operator (a task per run), records per-step status as it goes, and stops it on cancel.
+
+Status stays bounded: text is cut, and binary outputs such as audio go to a Secret owned by the run
+(`<run>-outputs`, keys `<step>.<field>`; at most ~900 KiB, the rest is reported as omitted), which
+the status references. A Secret rather than a ConfigMap because a user's voice and the answers
+to it are personal data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import functools
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import aiohttp
+import kopf
+
+from aima.api.common import API_VERSION, ConditionStatus, Keys, Reason
+from aima.api.pipeline import Pipeline, PipelineRun, PipelineRunStatus, PipelineSpec, StepPhase, StepStatus
+from aima.controllers.pipeline import observe_services
+from aima.controllers.runtime import ClusterView, Reconciler
+from aima.domain.pipeline import binary_fields, bounded, validate
+from aima.domain.pipeline_refs import UnresolvedError, resolve
+from aima.domain.pipeline_status import (
+    INTERRUPTED,
+    RUNNING,
+    SERVICES_NOT_READY,
+    blocking,
+    finished,
+    problems_text,
+    run_condition,
+    services_text,
+    status_patch,
+    with_generation,
+)
+from aima.kube import KubeClient, KubeError, resources
+from aima.pipelines.executor import Event, EventType, Executor, RunResult, run_problem
+from aima.pipelines.steps import StreamingSteps, UnitSteps
+from aima.settings import Settings
+from aima.units.core import Context, Registry
+
+Body = dict[str, Any]
+logger = logging.getLogger("aima.controllers.pipeline_run")
+
+MAX_SECRET_BYTES: Final = 900 * 1024
+"""Binary outputs kept per run; a Secret holds at most 1 MiB."""
+
+
+@dataclass
+class _Active:
+    task: asyncio.Task[None]
+    cancel: asyncio.Event
+
+
+@dataclass
+class Runs:
+    """What executes runs in this replica: the unit registry, an HTTP session and the runs going on."""
+
+    kube: KubeClient
+    settings: Settings
+    units: Registry
+    cluster: ClusterView
+    http: aiohttp.ClientSession
+    active: dict[tuple[str, str], _Active] = field(default_factory=dict)
+    waiting: set[tuple[str, str]] = field(default_factory=set)
+    """Runs waiting for their Pipeline's services; service events queue them again."""
+
+    async def close(self) -> None:
+        """Stop every run (their status is left Running: the next start reports them Interrupted)."""
+        for active in list(self.active.values()):
+            active.task.cancel()
+            with contextlib.suppress(BaseException):
+                await active.task
+        await self.http.close()
+
+    def abandon(self, key: tuple[str, str]) -> None:
+        """Stop a run whose object is being deleted."""
+        if (active := self.active.get(key)) is not None:
+            active.task.cancel()
+
+
+async def reconcile(body: Body, *, runs: Runs) -> None:
+    """Level-triggered: start, nudge (cancel) or account for one PipelineRun."""
+    run = PipelineRun.model_validate(body)
+    key = _key(run)
+    if run.status is not None and finished(run.status):
+        runs.waiting.discard(key)
+        await _write(run, with_generation(run.status, run.metadata.generation), runs.kube)
+        return
+    if (active := runs.active.get(key)) is not None:
+        if run.spec.cancel:
+            active.cancel.set()
+        return
+    status = run.status or PipelineRunStatus()
+    now = _now()
+    if status.start_time is not None:
+        await _orphaned(run, status, runs=runs, now=now)
+    elif run.spec.cancel:
+        await _end(run, status, runs.kube, Reason.CANCELLED, "The run was cancelled before it started")
+    else:
+        await _try_start(body, run, status, runs=runs, now=now)
+
+
+async def _try_start(
+    body: Body, run: PipelineRun, status: PipelineRunStatus, *, runs: Runs, now: datetime.datetime
+) -> None:
+    namespace = str(run.metadata.namespace)
+    found = await runs.kube.get(resources.PIPELINES, name=run.spec.pipeline_ref.name, namespace=namespace)
+    if found is None:
+        message = f"Pipeline {run.spec.pipeline_ref.name} not found in namespace {namespace}; create it first"
+        await _end(run, status, runs.kube, Reason.PIPELINE_NOT_FOUND, message)
+        return
+    pipeline = Pipeline.model_validate(found)
+    problems = validate(pipeline.spec, {unit.name: unit for unit in runs.units})
+    if problems:
+        message = f"Pipeline {pipeline.metadata.name} is not valid: {problems_text(problems)}"
+        await _end(run, status, runs.kube, Reason.INVALID_SPEC, message)
+        return
+    if problem := run_problem(pipeline.spec, run.spec.inputs, run.spec.config):
+        await _end(run, status, runs.kube, Reason.INVALID_SPEC, problem[0].upper() + problem[1:])
+        return
+    services = observe_services(runs.cluster, pipeline, run.spec.config)
+    if waiting := blocking(services, require_services=runs.settings.pipeline_require_services):
+        runs.waiting.add(_key(run))
+        await _wait_for_services(body, run, status, runs.kube, services_text(waiting), now=now)
+        return
+    runs.waiting.discard(_key(run))
+    await _start(body, run, pipeline, status, runs=runs, now=now)
+
+
+async def _wait_for_services(
+    body: Body,
+    run: PipelineRun,
+    status: PipelineRunStatus,
+    kube: KubeClient,
+    why: str,
+    *,
+    now: datetime.datetime,
+) -> None:
+    created = datetime.datetime.fromisoformat(
+        str(body["metadata"]["creationTimestamp"]).replace("Z", "+00:00")
+    )
+    if run.spec.timeout_seconds and (now - created).total_seconds() > run.spec.timeout_seconds:
+        await _end(run, status, kube, Reason.TIMED_OUT, f"Timed out waiting for services: {why}")
+        return
+    message = f"Waiting for services before starting: {why}"
+    waiting = run_condition(
+        status,
+        state=ConditionStatus.UNKNOWN,
+        reason=SERVICES_NOT_READY,
+        message=message,
+        generation=run.metadata.generation,
+        now=now,
+    )
+    if await _write(run, waiting, kube):
+        await kube.event(regarding=body, type_="Warning", reason=SERVICES_NOT_READY, message=message)
+
+
+async def _start(
+    body: Body,
+    run: PipelineRun,
+    pipeline: Pipeline,
+    status: PipelineRunStatus,
+    *,
+    runs: Runs,
+    now: datetime.datetime,
+) -> None:
+    message = f"Running {len(pipeline.spec.steps)} steps of pipeline {pipeline.metadata.name}"
+    started = run_condition(
+        status.model_copy(
+            update={
+                "start_time": now,
+                "executor": runs.settings.identity,
+                "pipeline_generation": pipeline.metadata.generation,
+                "steps": [StepStatus(id=s.id, unit=s.unit) for s in pipeline.spec.steps],
+            }
+        ),
+        state=ConditionStatus.UNKNOWN,
+        reason=RUNNING,
+        message=message,
+        generation=run.metadata.generation,
+        now=now,
+    )
+    await _write(run, started, runs.kube)
+    await runs.kube.event(regarding=body, type_="Normal", reason="Started", message=message)
+    key = _key(run)
+    cancel = asyncio.Event()
+    recorder = _Recorder(body=body, run=run, spec=pipeline.spec, status=started, runs=runs)
+    task = asyncio.create_task(_execute(recorder, cancel=cancel))
+    runs.active[key] = _Active(task=task, cancel=cancel)
+    task.add_done_callback(lambda _: runs.active.pop(key, None))
+
+
+async def _execute(recorder: _Recorder, *, cancel: asyncio.Event) -> None:
+    runs, run, spec = recorder.runs, recorder.run, recorder.spec
+    context = Context(
+        kube=runs.kube, settings=runs.settings, namespace=str(run.metadata.namespace), http=runs.http
+    )
+    steps = StreamingSteps(UnitSteps(runs.units, context), spec, run.spec.inputs, run.spec.config)
+    executor = Executor(
+        spec=spec, run_step=steps, emit=recorder.on_event, parallelism=runs.settings.pipeline_parallelism
+    )
+    try:
+        result = await executor.run(
+            inputs=run.spec.inputs,
+            config=run.spec.config,
+            cancel=cancel,
+            timeout=run.spec.timeout_seconds or runs.settings.pipeline_max_run_seconds,
+        )
+        await recorder.finish(result)
+    except Exception:
+        logger.exception("PipelineRun failed to record: %s/%s", run.metadata.namespace, run.metadata.name)
+    finally:
+        steps.close()
+
+
+async def _orphaned(
+    run: PipelineRun, status: PipelineRunStatus, *, runs: Runs, now: datetime.datetime
+) -> None:
+    """A run marked started that no task of this replica executes."""
+    if status.executor in (None, runs.settings.identity):
+        message = (
+            "The operator stopped while the run was executing; steps cannot be resumed, "
+            "create a new PipelineRun"
+        )
+        await _end(run, status, runs.kube, INTERRUPTED, message)
+        return
+    limit = run.spec.timeout_seconds or runs.settings.pipeline_max_run_seconds
+    if status.start_time is not None and (now - status.start_time).total_seconds() > limit:
+        message = f"Replica {status.executor} did not finish the run within {limit:g} s"
+        await _end(run, status, runs.kube, Reason.TIMED_OUT, message)
+
+
+async def _end(
+    run: PipelineRun, status: PipelineRunStatus, kube: KubeClient, reason: str, message: str
+) -> None:
+    """Fail (or cancel) a run that never executed, or whose executor is gone."""
+    now = _now()
+    steps = [
+        s
+        if s.phase in (StepPhase.SUCCEEDED, StepPhase.FAILED)
+        else s.model_copy(update={"phase": StepPhase.SKIPPED})
+        for s in status.steps
+    ]
+    ended = run_condition(
+        status.model_copy(update={"completion_time": now, "current_step": None, "steps": steps}),
+        state=ConditionStatus.FALSE,
+        reason=reason,
+        message=message,
+        generation=run.metadata.generation,
+        now=now,
+    )
+    if await _write(run, ended, kube):
+        body = run.model_dump(mode="json", by_alias=True)
+        await kube.event(
+            regarding=body,
+            type_="Warning" if reason != Reason.CANCELLED else "Normal",
+            reason=reason,
+            message=message,
+        )
+
+
+async def _write(run: PipelineRun, status: PipelineRunStatus, kube: KubeClient) -> bool:
+    """Patch the run's status when it differs from the status read; True when written."""
+    current = run.status.model_dump(mode="json", by_alias=True, exclude_none=True) if run.status else None
+    patch = status_patch(status.model_dump(mode="json", by_alias=True, exclude_none=True), observed=current)
+    if patch is None:
+        return False
+    await kube.patch_status(
+        resources.PIPELINE_RUNS, name=str(run.metadata.name), namespace=run.metadata.namespace, status=patch
+    )
+    return True
+
+
+@dataclass
+class _Recorder:
+    """Turns the executor's events into status writes and Events, keeping outputs bounded."""
+
+    body: Body
+    run: PipelineRun
+    spec: PipelineSpec
+    status: PipelineRunStatus
+    runs: Runs
+    outputs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Bounded outputs by step, as in status."""
+    secret: dict[str, str] = field(default_factory=dict)
+    secret_bytes: int = 0
+    written: Body | None = None
+
+    @property
+    def secret_name(self) -> str:
+        return f"{self.run.metadata.name}-outputs"
+
+    async def on_event(self, event: Event) -> None:
+        step = event.step
+        if event.type is EventType.STEP_STARTED and step:
+            self._update(
+                step,
+                phase=StepPhase.RUNNING,
+                attempts=event.data["attempt"],
+                start_time=self._first_start(step),
+            )
+            self.status = self.status.model_copy(update={"current_step": step})
+        elif event.type is EventType.STEP_COMPLETED and step:
+            self.outputs[step] = await self._bounded(step, event.data["output"])
+            self._update(
+                step,
+                phase=StepPhase.SUCCEEDED,
+                output=self.outputs[step],
+                duration_milliseconds=event.data["durationMs"],
+                completion_time=_now(),
+            )
+            await self._event(
+                "Normal", "StepCompleted", f"Step {step} succeeded in {event.data['durationMs']} ms"
+            )
+        elif event.type is EventType.STEP_FAILED and step:
+            self._update(
+                step,
+                phase=StepPhase.FAILED,
+                error=event.data["error"][:4096],
+                error_code=event.data["code"],
+                completion_time=_now(),
+            )
+            await self._event("Warning", "StepFailed", f"Step {step} failed: {event.data['error']}")
+        elif event.type is EventType.STEP_SKIPPED and step:
+            self._update(step, phase=StepPhase.SKIPPED, error=str(event.data["reason"])[:4096])
+        else:
+            return
+        await self._flush()
+
+    async def finish(self, result: RunResult) -> None:
+        """The final status: every step's outcome, the outputs and the Succeeded condition."""
+        for step_id, outcome in result.steps.items():
+            self._update(
+                step_id,
+                phase=outcome.phase,
+                attempts=outcome.attempts,
+                start_time=outcome.started,
+                completion_time=outcome.finished,
+                duration_milliseconds=outcome.duration_ms,
+                error=(outcome.error or "")[:4096] or None,
+                error_code=outcome.code,
+            )
+        state = ConditionStatus.TRUE if result.reason == Reason.SUCCEEDED else ConditionStatus.FALSE
+        self.status = run_condition(
+            self.status.model_copy(
+                update={
+                    "completion_time": _now(),
+                    "current_step": None,
+                    "failed_step": result.failed_step,
+                    "outputs": self._outputs(),
+                }
+            ),
+            state=state,
+            reason=result.reason,
+            message=result.message,
+            generation=self.run.metadata.generation,
+            now=_now(),
+        )
+        await self._flush()
+        succeeded = state is ConditionStatus.TRUE
+        await self._event(
+            "Normal" if succeeded else "Warning", "Completed" if succeeded else result.reason, result.message
+        )
+
+    def _outputs(self) -> dict[str, Any]:
+        scope = {"input": {}, "config": self.spec.config | self.run.spec.config, "steps": self.outputs}
+        outputs = {}
+        for name, value in self.spec.outputs.items():
+            with contextlib.suppress(UnresolvedError):
+                outputs[name] = resolve(value, scope)
+        return bounded(outputs, replaced={})
+
+    async def _bounded(self, step_id: str, output: Mapping[str, Any]) -> dict[str, Any]:
+        unit = self.runs.units.get(next(s.unit for s in self.spec.steps if s.id == step_id))
+        binary = binary_fields(unit.output) if unit else frozenset()
+        replaced = {
+            name: await self._keep(step_id, name, output)
+            for name in binary
+            if isinstance(output.get(name), str)
+        }
+        return bounded(output, replaced=replaced)
+
+    async def _keep(self, step_id: str, name: str, output: Mapping[str, Any]) -> dict[str, Any]:
+        encoded: str = output[name]
+        size = len(encoded) * 3 // 4 - encoded[-2:].count("=")  # the decoded length, exactly
+        described = {"bytes": size, "contentType": output.get("contentType")}
+        if self.secret_bytes + size > MAX_SECRET_BYTES:
+            return described | {
+                "omitted": f"over the {MAX_SECRET_BYTES // 1024} KiB a run keeps; run the pipeline through "
+                f"POST /api/v2/pipelines/{self.run.spec.pipeline_ref.name}/run to receive it"
+            }
+        key = f"{step_id}.{name}"
+        self.secret[key] = encoded
+        self.secret_bytes += size
+        await self.runs.kube.apply(self._secret_body())
+        self.status = self.status.model_copy(update={"outputs_secret": self.secret_name})
+        return described | {"secretKeyRef": {"name": self.secret_name, "key": key}}
+
+    def _secret_body(self) -> Body:
+        meta = self.run.metadata
+        owner = {
+            "apiVersion": API_VERSION,
+            "kind": "PipelineRun",
+            "name": meta.name,
+            "uid": meta.uid,
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+        return {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {
+                "name": self.secret_name,
+                "namespace": meta.namespace,
+                "labels": {Keys.PIPELINE_RUN: str(meta.name), Keys.MANAGED_BY: "aima"},
+                "ownerReferences": [owner],
+            },
+            "type": "aima.dev/pipeline-outputs",
+            "data": dict(self.secret),
+        }
+
+    def _first_start(self, step_id: str) -> datetime.datetime:
+        current = next((s for s in self.status.steps if s.id == step_id), None)
+        return current.start_time if current and current.start_time else _now()
+
+    def _update(self, step_id: str, **changes: Any) -> None:
+        steps = [s.model_copy(update=changes) if s.id == step_id else s for s in self.status.steps]
+        self.status = self.status.model_copy(update={"steps": steps})
+        if changes.get("phase") is not StepPhase.RUNNING and self.status.current_step == step_id:
+            running = next((s.id for s in steps if s.phase is StepPhase.RUNNING), None)
+            self.status = self.status.model_copy(update={"current_step": running})
+
+    async def _flush(self) -> None:
+        mine = self.status.model_dump(mode="json", by_alias=True, exclude_none=True)
+        patch = status_patch(mine, observed=self.written)
+        if patch is None:
+            return
+        try:
+            await self.runs.kube.patch_status(
+                resources.PIPELINE_RUNS,
+                name=str(self.run.metadata.name),
+                namespace=self.run.metadata.namespace,
+                status=patch,
+            )
+        except KubeError as error:
+            if error.status != 404:  # a deleted run: its task is being cancelled
+                raise
+        self.written = mine
+
+    async def _event(self, type_: str, reason: str, message: str) -> None:
+        with contextlib.suppress(KubeError):
+            await self.runs.kube.event(regarding=self.body, type_=type_, reason=reason, message=message)
+
+
+def _now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
+
+
+def _key(run: PipelineRun) -> tuple[str, str]:
+    return str(run.metadata.namespace), str(run.metadata.name)
+
+
+def register(
+    registry: kopf.OperatorRegistry,
+    *,
+    kube: KubeClient,
+    settings: Settings,
+    cluster: ClusterView,
+    units: Registry,
+) -> Reconciler:
+    """Attach the PipelineRun handlers: runs themselves, and the Pipelines and InferenceServices
+    that waiting runs wait for; return the reconciler, which the runner starts and resyncs."""
+    runs = Runs(kube=kube, settings=settings, units=units, cluster=cluster, http=aiohttp.ClientSession())
+    reconciler = Reconciler(
+        resource=resources.PIPELINE_RUNS,
+        reconcile=functools.partial(reconcile, runs=runs),
+        kube=kube,
+        retry_seconds=settings.retry_seconds,
+    )
+
+    @kopf.on.event(*_gvr(resources.PIPELINE_RUNS), registry=registry)
+    async def on_run_event(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> None:
+        key = (body.metadata.namespace or "", body.metadata.name or "")
+        if event["type"] == "DELETED" or body.metadata.get("deletionTimestamp"):
+            runs.waiting.discard(key)
+            runs.abandon(key)
+        else:
+            await reconciler.handle(dict(body))
+
+    def nudge_waiting(namespace: str | None) -> None:
+        for run_namespace, name in list(runs.waiting):
+            if run_namespace == (namespace or ""):
+                reconciler.enqueue(namespace=run_namespace, name=name)
+
+    @kopf.on.event(*_gvr(resources.PIPELINES), registry=registry)
+    async def on_pipeline_event(body: kopf.Body, **_: Any) -> None:
+        nudge_waiting(body.metadata.namespace)
+
+    cluster.inference_services.subscribe(lambda body: nudge_waiting(body["metadata"].get("namespace")))
+
+    @kopf.on.cleanup(registry=registry)
+    async def on_cleanup(**_: Any) -> None:
+        await runs.close()
+
+    return reconciler
+
+
+def _gvr(resource: resources.Resource) -> tuple[str, str, str]:
+    return resource.group, resource.version, resource.plural

@@ -1,0 +1,1 @@
+"""Pure planning: desired children and status from specs and observations. No I/O, no clients."""

@@ -1,0 +1,23 @@
+"""The OpenAI-compatible gateway: ``/v1`` requests routed by ``model`` to ready InferenceService replicas.
+
+Modules: ``routes`` (the routing table, pure), ``watching`` (the table and the API keys kept current
+by watches), ``balancer`` (least outstanding requests, prefix affinity), ``keys`` (API keys and rate
+limits), ``scaling`` (scale from zero, 503 while starting), ``metrics``, ``bodies`` (reading ``model``),
+``proxy`` (the handlers) and ``app`` (composition).
+"""
+
+from aima.gateway.app import create_app, install, open_gateway
+from aima.gateway.keys import KeyStore
+from aima.gateway.proxy import Proxy
+from aima.gateway.routes import Backend, ServiceView, StaticRoutes
+
+__all__ = [
+    "Backend",
+    "KeyStore",
+    "Proxy",
+    "ServiceView",
+    "StaticRoutes",
+    "create_app",
+    "install",
+    "open_gateway",
+]

@@ -1,0 +1,99 @@
+"""The request-based autoscaler of services with ``spec.autoscaling``: replicas follow the requests
+in flight through this gateway.
+
+Every tick, a service's wish is ``ceil(in-flight / targetActiveRequests)`` within its bounds (the
+minimum, possibly zero, when idle). The replica count goes up to the wish at once, and down only to
+the highest wish of the last ``scaleDownDelaySeconds`` (the stabilization window of Kubernetes' HPA),
+so a lull between bursts does not drain replicas that the next burst needs. Writes go through the
+scale subresource, the field the API documents as the scalers'; nothing is written while the count
+is right. Going up from zero on a request is the Waker's (aima.gateway.scaling), which does not wait
+for a tick.
+
+Several gateway replicas share the traffic a Service spreads among them: each multiplies what it
+sees by ``gateway_replicas`` to estimate the whole, and the window smooths their differences.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections import Counter, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from aima.gateway.routes import Autoscaling, Routes
+from aima.gateway.scaling import service_key, write_replicas
+from aima.kube import KubeClient
+
+__all__ = ["Autoscaler", "Wishes", "wish"]
+
+logger = logging.getLogger("aima.gateway.autoscaling")
+
+
+def wish(in_flight: float, bounds: Autoscaling) -> int:
+    """Replicas for ``in_flight`` requests: enough for the target per replica, within the bounds."""
+    wanted = math.ceil(in_flight / bounds.target_active_requests) if in_flight > 0 else 0
+    return min(bounds.max_replicas, max(bounds.min_replicas, wanted))
+
+
+@dataclass
+class Wishes:
+    """One service's recent wishes: (time, replicas), oldest first."""
+
+    samples: deque[tuple[float, int]] = field(default_factory=deque)
+
+    def add(self, now: float, replicas: int, *, window: float) -> int:
+        """Record a wish; the replicas to run now: the highest wish within ``window`` seconds."""
+        self.samples.append((now, replicas))
+        while self.samples and self.samples[0][0] < now - window:
+            self.samples.popleft()
+        return max(r for _, r in self.samples)
+
+
+class Autoscaler:
+    """Sets ``spec.replicas`` of the autoscaled services from the gateway's in-flight requests."""
+
+    def __init__(
+        self,
+        routes: Routes,
+        *,
+        kube: KubeClient,
+        in_flight: Counter[str],
+        interval: float,
+        gateway_replicas: int = 1,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._routes, self._kube, self._in_flight = routes, kube, in_flight
+        self._interval, self._gateway_replicas, self._clock = interval, gateway_replicas, clock
+        self._wishes: dict[str, Wishes] = {}
+
+    async def run(self) -> None:
+        """Tick until cancelled."""
+        while True:
+            await asyncio.sleep(self._interval)
+            try:
+                await self.tick()
+            except Exception:  # one bad tick must not end autoscaling for good
+                logger.exception("Autoscaler tick failed")
+
+    async def tick(self) -> None:
+        """Compare each autoscaled service's replicas with its wish; write where they differ."""
+        now, seen = self._clock(), set()
+        for backend in self._routes.backends():
+            service, bounds = backend.service, backend.service.autoscaling
+            if bounds is None or service.suspended:
+                continue
+            key = service_key(service)
+            seen.add(key)
+            wishes = self._wishes.get(key)
+            if wishes is None:  # first sight: the present count counts as a wish, so no early drain
+                wishes = self._wishes[key] = Wishes()
+                wishes.add(now, service.replicas, window=bounds.scale_down_delay_seconds)
+            load = self._in_flight[backend.model] * self._gateway_replicas
+            target = wishes.add(now, wish(load, bounds), window=bounds.scale_down_delay_seconds)
+            if target != service.replicas:
+                await write_replicas(self._kube, service, target, why="for the requests in flight")
+        for gone in self._wishes.keys() - seen:
+            del self._wishes[gone]

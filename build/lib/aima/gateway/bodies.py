@@ -1,0 +1,79 @@
+"""Reading what routing needs from a request body (pure): the ``model`` field and a chat prefix.
+
+The body itself is forwarded as received; these functions only look into it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from aima.gateway.errors import GatewayError
+
+__all__ = ["affinity_key", "json_model", "multipart_field"]
+
+_BOUNDARY = re.compile(r'boundary="?([^";]+)"?', re.IGNORECASE)
+
+
+def json_model(body: bytes) -> tuple[str, dict[str, Any]]:
+    """The ``model`` of a JSON request body, with the parsed body (for affinity)."""
+    try:
+        payload = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise GatewayError(400, "The body is not valid JSON", code="invalid_json") from None
+    if not isinstance(payload, dict):
+        raise GatewayError(400, "The body must be a JSON object", code="invalid_json")
+    return _required(payload.get("model")), payload
+
+
+def multipart_field(body: bytes, content_type: str, name: str) -> str:
+    """A text field of a multipart/form-data body (the ``model`` of an audio upload).
+
+    It walks the parts by their boundary with ``find``, without copying the (possibly large) file.
+    """
+    match = _BOUNDARY.search(content_type)
+    if match is None:
+        raise GatewayError(400, "A multipart body needs a boundary", code="invalid_multipart")
+    delimiter = b"--" + match.group(1).encode()
+    wanted = f'name="{name}"'.encode()
+    position = body.find(delimiter)
+    while position != -1:
+        start = position + len(delimiter)
+        end = body.find(b"\r\n" + delimiter, start)
+        if end == -1:
+            break
+        head_end = body.find(b"\r\n\r\n", start, end)
+        if head_end != -1 and _names(body[start:head_end], wanted):
+            return _required(body[head_end + 4 : end].decode(errors="replace").strip())
+        position = end + 2
+    return _required(None)
+
+
+def _names(headers: bytes, wanted: bytes) -> bool:
+    for line in headers.split(b"\r\n"):
+        if line.lower().startswith(b"content-disposition:"):
+            return any(p.strip() == wanted for p in line.split(b";"))
+    return False
+
+
+def _required(model: Any) -> str:
+    if not isinstance(model, str) or not model:
+        raise GatewayError(400, "You must provide a model parameter", code="missing_model", param="model")
+    return model
+
+
+def affinity_key(payload: dict[str, Any], *, chars: int) -> bytes | None:
+    """The conversation's prefix: system messages and the first user message, cut at ``chars``."""
+    messages = payload.get("messages")
+    if not isinstance(messages, list):
+        return None
+    parts: list[str] = []
+    for message in messages:
+        if not isinstance(message, dict):
+            continue
+        parts.append(str(message.get("content", "")))
+        if message.get("role") == "user":
+            break
+    prefix = "\n".join(parts)[:chars]
+    return prefix.encode() if prefix else None

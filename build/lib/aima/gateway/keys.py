@@ -1,0 +1,165 @@
+"""API keys from Secrets, and per-key rate limits.
+
+A key is a Secret labelled ``aima.dev/api-key: "true"`` in the gateway's namespace:
+``data.key`` is the token; optional ``data.models`` (comma-separated model ids it may use) and
+``data.requestsPerMinute``, and ``data.units`` (``read`` or ``write``), the key's access to the units
+door /api/v2, which it has none of without it: a key handed to a chat client cannot delete
+services. The Secret's name names the key in metrics and logs; the token itself
+is never logged. Tokens are held only as SHA-256 digests, so a lookup is one hash and one dict
+access and its timing says nothing about how much of a guess was right.
+
+:class:`KeyStore` is shared with the units HTTP door; besides the Secrets' keys it accepts what its
+``review`` callable vouches for (trusted ServiceAccount tokens, :mod:`aima.gateway.identity`).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import enum
+import hashlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = [
+    "API_KEY_LABEL",
+    "ApiKey",
+    "KeyStore",
+    "RateLimiter",
+    "UnitsAccess",
+    "key_from_secret",
+    "presented_token",
+]
+
+logger = logging.getLogger("aima.gateway.keys")
+API_KEY_LABEL = "aima.dev/api-key"
+"""Label (value "true") of the Secrets that hold API keys."""
+
+Body = dict[str, Any]
+
+
+class UnitsAccess(enum.Enum):
+    """What a key may do through the units door (/api/v2)."""
+
+    NONE = "none"
+    READ = "read"
+    """Queries (get, list, status, inference) and watches."""
+    WRITE = "write"
+    """Every unit, commands included."""
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKey:
+    """What a key may do; ``name`` is its Secret's name."""
+
+    name: str
+    models: frozenset[str] | None = None
+    """Model ids it may use; None allows every model."""
+    requests_per_minute: int | None = None
+    """Its rate limit; None is unlimited."""
+    units: UnitsAccess = UnitsAccess.NONE
+    """Its access to the units door."""
+
+    def allows(self, model: str) -> bool:
+        """Whether the key may use ``model``."""
+        return self.models is None or model in self.models
+
+
+def key_from_secret(body: Body) -> tuple[str, ApiKey] | None:
+    """The token and key a labelled Secret declares; None when it is not a (valid) key Secret."""
+    meta = body.get("metadata", {})
+    if meta.get("labels", {}).get(API_KEY_LABEL) != "true":
+        return None
+    data = body.get("data") or {}
+    try:
+        token = _decode(data.get("key"))
+        models = _decode(data.get("models"))
+        rpm = _decode(data.get("requestsPerMinute"))
+        limit = int(rpm) if rpm else None
+        units = UnitsAccess(_decode(data.get("units")).lower() or "none")
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        logger.warning(
+            "Secret %s/%s is labelled as an API key but unreadable", meta.get("namespace"), meta.get("name")
+        )
+        return None
+    if not token:
+        logger.warning(
+            "Secret %s/%s is labelled as an API key but has no data.key",
+            meta.get("namespace"),
+            meta.get("name"),
+        )
+        return None
+    allowed = frozenset(m.strip() for m in models.split(",") if m.strip()) if models else None
+    return token, ApiKey(name=meta["name"], models=allowed, requests_per_minute=limit, units=units)
+
+
+def presented_token(headers: Mapping[str, str]) -> str:
+    """The key a request presents: ``Authorization: Bearer <key>`` or ``X-API-Key: <key>``."""
+    header = headers.get("Authorization", "")
+    return header[7:].strip() if header[:7].lower() == "bearer " else headers.get("X-API-Key", "")
+
+
+def _decode(value: str | None) -> str:
+    return base64.b64decode(value, validate=True).decode().strip() if value else ""
+
+
+Review = Callable[[str], Awaitable[ApiKey | None]]
+
+
+class KeyStore:
+    """The current keys, looked up by token; tokens that are no key go to ``review`` if given."""
+
+    def __init__(self, keys: Iterable[tuple[str, ApiKey]] = (), *, review: Review | None = None) -> None:
+        self._by_digest: dict[bytes, ApiKey] = {}
+        self._pinned: dict[bytes, ApiKey] = {}
+        self._review = review
+        self.replace(keys)
+
+    def replace(self, keys: Iterable[tuple[str, ApiKey]]) -> None:
+        """Swap in a new set of (token, key) pairs; pinned keys stay."""
+        self._by_digest = {_digest(token): key for token, key in keys} | self._pinned
+
+    def pin(self, token: str, key: ApiKey) -> None:
+        """Add a key of the process's own, which no later ``replace`` removes."""
+        self._pinned[_digest(token)] = key
+        self._by_digest[_digest(token)] = key
+
+    def verify(self, token: str) -> ApiKey | None:
+        """The key ``token`` belongs to, or None."""
+        return self._by_digest.get(_digest(token)) if token else None
+
+    async def authenticate(self, token: str) -> ApiKey | None:
+        """The key ``token`` is or stands for, or None."""
+        key = self.verify(token)
+        if key is None and token and self._review is not None:
+            key = await self._review(token)
+        return key
+
+    def __len__(self) -> int:
+        return len(self._by_digest)
+
+
+def _digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()
+
+
+class RateLimiter:
+    """Token buckets per key name: a key may burst its whole minute, then refills steadily."""
+
+    def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._buckets: dict[str, tuple[float, float]] = {}  # name -> (tokens, last refill)
+
+    def admit(self, name: str, per_minute: int) -> float:
+        """Take one request from ``name``'s bucket: 0.0 when admitted, else seconds until it would be."""
+        now = self._clock()
+        tokens, last = self._buckets.get(name, (float(per_minute), now))
+        tokens = min(float(per_minute), tokens + (now - last) * per_minute / 60.0)
+        if tokens >= 1.0:
+            self._buckets[name] = (tokens - 1.0, now)
+            return 0.0
+        self._buckets[name] = (tokens, now)
+        return (1.0 - tokens) * 60.0 / per_minute if per_minute > 0 else 60.0

@@ -1,0 +1,319 @@
+"""The OpenAI-compatible request handlers: authenticate, route by ``model``, forward, stream back.
+
+The hot path reads the body once (the ``model`` field is all it parses), forwards the same bytes
+through one shared aiohttp connection pool, and passes a streamed reply (Server-Sent Events,
+audio) through chunk by chunk as it arrives. A replica that refuses the connection is replaced by
+another; a client that goes away ends the upstream request (the server must run with
+``handler_cancellation=True``, as ``aima gateway serve`` does, to notice it before the first byte).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from multidict import CIMultiDict, CIMultiDictProxy
+
+from aima.gateway import bodies
+from aima.gateway.balancer import Balancer
+from aima.gateway.errors import GatewayError
+from aima.gateway.keys import ApiKey, KeyStore, RateLimiter, presented_token
+from aima.gateway.metrics import GatewayMetrics, usage_tokens
+from aima.gateway.routes import Backend, Routes
+from aima.gateway.scaling import Waker
+
+__all__ = ["GET_ROUTES", "POST_ROUTES", "Proxy", "ProxyOptions"]
+
+logger = logging.getLogger("aima.gateway.proxy")
+
+POST_ROUTES = (
+    "/v1/chat/completions",
+    "/v1/completions",
+    "/v1/embeddings",
+    "/v1/audio/transcriptions",
+    "/v1/audio/speech",
+    "/v1/rerank",
+)
+"""Paths forwarded to the replica as they are."""
+GET_ROUTES = ("/v1/audio/voices",)
+"""Paths whose GET is forwarded, routed by the ``model`` query parameter (speech engines' voices)."""
+_CHAT = "/v1/chat/completions"
+# Hop-by-hop headers (RFC 9110 7.6.1), the client's credentials (the engines never see gateway keys)
+# and what aiohttp sets itself.
+_DROP_REQUEST = frozenset(
+    {"host", "authorization", "x-api-key", "content-length", "connection", "keep-alive", "transfer-encoding",
+     "te", "trailer", "upgrade", "proxy-authorization", "proxy-connection", "expect"}
+)  # fmt: skip
+_DROP_RESPONSE = frozenset(
+    {
+        "content-length",
+        "connection",
+        "keep-alive",
+        "transfer-encoding",
+        "trailer",
+        "upgrade",
+        "date",
+        "server",
+    }
+)
+_BUFFERED_REPLY_BYTES = 2**20
+"""A reply with a Content-Length up to this is read whole and sent in one write; others stream."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProxyOptions:
+    """The knobs of the proxy path (from ``Settings.gateway_*``)."""
+
+    max_body_bytes: int = 64 * 2**20
+    prefix_affinity: bool = False
+    affinity_prefix_chars: int = 512
+    retry_after_seconds: float = 10.0
+
+
+class Proxy:
+    """Everything a request needs, shared by all requests of one gateway process."""
+
+    def __init__(
+        self,
+        *,
+        routes: Routes,
+        keys: KeyStore | None,
+        session: aiohttp.ClientSession,
+        waker: Waker,
+        metrics: GatewayMetrics,
+        balancer: Balancer,
+        options: ProxyOptions,
+    ) -> None:
+        self.routes, self.keys, self.metrics = routes, keys, metrics
+        self._session, self._waker, self._balancer, self._options = session, waker, balancer, options
+        self._limiter = RateLimiter()
+
+    # -- handlers --------------------------------------------------------------------------------
+
+    async def models(self, request: web.Request) -> web.Response:
+        """GET /v1/models: the services this key may use, scaled to zero or not."""
+        try:
+            key = await self._authenticate(request)
+        except GatewayError as error:
+            return error.response()
+        data = [_model_object(b) for b in self.routes.backends() if key is None or key.allows(b.model)]
+        return web.json_response({"object": "list", "data": sorted(data, key=lambda m: str(m["id"]))})
+
+    async def model(self, request: web.Request) -> web.Response:
+        """GET /v1/models/{model}."""
+        try:
+            key = await self._authenticate(request)
+            backend = self._backend(request.match_info["model"], key)
+        except GatewayError as error:
+            return error.response()
+        return web.json_response(_model_object(backend))
+
+    async def forward(self, request: web.Request) -> web.StreamResponse:
+        """POST /v1/... (or GET of GET_ROUTES): route by ``model`` and pass the exchange through."""
+        started = time.perf_counter()
+        label, status = "", 500
+        try:
+            key = await self._authenticate(request)
+            body = await self._read(request)
+            model, payload = self._model_of(request, body)
+            backend = self._backend(model, key)
+            label = backend.model
+            self.metrics.in_flight[label] += 1
+            try:
+                endpoints = await self._waker.endpoints(backend)
+                response = await self._send(
+                    request, body, endpoints, label=label, payload=payload, started=started
+                )
+            finally:
+                self.metrics.in_flight[label] -= 1
+            status = 499 if _client_gone(request) else response.status
+            return response
+        except GatewayError as error:
+            status = error.status
+            return error.response()
+        except (asyncio.CancelledError, ConnectionResetError):
+            status = 499  # the client went away (nginx's code for it)
+            raise
+        finally:
+            self.metrics.finish(
+                model=label, route=request.path, code=status, seconds=time.perf_counter() - started
+            )
+
+    # -- steps -----------------------------------------------------------------------------------
+
+    async def _authenticate(self, request: web.Request) -> ApiKey | None:
+        if self.keys is None:
+            return None
+        token = presented_token(request.headers)
+        if not token:
+            raise GatewayError(
+                401, "Missing API key: send Authorization: Bearer <key>", code="missing_api_key"
+            )
+        key = await self.keys.authenticate(token)
+        if key is None:
+            raise GatewayError(401, "Incorrect API key provided", code="invalid_api_key")
+        if key.requests_per_minute is not None:
+            wait = self._limiter.admit(key.name, key.requests_per_minute)
+            if wait:
+                raise GatewayError(
+                    429,
+                    f"Rate limit reached: {key.requests_per_minute} requests per minute for this key",
+                    code="rate_limit_exceeded",
+                    retry_after=wait,
+                )
+        return key
+
+    async def _read(self, request: web.Request) -> bytes:
+        limit = self._options.max_body_bytes
+        length = request.content_length
+        if length is not None:
+            if length > limit:
+                raise _too_large(limit)
+            try:
+                return await request.content.readexactly(length)
+            except asyncio.IncompleteReadError:
+                raise GatewayError(400, "The body ended early", code="invalid_body") from None
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.content.iter_any():
+            size += len(chunk)
+            if size > limit:
+                raise _too_large(limit)
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def _model_of(self, request: web.Request, body: bytes) -> tuple[str, dict[str, Any] | None]:
+        if request.method == "GET":
+            if not (model := request.query.get("model", "")):
+                raise GatewayError(
+                    400, "Name the model: ?model=<id>", code="missing_required_parameter", param="model"
+                )
+            return model, None
+        if request.content_type == "multipart/form-data":
+            return bodies.multipart_field(body, request.headers.get("Content-Type", ""), "model"), None
+        return bodies.json_model(body)
+
+    def _backend(self, model: str, key: ApiKey | None) -> Backend:
+        backend = self.routes.lookup(model)
+        if backend is None:
+            raise GatewayError(
+                404, f"The model '{model}' does not exist", code="model_not_found", param="model"
+            )
+        if key is not None and not (key.allows(model) or key.allows(backend.model)):
+            raise GatewayError(
+                403, f"This API key may not use the model '{model}'", code="model_not_allowed", param="model"
+            )
+        return backend
+
+    async def _send(
+        self,
+        request: web.Request,
+        body: bytes,
+        endpoints: tuple[str, ...],
+        *,
+        label: str,
+        payload: dict[str, Any] | None,
+        started: float,
+    ) -> web.StreamResponse:
+        affinity = None
+        if self._options.prefix_affinity and payload is not None and request.path == _CHAT:
+            affinity = bodies.affinity_key(payload, chars=self._options.affinity_prefix_chars)
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in _DROP_REQUEST}
+        tried: list[str] = []
+        while (endpoint := self._balancer.pick(endpoints, exclude=tried, affinity=affinity)) is not None:
+            self._balancer.acquire(endpoint)
+            try:
+                return await self._exchange(request, endpoint, body, headers, label=label, started=started)
+            except aiohttp.ClientConnectorError as error:
+                # Nothing was sent: another replica may take the request.
+                logger.warning("Could not connect to %s for %s: %s", endpoint, label, error.os_error)
+                tried.append(endpoint)
+                self._balancer.failed(endpoint)
+                self.metrics.retries[label] += 1
+            except aiohttp.ClientError as error:
+                logger.warning("Replica %s of %s failed: %s", endpoint, label, error)
+                raise GatewayError(
+                    502, f"The replica of '{label}' failed: {error}", code="upstream_error"
+                ) from None
+            finally:
+                self._balancer.release(endpoint)
+        raise GatewayError(
+            503,
+            f"No replica of the model '{label}' accepted a connection",
+            code="upstream_unreachable",
+            retry_after=self._options.retry_after_seconds,
+        )
+
+    async def _exchange(
+        self,
+        request: web.Request,
+        endpoint: str,
+        body: bytes,
+        headers: dict[str, str],
+        *,
+        label: str,
+        started: float,
+    ) -> web.StreamResponse:
+        async with self._session.request(
+            request.method, endpoint + request.path_qs, data=body or None, headers=headers
+        ) as upstream:
+            reply_headers = _reply_headers(upstream.headers)
+            length = upstream.content_length
+            if length is not None and length <= _BUFFERED_REPLY_BYTES:
+                data = await upstream.read()
+                if upstream.status == 200 and (usage := usage_tokens(data)) is not None:
+                    self.metrics.count_usage(label, usage)
+                return web.Response(status=upstream.status, body=data, headers=reply_headers)
+            return await self._stream(request, upstream, reply_headers, label=label, started=started)
+
+    async def _stream(
+        self,
+        request: web.Request,
+        upstream: aiohttp.ClientResponse,
+        headers: CIMultiDict[str],
+        *,
+        label: str,
+        started: float,
+    ) -> web.StreamResponse:
+        response = web.StreamResponse(status=upstream.status, headers=headers)
+        await response.prepare(request)
+        usage = None
+        first = True
+        try:
+            async for chunk in upstream.content.iter_any():
+                if first:
+                    self.metrics.first_byte.observe((label, request.path), time.perf_counter() - started)
+                    first = False
+                usage = usage_tokens(chunk) or usage
+                await response.write(chunk)
+        except ConnectionResetError:
+            return response  # the client left; leaving the block closes the upstream connection
+        except aiohttp.ClientError as error:
+            # The headers are gone already: all that is left is to end the reply short.
+            logger.warning("Replica of %s broke off a streamed reply: %s", label, error)
+            return response
+        if usage is not None:
+            self.metrics.count_usage(label, usage)
+        await response.write_eof()
+        return response
+
+
+def _client_gone(request: web.Request) -> bool:
+    return request.transport is None or request.transport.is_closing()
+
+
+def _reply_headers(upstream: CIMultiDictProxy[str]) -> CIMultiDict[str]:
+    return CIMultiDict((k, v) for k, v in upstream.items() if k.lower() not in _DROP_RESPONSE)
+
+
+def _too_large(limit: int) -> GatewayError:
+    return GatewayError(413, f"The body is larger than {limit} bytes", code="body_too_large")
+
+
+def _model_object(backend: Backend) -> dict[str, Any]:
+    return {"id": backend.model, "object": "model", "created": backend.service.created, "owned_by": "aima"}

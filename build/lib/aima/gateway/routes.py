@@ -1,0 +1,194 @@
+"""The routing table (pure): which ready replicas serve an OpenAI ``model`` id.
+
+It is built from two watched resources, trimmed to what routing needs as events arrive:
+InferenceServices (the model ids, desired replicas, suspension, scale-from-zero) and the
+EndpointSlices of the Service the controller creates for each of them (ready pod addresses).
+
+A model id is the InferenceService's name, and ``spec.servedName`` is an alias for it. The gateway
+serves its own namespace (the home namespace) and may route to others too; a service of another
+namespace is ``<namespace>/<name>`` (and ``<namespace>/<servedName>``), so that ids never collide
+and never change meaning as services come and go.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+__all__ = [
+    "SERVICE_NAME_LABEL",
+    "Autoscaling",
+    "Backend",
+    "Routes",
+    "ServiceView",
+    "SliceView",
+    "StaticRoutes",
+    "build_table",
+    "distinct",
+    "service_view",
+    "slice_view",
+]
+
+Body = dict[str, Any]
+SERVICE_NAME_LABEL = "kubernetes.io/service-name"
+"""Label the EndpointSlice controller puts on every slice: the Service it belongs to."""
+
+
+@dataclass(frozen=True, slots=True)
+class Autoscaling:
+    """An InferenceService's spec.autoscaling: the bounds the gateway's autoscaler keeps to."""
+
+    min_replicas: int
+    max_replicas: int
+    target_active_requests: int
+    scale_down_delay_seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceView:
+    """What routing needs from one InferenceService."""
+
+    name: str
+    namespace: str
+    served_name: str | None
+    replicas: int
+    suspended: bool
+    scale_from_zero: bool
+    """The autoscaler owns spec.replicas (spec.autoscaling) and may take it to zero."""
+    created: int = 0
+    """Creation time, Unix seconds (the `created` of /v1/models)."""
+    autoscaling: Autoscaling | None = None
+    """Request-based autoscaling bounds; None leaves replicas as they are set."""
+
+
+@dataclass(frozen=True, slots=True)
+class SliceView:
+    """Ready endpoints of one EndpointSlice."""
+
+    namespace: str
+    service: str
+    endpoints: tuple[str, ...]
+    """Base URLs such as http://10.244.0.5:8000."""
+
+
+@dataclass(frozen=True, slots=True)
+class Backend:
+    """One routable InferenceService and its ready replicas."""
+
+    service: ServiceView
+    endpoints: tuple[str, ...]
+    model: str
+    """The id clients see in /v1/models: the alias if there is one, else the name (qualified by the
+    namespace outside the home namespace)."""
+
+
+class Routes(Protocol):
+    """Where the proxy looks models up; fed by watches (``aima.gateway.watching``) or statically."""
+
+    def lookup(self, model: str) -> Backend | None:
+        """The backend serving ``model``, or None when no InferenceService has that name or alias."""
+
+    def backends(self) -> list[Backend]:
+        """Every backend, once each."""
+
+    async def wait_changed(self) -> None:
+        """Return after the next change to the table."""
+
+
+class StaticRoutes:
+    """A fixed table: the seam the benchmark (and tests of the proxy path alone) feed directly."""
+
+    def __init__(self, table: Mapping[str, Backend]) -> None:
+        self._table = dict(table)
+
+    def lookup(self, model: str) -> Backend | None:
+        return self._table.get(model)
+
+    def backends(self) -> list[Backend]:
+        return distinct(self._table)
+
+    async def wait_changed(self) -> None:
+        await asyncio.Event().wait()  # never changes
+
+
+def service_view(body: Body) -> ServiceView:
+    """Trim an InferenceService to its routing facts."""
+    meta, spec = body["metadata"], body.get("spec", {})
+    autoscaling = spec.get("autoscaling") or {}
+    return ServiceView(
+        name=meta["name"],
+        namespace=meta.get("namespace", ""),
+        served_name=spec.get("servedName") or None,
+        replicas=int(spec.get("replicas", 1)),
+        suspended=bool(spec.get("suspend", False)),
+        scale_from_zero=bool(autoscaling) and int(autoscaling.get("minReplicas", 1)) == 0,
+        created=_unix(meta.get("creationTimestamp")),
+        autoscaling=_autoscaling(autoscaling) if autoscaling else None,
+    )
+
+
+def _autoscaling(spec: Body) -> Autoscaling:
+    # Defaults as in aima.api.inference_service.Autoscaling (the API server fills them in too).
+    return Autoscaling(
+        min_replicas=int(spec.get("minReplicas", 1)),
+        max_replicas=int(spec.get("maxReplicas", 1)),
+        target_active_requests=max(1, int(spec.get("targetActiveRequests", 8))),
+        scale_down_delay_seconds=float(spec.get("scaleDownDelaySeconds", 300)),
+    )
+
+
+def slice_view(body: Body) -> SliceView | None:
+    """Trim an EndpointSlice to the base URLs of its ready endpoints; None when it has no Service."""
+    meta = body["metadata"]
+    service = meta.get("labels", {}).get(SERVICE_NAME_LABEL)
+    if not service:
+        return None
+    namespace = meta.get("namespace", "")
+    ports = body.get("ports") or []
+    port = next((p for p in ports if p.get("name") == "http"), ports[0] if ports else None)
+    if not port or not port.get("port"):
+        return SliceView(namespace=namespace, service=service, endpoints=())
+    ipv6 = body.get("addressType") == "IPv6"
+    urls = tuple(
+        f"http://[{address}]:{port['port']}" if ipv6 else f"http://{address}:{port['port']}"
+        for endpoint in body.get("endpoints") or []
+        # An absent `ready` means ready (discovery.k8s.io/v1); terminating endpoints are not ready.
+        if (endpoint.get("conditions") or {}).get("ready", True) is not False
+        for address in endpoint.get("addresses", [])[:1]
+    )
+    return SliceView(namespace=namespace, service=service, endpoints=urls)
+
+
+def build_table(
+    services: Iterable[ServiceView], slices: Iterable[SliceView], *, home: str
+) -> dict[str, Backend]:
+    """Model id (name and alias, qualified outside ``home``) to backend; a name always wins over
+    another service's alias."""
+    endpoints: dict[tuple[str, str], list[str]] = {}
+    for view in slices:
+        endpoints.setdefault((view.namespace, view.service), []).extend(view.endpoints)
+    names: dict[str, Backend] = {}
+    aliases: dict[str, Backend] = {}
+    for service in services:
+        prefix = "" if service.namespace == home else f"{service.namespace}/"
+        ready = tuple(sorted(set(endpoints.get((service.namespace, service.name), []))))
+        model = prefix + (service.served_name or service.name)
+        backend = Backend(service=service, endpoints=ready, model=model)
+        names[prefix + service.name] = backend
+        if service.served_name:
+            aliases[model] = backend
+    return aliases | names
+
+
+def distinct(table: Mapping[str, Backend]) -> list[Backend]:
+    """Each backend of ``table`` once (a service with an alias is there twice)."""
+    return list({id(b): b for b in table.values()}.values())
+
+
+def _unix(timestamp: str | None) -> int:
+    if not timestamp:
+        return 0
+    return int(datetime.fromisoformat(timestamp.replace("Z", "+00:00")).timestamp())

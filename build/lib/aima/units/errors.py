@@ -1,0 +1,73 @@
+"""Errors of units: a stable code, a message a person or an agent can act on, and details.
+
+The codes are the contract: doors map them to HTTP statuses and CLI exit codes here, in one table,
+and clients branch on the code, never on the message.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+__all__ = ["ErrorCode", "UnitError", "exit_code", "http_status"]
+
+
+class ErrorCode(StrEnum):
+    """Stable error codes; new codes may be added, existing ones never change meaning."""
+
+    INVALID_INPUT = "INVALID_INPUT"
+    UNIT_NOT_FOUND = "UNIT_NOT_FOUND"
+    MODEL_NOT_FOUND = "MODEL_NOT_FOUND"
+    ENGINE_NOT_FOUND = "ENGINE_NOT_FOUND"
+    SERVICE_NOT_FOUND = "SERVICE_NOT_FOUND"
+    NOT_FOUND = "NOT_FOUND"
+    """Another object (or the API itself, such as a CRD not installed) was not found."""
+    CONFLICT = "CONFLICT"
+    INSUFFICIENT_RESOURCES = "INSUFFICIENT_RESOURCES"
+    UNAUTHORIZED = "UNAUTHORIZED"
+    FORBIDDEN = "FORBIDDEN"
+    TIMEOUT = "TIMEOUT"
+    UNAVAILABLE = "UNAVAILABLE"
+    """The API server could not be reached or answered 5xx; trying again later may work."""
+    INTERNAL = "INTERNAL"
+
+
+# code: (HTTP status, CLI exit code). Exit code 2 is click's own for usage errors, as INVALID_INPUT.
+_STATUS: dict[ErrorCode, tuple[int, int]] = {
+    ErrorCode.INVALID_INPUT: (400, 2),
+    ErrorCode.UNIT_NOT_FOUND: (404, 2),
+    ErrorCode.MODEL_NOT_FOUND: (404, 3),
+    ErrorCode.ENGINE_NOT_FOUND: (404, 3),
+    ErrorCode.SERVICE_NOT_FOUND: (404, 3),
+    ErrorCode.NOT_FOUND: (404, 3),
+    ErrorCode.CONFLICT: (409, 4),
+    ErrorCode.INSUFFICIENT_RESOURCES: (409, 5),
+    ErrorCode.UNAUTHORIZED: (401, 6),
+    ErrorCode.FORBIDDEN: (403, 6),
+    ErrorCode.TIMEOUT: (504, 7),
+    ErrorCode.UNAVAILABLE: (503, 8),
+    ErrorCode.INTERNAL: (500, 1),
+}
+
+
+def http_status(code: ErrorCode) -> int:
+    """The HTTP status the HTTP door answers with for an error code."""
+    return _STATUS[code][0]
+
+
+def exit_code(code: ErrorCode) -> int:
+    """The exit status `aima exec` ends with for an error code."""
+    return _STATUS[code][1]
+
+
+@dataclass
+class UnitError(Exception):
+    """A unit failed in a way its caller can understand; raised by units, rendered by the doors."""
+
+    code: ErrorCode
+    message: str
+    details: dict[str, Any] | None = None
+
+    def __str__(self) -> str:
+        return f"{self.code}: {self.message}"

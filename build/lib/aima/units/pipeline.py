@@ -1,0 +1,399 @@
+"""pipeline.*: Pipelines and their runs: create, delete, run, cancel, get, list, status, validate.
+
+`pipeline.run` creates a PipelineRun, which the operator executes, and (by default) waits for it;
+binary outputs such as audio come back as references to the run's Secret. For a streamed run whose
+audio starts while the model still writes, use `POST /api/v2/pipelines/{name}/run` instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from pydantic import Field
+
+from aima.api.common import API_VERSION, ApiModel, ConditionStatus, ConditionType, FreeForm
+from aima.api.pipeline import (
+    Pipeline,
+    PipelineProblem,
+    PipelineRun,
+    PipelineRunPhase,
+    PipelineSpec,
+    StepPhase,
+)
+from aima.domain import conditions
+from aima.domain.pipeline import validate as validate_spec
+from aima.domain.pipeline_status import finished
+from aima.kube import resources
+from aima.units.core import Context, Example, Input, command, query
+from aima.units.errors import ErrorCode, UnitError
+from aima.units.shared import Deleted
+
+__all__ = ["UNITS", "RunSummary"]
+
+NAME_PATTERN = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
+_POLL_SECONDS = 0.5
+
+
+class PipelineRef(Input):
+    """Names one Pipeline."""
+
+    name: str = Field(min_length=1, max_length=63, pattern=NAME_PATTERN)
+    """Name of the Pipeline, such as voice-assistant."""
+    namespace: str | None = Field(default=None, max_length=63)
+    """Namespace of the Pipeline; the default namespace when empty."""
+
+
+class PipelineCreate(PipelineSpec):
+    """A new Pipeline: its name and namespace, and its definition."""
+
+    model_config = Input.model_config
+
+    name: str = Field(min_length=1, max_length=63, pattern=NAME_PATTERN)
+    """Name of the Pipeline."""
+    namespace: str | None = Field(default=None, max_length=63)
+    """Namespace of the Pipeline; the default namespace when empty."""
+
+
+class PipelineDefinition(PipelineSpec):
+    """A pipeline definition to check (the spec of a Pipeline)."""
+
+    model_config = Input.model_config
+
+
+class PipelineListInput(Input):
+    """Which Pipelines to list."""
+
+    namespace: str | None = Field(default=None, max_length=63)
+    all_namespaces: bool = False
+
+
+class RunInput(PipelineRef):
+    """One run of a Pipeline."""
+
+    run: str | None = Field(default=None, min_length=1, max_length=253, pattern=NAME_PATTERN)
+    """Name of the PipelineRun; generated from the pipeline's name when empty."""
+    inputs: FreeForm = Field(default_factory=dict)
+    """Values of the pipeline's inputs, such as {"audio": "<base64>"} or {"question": "..."}."""
+    config: FreeForm = Field(default_factory=dict)
+    """Overrides of the pipeline's config for this run, such as {"llmModel": "qwen3-8b"}."""
+    timeout_seconds: int | None = Field(default=None, ge=1, le=604800)
+    """Longest the run may take."""
+    wait: bool = True
+    """Wait for the run to end (up to waitSeconds); false returns as soon as it is created."""
+    wait_seconds: int = Field(default=300, ge=1, le=3600)
+    """How long to wait when wait is true; the run goes on afterwards."""
+
+
+class RunRef(Input):
+    """Names one PipelineRun."""
+
+    run: str = Field(min_length=1, max_length=253)
+    """Name of the PipelineRun (pipeline.run returns it)."""
+    namespace: str | None = Field(default=None, max_length=63)
+
+
+class PipelineSummary(ApiModel):
+    """One line about a Pipeline."""
+
+    name: str
+    namespace: str
+    description: str | None = None
+    steps: list[str]
+    """Step ids, in order, with their units (id:unit)."""
+    ready: ConditionStatus = ConditionStatus.UNKNOWN
+    reason: str | None = None
+    message: str | None = None
+
+
+class PipelineList(ApiModel):
+    """Pipelines, by namespace and name."""
+
+    items: list[PipelineSummary]
+
+
+class Validation(ApiModel):
+    """Whether a definition is valid, and what is wrong with it by step and field."""
+
+    valid: bool
+    problems: list[PipelineProblem]
+
+
+class StepSummary(ApiModel):
+    """What happened to one step."""
+
+    id: str
+    phase: StepPhase
+    duration_ms: int | None = None
+    error: str | None = None
+    output: dict[str, Any] | None = None
+
+
+class RunSummary(ApiModel):
+    """Where a run is, its steps and (once done) its outputs."""
+
+    run: str
+    namespace: str
+    pipeline: str
+    phase: PipelineRunPhase
+    reason: str | None = None
+    message: str | None = None
+    current_step: str | None = None
+    failed_step: str | None = None
+    steps: list[StepSummary] = Field(default_factory=list)
+    outputs: dict[str, Any] | None = None
+    """The pipeline's outputs; audio and other binary values are references to outputsSecret."""
+    outputs_secret: str | None = None
+
+
+@command(
+    "pipeline.create",
+    description="Create a Pipeline: steps calling units, with inputs that reference ${input.x}, ${config.x} "
+    "and ${steps.<id>.<field>}. Fails with CONFLICT when one of that name exists; pipeline.get shows "
+    "whether it is valid.",
+    examples=[
+        Example(
+            description="Answer a question with a chat model",
+            input={
+                "name": "ask",
+                "inputs": [{"name": "question"}],
+                "config": {"model": "qwen3-8b"},
+                "steps": [
+                    {
+                        "id": "chat",
+                        "unit": "inference.chat",
+                        "inputs": {
+                            "model": "${config.model}",
+                            "messages": [{"content": "${input.question}"}],
+                        },
+                    }
+                ],
+                "outputs": {"answer": "${steps.chat.content}"},
+            },
+        )
+    ],
+)
+async def create(context: Context, request: PipelineCreate) -> Pipeline:
+    spec = PipelineSpec.model_validate(
+        request.model_dump(include=set(PipelineSpec.model_fields), exclude_unset=True)
+    )
+    body = {
+        "apiVersion": API_VERSION,
+        "kind": "Pipeline",
+        "metadata": {"name": request.name, "namespace": context.namespace_of(request.namespace)},
+        "spec": spec.model_dump(mode="json", by_alias=True, exclude_unset=True),
+    }
+    return Pipeline.model_validate(await context.kube.create(body))
+
+
+@command(
+    "pipeline.delete",
+    description="Delete a Pipeline; its runs are kept.",
+    examples=[Example(description="Delete a pipeline", input={"name": "ask"})],
+    destructive=True,
+)
+async def delete(context: Context, request: PipelineRef) -> Deleted:
+    namespace = context.namespace_of(request.namespace)
+    await _pipeline(context, request.name, namespace)
+    await context.kube.delete(resources.PIPELINES, name=request.name, namespace=namespace)
+    return Deleted(kind="Pipeline", name=request.name, namespace=namespace)
+
+
+@command(
+    "pipeline.run",
+    description="Run a Pipeline: creates a PipelineRun that the operator executes and waits for it "
+    "(wait: false returns at once). Returns per-step status and the outputs; audio is referenced "
+    "in the run's Secret. POST /api/v2/pipelines/{name}/run streams instead.",
+    examples=[
+        Example(
+            description="Ask a question, waiting at most 5 s for the answer",
+            input={"name": "ask", "run": "ask-1", "inputs": {"question": "What is a GPU?"}, "waitSeconds": 5},
+        ),
+        Example(
+            description="Start a run and return at once (follow it with pipeline.status)",
+            input={"name": "ask", "inputs": {"question": "What is a TPU?"}, "wait": False},
+        ),
+    ],
+)
+async def run(context: Context, request: RunInput) -> RunSummary:
+    namespace = context.namespace_of(request.namespace)
+    await _pipeline(context, request.name, namespace)
+    spec: dict[str, Any] = {"pipelineRef": {"name": request.name}, "inputs": request.inputs}
+    if request.config:
+        spec["config"] = request.config
+    if request.timeout_seconds is not None:
+        spec["timeoutSeconds"] = request.timeout_seconds
+    body = {
+        "apiVersion": API_VERSION,
+        "kind": "PipelineRun",
+        "metadata": {"namespace": namespace}
+        | ({"name": request.run} if request.run else {"generateName": f"{request.name}-"}),
+        "spec": spec,
+    }
+    created = PipelineRun.model_validate(await context.kube.create(body))
+    if not request.wait:
+        return summarize(created)
+    deadline, reported = time.monotonic() + request.wait_seconds, ""
+    while not finished(created.status) and time.monotonic() < deadline:
+        await asyncio.sleep(_POLL_SECONDS)
+        created = await _run(context, str(created.metadata.name), namespace)
+        done, total, message = step_progress(created)
+        if message != reported:  # a report per change, not per poll
+            await context.report(done, total, message)
+            reported = message
+    return summarize(created)
+
+
+_ENDED_STEPS = frozenset({StepPhase.SUCCEEDED, StepPhase.FAILED, StepPhase.SKIPPED, StepPhase.CANCELLED})
+
+
+def step_progress(run: PipelineRun) -> tuple[int, int | None, str]:
+    """Steps ended so far, the number of steps once known, and what runs now, in words."""
+    steps = run.status.steps if run.status else []
+    done = sum(1 for step in steps if step.phase in _ENDED_STEPS)
+    running = [step.id for step in steps if step.phase is StepPhase.RUNNING]
+    message = f"{done} of {len(steps)} steps done" + (f"; running {', '.join(running)}" if running else "")
+    return done, len(steps) or None, message
+
+
+@command(
+    "pipeline.cancel",
+    description="Cancel a PipelineRun: running steps stop, the rest are skipped (sets spec.cancel).",
+    examples=[Example(description="Cancel a run", input={"run": "ask-1"})],
+    destructive=True,
+    idempotent=True,
+)
+async def cancel(context: Context, request: RunRef) -> RunSummary:
+    namespace = context.namespace_of(request.namespace)
+    await _run(context, request.run, namespace)
+    body = await context.kube.patch(
+        resources.PIPELINE_RUNS, name=request.run, namespace=namespace, patch={"spec": {"cancel": True}}
+    )
+    return summarize(PipelineRun.model_validate(body))
+
+
+@query(
+    "pipeline.get",
+    description="One Pipeline with its definition and status: whether it is valid (problems by step "
+    "and field) and whether the services its models need are ready.",
+    examples=[Example(description="A pipeline by name", input={"name": "ask"})],
+)
+async def get(context: Context, request: PipelineRef) -> Pipeline:
+    return Pipeline.model_validate(
+        await _pipeline(context, request.name, context.namespace_of(request.namespace))
+    )
+
+
+@query(
+    "pipeline.list",
+    description="Pipelines with their steps and whether they are ready, and why not.",
+    examples=[Example(description="Pipelines in the default namespace", input={})],
+)
+async def list_(context: Context, request: PipelineListInput) -> PipelineList:
+    namespace = None if request.all_namespaces else context.namespace_of(request.namespace)
+    bodies = await context.kube.list(resources.PIPELINES, namespace=namespace)
+    items = [_summarize_pipeline(Pipeline.model_validate(b)) for b in bodies]
+    return PipelineList(items=sorted(items, key=lambda p: (p.namespace, p.name)))
+
+
+@query(
+    "pipeline.status",
+    description="Where a PipelineRun is: phase, the step running, per-step status and timings, errors "
+    "with the failing step, and the outputs once done.",
+    examples=[Example(description="A run's status", input={"run": "ask-1"})],
+)
+async def status(context: Context, request: RunRef) -> RunSummary:
+    return summarize(await _run(context, request.run, context.namespace_of(request.namespace)))
+
+
+@query(
+    "pipeline.validate",
+    description="Check a pipeline definition without creating it: every step names a registered unit, "
+    "inputs fit the unit's input, and every reference resolves to an earlier step's output field.",
+    examples=[
+        Example(
+            description="A chain with a typo",
+            input={
+                "steps": [
+                    {"id": "ask", "unit": "inference.transcribe", "inputs": {"model": "w", "audio": "x"}},
+                    {
+                        "id": "chat",
+                        "unit": "inference.chat",
+                        "inputs": {"model": "m", "messages": [{"content": "${steps.ask.txt}"}]},
+                    },
+                ]
+            },
+        )
+    ],
+)
+async def validate(context: Context, request: PipelineDefinition) -> Validation:
+    # Imported here: the catalog imports this module to build the registry.
+    from aima.units.catalog import registry
+
+    spec = PipelineSpec.model_validate(request.model_dump(include=set(PipelineSpec.model_fields)))
+    problems = validate_spec(spec, {unit.name: unit for unit in registry()})
+    return Validation(valid=not problems, problems=problems)
+
+
+def summarize(run: PipelineRun) -> RunSummary:
+    """The summary of a PipelineRun."""
+    current = run.status
+    succeeded = conditions.find(current.conditions, ConditionType.SUCCEEDED) if current else None
+    return RunSummary(
+        run=str(run.metadata.name),
+        namespace=str(run.metadata.namespace),
+        pipeline=run.spec.pipeline_ref.name,
+        phase=(current.phase if current else None) or PipelineRunPhase.PENDING,
+        reason=succeeded.reason if succeeded else None,
+        message=succeeded.message if succeeded else None,
+        current_step=current.current_step if current else None,
+        failed_step=current.failed_step if current else None,
+        steps=[
+            StepSummary(
+                id=s.id, phase=s.phase, duration_ms=s.duration_milliseconds, error=s.error, output=s.output
+            )
+            for s in (current.steps if current else [])
+        ],
+        outputs=current.outputs if current else None,
+        outputs_secret=current.outputs_secret if current else None,
+    )
+
+
+def _summarize_pipeline(pipeline: Pipeline) -> PipelineSummary:
+    ready = conditions.find(pipeline.status.conditions, ConditionType.READY) if pipeline.status else None
+    return PipelineSummary(
+        name=str(pipeline.metadata.name),
+        namespace=str(pipeline.metadata.namespace),
+        description=pipeline.spec.description,
+        steps=[f"{s.id}:{s.unit}" for s in pipeline.spec.steps],
+        ready=ready.status if ready else ConditionStatus.UNKNOWN,
+        reason=ready.reason if ready else None,
+        message=(ready.message or None) if ready else None,
+    )
+
+
+async def _pipeline(context: Context, name: str, namespace: str) -> dict[str, Any]:
+    body = await context.kube.get(resources.PIPELINES, name=name, namespace=namespace)
+    if body is None:
+        raise UnitError(
+            ErrorCode.NOT_FOUND,
+            f"Pipeline {name} not found in namespace {namespace}; pipeline.list lists them, "
+            "kubectl apply -f catalog/pipelines/ installs the templates",
+            {"name": name, "namespace": namespace},
+        )
+    return body
+
+
+async def _run(context: Context, name: str, namespace: str) -> PipelineRun:
+    body = await context.kube.get(resources.PIPELINE_RUNS, name=name, namespace=namespace)
+    if body is None:
+        raise UnitError(
+            ErrorCode.NOT_FOUND,
+            f"PipelineRun {name} not found in namespace {namespace}",
+            {"name": name, "namespace": namespace},
+        )
+    return PipelineRun.model_validate(body)
+
+
+UNITS = (create, delete, run, cancel, get, list_, status, validate)

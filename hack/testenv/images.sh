@@ -1,0 +1,134 @@
+#!/usr/bin/env bash
+# Builds the real node's images with no registry and no network during any build: a Debian base
+# made from Debian's packages (mmdebstrap), a static pause image, CoreDNS and the local-path
+# provisioner from the binaries build.sh made, and the project's own Dockerfile built on the Debian
+# base with its Python dependencies from a wheelhouse made on the host. Each image is saved as a
+# docker archive under a versioned cache folder, named by the hash of its inputs, so a warm run
+# rebuilds only what changed. Prints the folder; its `images` file lists "name reference archive".
+#   hack/testenv/images.sh BIN_DIR
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/../.." && pwd)
+bin_dir=${1:?usage: images.sh BIN_DIR (the folder build.sh printed)}
+# shellcheck source=versions.env
+source "${AIMA_TESTENV_VERSIONS:-$here/versions.env}"
+cache=${AIMA_TESTENV_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/aima-testenv}/images-v1
+mkdir -p "$cache"
+log() { echo "[images] $*" >&2; }
+
+for tool in podman buildah mmdebstrap gcc; do
+  command -v "$tool" >/dev/null || {
+    log "$tool is missing: apt-get install -y podman buildah mmdebstrap gcc libc6-dev"
+    exit 1
+  }
+done
+
+# podman and buildah on these hosts: runc (crun cannot run on hybrid cgroups), cgroupfs (no
+# systemd), and limits inside the host's hard nofile limit (20000 here).
+export CONTAINERS_CONF="$cache/containers.conf"
+cat >"$CONTAINERS_CONF" <<'EOF'
+[containers]
+default_ulimits = ["nofile=20000:20000", "nproc=32768:32768"]
+[engine]
+runtime = "runc"
+cgroup_manager = "cgroupfs"
+events_logger = "file"
+EOF
+
+key_of() { sha256sum | cut -c1-16; }
+listing=$cache/images.tmp
+: >"$listing"
+
+# have NAME REF: whether the archive of REF is complete; records it in the listing either way.
+have() {
+  local archive="$cache/$1-${2##*:}.tar"
+  echo "$1 $2 $archive" >>"$listing"
+  [ -f "$archive" ]
+}
+
+# save NAME REF: writes REF's archive atomically, so a half-written one is never taken as built.
+save() {
+  local archive="$cache/$1-${2##*:}.tar"
+  rm -f "$archive.tmp"
+  podman save -q -m --format docker-archive -o "$archive.tmp" "$2"
+  mv "$archive.tmp" "$archive"
+  log "built $2 ($(du -m "$archive" | cut -f1) MiB)"
+}
+
+# ensure_loaded REF: puts REF back into podman's storage from its archive when it is not there.
+ensure_loaded() {
+  podman image exists "$1" || podman load -q -i "$cache/$2-${1##*:}.tar" >/dev/null
+}
+
+# from_scratch REF USER FILE [ARGS...]: a one-file image whose entry point is that file.
+from_scratch() {
+  local ref=$1 user=$2 file=$3 ctr; shift 3
+  ctr=$(buildah from scratch)
+  buildah copy -q "$ctr" "$file" "/$(basename "$file")" >/dev/null
+  local entry
+  entry=$(python3 -c 'import json,sys; print(json.dumps(sys.argv[1:]))' "/$(basename "$file")" "$@")
+  buildah config --entrypoint "$entry" --cmd '' --user "$user" "$ctr"
+  buildah commit -q --rm "$ctr" "$ref" >/dev/null
+}
+
+# -- Debian base: python3 and the tools the Dockerfile's stages call ---------------------------
+base_packages="python3,python3-venv,python-is-python3,ca-certificates,passwd"
+sources=$(cat /etc/apt/sources.list /etc/apt/sources.list.d/* 2>/dev/null || true)
+base_ref="localhost/aima-base:$(printf '%s\n%s\nv1' "$base_packages" "$sources" | key_of)"
+if ! have base "$base_ref"; then
+  log "making the Debian base with mmdebstrap (about 100 s)"
+  rm -f "$cache/base.rootfs.tar"
+  mmdebstrap --quiet --variant=minbase --include="$base_packages" bookworm "$cache/base.rootfs.tar" >&2
+  podman import -q --change 'CMD ["python3"]' "$cache/base.rootfs.tar" "$base_ref" >/dev/null
+  rm -f "$cache/base.rootfs.tar"
+  save base "$base_ref"
+fi
+ensure_loaded "$base_ref" base
+
+# -- pause: the kubelet's sandbox image, compiled from the Kubernetes module's own source ------
+pause_src=$(GOFLAGS=-mod=mod GOTOOLCHAIN=local go env GOMODCACHE)/k8s.io/kubernetes@$K8S_VERSION/build/pause/linux/pause.c
+pause_ref="localhost/pause:$(printf '%s\nv1' "$K8S_VERSION" | key_of)"
+if ! have pause "$pause_ref"; then
+  [ -f "$pause_src" ] || (cd "$here/k8s" && GOFLAGS=-mod=mod go mod download "k8s.io/kubernetes@$K8S_VERSION")
+  gcc -Os -static -DVERSION="$K8S_VERSION" -o "$cache/pause" "$pause_src"
+  from_scratch "$pause_ref" 65535:65535 "$cache/pause"
+  rm -f "$cache/pause"
+  save pause "$pause_ref"
+fi
+
+# -- CoreDNS and the local-path provisioner: static Go binaries on scratch ---------------------
+coredns_ref="localhost/coredns:$(sha256sum "$bin_dir/coredns" | key_of)"
+have coredns "$coredns_ref" || { from_scratch "$coredns_ref" 65532:65532 "$bin_dir/coredns" && save coredns "$coredns_ref"; }
+provisioner_ref="localhost/local-path-provisioner:$(sha256sum "$bin_dir/local-path-provisioner" | key_of)"
+have local-path-provisioner "$provisioner_ref" || {
+  from_scratch "$provisioner_ref" 0:0 "$bin_dir/local-path-provisioner" && save local-path-provisioner "$provisioner_ref"
+}
+
+# -- the project's image, from the Dockerfile users build, on the Debian base ------------------
+# Keyed by everything the build context holds (.dockerignore lets in only these) and the base.
+context_key=$(cd "$root" && find Dockerfile pyproject.toml README.md operator catalog -type f \
+  ! -path '*/__pycache__/*' ! -name '*.pyc' ! -path '*.egg-info/*' -print0 | sort -z |
+  xargs -0 sha256sum | { cat; echo "$base_ref"; } | key_of)
+aima_ref="localhost/aima:$context_key"
+if ! have aima "$aima_ref"; then
+  wheels="$cache/wheels-$(sha256sum "$root/pyproject.toml" | key_of)"
+  if [ ! -f "$wheels/.complete" ]; then
+    log "making the wheelhouse from the host's pip (the only step that reads a package index)"
+    rm -rf "$wheels" && mkdir -p "$wheels"
+    python3 -m pip wheel -q -w "$wheels" "$root" "setuptools>=75" wheel >&2
+    rm -f "$wheels"/aima-*.whl
+    touch "$wheels/.complete"
+  fi
+  printf '[global]\nno-index = true\nfind-links = /wheels\n' >"$cache/pip.conf"
+  log "building $aima_ref from the Dockerfile with no network"
+  podman build -q --network none --layers --build-arg "PYTHON_IMAGE=$base_ref" \
+    -v "$wheels:/wheels:ro" -v "$cache/pip.conf:/etc/pip.conf:ro" -t "$aima_ref" "$root" >/dev/null
+  save aima "$aima_ref"
+fi
+
+# Archives of earlier inputs are never used again: keep only the listed ones.
+for archive in "$cache"/*.tar; do
+  grep -q " $archive\$" "$listing" || rm -f "$archive"
+done
+mv "$listing" "$cache/images"
+echo "$cache"

@@ -1,0 +1,28 @@
+"""Reading the cluster's objects as a user would with kubectl, for assertions."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aima.testenv import ControlPlane
+
+
+def get_json(plane: ControlPlane, kind: str, name: str, *args: str, check: bool = True) -> dict[str, Any]:
+    """``kubectl get KIND NAME ARGS -o json`` (an empty NAME lists, as a selector in ARGS wants); with
+    ``check=False`` an absent object reads as {}."""
+    result = plane.kubectl("get", kind, *([name] if name else []), *args, "-o", "json", check=check)
+    return dict(json.loads(result.stdout)) if result.returncode == 0 else {}
+
+
+def pods_of(plane: ControlPlane, namespace: str, *, component: str | None = None) -> list[dict[str, Any]]:
+    """The pods of a namespace, or of one chart component (``app.kubernetes.io/component``)."""
+    selector = [f"--selector=app.kubernetes.io/component={component}"] if component else []
+    listing = json.loads(plane.kubectl("get", "pods", "-n", namespace, *selector, "-o", "json").stdout)
+    return list(listing["items"])
+
+
+def condition(obj: dict[str, Any], kind: str) -> str | None:
+    """The status ("True", "False", "Unknown") of one condition of an object, None when absent."""
+    conditions = obj.get("status", {}).get("conditions") or []
+    return next((c["status"] for c in conditions if c["type"] == kind), None)

@@ -1,0 +1,322 @@
+"""The real-node suite's cluster: the local control plane with the two kwok GPU nodes and one real
+kubelet node, the images built with no registry, a fake Hub running as a pod, and the chart
+installed for real into a Restricted namespace. Started once per session, only when a test here
+needs it; if any part cannot start, every test here fails with the reason."""
+
+from __future__ import annotations
+
+import base64
+import copy
+import secrets
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from suite import (
+    FIGURES,
+    HUB_NAMESPACE,
+    HUB_REPO,
+    HUB_WEIGHTS_BYTES,
+    PLATFORM_NAMESPACE,
+    SERVICE,
+    SERVING_NAMESPACE,
+)
+
+from aima.testenv import ControlPlane, ensure_binaries, nodes
+from aima.testenv.chart import Release, install
+from aima.testenv.realnode import NODE_LABEL
+from fakes.serving import generate_file
+from reads import condition, get_json
+from waiting import eventually
+
+FAKES = Path(__file__).resolve().parents[1] / "fakes"
+ON_REAL_NODE = {NODE_LABEL: "true"}
+
+
+@pytest.fixture(scope="session")
+def real_cluster() -> Iterator[ControlPlane]:
+    """A control plane whose pods really run: kwok keeps the GPU nodes, a kubelet is the rest."""
+    with ControlPlane(binaries=ensure_binaries(), node_specs=nodes.GPU_NODES, real_node=True) as plane:
+        yield plane
+
+
+@pytest.fixture(scope="session")
+def aima_image(real_cluster: ControlPlane) -> str:
+    """The project's image, built from the Dockerfile and loaded into the node's containerd."""
+    assert real_cluster.real_node is not None
+    return real_cluster.real_node.images["aima"]
+
+
+@pytest.fixture(scope="session")
+def hub_url(real_cluster: ControlPlane, aima_image: str) -> str:
+    """A fake Hugging Face Hub running as a pod (the project image's Python and the tests' fake,
+    mounted from a ConfigMap), serving one repository slowly enough to watch progress."""
+    served = real_cluster.workdir / "hub"
+    generate_file(served / "model.safetensors", HUB_WEIGHTS_BYTES, seed=11)
+    (served / "config.json").write_text('{"architectures": ["LlamaForCausalLM"], "model_type": "llama"}')
+    code = {name: (FAKES / name).read_text() for name in ("__init__.py", "hub.py", "serving.py")}
+    labels = {"app": "hub"}
+    real_cluster.apply(
+        [
+            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": HUB_NAMESPACE}},
+            {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {"name": "hub-code", "namespace": HUB_NAMESPACE},
+                "data": code,
+            },
+            {
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "metadata": {"name": "hub", "namespace": HUB_NAMESPACE},
+                "spec": {
+                    "selector": {"matchLabels": labels},
+                    "template": {
+                        "metadata": {"labels": labels},
+                        "spec": {
+                            "nodeSelector": ON_REAL_NODE,
+                            "containers": [
+                                {
+                                    "name": "hub",
+                                    "image": aima_image,
+                                    "imagePullPolicy": "Never",
+                                    "command": ["python", "-m", "fakes.hub", HUB_REPO, "/served"],
+                                    "args": ["--port=8080", "--delay-per-chunk=0.1"],
+                                    "env": [{"name": "PYTHONPATH", "value": "/code"}],
+                                    "readinessProbe": {
+                                        "tcpSocket": {"port": 8080},
+                                        "periodSeconds": 1,
+                                    },
+                                    "volumeMounts": [
+                                        {"name": "code", "mountPath": "/code/fakes"},
+                                        {"name": "served", "mountPath": "/served", "readOnly": True},
+                                    ],
+                                }
+                            ],
+                            "volumes": [
+                                {"name": "code", "configMap": {"name": "hub-code"}},
+                                {"name": "served", "hostPath": {"path": str(served), "type": "Directory"}},
+                            ],
+                        },
+                    },
+                },
+            },
+            {
+                "apiVersion": "v1",
+                "kind": "Service",
+                "metadata": {"name": "hub", "namespace": HUB_NAMESPACE},
+                "spec": {"selector": labels, "ports": [{"port": 80, "targetPort": 8080}]},
+            },
+        ]
+    )
+    real_cluster.kubectl("rollout", "status", "deployment/hub", "-n", HUB_NAMESPACE, "--timeout=120s")
+    return f"http://hub.{HUB_NAMESPACE}.svc.cluster.local"
+
+
+def secret(
+    name: str, namespace: str, data: dict[str, str], labels: dict[str, str] | None = None
+) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": name, "namespace": namespace, "labels": labels or {}},
+        "data": {k: base64.b64encode(v.encode()).decode() for k, v in data.items()},
+    }
+
+
+@pytest.fixture(scope="session")
+def keys() -> dict[str, str]:
+    """The gateway's API key and the MCP server's Bearer key of this session."""
+    return {"gateway": f"sk-{secrets.token_hex(16)}", "mcp": f"mcp-{secrets.token_hex(16)}"}
+
+
+@pytest.fixture(scope="session")
+def platform(real_cluster: ControlPlane, aima_image: str, hub_url: str, keys: dict[str, str]) -> Release:
+    """`helm install` of the chart: operator with leader election, gateway, MCP over HTTP and the
+    device agent on the real node; the operator downloads from the fake Hub."""
+    real_cluster.apply([{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": PLATFORM_NAMESPACE}}])
+    real_cluster.kubectl(
+        "label",
+        "namespace",
+        PLATFORM_NAMESPACE,
+        "--overwrite",
+        "pod-security.kubernetes.io/enforce=restricted",
+    )
+    real_cluster.apply(
+        [
+            secret("mcp-key", PLATFORM_NAMESPACE, {"key": keys["mcp"]}),
+            secret(
+                "tests-api-key", PLATFORM_NAMESPACE, {"key": keys["gateway"]}, {"aima.dev/api-key": "true"}
+            ),
+        ]
+    )
+    release = install(
+        real_cluster,
+        image=aima_image,
+        namespace=PLATFORM_NAMESPACE,
+        values={
+            "operator": {"replicas": 2, "env": {"AIMA_HF_ENDPOINT": hub_url}},
+            "gateway": {"routeNamespaces": ["*"]},
+            "mcp": {"enabled": True, "readOnly": False, "apiKeySecret": "mcp-key"},
+            # null removes the chart's default GPU selector (Helm merges maps).
+            "deviceAgent": {
+                "enabled": True,
+                "nodeSelector": {**ON_REAL_NODE, "nvidia.com/gpu.present": None},
+                "tolerations": [],
+            },
+        },
+    )
+    FIGURES["helm install --wait"] = f"{release.install_seconds:.1f} s"
+    return release
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if FIGURES:
+        terminalreporter.section("real node figures")
+        for name, figure in FIGURES.items():
+            terminalreporter.write_line(f"{name}: {figure}")
+
+
+@pytest.fixture(scope="session")
+def downloaded(real_cluster: ControlPlane, platform: Release) -> dict[str, Any]:
+    """The Model `tiny` in the namespace `serving`, downloaded from the fake Hub by the operator's
+    loader Job; every progress report seen on the way is kept."""
+    real_cluster.apply([{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": SERVING_NAMESPACE}}])
+    real_cluster.apply(
+        [
+            {
+                "apiVersion": "aima.dev/v1alpha1",
+                "kind": "Model",
+                "metadata": {"name": "tiny", "namespace": SERVING_NAMESPACE},
+                "spec": {"source": f"hf://{HUB_REPO}@main", "type": "LLM"},
+            }
+        ]
+    )
+    start, progress, first_progress_after = time.monotonic(), [], None
+    deadline = start + 240
+    while time.monotonic() < deadline:
+        status = get_json(real_cluster, "model", "tiny", "-n", SERVING_NAMESPACE).get("status", {})
+        if status.get("progress", {}).get("bytesDone"):
+            progress.append(status["progress"])
+            first_progress_after = first_progress_after or time.monotonic() - start
+        if condition({"status": status}, "Ready") == "True":
+            FIGURES["Model apply -> Ready (48 MiB from the in-cluster Hub)"] = (
+                f"{time.monotonic() - start:.1f} s"
+            )
+            return {
+                "status": status,
+                "progress": progress,
+                "namespace": SERVING_NAMESPACE,
+                "first_progress_after": first_progress_after,
+            }
+        time.sleep(0.5)
+    pytest.fail(f"the Model was not Ready after 240 s; its status: {status}")
+
+
+def engine(image: str) -> dict[str, Any]:
+    """An Engine whose one CPU variant runs the fake OpenAI engine from the project's image."""
+    return {
+        "apiVersion": "aima.dev/v1alpha1",
+        "kind": "Engine",
+        "metadata": {"name": "fake-openai"},
+        "spec": {
+            "description": "The project's fake OpenAI engine, for tests of the platform's own pods.",
+            "variants": [{"name": "cpu", "accelerator": "CPU", "architecture": "amd64", "image": image}],
+            "command": ["python", "-m", "aima.testenv.engines"],
+            "args": ["--port", "{{ engine.port }}", "--model", "{{ service.servedName }}", "--tokens", "5"],
+            "port": 8000,
+            "health": {"path": "/health", "startupTimeoutSeconds": 120, "periodSeconds": 1},
+            "modelTypes": ["LLM"],
+            "modelFormats": ["SafeTensors"],
+            "endpoints": ["/v1/chat/completions", "/v1/completions"],
+            "resources": {"gpus": 0, "requests": {"cpu": "10m", "memory": "64Mi"}},
+            "engineArgsStyle": "FlagAndValue",
+        },
+    }
+
+
+def ready_seconds(plane: ControlPlane, kind: str, name: str, namespace: str, *, since: float) -> float:
+    eventually(
+        lambda: (
+            condition(get_json(plane, kind, name, "-n", namespace, check=False), _ready_type(kind)) == "True"
+        ),
+        what=f"{kind} {name} to be Ready",
+        timeout=180,
+    )
+    return time.monotonic() - since
+
+
+def _ready_type(kind: str) -> str:
+    return "Available" if kind == "deployment" else "Ready"
+
+
+@pytest.fixture(scope="session")
+def served(real_cluster: ControlPlane, platform: Release, downloaded: dict[str, Any], aima_image: str) -> str:
+    """The InferenceService `tiny-chat` Ready on the real node; apply -> Ready is recorded beside a
+    plain Deployment of the same pod created in the same run (the floor)."""
+    real_cluster.apply([engine(aima_image)])
+    start = time.monotonic()
+    real_cluster.apply(
+        [
+            {
+                "apiVersion": "aima.dev/v1alpha1",
+                "kind": "InferenceService",
+                "metadata": {"name": SERVICE, "namespace": SERVING_NAMESPACE},
+                "spec": {
+                    "modelRef": {"name": "tiny"},
+                    "engineRef": {"name": "fake-openai"},
+                    "resources": {"gpus": 0},
+                },
+            }
+        ]
+    )
+    service_seconds = ready_seconds(real_cluster, "isvc", SERVICE, SERVING_NAMESPACE, since=start)
+    FIGURES["InferenceService apply -> Ready on the real node"] = f"{service_seconds:.1f} s"
+    FIGURES["plain Deployment of the same pod -> Available (floor)"] = f"{floor_seconds(real_cluster):.1f} s"
+    return SERVICE
+
+
+def floor_seconds(plane: ControlPlane) -> float:
+    """Create a Deployment with the engine Deployment's own pod template; time it to Available."""
+    (made,) = eventually(
+        lambda: get_json(
+            plane,
+            "deployments",
+            "",
+            "-n",
+            SERVING_NAMESPACE,
+            f"--selector=aima.dev/inference-service={SERVICE}",
+        ).get("items"),
+        what="the engine Deployment",
+    )
+    template = copy.deepcopy(made["spec"]["template"])
+    template["metadata"] = {"labels": {"app": "floor"}}
+    start = time.monotonic()
+    plane.apply(
+        [
+            {
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "metadata": {"name": "floor", "namespace": SERVING_NAMESPACE},
+                "spec": {"selector": {"matchLabels": {"app": "floor"}}, "template": template},
+            }
+        ]
+    )
+    seconds = ready_seconds(plane, "deployment", "floor", SERVING_NAMESPACE, since=start)
+    plane.kubectl("delete", "deployment", "floor", "-n", SERVING_NAMESPACE, "--wait=false")
+    return seconds
+
+
+# Modules that change the shared platform run after the others, in this order: the release test
+# upgrades and uninstalls the chart, the teardown test stops the node.
+_LAST = ("test_release.py", "test_teardown.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        name = item.path.name
+        return _LAST.index(name) + 1 if item.path.parent == Path(__file__).parent and name in _LAST else 0
+
+    items.sort(key=rank)  # stable: everything else keeps its order

@@ -1,0 +1,14 @@
+"""What the real-node suite's fixtures and tests share: names of its namespaces and the figures it
+measured, printed at the end of the run (the closing note quotes them)."""
+
+from __future__ import annotations
+
+HUB_NAMESPACE = "aima-fakes"
+HUB_REPO = "acme/tiny-llm"
+HUB_WEIGHTS_BYTES = 48 * 2**20
+PLATFORM_NAMESPACE = "aima-system"
+SERVING_NAMESPACE = "serving"
+SERVICE = "tiny-chat"
+"""The InferenceService the serving tests share, in SERVING_NAMESPACE."""
+
+FIGURES: dict[str, str] = {}
