@@ -6,10 +6,12 @@
 # docker archive under a versioned cache folder, named by the hash of its inputs, so a warm run
 # rebuilds only what changed. Prints the folder; its `images` file lists "name reference archive".
 #   hack/testenv/images.sh BIN_DIR
+#   hack/testenv/images.sh --project-only   (the base and the project image, which need no Go
+#                                            build: hack/setup runs it beside build.sh)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
-bin_dir=${1:?usage: images.sh BIN_DIR (the folder build.sh printed)}
+bin_dir=${1:?usage: images.sh BIN_DIR (the folder build.sh printed) | --project-only}
 # shellcheck source=versions.env
 source "${AIMA_TESTENV_VERSIONS:-$here/versions.env}"
 cache=${AIMA_TESTENV_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/aima-testenv}/images-v1
@@ -36,12 +38,12 @@ events_logger = "file"
 EOF
 
 key_of() { sha256sum | cut -c1-16; }
-listing=$cache/images.tmp
-: >"$listing"
+listing=$(mktemp "$cache/listing.XXXXXX")
 
 # have NAME REF: whether the archive of REF is complete; records it in the listing either way.
 have() {
   local archive="$cache/$1-${2##*:}.tar"
+  step_start=$SECONDS
   echo "$1 $2 $archive" >>"$listing"
   [ -f "$archive" ]
 }
@@ -52,7 +54,7 @@ save() {
   rm -f "$archive.tmp"
   podman save -q -m --format docker-archive -o "$archive.tmp" "$2"
   mv "$archive.tmp" "$archive"
-  log "built $2 ($(du -m "$archive" | cut -f1) MiB)"
+  log "built $2 ($(du -m "$archive" | cut -f1) MiB) in $((SECONDS - step_start))s"
 }
 
 # ensure_loaded REF: puts REF back into podman's storage from its archive when it is not there.
@@ -85,25 +87,6 @@ if ! have base "$base_ref"; then
 fi
 ensure_loaded "$base_ref" base
 
-# -- pause: the kubelet's sandbox image, compiled from the Kubernetes module's own source ------
-pause_src=$(GOFLAGS=-mod=mod GOTOOLCHAIN=local go env GOMODCACHE)/k8s.io/kubernetes@$K8S_VERSION/build/pause/linux/pause.c
-pause_ref="localhost/pause:$(printf '%s\nv1' "$K8S_VERSION" | key_of)"
-if ! have pause "$pause_ref"; then
-  [ -f "$pause_src" ] || (cd "$here/k8s" && GOFLAGS=-mod=mod go mod download "k8s.io/kubernetes@$K8S_VERSION")
-  gcc -Os -static -DVERSION="$K8S_VERSION" -o "$cache/pause" "$pause_src"
-  from_scratch "$pause_ref" 65535:65535 "$cache/pause"
-  rm -f "$cache/pause"
-  save pause "$pause_ref"
-fi
-
-# -- CoreDNS and the local-path provisioner: static Go binaries on scratch ---------------------
-coredns_ref="localhost/coredns:$(sha256sum "$bin_dir/coredns" | key_of)"
-have coredns "$coredns_ref" || { from_scratch "$coredns_ref" 65532:65532 "$bin_dir/coredns" && save coredns "$coredns_ref"; }
-provisioner_ref="localhost/local-path-provisioner:$(sha256sum "$bin_dir/local-path-provisioner" | key_of)"
-have local-path-provisioner "$provisioner_ref" || {
-  from_scratch "$provisioner_ref" 0:0 "$bin_dir/local-path-provisioner" && save local-path-provisioner "$provisioner_ref"
-}
-
 # -- the project's image, from the Dockerfile users build, on the Debian base ------------------
 # Keyed by everything the build context holds (.dockerignore lets in only these) and the base.
 context_key=$(cd "$root" && find Dockerfile pyproject.toml README.md operator catalog -type f \
@@ -125,6 +108,27 @@ if ! have aima "$aima_ref"; then
     -v "$wheels:/wheels:ro" -v "$cache/pip.conf:/etc/pip.conf:ro" -t "$aima_ref" "$root" >/dev/null
   save aima "$aima_ref"
 fi
+
+if [ "$bin_dir" = --project-only ]; then rm -f "$listing"; exit 0; fi
+
+# -- pause: the kubelet's sandbox image, compiled from the Kubernetes module's own source ------
+pause_src=$(GOFLAGS=-mod=mod GOTOOLCHAIN=local go env GOMODCACHE)/k8s.io/kubernetes@$K8S_VERSION/build/pause/linux/pause.c
+pause_ref="localhost/pause:$(printf '%s\nv1' "$K8S_VERSION" | key_of)"
+if ! have pause "$pause_ref"; then
+  [ -f "$pause_src" ] || (cd "$here/k8s" && GOFLAGS=-mod=mod go mod download "k8s.io/kubernetes@$K8S_VERSION")
+  gcc -Os -static -DVERSION="$K8S_VERSION" -o "$cache/pause" "$pause_src"
+  from_scratch "$pause_ref" 65535:65535 "$cache/pause"
+  rm -f "$cache/pause"
+  save pause "$pause_ref"
+fi
+
+# -- CoreDNS and the local-path provisioner: static Go binaries on scratch ---------------------
+coredns_ref="localhost/coredns:$(sha256sum "$bin_dir/coredns" | key_of)"
+have coredns "$coredns_ref" || { from_scratch "$coredns_ref" 65532:65532 "$bin_dir/coredns" && save coredns "$coredns_ref"; }
+provisioner_ref="localhost/local-path-provisioner:$(sha256sum "$bin_dir/local-path-provisioner" | key_of)"
+have local-path-provisioner "$provisioner_ref" || {
+  from_scratch "$provisioner_ref" 0:0 "$bin_dir/local-path-provisioner" && save local-path-provisioner "$provisioner_ref"
+}
 
 # Archives of earlier inputs are never used again: keep only the listed ones.
 for archive in "$cache"/*.tar; do

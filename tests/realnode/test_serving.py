@@ -130,3 +130,5 @@ def test_service_logs_follow_streams_the_real_pods_log(
     finally:
         follower.terminate()
         follower.wait(timeout=10)
+        if follower.stdout is not None:
+            follower.stdout.close()

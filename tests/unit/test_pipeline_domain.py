@@ -173,6 +173,19 @@ def test_step_services_say_which_service_is_missing_or_not_ready() -> None:
     assert [s.step for s in blocking(found, require_services=True)] == ["b", "c"]
 
 
+def test_a_step_may_name_a_service_as_the_gateway_lists_it_outside_its_home_namespace() -> None:
+    ready = {"type": "Ready", "status": "True", "reason": "Ready"}
+    services = [
+        {"metadata": {"name": "chat", "namespace": "team"}, "spec": {}, "status": {"conditions": [ready]}}
+    ]
+    found = step_services({"a": "team/chat", "b": "chat", "c": "other/chat"}, services)
+    assert [(s.step, s.service, s.ready) for s in found] == [
+        ("a", "chat", True),
+        ("b", "chat", True),
+        ("c", None, False),
+    ]
+
+
 def test_bounded_outputs_cut_text_and_replace_binary() -> None:
     assert binary_fields(SpeechOutput) == {"audio"}
     output = {"audio": "A" * 10**6, "text": "x" * (MAX_TEXT_CHARS + 10), "vec": list(range(1000)), "n": 1}

@@ -218,11 +218,17 @@ def step_models(spec: PipelineSpec, config: Mapping[str, Any]) -> dict[str, str]
 
 
 def step_services(models: Mapping[str, str], services: Sequence[Mapping[str, Any]]) -> list[StepService]:
-    """Which InferenceService serves each step's model, and whether it is Ready, from their bodies."""
+    """Which InferenceService serves each step's model, and whether it is Ready, from their bodies.
+
+    A step may also name a service as the gateway lists it from outside its home namespace,
+    ``<namespace>/<name>``: that is the id a run outside the gateway's namespace must send.
+    """
     by_served: dict[str, Mapping[str, Any]] = {}
     for body in services:
-        name = body["metadata"]["name"]
-        by_served.setdefault(body.get("spec", {}).get("servedName") or name, body)
+        served = body.get("spec", {}).get("servedName") or body["metadata"]["name"]
+        by_served.setdefault(served, body)
+        if namespace := body["metadata"].get("namespace"):
+            by_served.setdefault(f"{namespace}/{served}", body)
     return [_service(step, model, by_served.get(model)) for step, model in models.items()]
 
 
