@@ -98,8 +98,13 @@ if ! have aima "$aima_ref"; then
   if [ ! -f "$wheels/.complete" ]; then
     log "making the wheelhouse from the host's pip (the only step that reads a package index)"
     rm -rf "$wheels" && mkdir -p "$wheels"
-    python3 -m pip wheel -q -w "$wheels" "$root" "setuptools>=75" wheel >&2
-    rm -f "$wheels"/aima-*.whl
+    # The project's dependencies and build requirements, not the project itself (built in-tree,
+    # it would leave build/ in the checkout).
+    python3 -c 'import sys, tomllib
+project = tomllib.load(open(sys.argv[1], "rb"))
+print("\n".join(project["project"]["dependencies"] + project["build-system"]["requires"]))' \
+      "$root/pyproject.toml" >"$wheels/requirements.txt"
+    python3 -m pip wheel -q -w "$wheels" -r "$wheels/requirements.txt" wheel >&2
     touch "$wheels/.complete"
   fi
   printf '[global]\nno-index = true\nfind-links = /wheels\n' >"$cache/pip.conf"

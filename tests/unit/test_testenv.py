@@ -9,7 +9,8 @@ import pytest
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from aima.testenv import nodes, pki, processes
+from aima.testenv import host, nodes, pki, processes, system_pods
+from aima.testenv.realnode import Images
 
 pytestmark = pytest.mark.unit
 
@@ -61,3 +62,49 @@ def test_free_port_is_not_a_port_in_use() -> None:
 def test_free_ports_lie_below_the_ephemeral_range_that_outgoing_connections_use() -> None:
     lowest = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
     assert all(1024 < processes.free_port() < lowest for _ in range(20))
+
+
+def test_a_missing_host_prerequisite_is_named_with_the_command_that_adds_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(
+        host.shutil, "which", lambda program: None if program == "runc" else f"/usr/bin/{program}"
+    )
+    monkeypatch.setattr(host, "CNI_BIN_DIR", Path("/nonexistent-cni"))
+    with pytest.raises(host.HostError) as refused:
+        host.check_prerequisites([])
+    message = str(refused.value)
+    assert "runc is not installed: apt-get install -y runc" in message
+    assert "/nonexistent-cni/bridge is missing: apt-get install -y containernetworking-plugins" in message
+
+
+def test_the_kubelet_client_certificate_names_the_node_in_the_nodes_group(tmp_path: Path) -> None:
+    keys = pki.generate(tmp_path / "pki")
+    cert_path, _ = keys.client(
+        tmp_path / "node", common_name="system:node:real-node", organization="system:nodes"
+    )
+    cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+    assert cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == "system:node:real-node"
+    assert cert.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)[0].value == "system:nodes"
+
+
+def test_system_pods_keep_dns_and_volumes_on_the_real_node(tmp_path: Path) -> None:
+    images = Images(
+        references={name: f"localhost/{name}:k" for name in ("coredns", "local-path-provisioner", "base")},
+        archives={},
+    )
+    objects = system_pods.manifests(images, volumes=tmp_path / "volumes")
+    deployments = [o for o in objects if o["kind"] == "Deployment"]
+    assert {(d["metadata"]["namespace"], d["metadata"]["name"]) for d in deployments} == set(
+        system_pods.DEPLOYMENTS
+    )
+    for deployment in deployments:
+        assert deployment["spec"]["template"]["spec"]["nodeSelector"] == {"aima.dev/real-node": "true"}
+    (dns,) = [o for o in objects if o["kind"] == "Service"]
+    assert dns["spec"]["clusterIP"] == "10.96.0.10"
+    assert (
+        "forward"
+        not in next(
+            o for o in objects if o.get("metadata", {}).get("name") == "coredns" and o["kind"] == "ConfigMap"
+        )["data"]["Corefile"]
+    )

@@ -1,1 +1,0 @@
-"""The `aima` command line."""

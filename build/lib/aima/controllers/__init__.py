@@ -1,1 +1,0 @@
-"""kopf wiring: one module per kind; `run` starts them all."""

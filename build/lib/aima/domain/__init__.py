@@ -1,1 +1,0 @@
-"""Pure planning: desired children and status from specs and observations. No I/O, no clients."""
