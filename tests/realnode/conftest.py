@@ -25,7 +25,7 @@ from suite import (
 )
 
 from aima.testenv import ControlPlane, ensure_binaries, nodes
-from aima.testenv.chart import Release, install
+from aima.testenv.chart import RESTRICTED, Release, install
 from aima.testenv.realnode import NODE_LABEL
 from fakes.serving import generate_file
 from reads import condition, get_json
@@ -136,14 +136,8 @@ def keys() -> dict[str, str]:
 def platform(real_cluster: ControlPlane, aima_image: str, hub_url: str, keys: dict[str, str]) -> Release:
     """`helm install` of the chart: operator with leader election, gateway, MCP over HTTP and the
     device agent on the real node; the operator downloads from the fake Hub."""
-    real_cluster.apply([{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": PLATFORM_NAMESPACE}}])
-    real_cluster.kubectl(
-        "label",
-        "namespace",
-        PLATFORM_NAMESPACE,
-        "--overwrite",
-        "pod-security.kubernetes.io/enforce=restricted",
-    )
+    namespace = {"name": PLATFORM_NAMESPACE, "labels": RESTRICTED}
+    real_cluster.apply([{"apiVersion": "v1", "kind": "Namespace", "metadata": namespace}])
     real_cluster.apply(
         [
             secret("mcp-key", PLATFORM_NAMESPACE, {"key": keys["mcp"]}),

@@ -1,6 +1,7 @@
-"""`helm upgrade` to a new image with a changed CRD, then `helm uninstall`, as the chart promises:
-the CRDs upgraded in place, every component rolled to the new image, and after uninstall nothing
-of the release left but the CRDs and the users' Models (crds.keep)."""
+"""`helm upgrade` to a new image tag with a changed CRD, then `helm uninstall`, as the chart promises:
+the CRDs upgraded in place, every component rolled to the new tag, and after uninstall nothing of
+the release left but the CRDs and the users' Models (crds.keep). The new tag names the same build
+(a second image build would add a minute and prove nothing more to the chart)."""
 
 from __future__ import annotations
 

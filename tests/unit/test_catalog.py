@@ -148,6 +148,47 @@ def test_vllm_renders_the_expected_command_line() -> None:
     ]
 
 
+def rendered(engine_name: str, model: Model, *, variant: str, gpus: int) -> list[str]:
+    engine = ENGINES[engine_name]
+    model = model.model_copy(update={"status": ModelStatus(weights_file="model.gguf")})
+    service = InferenceService.model_validate(
+        {"metadata": {"name": "s"}, "spec": {"modelRef": {"name": "m"}}}
+    )
+    chosen = next(v for v in engine.spec.variants if v.name == variant)
+    context = template_context(
+        model=model, service=service, engine=engine, variant=chosen, model_path="/m", gpus=gpus
+    )
+    return render_args([*engine.spec.command, *engine.spec.args], engine=engine_name, context=context)
+
+
+def test_vllm_without_gpus_passes_no_tensor_parallel_size() -> None:
+    """vLLM refuses --tensor-parallel-size=0, which a replica without GPUs would otherwise pass."""
+    variant = ENGINES["vllm"].spec.variants[0].name
+    args = rendered("vllm", MODELS["qwen3-8b"], variant=variant, gpus=0)
+    assert not [a for a in args if a.startswith("--tensor-parallel-size")]
+
+
+@pytest.mark.parametrize(
+    ("model_type", "flags"),
+    [("LLM", []), ("Embedding", ["--embeddings", "--pooling", "mean"]), ("Rerank", ["--rerank"])],
+)
+def test_llama_cpp_serves_embeddings_and_rerank_only_with_their_flags(
+    model_type: str, flags: list[str]
+) -> None:
+    """llama-server answers 501 to /v1/embeddings without --embeddings and serves /v1/rerank only
+    with --rerank; /metrics needs --metrics."""
+    model = MODELS["qwen2.5-0.5b-instruct-gguf"].model_copy(deep=True)
+    model.spec.type = ModelType(model_type)
+    args = rendered("llama-cpp", model, variant="cpu", gpus=0)
+    assert [a for a in args if a in {"--embeddings", "--pooling", "mean", "--rerank"}] == flags
+    assert "--metrics" in args
+
+
+def test_infinity_is_probed_where_it_answers() -> None:
+    """--url-prefix=/v1 moves infinity's API routes but not /health."""
+    assert ENGINES["infinity"].spec.health.path == "/health"
+
+
 def test_llama_cpp_needs_the_weights_file() -> None:
     engine = ENGINES["llama-cpp"]
     service = InferenceService.model_validate(

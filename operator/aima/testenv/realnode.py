@@ -92,10 +92,10 @@ class RealNode:
 
     def start(self) -> RealNode:
         """Start containerd, load the images, join the kubelet and kube-proxy, then the system pods."""
-        host.check_prerequisites(_KUBELET_PORTS)
         self._lock = host.take_lock()
-        self._before = host.snapshot()
         try:
+            host.check_prerequisites(_KUBELET_PORTS)
+            self._before = host.snapshot()
             self.folder.mkdir(parents=True, exist_ok=True)
             self._start_containerd()
             self._load_images()
@@ -186,10 +186,10 @@ state = "{self.socket.parent / "state"}"
         """Import the archives containerd does not have yet (its root is cached across runs)."""
         present = set(self._ctr("images", "list", "-q").stdout.split())
         for name, reference in self.images.references.items():
-            if reference in present or f"docker.io/{reference}" in present:
+            if reference in present:
                 continue
             with self.images.archives[name].open("rb") as archive:
-                self._ctr("images", "import", "--no-unpack=false", "-", stdin=archive)
+                self._ctr("images", "import", "-", stdin=archive)
 
     def _start_kubelet(self) -> None:
         cert, key = self.plane.pki.client(
@@ -330,8 +330,15 @@ state = "{self.socket.parent / "state"}"
     def stop(self) -> None:
         """Delete the pods (so CNI releases their networks), stop every process, then undo what is
         left on the host: mounts, namespaces, the bridge, chains, cgroups, sysctls."""
-        if self._before is None:
-            return
+        if self._before is not None:
+            self._tear_down(self._before)
+            self._before = None
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
+
+    def _tear_down(self, before: host.Snapshot) -> None:
+        # Teardown goes on whatever fails: a control plane already gone only means no pod to delete.
         with contextlib.suppress(Exception):
             self._delete_pods()
         by_name = {c.name: c for c in self.components}
@@ -350,14 +357,8 @@ state = "{self.socket.parent / "state"}"
             with contextlib.suppress(ProcessLookupError):
                 processes.kill(pid)
         self.components.clear()
-        host.restore(
-            self._before, folders=[self.folder, self.runtime_root, self.socket.parent], bridge=BRIDGE
-        )
+        host.restore(before, folders=[self.folder, self.runtime_root, self.socket.parent], bridge=BRIDGE)
         host.remove_cgroups("kubepods")
-        self._before = None
-        if self._lock is not None:
-            self._lock.close()
-            self._lock = None
 
     def _delete_pods(self) -> None:
         """Delete every pod bound to this node and wait (bounded) until the kubelet has torn them down."""
