@@ -24,19 +24,22 @@ if TYPE_CHECKING:
 _SAMPLE_TIMEOUT_SECONDS = 90
 
 
-@click.group()
-def dev() -> None:
-    """Development helpers (need the `dev` extra: pip install -e '.[dev]')."""
-
-
-@dev.command()
-@click.option(
+_kubeconfig_out = click.option(
     "--kubeconfig-out",
     type=click.Path(dir_okay=False, path_type=Path),
     default=Path(".aima/kubeconfig"),
     show_default=True,
     help="Where to copy the cluster's kubeconfig.",
 )
+
+
+@click.group()
+def dev() -> None:
+    """Development helpers (need the `dev` extra: pip install -e '.[dev]')."""
+
+
+@dev.command()
+@_kubeconfig_out
 @click.option(
     "--gateway-port", default=8080, show_default=True, type=int, help="Port of the gateway on 127.0.0.1."
 )
@@ -85,13 +88,7 @@ def up(kubeconfig_out: Path, gateway_port: int) -> None:
 
 
 @dev.command()
-@click.option(
-    "--kubeconfig-out",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=Path(".aima/kubeconfig"),
-    show_default=True,
-    help="Where to copy the cluster's kubeconfig.",
-)
+@_kubeconfig_out
 def node(kubeconfig_out: Path) -> None:
     """Start the local control plane with the two kwok GPU nodes and one real node (a kubelet,
     containerd, CNI, CoreDNS and local-path volumes on this host; needs root), build the image with no

@@ -11,7 +11,6 @@ import shutil
 import ssl
 import subprocess
 import tempfile
-import time
 from collections.abc import Callable, Sequence
 from importlib import resources
 from pathlib import Path
@@ -382,19 +381,11 @@ class ControlPlane:
 
         self._wait_for("the kwok nodes to be Ready and untainted", schedulable)
 
-    def _wait_for(self, what: str, check: Any) -> None:
-        deadline = time.monotonic() + _START_TIMEOUT_SECONDS
-        while time.monotonic() < deadline:
-            if check():
-                return
-            for component in self.components:
-                if not component.running():
-                    raise ControlPlaneError(
-                        f"{component.name} exited while waiting for {what}:\n{component.log_tail()}"
-                    )
-            time.sleep(0.5)
-        tails = "\n".join(f"--- {c.name}\n{c.log_tail(10)}" for c in self.components)
-        raise ControlPlaneError(f"timed out after {_START_TIMEOUT_SECONDS:.0f}s waiting for {what}\n{tails}")
+    def _wait_for(self, what: str, check: Callable[[], bool]) -> None:
+        try:
+            processes.wait_until(what, check, components=self.components, timeout=_START_TIMEOUT_SECONDS)
+        except processes.ProcessError as error:
+            raise ControlPlaneError(str(error)) from error
 
     # -- generated files -----------------------------------------------------------------------
 

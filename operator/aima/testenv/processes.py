@@ -12,7 +12,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -140,6 +140,25 @@ class Component:
         raise ProcessError(
             f"{self.name} was not healthy at {url} after {timeout:.0f}s ({last_error}):\n{self.log_tail()}"
         )
+
+
+def wait_until(
+    what: str, check: Callable[[], bool], *, components: Sequence[Component], timeout: float
+) -> None:
+    """Poll ``check`` until it holds; fail early, with its log tail, if a component exits, and on
+    timeout with the tail of every component's log."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        for component in components:
+            if not component.running():
+                raise ProcessError(
+                    f"{component.name} exited while waiting for {what}:\n{component.log_tail()}"
+                )
+        time.sleep(0.5)
+    tails = "\n".join(f"--- {c.name}\n{c.log_tail(15)}" for c in components)
+    raise ProcessError(f"timed out after {timeout:.0f}s waiting for {what}\n{tails}")
 
 
 def kill(pid: int) -> None:

@@ -11,6 +11,7 @@ import contextlib
 import json
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -296,19 +297,11 @@ state = "{self.socket.parent / "state"}"
                 return False
         return True
 
-    def _wait_for(self, what: str, check: Any) -> None:
-        deadline = time.monotonic() + _READY_TIMEOUT_SECONDS
-        while time.monotonic() < deadline:
-            if check():
-                return
-            for component in self.components:
-                if not component.running():
-                    raise RealNodeError(
-                        f"{component.name} exited while waiting for {what}:\n{component.log_tail()}"
-                    )
-            time.sleep(0.5)
-        tails = "\n".join(f"--- {c.name}\n{c.log_tail(15)}" for c in self.components)
-        raise RealNodeError(f"timed out after {_READY_TIMEOUT_SECONDS:.0f}s waiting for {what}\n{tails}")
+    def _wait_for(self, what: str, check: Callable[[], bool]) -> None:
+        try:
+            processes.wait_until(what, check, components=self.components, timeout=_READY_TIMEOUT_SECONDS)
+        except processes.ProcessError as error:
+            raise RealNodeError(str(error)) from error
 
     def tag_image(self, source: str, target: str) -> None:
         """Give an image the node has a second name (a new tag makes Deployments roll)."""
