@@ -150,7 +150,7 @@ if ! have llama-server "$llama_ref"; then
     curl -fsS --retry 3 -o "$llama_dir.tmp/src.tar.gz" "${url%%#*}"
     echo "$LLAMA_CPP_SHA256  $llama_dir.tmp/src.tar.gz" | sha256sum -c --quiet
     tar -xzf "$llama_dir.tmp/src.tar.gz" -C "$llama_dir.tmp"
-    log "compiling llama-server (about 14 minutes on 2 cores, once per version)"
+    log "compiling llama-server (about 5 minutes on 2 cores, once per version)"
     source_dir=$(dirname "$(find "$llama_dir.tmp" -path '*/tools/server/CMakeLists.txt' -print -quit)")/../..
     cmake -S "$source_dir" -B "$llama_dir.tmp/build" -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=OFF \
       -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF -DLLAMA_USE_PREBUILT_UI=OFF -DLLAMA_BUILD_UI=OFF \
