@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 from aima.testenv import ControlPlane
+from waiting import eventually
 
 
 def get_json(plane: ControlPlane, kind: str, name: str, *args: str, check: bool = True) -> dict[str, Any]:
@@ -26,3 +28,20 @@ def condition(obj: dict[str, Any], kind: str) -> str | None:
     """The status ("True", "False", "Unknown") of one condition of an object, None when absent."""
     conditions = obj.get("status", {}).get("conditions") or []
     return next((c["status"] for c in conditions if c["type"] == kind), None)
+
+
+def ready_seconds(plane: ControlPlane, kind: str, name: str, namespace: str, *, since: float) -> float:
+    """Wait until the object is Ready (a Deployment: Available); the seconds since ``since``."""
+    eventually(
+        lambda: (
+            condition(get_json(plane, kind, name, "-n", namespace, check=False), _ready_type(kind)) == "True"
+        ),
+        what=f"{kind} {name} to be Ready",
+        timeout=180,
+    )
+    return time.monotonic() - since
+
+
+def _ready_type(kind: str) -> str:
+    # Deployments say Available where the AIMA kinds say Ready.
+    return "Available" if kind == "deployment" else "Ready"

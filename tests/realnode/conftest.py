@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import openai
 import pytest
 from suite import (
     FIGURES,
@@ -29,7 +30,7 @@ from aima.testenv.chart import RESTRICTED, Release, install
 from aima.testenv.realnode import NODE_LABEL
 from fakes.models import write_tiny_llama_gguf
 from fakes.serving import generate_file
-from reads import condition, get_json
+from reads import condition, get_json, ready_seconds
 from waiting import eventually
 
 FAKES = Path(__file__).resolve().parents[1] / "fakes"
@@ -237,21 +238,6 @@ def engine(image: str) -> dict[str, Any]:
     }
 
 
-def ready_seconds(plane: ControlPlane, kind: str, name: str, namespace: str, *, since: float) -> float:
-    eventually(
-        lambda: (
-            condition(get_json(plane, kind, name, "-n", namespace, check=False), _ready_type(kind)) == "True"
-        ),
-        what=f"{kind} {name} to be Ready",
-        timeout=180,
-    )
-    return time.monotonic() - since
-
-
-def _ready_type(kind: str) -> str:
-    return "Available" if kind == "deployment" else "Ready"
-
-
 @pytest.fixture(scope="session")
 def served(real_cluster: ControlPlane, platform: Release, downloaded: dict[str, Any], aima_image: str) -> str:
     """The InferenceService `tiny-chat` Ready on the real node; apply -> Ready is recorded beside a
@@ -307,6 +293,20 @@ def floor_seconds(plane: ControlPlane) -> float:
     seconds = ready_seconds(plane, "deployment", "floor", SERVING_NAMESPACE, since=start)
     plane.kubectl("delete", "deployment", "floor", "-n", SERVING_NAMESPACE, "--wait=false")
     return seconds
+
+
+@pytest.fixture(scope="session")
+def gateway_url(real_cluster: ControlPlane, platform: Release) -> str:
+    """The gateway's Service, reached on its ClusterIP as a pod would (kube-proxy's rules)."""
+    service = get_json(real_cluster, "service", platform.name("gateway"), "-n", platform.namespace)
+    return f"http://{service['spec']['clusterIP']}:{service['spec']['ports'][0]['port']}/v1"
+
+
+@pytest.fixture
+def client(gateway_url: str, keys: dict[str, str]) -> Iterator[openai.OpenAI]:
+    """The openai SDK with the session's API key, against the gateway's Service."""
+    with openai.OpenAI(base_url=gateway_url, api_key=keys["gateway"], max_retries=0, timeout=60) as sdk:
+        yield sdk
 
 
 # Modules that change the shared platform run after the others, in this order: the release test

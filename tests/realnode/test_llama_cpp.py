@@ -8,7 +8,6 @@ from __future__ import annotations
 import copy
 import json
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import openai
@@ -20,7 +19,7 @@ from aima.testenv import ControlPlane
 from aima.testenv.binaries import REPO_ROOT
 from aima.testenv.chart import Release
 from aima.testenv.realnode import NODE_NAME
-from reads import condition, get_json
+from reads import condition, get_json, ready_seconds
 from waiting import eventually
 
 pytestmark = pytest.mark.realnode
@@ -82,23 +81,9 @@ def llama(real_cluster: ControlPlane, platform: Release, downloaded: dict[str, A
             }
         ]
     )
-    eventually(
-        lambda: (
-            condition(get_json(real_cluster, "isvc", SERVICE, "-n", SERVING_NAMESPACE), "Ready") == "True"
-        ),
-        what="the llama.cpp InferenceService to be Ready",
-        timeout=180,
-    )
-    FIGURES["llama.cpp InferenceService apply -> Ready (tiny GGUF)"] = f"{time.monotonic() - start:.1f} s"
+    seconds = ready_seconds(real_cluster, "isvc", SERVICE, SERVING_NAMESPACE, since=start)
+    FIGURES["llama.cpp InferenceService apply -> Ready (tiny GGUF)"] = f"{seconds:.1f} s"
     return SERVICE
-
-
-@pytest.fixture
-def client(real_cluster: ControlPlane, platform: Release, keys: dict[str, str]) -> Iterator[openai.OpenAI]:
-    service = get_json(real_cluster, "service", platform.name("gateway"), "-n", platform.namespace)
-    url = f"http://{service['spec']['clusterIP']}:{service['spec']['ports'][0]['port']}/v1"
-    with openai.OpenAI(base_url=url, api_key=keys["gateway"], max_retries=0, timeout=60) as sdk:
-        yield sdk
 
 
 def test_the_llama_cpp_pod_runs_the_catalogs_command_line(real_cluster: ControlPlane, llama: str) -> None:

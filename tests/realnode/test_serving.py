@@ -11,33 +11,18 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 
 import openai
 import pytest
 from suite import SERVICE, SERVING_NAMESPACE
 
 from aima.testenv import ControlPlane
-from aima.testenv.chart import Release
 from aima.testenv.realnode import NODE_NAME
 from reads import condition, get_json
 
 pytestmark = pytest.mark.realnode
 
 MODEL_ID = f"{SERVING_NAMESPACE}/{SERVICE}"
-
-
-@pytest.fixture(scope="module")
-def gateway_url(real_cluster: ControlPlane, platform: Release) -> str:
-    """The gateway's Service, reached on its ClusterIP as a pod would (kube-proxy's rules)."""
-    service = get_json(real_cluster, "service", platform.name("gateway"), "-n", platform.namespace)
-    return f"http://{service['spec']['clusterIP']}:{service['spec']['ports'][0]['port']}/v1"
-
-
-@pytest.fixture
-def client(gateway_url: str, keys: dict[str, str]) -> Iterator[openai.OpenAI]:
-    with openai.OpenAI(base_url=gateway_url, api_key=keys["gateway"], max_retries=0, timeout=30) as sdk:
-        yield sdk
 
 
 def test_the_engine_pod_runs_on_the_real_node(real_cluster: ControlPlane, served: str) -> None:
