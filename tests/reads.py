@@ -26,8 +26,14 @@ def pods_of(plane: ControlPlane, namespace: str, *, component: str | None = None
 
 def condition(obj: dict[str, Any], kind: str) -> str | None:
     """The status ("True", "False", "Unknown") of one condition of an object, None when absent."""
+    found = condition_of(obj, kind)
+    return None if found is None else str(found["status"])
+
+
+def condition_of(obj: dict[str, Any], kind: str) -> dict[str, Any] | None:
+    """One condition of an object, whole (status, reason, message), None when absent."""
     conditions = obj.get("status", {}).get("conditions") or []
-    return next((c["status"] for c in conditions if c["type"] == kind), None)
+    return next((dict(c) for c in conditions if c["type"] == kind), None)
 
 
 def ready_seconds(plane: ControlPlane, kind: str, name: str, namespace: str, *, since: float) -> float:

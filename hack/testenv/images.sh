@@ -2,7 +2,8 @@
 # Builds the real node's images with no registry and no network during any build: a Debian base
 # made from Debian's packages (mmdebstrap), a static pause image, CoreDNS and the local-path
 # provisioner from the binaries build.sh made, and the project's own Dockerfile built on the Debian
-# base with its Python dependencies from a wheelhouse made on the host. Each image is saved as a
+# base with its Python dependencies from a wheelhouse made on the host; then the real engines
+# pinned in engines.env (llama.cpp's server, llm-d's vLLM simulator). Each image is saved as a
 # docker archive under a versioned cache folder, named by the hash of its inputs, so a warm run
 # rebuilds only what changed. Prints the folder; its `images` file lists "name reference archive".
 #   hack/testenv/images.sh BIN_DIR
@@ -14,6 +15,8 @@ root=$(cd "$here/../.." && pwd)
 bin_dir=${1:?usage: images.sh BIN_DIR (the folder build.sh printed) | --project-only}
 # shellcheck source=versions.env
 source "${AIMA_TESTENV_VERSIONS:-$here/versions.env}"
+# shellcheck source=engines.env
+source "$here/engines.env"
 cache=${AIMA_TESTENV_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/aima-testenv}/images-v1
 mkdir -p "$cache"
 log() { echo "[images] $*" >&2; }
@@ -167,6 +170,21 @@ if ! have llama-server "$llama_ref"; then
   buildah config --entrypoint '["/usr/local/bin/llama-server"]' --cmd '[]' --user 65532:65532 "$ctr"
   buildah commit -q --rm "$ctr" "$llama_ref" >/dev/null
   save llama-server "$llama_ref"
+fi
+
+# -- llm-d-inference-sim: vLLM's API and metrics without a model, static Go on scratch ----------
+sim_ref="localhost/llm-d-inference-sim:$(printf '%s\n%s\nv1' "$INFERENCE_SIM_VERSION" "$(go env GOVERSION)" | key_of)"
+if ! have llm-d-inference-sim "$sim_ref"; then
+  log "building llm-d-inference-sim $INFERENCE_SIM_VERSION (about 3 minutes on 2 cores)"
+  sim_dir=$(mktemp -d "$cache/sim.XXXXXX")
+  # A scratch module: the simulator's replace directives make `go install` refuse it.
+  (cd "$sim_dir" && export GOFLAGS=-mod=mod GOTOOLCHAIN=local CGO_ENABLED=0 &&
+    go mod init aima.local/testenv/sim && go get -tool "github.com/llm-d/llm-d-inference-sim/cmd/llm-d-inference-sim@$INFERENCE_SIM_VERSION" &&
+    go build -trimpath -ldflags "-s -w" -o "$sim_dir/llm-d-inference-sim" github.com/llm-d/llm-d-inference-sim/cmd/llm-d-inference-sim) \
+    >"$sim_dir.log" 2>&1 || { tail -n 30 "$sim_dir.log" >&2; exit 1; }
+  from_scratch "$sim_ref" 65532:65532 "$sim_dir/llm-d-inference-sim"
+  rm -rf "$sim_dir" "$sim_dir.log"
+  save llm-d-inference-sim "$sim_ref"
 fi
 
 # Archives of earlier inputs are never used again: keep only the listed ones.

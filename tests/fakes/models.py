@@ -72,7 +72,14 @@ def write_tiny_llama_gguf(path: Path, *, seed: int = 0) -> Path:
     def ones(name: str) -> None:
         writer.add_tensor(name, np.ones(embedding, np.float32))
 
-    random("token_embd.weight", len(tokens), embedding)
+    # Noise, but ASCII letters only: every token embedding carries one large shared component that
+    # the output layer reads as "a letter", so each generated token is a whole character (a stream
+    # sends one event per token; random bytes would be held back as partial UTF-8) and the end token
+    # never wins (max_tokens bounds every reply).
+    letters = np.array([t.isascii() and t.isalpha() for t in tokens])
+    embeddings = rng.standard_normal((len(tokens), embedding)) * 0.02
+    embeddings[:, 0] = 1.0
+    writer.add_tensor("token_embd.weight", embeddings.astype(np.float32))
     for layer in range(layers):
         block = f"blk.{layer}"
         ones(f"{block}.attn_norm.weight")
@@ -84,7 +91,9 @@ def write_tiny_llama_gguf(path: Path, *, seed: int = 0) -> Path:
         random(f"{block}.ffn_up.weight", feed_forward, embedding)
         random(f"{block}.ffn_down.weight", embedding, feed_forward)
     ones("output_norm.weight")
-    random("output.weight", len(tokens), embedding)
+    output = rng.standard_normal((len(tokens), embedding)) * 0.02
+    output[:, 0] = np.where(letters, 1.0, -1.0)
+    writer.add_tensor("output.weight", output.astype(np.float32))
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()

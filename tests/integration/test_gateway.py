@@ -276,6 +276,9 @@ def test_services_of_other_namespaces_are_routed_by_namespace_and_name(
                     )
                     assert status == 200, reply
                     assert headers["X-Fake-Engine"] in inner.lookup(model).endpoints  # type: ignore[union-attr]
+                    # The engine is asked for the name it serves, as vLLM insists, not the qualified id.
+                    engine = running.replicas.engines[headers["X-Fake-Engine"]]
+                    assert engine.stats.bodies[-1]["model"] == "chat"
                 chat_only = {"Authorization": f"Bearer {KEY_CHAT_ONLY}"}
                 status, _, reply = await post(
                     running, "/v1/chat/completions", CHAT | {"model": qualified}, chat_only

@@ -59,6 +59,10 @@ def hub_url(real_cluster: ControlPlane, aima_image: str) -> str:
     generate_file(served / "model.safetensors", HUB_WEIGHTS_BYTES, seed=11)
     (served / "config.json").write_text('{"architectures": ["LlamaForCausalLM"], "model_type": "llama"}')
     write_tiny_llama_gguf(served / "tiny.gguf")
+    # Its header is whole, its tensors cut off: the loader takes it, llama.cpp cannot load it.
+    (served / "broken").mkdir()
+    whole = (served / "tiny.gguf").read_bytes()
+    (served / "broken" / "tiny.gguf").write_bytes(whole[: len(whole) // 2])
     code = {name: (FAKES / name).read_text() for name in ("__init__.py", "hub.py", "serving.py")}
     labels = {"app": "hub"}
     real_cluster.apply(

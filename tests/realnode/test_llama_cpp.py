@@ -10,6 +10,7 @@ import json
 import time
 from typing import Any
 
+import httpx
 import openai
 import pytest
 import yaml
@@ -17,9 +18,9 @@ from suite import FIGURES, HUB_REPO, SERVING_NAMESPACE
 
 from aima.testenv import ControlPlane
 from aima.testenv.binaries import REPO_ROOT
-from aima.testenv.chart import Release
+from aima.testenv.chart import CHART, Release, helm
 from aima.testenv.realnode import NODE_NAME
-from reads import condition, get_json, ready_seconds
+from reads import condition, condition_of, get_json, ready_seconds
 from waiting import eventually
 
 pytestmark = pytest.mark.realnode
@@ -51,7 +52,11 @@ def llama(real_cluster: ControlPlane, platform: Release, downloaded: dict[str, A
                 "apiVersion": "aima.dev/v1alpha1",
                 "kind": "Model",
                 "metadata": {"name": "tiny-gguf", "namespace": SERVING_NAMESPACE},
-                "spec": {"source": f"hf://{HUB_REPO}@main", "type": "LLM", "files": {"include": ["*.gguf"]}},
+                "spec": {
+                    "source": f"hf://{HUB_REPO}@main",
+                    "type": "LLM",
+                    "files": {"include": ["tiny.gguf"]},
+                },
             },
         ]
     )
@@ -116,7 +121,8 @@ def test_llama_cpp_streams_tokens_and_usage_through_the_gateway(client: openai.O
         stream_options={"include_usage": True},
     )
     chunks = list(stream)
-    assert sum(1 for c in chunks if c.choices and c.choices[0].delta.content is not None) >= 2
+    pieces = [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]
+    assert len(pieces) == 8 and all(piece.isalpha() for piece in pieces), pieces  # one event per token
     usage = next(c.usage for c in chunks if c.usage is not None)
     assert usage.completion_tokens == 8
 
@@ -125,3 +131,183 @@ def test_llama_cpp_completes_text_through_the_gateway(client: openai.OpenAI, lla
     reply = client.completions.create(model=MODEL_ID, prompt="Once upon", max_tokens=4)
     assert reply.usage is not None and reply.usage.completion_tokens == 4
     assert json.loads(reply.model_dump_json())["choices"][0]["text"] is not None
+
+
+def isvc(
+    name: str, *, model: str = "tiny-gguf", engine: str = "llama-cpp-local", **spec: Any
+) -> dict[str, Any]:
+    """An InferenceService on the real node with a small request (the node is shared)."""
+    return {
+        "apiVersion": "aima.dev/v1alpha1",
+        "kind": "InferenceService",
+        "metadata": {"name": name, "namespace": SERVING_NAMESPACE},
+        "spec": {
+            "modelRef": {"name": model},
+            "engineRef": {"name": engine},
+            "resources": {"gpus": 0, "requests": {"cpu": "50m", "memory": "64Mi"}},
+        }
+        | spec,
+    }
+
+
+def ready_condition(plane: ControlPlane, name: str) -> dict[str, Any]:
+    return condition_of(get_json(plane, "isvc", name, "-n", SERVING_NAMESPACE), "Ready") or {}
+
+
+def crash_explained(plane: ControlPlane, name: str) -> dict[str, Any] | None:
+    found = ready_condition(plane, name)
+    return found if found.get("reason") == "CrashLoopBackOff" else None
+
+
+def test_an_engine_that_refuses_a_flag_is_explained_with_its_exit_code_and_last_lines(
+    real_cluster: ControlPlane, llama: str
+) -> None:
+    real_cluster.apply([isvc("bad-flag", engineArgs={"no-such-flag": "1"})])
+    try:
+        found = eventually(
+            lambda: crash_explained(real_cluster, "bad-flag"), what="the crash to be explained", timeout=90
+        )
+        assert found["status"] == "False"
+        assert "last exit code 1" in found["message"]
+        assert "no-such-flag" in found["message"].split("last log lines:", 1)[1]
+    finally:
+        real_cluster.kubectl("delete", "isvc", "bad-flag", "-n", SERVING_NAMESPACE, "--wait=false")
+
+
+def test_a_model_the_engine_cannot_load_is_explained_with_the_engines_words(
+    real_cluster: ControlPlane, llama: str
+) -> None:
+    real_cluster.apply(
+        [
+            {
+                "apiVersion": "aima.dev/v1alpha1",
+                "kind": "Model",
+                "metadata": {"name": "broken-gguf", "namespace": SERVING_NAMESPACE},
+                "spec": {
+                    "source": f"hf://{HUB_REPO}@main",
+                    "type": "LLM",
+                    "files": {"include": ["broken/tiny.gguf"]},
+                },
+            },
+            isvc("broken-model", model="broken-gguf"),
+        ]
+    )
+    try:
+        found = eventually(
+            lambda: crash_explained(real_cluster, "broken-model"),
+            what="the crash to be explained",
+            timeout=150,
+        )
+        logs = found["message"].split("last log lines:", 1)[1]
+        assert "failed to load model" in logs or "gguf" in logs.lower(), logs
+    finally:
+        real_cluster.kubectl("delete", "isvc", "broken-model", "-n", SERVING_NAMESPACE, "--wait=false")
+
+
+def test_traffic_waits_for_the_engines_health_path(
+    real_cluster: ControlPlane, llama: str, client: openai.OpenAI
+) -> None:
+    """An engine probed at a path it does not serve runs but is never Ready, says on what it waits,
+    and gets no traffic; pointing the Engine at its real health path makes it Ready."""
+    gated = local_llama_cpp(real_cluster.real_node.images["llama-server"])  # type: ignore[union-attr]
+    gated["metadata"] = {"name": "llama-cpp-gated"}
+    gated["spec"]["health"]["path"] = "/not-the-health-route"
+    real_cluster.apply([gated, isvc("gated", engine="llama-cpp-gated")])
+    try:
+        waiting = eventually(
+            lambda: (
+                "GET /not-the-health-route" in (found := ready_condition(real_cluster, "gated"))["message"]
+                and found
+            ),
+            what="the service to say it waits on its engine's health path",
+            timeout=90,
+        )
+        assert waiting["status"] == "False" and waiting["reason"] == "Starting"
+        assert "waiting for GET /not-the-health-route on port 8080" in waiting["message"]
+        (pod,) = get_json(
+            real_cluster, "pods", "", "-n", SERVING_NAMESPACE, "--selector=aima.dev/inference-service=gated"
+        )["items"]
+        assert pod["status"]["phase"] == "Running"
+        assert pod["status"]["containerStatuses"][0]["ready"] is False
+        with pytest.raises(openai.APIStatusError) as refused:
+            client.chat.completions.create(
+                model=f"{SERVING_NAMESPACE}/gated", messages=[{"role": "user", "content": "Hi"}], max_tokens=2
+            )
+        assert refused.value.status_code == 503
+        assert "no replica is ready" in refused.value.message
+
+        real_cluster.kubectl(
+            "patch",
+            "engine",
+            "llama-cpp-gated",
+            "--type=merge",
+            "-p",
+            '{"spec":{"health":{"path":"/health"}}}',
+        )
+        ready_seconds(real_cluster, "isvc", "gated", SERVING_NAMESPACE, since=time.monotonic())
+        reply = client.chat.completions.create(
+            model=f"{SERVING_NAMESPACE}/gated", messages=[{"role": "user", "content": "Hi"}], max_tokens=2
+        )
+        assert reply.usage is not None and reply.usage.completion_tokens == 2
+    finally:
+        real_cluster.kubectl("delete", "isvc", "gated", "-n", SERVING_NAMESPACE, "--wait=false")
+
+
+def test_the_charts_engine_podmonitor_scrapes_llama_cpps_own_metrics(
+    real_cluster: ControlPlane, llama: str, client: openai.OpenAI
+) -> None:
+    """The chart's engine PodMonitor, followed as Prometheus would: its selector, its namespaces, its
+    relabelling (keep pods that name a metrics path, scrape that path) and its port."""
+    client.completions.create(model=MODEL_ID, prompt="Once upon", max_tokens=3)
+    rendered = helm(
+        real_cluster,
+        "template",
+        "aima",
+        str(CHART),
+        "--show-only=templates/engines/podmonitor.yaml",
+        values={"metrics": {"serviceMonitor": {"enabled": True}}},
+    )
+    monitor = yaml.safe_load(rendered)["spec"]
+    assert monitor["namespaceSelector"] == {"any": True}
+    selector = ",".join(f"{k}={v}" for k, v in monitor["selector"]["matchLabels"].items())
+    pods = get_json(real_cluster, "pods", "", "--all-namespaces", f"--selector={selector}")["items"]
+    (endpoint,) = monitor["podMetricsEndpoints"]
+    kept = {
+        p["metadata"]["labels"]["aima.dev/inference-service"]: p
+        for p in pods
+        if scraped_path(p, endpoint["relabelings"]) and p["status"].get("podIP")
+    }
+    assert llama in kept and "tiny-chat" not in kept  # the fake engine names no metrics path
+    pod = kept[llama]
+    (port,) = [
+        p["containerPort"] for p in pod["spec"]["containers"][0]["ports"] if p["name"] == endpoint["port"]
+    ]
+    url = f"http://{pod['status']['podIP']}:{port}{scraped_path(pod, endpoint['relabelings'])}"
+    text = httpx.get(url, timeout=10).text
+    counted = [line for line in text.splitlines() if line.startswith("llamacpp:tokens_predicted_total")]
+    assert counted and float(counted[0].split()[-1]) >= 3, text[:2000]
+
+
+def scraped_path(pod: dict[str, Any], relabelings: list[dict[str, Any]]) -> str | None:
+    """The path Prometheus would scrape after the PodMonitor's relabelling, None when it drops the pod;
+    only what this PodMonitor uses: a keep and a __metrics_path__ rule on pod annotations."""
+    annotations = pod["metadata"].get("annotations", {})
+    path = "/metrics"
+    for rule in relabelings:
+        (source,) = rule["sourceLabels"]
+        prefix = "__meta_kubernetes_pod_annotation_"
+        if not source.startswith(prefix):
+            continue
+        value = next(
+            (
+                v
+                for k, v in annotations.items()
+                if k.replace(".", "_").replace("/", "_").replace("-", "_") == source[len(prefix) :]
+            ),
+            "",
+        )
+        if rule.get("action") == "keep" and not value:
+            return None
+        if rule.get("targetLabel") == "__metrics_path__" and value:
+            path = value
+    return path

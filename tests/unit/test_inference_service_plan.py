@@ -124,7 +124,8 @@ def container_of(result: planning.Plan) -> dict[str, Any]:
         ),
         ({"engineRef": {"name": "nope"}}, model(), GPU_NODES, None, None, "EngineNotFound"),
         ({"engineRef": {"name": "vllm", "variant": "rocm"}}, model(), GPU_NODES, None, None, "InvalidSpec"),
-        ({}, model(), CPU_NODES, None, None, "NoMatchingEngine"),
+        ({}, model(), CPU_NODES, "vllm", "cpu", "EngineChosen"),
+        ({}, model(), [node("arm", arch="arm64")], None, None, "NoMatchingEngine"),
         ({}, model(type_="Diffusion", fmt=None), GPU_NODES, None, None, "NoMatchingEngine"),
     ],
     ids=[
@@ -138,7 +139,8 @@ def container_of(result: planning.Plan) -> dict[str, Any]:
         "named variant",
         "named engine missing",
         "named variant missing",
-        "no gpu nodes and no cpu engine for safetensors",
+        "safetensors on a cpu-only cluster picks vllm's cpu build",
+        "no cpu engine for safetensors on arm64",
         "no engine for the type",
     ],
 )
@@ -254,6 +256,14 @@ def test_an_engine_with_a_uid_runs_non_root() -> None:
     context = deployment_of(result)["spec"]["template"]["spec"]["securityContext"]
     assert context["runAsNonRoot"] is True
     assert context["runAsUser"] == 1000
+
+
+def test_engine_pods_say_where_their_metrics_are_only_when_the_engine_serves_them() -> None:
+    with_metrics = deployment_of(planning.plan(service(), observed=observed()))["spec"]["template"]
+    assert with_metrics["metadata"]["annotations"] == {Keys.METRICS_PATH: "/metrics"}
+    engines = [e | {"spec": {k: v for k, v in e["spec"].items() if k != "metricsPath"}} for e in ENGINES]
+    without = deployment_of(planning.plan(service(), observed=observed(engines=engines)))["spec"]["template"]
+    assert "annotations" not in without["metadata"]
 
 
 def test_service_and_endpoint() -> None:

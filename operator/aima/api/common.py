@@ -67,6 +67,8 @@ class Keys:
     """Set on objects the operator installs from the catalog, so users can tell them from their own."""
     RUN_AS_USER: Final = "aima.dev/run-as-user"
     """Annotation on an Engine: a non-root UID its image runs as; its pods then run with runAsNonRoot."""
+    METRICS_PATH: Final = "aima.dev/metrics-path"
+    """Annotation on an engine pod: the path of its Prometheus metrics (the Engine's metricsPath)."""
     KOPF_PREFIX: Final = "kopf.aima.dev"
     """Prefix of kopf's bookkeeping annotations; kopf never writes into our `status`."""
 

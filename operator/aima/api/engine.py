@@ -192,6 +192,15 @@ class EngineSpec(ApiModel):
     """Port the engine serves HTTP on."""
     health: EngineHealth = EngineHealth()
     """Health and startup probes."""
+    metrics_path: str | None = Field(
+        default=None,
+        max_length=256,
+        json_schema_extra={
+            "x-kubernetes-validations": [cel("self.startsWith('/')", "metricsPath must start with /")]
+        },
+    )
+    """HTTP path of the engine's Prometheus metrics on its port; the chart's engine PodMonitor scrapes
+    it. Unset: the engine serves no metrics and is not scraped."""
     model_types: list[ModelType] = Field(
         min_length=1, max_length=8, json_schema_extra={"x-kubernetes-list-type": "set"}
     )

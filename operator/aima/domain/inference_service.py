@@ -238,7 +238,7 @@ def desired_deployment(
             "progressDeadlineSeconds": engine.spec.health.startup_timeout_seconds
             + _PROGRESS_HEADROOM_SECONDS,
             "revisionHistoryLimit": 3,
-            "template": {"metadata": {"labels": labels}, "spec": pod_spec},
+            "template": {"metadata": _pod_metadata(labels, engine=engine), "spec": pod_spec},
         },
     }
 
@@ -266,6 +266,13 @@ def _metadata(body: Body, *, service: InferenceService, labels: dict[str, str]) 
         "labels": labels,
         "ownerReferences": [objects.owner_reference(body)],
     }
+
+
+def _pod_metadata(labels: dict[str, str], *, engine: Engine) -> Body:
+    """The pod's labels, and where its metrics are: the chart's engine PodMonitor scrapes only pods
+    that carry the annotation, at the path it names."""
+    path = engine.spec.metrics_path
+    return _compact({"labels": labels, "annotations": {Keys.METRICS_PATH: path} if path else None})
 
 
 def _labels(service: InferenceService, *, model: Model, engine: Engine) -> dict[str, str]:

@@ -27,6 +27,12 @@ def json_model(body: bytes) -> tuple[str, dict[str, Any]]:
     return _required(payload.get("model")), payload
 
 
+def with_model(payload: dict[str, Any], model: str) -> bytes:
+    """The JSON body again, naming ``model``: written anew only when the engine knows the model by
+    another name than the client asked for."""
+    return json.dumps(payload | {"model": model}, separators=(",", ":")).encode()
+
+
 def multipart_field(body: bytes, content_type: str, name: str) -> str:
     """A text field of a multipart/form-data body (the ``model`` of an audio upload).
 

@@ -123,6 +123,8 @@ class Proxy:
             model, payload = self._model_of(request, body)
             backend = self._backend(model, key)
             label = backend.model
+            if payload is not None and model != backend.service.engine_model:
+                body = bodies.with_model(payload, backend.service.engine_model)
             self.metrics.in_flight[label] += 1
             try:
                 endpoints = await self._waker.endpoints(backend)

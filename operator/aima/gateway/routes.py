@@ -63,6 +63,12 @@ class ServiceView:
     autoscaling: Autoscaling | None = None
     """Request-based autoscaling bounds; None leaves replicas as they are set."""
 
+    @property
+    def engine_model(self) -> str:
+        """The model name the engine itself serves (its --served-model-name): vLLM answers 404 to
+        any other, such as the gateway's ``<namespace>/<name>``."""
+        return self.served_name or self.name
+
 
 @dataclass(frozen=True, slots=True)
 class SliceView:
