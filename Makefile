@@ -1,8 +1,11 @@
 # The two commands a newcomer needs; both set up everything on a fresh machine.
-.PHONY: dev test
+.PHONY: dev dev-kwok test
 
-dev:   ## a local control plane with fake GPU nodes, the operator, a sample service and the gateway
+dev:   ## a local cluster with a real node (root): the chart, a sample llama.cpp service and the gateway
 	hack/dev
+
+dev-kwok:  ## the same with fake nodes only: no root, quicker; replicas are local fake engines
+	hack/dev --kwok-only
 
 test:  ## lint, type-check and run every test against a real local control plane
 	hack/test

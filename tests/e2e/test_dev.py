@@ -4,40 +4,21 @@ gateway that answers for it, all stopped cleanly by SIGTERM."""
 from __future__ import annotations
 
 import json
-import queue
 import re
 import signal
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
 from aima.testenv import ensure_binaries
+from waiting import read_until
 
 pytestmark = pytest.mark.e2e
 
 _START_SECONDS = 240
-
-
-def read_until(process: subprocess.Popen[str], marker: str, *, timeout: float) -> str:
-    """What the process printed on stderr up to and including the line with ``marker``."""
-    assert process.stderr is not None
-    lines: queue.Queue[str] = queue.Queue()
-    threading.Thread(target=lambda: [lines.put(line) for line in process.stderr or ()], daemon=True).start()
-    seen: list[str] = []
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            seen.append(lines.get(timeout=1))
-        except queue.Empty:
-            continue
-        if marker in seen[-1]:
-            return "".join(seen)
-    pytest.fail(f"`aima dev up` never printed {marker!r}; it printed:\n{''.join(seen)}")
 
 
 def chat_through_the_gateway(printed: str) -> None:
@@ -62,7 +43,7 @@ def test_dev_up_starts_everything_and_the_sample_becomes_ready(tmp_path: Path) -
     kubeconfig = tmp_path / "kubeconfig"
     aima = Path(sys.executable).parent / "aima"
     process = subprocess.Popen(
-        [str(aima), "dev", "up", "--kubeconfig-out", str(kubeconfig), "--gateway-port", "0"],
+        [str(aima), "dev", "up", "--kwok-only", "--kubeconfig-out", str(kubeconfig), "--gateway-port", "0"],
         stderr=subprocess.PIPE,
         text=True,
     )

@@ -27,8 +27,8 @@ from suite import (
 
 from aima.testenv import ControlPlane, ensure_binaries, nodes
 from aima.testenv.chart import RESTRICTED, Release, install
+from aima.testenv.models import write_tiny_llama_gguf
 from aima.testenv.realnode import NODE_LABEL
-from fakes.models import write_tiny_llama_gguf
 from fakes.serving import generate_file
 from reads import condition, get_json, ready_seconds
 from waiting import eventually
@@ -314,8 +314,8 @@ def client(gateway_url: str, keys: dict[str, str]) -> Iterator[openai.OpenAI]:
 
 
 # Modules that change the shared platform run after the others, in this order: the release test
-# upgrades and uninstalls the chart, the teardown test stops the node.
-_LAST = ("test_release.py", "test_teardown.py")
+# upgrades and uninstalls the chart, the teardown test stops the node, then `aima dev up` starts its own.
+_LAST = ("test_release.py", "test_teardown.py", "test_dev.py")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -5,10 +5,13 @@ from __future__ import annotations
 import base64
 import contextlib
 import os
+import re
 import secrets
 import shutil
 import signal
+import subprocess
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -19,9 +22,11 @@ from aima.settings import Settings
 
 if TYPE_CHECKING:
     from aima.testenv import ControlPlane
+    from aima.testenv.binaries import Binaries
 
 
 _SAMPLE_TIMEOUT_SECONDS = 90
+_PLATFORM_NAMESPACE = "aima-system"
 
 
 _kubeconfig_out = click.option(
@@ -43,47 +48,102 @@ def dev() -> None:
 @click.option(
     "--gateway-port", default=8080, show_default=True, type=int, help="Port of the gateway on 127.0.0.1."
 )
-def up(kubeconfig_out: Path, gateway_port: int) -> None:
+@click.option(
+    "--kwok-only",
+    is_flag=True,
+    help="Only kwok's fake nodes: no root, no images, up in about a minute; replicas are local fakes.",
+)
+def up(kubeconfig_out: Path, gateway_port: int, kwok_only: bool) -> None:
     """Start the local control plane (etcd, kube-apiserver, controller-manager, scheduler, kwok
-    with two 8-GPU nodes and one CPU node), the operator, a sample service and the gateway, and keep
-    them running until Ctrl-C."""
-    from aima.testenv import ControlPlane, ensure_binaries  # dev-only dependencies
-    from aima.testenv.binaries import REPO_ROOT
-    from aima.testenv.loader_jobs import LocalLoaderJobs
-    from aima.testenv.operator import OperatorThread
+    with two fake 8-GPU nodes) with a real node (needs root): the chart installed from the image built
+    here, and a sample service whose tiny model llama.cpp serves on the node's CPU, behind the
+    gateway on 127.0.0.1; until Ctrl-C. With --kwok-only, the operator and the gateway run in this
+    process and the sample is served by a fake engine on a fake H100."""
+    from aima.testenv import ensure_binaries  # dev-only dependencies
 
     console = Console(stderr=True)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     with console.status("Building or finding the control plane binaries"):
         binaries = ensure_binaries()
+    if kwok_only:
+        _up_kwok_only(console, binaries, kubeconfig_out=kubeconfig_out, gateway_port=gateway_port, stop=stop)
+    else:
+        _up_real_node(console, binaries, kubeconfig_out=kubeconfig_out, gateway_port=gateway_port, stop=stop)
+
+
+def _up_kwok_only(
+    console: Console, binaries: Binaries, *, kubeconfig_out: Path, gateway_port: int, stop: threading.Event
+) -> None:
+    from aima.testenv import ControlPlane
+    from aima.testenv.binaries import REPO_ROOT
+    from aima.testenv.loader_jobs import LocalLoaderJobs
+    from aima.testenv.operator import OperatorThread
+
     plane = ControlPlane(binaries=binaries)
     with console.status("Starting etcd, kube-apiserver, controllers, scheduler and kwok nodes"):
         plane.start()
     try:
         with console.status("Installing the CRDs and RBAC"):
             _install(plane, repo_root=REPO_ROOT)
-        kubeconfig_out.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(plane.kubeconfig, kubeconfig_out)
+        _copy_kubeconfig(plane, kubeconfig_out)
         settings = Settings(kubeconfig=plane.kubeconfig, catalog_dir=REPO_ROOT / "catalog")
         volumes = plane.workdir / "volumes"
         with OperatorThread(settings), LocalLoaderJobs(plane, volumes=volumes):
             with console.status("Applying hack/dev-sample.yaml and waiting for it to be Ready"):
                 ready = _apply_sample(plane, sample=REPO_ROOT / "hack" / "dev-sample.yaml", volumes=volumes)
-            if ready:
-                console.print(
-                    "[bold green]The sample InferenceService tiny-chat is Ready[/] on a fake H100 node."
-                )
-            else:
-                console.print(f"[bold red]The sample tiny-chat is not Ready:[/] {_why_not_ready(plane)}")
-            kubeconfig, kubectl = kubeconfig_out.resolve(), binaries.path("kubectl")
+            _say_whether_ready(console, plane, ready=ready, where="on a fake H100 node")
             _serve_gateway(
-                console, plane, settings, port=gateway_port, kubeconfig=kubeconfig, kubectl=kubectl, stop=stop
+                console, plane, settings, port=gateway_port, kubeconfig=kubeconfig_out.resolve(), stop=stop
             )
     except KeyboardInterrupt:
         pass
     finally:
         console.print("Stopping the control plane")
+        plane.stop()
+
+
+def _up_real_node(
+    console: Console, binaries: Binaries, *, kubeconfig_out: Path, gateway_port: int, stop: threading.Event
+) -> None:
+    from aima.testenv import ControlPlane, nodes
+    from aima.testenv.binaries import REPO_ROOT
+    from aima.testenv.chart import install
+
+    plane = ControlPlane(binaries=binaries, node_specs=nodes.GPU_NODES, real_node=True)
+    try:
+        with console.status("Starting the control plane and the real node (the first start builds images)"):
+            plane.start()
+        node = plane.real_node
+        assert node is not None
+        # The catalog's llama.cpp image for CPUs is, on this node, the llama-server built here.
+        node.tag_image(node.images["llama-server"], _catalog_image(REPO_ROOT / "catalog", "llama-cpp"))
+        with console.status("helm install charts/aima into aima-system"):
+            release = install(
+                plane,
+                image=node.images["aima"],
+                namespace=_PLATFORM_NAMESPACE,
+                values={"gateway": {"namespace": "default"}},
+            )
+        _copy_kubeconfig(plane, kubeconfig_out)
+        with console.status("Applying hack/dev-sample-real-node.yaml and waiting for it to be Ready"):
+            ready = _apply_real_node_sample(plane, sample=REPO_ROOT / "hack" / "dev-sample-real-node.yaml")
+        _say_whether_ready(console, plane, ready=ready, where="on the real node, served by llama.cpp")
+        api_key = _create_api_key(plane)
+        with _port_forward(plane, f"svc/{release.name('gateway')}", port=gateway_port) as gateway:
+            _print_next_steps(
+                console,
+                kubeconfig=kubeconfig_out.resolve(),
+                kubectl=binaries.path("kubectl"),
+                gateway=gateway,
+                api_key=api_key,
+                replicas="the chart's pods and llama.cpp run in real containers on the node `real-node`",
+            )
+            stop.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        console.print("Stopping the real node and the control plane; the host is left as it was")
         plane.stop()
 
 
@@ -108,9 +168,10 @@ def node(kubeconfig_out: Path) -> None:
             plane.start()
         assert plane.real_node is not None
         with console.status("helm install charts/aima (Restricted namespace aima-system)"):
-            release = install(plane, image=plane.real_node.images["aima"], namespace="aima-system", values={})
-        kubeconfig_out.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(plane.kubeconfig, kubeconfig_out)
+            release = install(
+                plane, image=plane.real_node.images["aima"], namespace=_PLATFORM_NAMESPACE, values={}
+            )
+        _copy_kubeconfig(plane, kubeconfig_out)
         console.print(
             "[bold green]A real node runs the chart[/] "
             f"(helm install --wait took {release.install_seconds:.0f} s).\n"
@@ -143,16 +204,109 @@ def _apply_sample(plane: ControlPlane, *, sample: Path, volumes: Path) -> bool:
     (weights / "config.json").write_text('{"architectures": ["LlamaForCausalLM"], "num_hidden_layers": 2}')
     (weights / "model.safetensors").write_bytes(os.urandom(2**20))
     plane.kubectl("apply", "-n", "default", "-f", str(sample))
+    return _wait_ready(plane, timeout=_SAMPLE_TIMEOUT_SECONDS)
+
+
+def _wait_ready(plane: ControlPlane, *, timeout: int) -> bool:
     waited = plane.kubectl(
         "wait",
         "-n",
         "default",
         "--for=condition=Ready",
-        f"--timeout={_SAMPLE_TIMEOUT_SECONDS}s",
+        f"--timeout={timeout}s",
         "inferenceservice/tiny-chat",
         check=False,
     )
     return waited.returncode == 0
+
+
+def _say_whether_ready(console: Console, plane: ControlPlane, *, ready: bool, where: str) -> None:
+    if ready:
+        console.print(
+            f"[bold green]The sample InferenceService tiny-chat is Ready[/] {where}.", soft_wrap=True
+        )
+    else:
+        console.print(f"[bold red]The sample tiny-chat is not Ready:[/] {_why_not_ready(plane)}")
+
+
+def _copy_kubeconfig(plane: ControlPlane, kubeconfig_out: Path) -> None:
+    kubeconfig_out.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(plane.kubeconfig, kubeconfig_out)
+
+
+def _apply_real_node_sample(plane: ControlPlane, *, sample: Path) -> bool:
+    """The sample's weights on a host folder, offered as the PersistentVolume its claim names (as an
+    admin offers weights copied onto a node), then the sample; whether it became Ready in time."""
+    from aima.testenv.models import write_tiny_llama_gguf
+    from aima.testenv.realnode import NODE_LABEL
+
+    folder = plane.workdir / "dev-weights"
+    write_tiny_llama_gguf(folder / "tiny-chat" / "tiny.gguf")
+    # The loader's Job runs as 65532 and records a manifest beside the weights it verifies.
+    for path in (folder, folder / "tiny-chat", folder / "tiny-chat" / "tiny.gguf"):
+        os.chown(path, 65532, 65532)
+    volume = {
+        "apiVersion": "v1",
+        "kind": "PersistentVolume",
+        "metadata": {"name": "dev-weights"},
+        "spec": {
+            "capacity": {"storage": "1Gi"},
+            "accessModes": ["ReadWriteOnce"],
+            "storageClassName": "",
+            "hostPath": {"path": str(folder), "type": "Directory"},
+            "nodeAffinity": {
+                "required": {
+                    "nodeSelectorTerms": [
+                        {"matchExpressions": [{"key": NODE_LABEL, "operator": "In", "values": ["true"]}]}
+                    ]
+                }
+            },
+        },
+    }
+    plane.apply([volume])
+    plane.kubectl("apply", "-n", "default", "-f", str(sample))
+    return _wait_ready(plane, timeout=_SAMPLE_TIMEOUT_SECONDS * 2)
+
+
+def _catalog_image(catalog: Path, engine: str) -> str:
+    """The image of ``engine``'s CPU variant for amd64 in the catalog."""
+    from aima.api.engine import Accelerator, Architecture
+    from aima.catalog import load_catalog
+
+    (found,) = [e for e in load_catalog(catalog).engines if e.metadata.name == engine]
+    return next(
+        v.image
+        for v in found.spec.variants
+        if v.accelerator == Accelerator.CPU and v.architecture == Architecture.AMD64
+    )
+
+
+@contextlib.contextmanager
+def _port_forward(plane: ControlPlane, target: str, *, port: int) -> Iterator[str]:
+    """`kubectl port-forward` of ``target`` (a Service in the platform's namespace) to 127.0.0.1:``port``
+    (0: a free one), for as long as the block runs; yields the URL."""
+    remote = plane.kubectl("get", target, "-n", _PLATFORM_NAMESPACE, "-o", "jsonpath={.spec.ports[0].port}")
+    argv = [
+        str(plane.binaries.path("kubectl")),
+        f"--kubeconfig={plane.kubeconfig}",
+        "port-forward",
+        "-n",
+        _PLATFORM_NAMESPACE,
+        "--address=127.0.0.1",
+        target,
+        f"{port or ''}:{remote.stdout.strip()}",
+    ]
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as forward:
+        assert forward.stdout is not None
+        first = forward.stdout.readline()  # "Forwarding from 127.0.0.1:PORT -> ..."
+        found = re.search(r"127\.0\.0\.1:(\d+)", first)
+        if found is None:
+            forward.kill()
+            raise click.ClickException(f"kubectl port-forward {target} failed: {first.strip()}")
+        try:
+            yield f"http://127.0.0.1:{found.group(1)}"
+        finally:
+            forward.terminate()
 
 
 def _serve_gateway(
@@ -162,7 +316,6 @@ def _serve_gateway(
     *,
     port: int,
     kubeconfig: Path,
-    kubectl: Path,
     stop: threading.Event,
 ) -> None:
     """Serve the gateway with a fresh API key, say what to try, and wait for Ctrl-C or SIGTERM."""
@@ -175,7 +328,12 @@ def _serve_gateway(
         except RuntimeError as error:
             raise click.ClickException(f"{error} (another port: --gateway-port)") from None
         _print_next_steps(
-            console, kubeconfig=kubeconfig, kubectl=kubectl, gateway=gateway.url, api_key=api_key
+            console,
+            kubeconfig=kubeconfig,
+            kubectl=plane.binaries.path("kubectl"),
+            gateway=gateway.url,
+            api_key=api_key,
+            replicas="its replicas are local fake engines: kwok runs no containers",
         )
         stop.wait()
 
@@ -206,12 +364,12 @@ def _why_not_ready(plane: ControlPlane) -> str:
 
 
 def _print_next_steps(
-    console: Console, *, kubeconfig: Path, kubectl: Path, gateway: str, api_key: str
+    console: Console, *, kubeconfig: Path, kubectl: Path, gateway: str, api_key: str, replicas: str
 ) -> None:
     chat = '{"model": "tiny-chat", "messages": [{"role": "user", "content": "Hello"}]}'
     console.print(
         f"[bold green]Local cluster is up[/] with the AIMA CRDs, the engine catalog, the operator and "
-        f"the gateway on {gateway} (its replicas are local fake engines: kwok runs no containers).\n"
+        f"the gateway on {gateway} ({replicas}).\n"
         f"In another shell:\n"
         f"  export KUBECONFIG={kubeconfig}\n"
         f"  export PATH={kubectl.parent}:$PATH\n"
