@@ -3,9 +3,10 @@
 # made from Debian's packages (mmdebstrap), a static pause image, CoreDNS and the local-path
 # provisioner from the binaries build.sh made, and the project's own Dockerfile built on the Debian
 # base with its Python dependencies from a wheelhouse made on the host; then the real engines
-# pinned in engines.env (llama.cpp's server, llm-d's vLLM simulator). Each image is saved as a
-# docker archive under a versioned cache folder, named by the hash of its inputs, so a warm run
-# rebuilds only what changed. Prints the folder; its `images` file lists "name reference archive".
+# pinned in engines.env (llama.cpp's server, llm-d's vLLM simulator, faster-whisper-server). Each
+# image is saved as a docker archive under a versioned cache folder, named by the hash of its
+# inputs, so a warm run rebuilds only what changed. Prints the folder; its `images` file lists
+# "name reference archive".
 #   hack/testenv/images.sh BIN_DIR
 #   hack/testenv/images.sh --project-only   (the base and the project image, which need no Go
 #                                            build: hack/setup runs it beside build.sh)
@@ -185,6 +186,22 @@ if ! have llm-d-inference-sim "$sim_ref"; then
   from_scratch "$sim_ref" 65532:65532 "$sim_dir/llm-d-inference-sim"
   rm -rf "$sim_dir" "$sim_dir.log"
   save llm-d-inference-sim "$sim_ref"
+fi
+
+# -- faster-whisper-server: a venv from PyPI on the Debian base, built with no network -----------
+whisper_file="$here/faster-whisper-server.Containerfile"
+whisper_ref="localhost/faster-whisper-server:$(printf '%s\n%s\n%s' "$FASTER_WHISPER_SERVER_VERSION" "$base_ref" "$(cat "$whisper_file")" | key_of)"
+if ! have faster-whisper-server "$whisper_ref"; then
+  wheels="$cache/wheels-faster-whisper-server-$FASTER_WHISPER_SERVER_VERSION"
+  if [ ! -f "$wheels/.complete" ]; then
+    log "downloading faster-whisper-server $FASTER_WHISPER_SERVER_VERSION's wheels (about 150 MB)"
+    rm -rf "$wheels" && mkdir -p "$wheels"
+    python3 -m pip download -q --only-binary=:all: -d "$wheels" "faster-whisper-server==$FASTER_WHISPER_SERVER_VERSION" >&2
+    touch "$wheels/.complete"
+  fi
+  podman build -q --network none --build-arg "BASE=$base_ref" --build-arg "VERSION=$FASTER_WHISPER_SERVER_VERSION" \
+    -v "$wheels:/wheels:ro" -f "$whisper_file" -t "$whisper_ref" "$here" >/dev/null
+  save faster-whisper-server "$whisper_ref"
 fi
 
 # Archives of earlier inputs are never used again: keep only the listed ones.

@@ -95,24 +95,55 @@ class FakeHub:
         )
 
 
+def hubs_app(hubs: list[FakeHub]) -> web.Application:
+    """One server for several repositories, each answered by its own FakeHub."""
+    by_repo = {hub.repo: hub for hub in hubs}
+
+    def hub_of(request: web.Request) -> FakeHub:
+        found = by_repo.get(f"{request.match_info['org']}/{request.match_info['name']}")
+        if found is None:
+            raise web.HTTPNotFound(text='{"error": "Repository not found"}', content_type="application/json")
+        return found
+
+    async def revision(request: web.Request) -> web.StreamResponse:
+        return await hub_of(request)._revision(request)
+
+    async def resolve(request: web.Request) -> web.StreamResponse:
+        return await hub_of(request)._resolve(request)
+
+    async def cdn(request: web.Request) -> web.StreamResponse:
+        for hub in hubs:
+            if request.match_info["sha256"] in {hub.digest(n) for n in hub.files if hub.files[n].lfs}:
+                return await hub._cdn(request)
+        return web.Response(status=404)
+
+    app = web.Application()
+    app.router.add_get("/api/models/{org}/{name}/revision/{revision}", revision)
+    app.router.add_route("*", "/{org}/{name}/resolve/{revision}/{path:.+}", resolve)
+    app.router.add_route("*", "/cdn/{sha256}", cdn)
+    return app
+
+
 def main() -> None:
-    """Serve every file under a folder as one repository, for a hub that runs as a pod:
-    ``python -m fakes.hub REPO FOLDER --port 8080 --delay-per-chunk 0.1``."""
+    """Serve every file under each folder as one repository, for a hub that runs as a pod:
+    ``python -m fakes.hub REPO=FOLDER [REPO=FOLDER ...] --port 8080 --delay-per-chunk 0.1``."""
     import argparse
 
     parser = argparse.ArgumentParser(description=main.__doc__)
-    parser.add_argument("repo")
-    parser.add_argument("folder", type=Path)
+    parser.add_argument("repositories", nargs="+", metavar="REPO=FOLDER")
     parser.add_argument("--port", type=int, default=8080)
     parser.add_argument("--delay-per-chunk", type=float, default=0.0)
     args = parser.parse_args()
-    files = {
-        path.relative_to(args.folder).as_posix(): HubFile(path, lfs=path.suffix != ".json")
-        for path in sorted(args.folder.rglob("*"))
-        if path.is_file()
-    }
-    hub = FakeHub(args.repo, files, faults=Faults(delay_per_chunk=args.delay_per_chunk))
-    web.run_app(hub.app(), host="0.0.0.0", port=args.port, print=None)  # a pod's port: every address
+    hubs = []
+    for pair in args.repositories:
+        repo, _, folder = pair.partition("=")
+        files = {
+            path.relative_to(folder).as_posix(): HubFile(path, lfs=path.suffix != ".json")
+            for path in sorted(Path(folder).rglob("*"))
+            if path.is_file()
+        }
+        hubs.append(FakeHub(repo, files, faults=Faults(delay_per_chunk=args.delay_per_chunk)))
+    web.run_app(hubs_app(hubs), host="0.0.0.0", port=args.port, print=None)  # a pod's port: every address
 
 
 if __name__ == "__main__":

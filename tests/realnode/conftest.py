@@ -23,11 +23,12 @@ from suite import (
     PLATFORM_NAMESPACE,
     SERVICE,
     SERVING_NAMESPACE,
+    WHISPER_REPO,
 )
 
 from aima.testenv import ControlPlane, ensure_binaries, nodes
 from aima.testenv.chart import RESTRICTED, Release, install
-from aima.testenv.models import write_tiny_llama_gguf
+from aima.testenv.models import write_tiny_llama_gguf, write_tiny_whisper_ct2
 from aima.testenv.realnode import NODE_LABEL
 from fakes.serving import generate_file
 from reads import condition, get_json, ready_seconds
@@ -54,15 +55,18 @@ def aima_image(real_cluster: ControlPlane) -> str:
 @pytest.fixture(scope="session")
 def hub_url(real_cluster: ControlPlane, aima_image: str) -> str:
     """A fake Hugging Face Hub running as a pod (the project image's Python and the tests' fake,
-    mounted from a ConfigMap), serving one repository slowly enough to watch progress."""
+    mounted from a ConfigMap), serving two repositories (a tiny LLM in SafeTensors and GGUF, a tiny
+    Whisper for CTranslate2) slowly enough to watch progress."""
     served = real_cluster.workdir / "hub"
-    generate_file(served / "model.safetensors", HUB_WEIGHTS_BYTES, seed=11)
-    (served / "config.json").write_text('{"architectures": ["LlamaForCausalLM"], "model_type": "llama"}')
-    write_tiny_llama_gguf(served / "tiny.gguf")
+    llm, whisper = served / "tiny-llm", served / "tiny-whisper"
+    generate_file(llm / "model.safetensors", HUB_WEIGHTS_BYTES, seed=11)
+    (llm / "config.json").write_text('{"architectures": ["LlamaForCausalLM"], "model_type": "llama"}')
+    write_tiny_llama_gguf(llm / "tiny.gguf")
     # Its header is whole, its tensors cut off: the loader takes it, llama.cpp cannot load it.
-    (served / "broken").mkdir()
-    whole = (served / "tiny.gguf").read_bytes()
-    (served / "broken" / "tiny.gguf").write_bytes(whole[: len(whole) // 2])
+    whole = (llm / "tiny.gguf").read_bytes()
+    (llm / "broken").mkdir()
+    (llm / "broken" / "tiny.gguf").write_bytes(whole[: len(whole) // 2])
+    write_tiny_whisper_ct2(whisper)
     code = {name: (FAKES / name).read_text() for name in ("__init__.py", "hub.py", "serving.py")}
     labels = {"app": "hub"}
     real_cluster.apply(
@@ -89,7 +93,13 @@ def hub_url(real_cluster: ControlPlane, aima_image: str) -> str:
                                     "name": "hub",
                                     "image": aima_image,
                                     "imagePullPolicy": "Never",
-                                    "command": ["python", "-m", "fakes.hub", HUB_REPO, "/served"],
+                                    "command": [
+                                        "python",
+                                        "-m",
+                                        "fakes.hub",
+                                        f"{HUB_REPO}=/served/tiny-llm",
+                                        f"{WHISPER_REPO}=/served/tiny-whisper",
+                                    ],
                                     "args": ["--port=8080", "--delay-per-chunk=0.1"],
                                     "env": [{"name": "PYTHONPATH", "value": "/code"}],
                                     "readinessProbe": {

@@ -16,7 +16,7 @@ import httpx
 import pytest
 from suite import FIGURES
 
-from aima.testenv import host
+from aima.testenv import ensure_binaries, host
 from waiting import read_until
 
 pytestmark = pytest.mark.realnode
@@ -53,6 +53,21 @@ def test_make_dev_serves_the_sample_with_llama_cpp_on_the_real_node(tmp_path: Pa
         assert "timings" in reply, reply  # llama.cpp's own field: a real engine wrote this
         assert reply["usage"]["completion_tokens"] == 6
         assert reply["choices"][0]["message"]["content"].isalpha()
+        chosen = subprocess.run(
+            [
+                str(ensure_binaries().path("kubectl")),
+                f"--kubeconfig={kubeconfig}",
+                "get",
+                "isvc",
+                "tiny-chat",
+                "-o",
+                "jsonpath={.status.engine}/{.status.engineVariant}",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        assert chosen.stdout == "llama-cpp/cpu"  # chosen for the GGUF the loader found, on a CPU node
     finally:
         process.send_signal(signal.SIGTERM)
         exit_code = process.wait(timeout=180)

@@ -6,8 +6,11 @@ llama-cpp Engine, rendered by the operator; only the image is the local build.""
 from __future__ import annotations
 
 import copy
+import itertools
 import json
+import statistics
 import time
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -311,3 +314,127 @@ def scraped_path(pod: dict[str, Any], relabelings: list[dict[str, Any]]) -> str 
         if rule.get("targetLabel") == "__metrics_path__" and value:
             path = value
     return path
+
+
+# -- figures: what the platform adds to a real engine (printed at the end of the run) -------------
+
+
+def stream_timings(client: openai.OpenAI, model: str, *, tokens: int) -> tuple[float, list[float]]:
+    """Seconds to the first token of one streamed chat, and between its tokens."""
+    start, stamps = time.perf_counter(), []
+    stream = client.chat.completions.create(
+        model=model, messages=[{"role": "user", "content": "Hello"}], max_tokens=tokens, stream=True
+    )
+    for chunk in stream:
+        if chunk.choices and chunk.choices[0].delta.content:
+            stamps.append(time.perf_counter())
+    assert len(stamps) == tokens
+    return stamps[0] - start, [later - earlier for earlier, later in itertools.pairwise(stamps)]
+
+
+def median_ms(values: list[float]) -> float:
+    return 1000 * statistics.median(values)
+
+
+def the_pod(plane: ControlPlane, selector: str) -> dict[str, Any]:
+    pods = get_json(plane, "pods", "", "-n", SERVING_NAMESPACE, f"--selector={selector}")["items"]
+    (pod,) = [p for p in pods if not p["metadata"].get("deletionTimestamp")]
+    return dict(pod)
+
+
+def test_figures_of_llama_cpp_through_the_gateway_against_direct_calls(
+    real_cluster: ControlPlane, llama: str, client: openai.OpenAI
+) -> None:
+    """Time to first token and between tokens of the same streams through the gateway's Service and
+    straight to the pod, interleaved; the engine's start and memory as the kubelet saw them."""
+    pod = the_pod(real_cluster, f"aima.dev/inference-service={llama}")
+    direct = openai.OpenAI(base_url=f"http://{pod['status']['podIP']}:8080/v1", api_key="-", max_retries=0)
+    firsts: dict[str, list[float]] = {"gateway": [], "direct": []}
+    gaps: dict[str, list[float]] = {"gateway": [], "direct": []}
+    for _ in range(20):
+        for way, sdk in (("gateway", client), ("direct", direct)):
+            first, between = stream_timings(sdk, MODEL_ID, tokens=16)
+            firsts[way].append(first)
+            gaps[way].extend(between)
+    gateway, straight = median_ms(firsts["gateway"]), median_ms(firsts["direct"])
+    FIGURES["llama.cpp time to first token p50, gateway / direct (20 streams each)"] = (
+        f"{gateway:.1f} / {straight:.1f} ms (gateway adds {gateway - straight:.1f} ms)"
+    )
+    FIGURES["llama.cpp between tokens p50, gateway / direct"] = (
+        f"{median_ms(gaps['gateway']):.2f} / {median_ms(gaps['direct']):.2f} ms"
+    )
+    (container,) = pod["status"]["containerStatuses"]
+    started = datetime.fromisoformat(container["state"]["running"]["startedAt"])
+    ready = datetime.fromisoformat(
+        next(c for c in pod["status"]["conditions"] if c["type"] == "Ready")["lastTransitionTime"]
+    )
+    FIGURES["llama.cpp container start -> Ready (kubelet, 1 s resolution)"] = f"{(ready - started).seconds} s"
+    summary = json.loads(
+        real_cluster.kubectl("get", "--raw", f"/api/v1/nodes/{NODE_NAME}/proxy/stats/summary").stdout
+    )
+    (stats,) = [p for p in summary["pods"] if p["podRef"]["name"] == pod["metadata"]["name"]]
+    working_set = stats["containers"][0]["memory"]["workingSetBytes"]
+    assert working_set > 0
+    FIGURES["llama.cpp memory with the tiny GGUF (working set)"] = f"{working_set / 2**20:.0f} MiB"
+
+
+def test_figures_apply_to_first_token_against_the_same_pod_started_by_hand(
+    real_cluster: ControlPlane, llama: str, client: openai.OpenAI
+) -> None:
+    """Apply -> first token through the gateway, against a plain Deployment of the engine Deployment's
+    own pod template -> first token straight from its pod (the floor: what Kubernetes and the engine
+    take without AIMA)."""
+
+    def answers(sdk: openai.OpenAI, model: str) -> bool:
+        try:
+            sdk.chat.completions.create(
+                model=model, messages=[{"role": "user", "content": "Hi"}], max_tokens=1
+            )
+        except openai.APIError:
+            return False
+        return True
+
+    start = time.monotonic()
+    real_cluster.apply([isvc("first-token")])
+    eventually(lambda: answers(client, f"{SERVING_NAMESPACE}/first-token"), what="a first token", timeout=120)
+    through_aima = time.monotonic() - start
+    made = get_json(real_cluster, "deployment", "first-token", "-n", SERVING_NAMESPACE)
+    template = copy.deepcopy(made["spec"]["template"])
+    template["metadata"] = {"labels": {"app": "by-hand"}}
+    start = time.monotonic()
+    real_cluster.apply(
+        [
+            {
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "metadata": {"name": "by-hand", "namespace": SERVING_NAMESPACE},
+                "spec": {"selector": {"matchLabels": {"app": "by-hand"}}, "template": template},
+            }
+        ]
+    )
+
+    def by_hand_answers() -> bool:
+        pods = get_json(real_cluster, "pods", "", "-n", SERVING_NAMESPACE, "--selector=app=by-hand")["items"]
+        ip = pods[0]["status"].get("podIP") if pods else None
+        return bool(ip) and answers(
+            openai.OpenAI(base_url=f"http://{ip}:8080/v1", api_key="-", max_retries=0), "-"
+        )
+
+    try:
+        eventually(by_hand_answers, what="a first token from the pod started by hand", timeout=120)
+        by_hand = time.monotonic() - start
+    finally:
+        real_cluster.kubectl(
+            "delete",
+            "deployment",
+            "by-hand",
+            "isvc",
+            "first-token",
+            "-n",
+            SERVING_NAMESPACE,
+            "--wait=false",
+            check=False,
+        )
+    FIGURES["llama.cpp apply -> first token: InferenceService via gateway / same pod by hand"] = (
+        f"{through_aima:.1f} / {by_hand:.1f} s"
+    )

@@ -4,7 +4,9 @@ max_tokens)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 import gguf
 import numpy as np
@@ -99,3 +101,113 @@ def write_tiny_llama_gguf(path: Path, *, seed: int = 0) -> Path:
     writer.write_tensors_to_file()
     writer.close()
     return path
+
+
+_WHISPER_LANGUAGES = (
+    "en zh de es ru ko fr ja pt tr pl ca nl ar sv it id hi fi vi he uk el ms cs ro da hu ta no th ur hr bg lt "
+    "la mi ml cy sk te fa lv bn sr az sl kn et mk br eu is hy ne mn bs kk sq sw gl mr pa si km sn yo so af "
+    "oc ka be tg sd gu am yi lo uz fo ht ps tk nn mt sa lb my bo tl mg as tt haw ln ha ba jw su yue"
+).split()
+_WHISPER_VOCABULARY = 51866
+"""large-v3's vocabulary size (100 languages)."""
+
+
+def write_tiny_whisper_ct2(folder: Path, *, words: tuple[str, str] = ("hello", "world")) -> Path:
+    """A 1-layer Whisper in CTranslate2's format (faster-whisper loads it as is: model.bin, its
+    vocabulary, tokenizer.json, preprocessor_config.json) that transcribes any audio as the two words,
+    with timestamps 0.00 -> 1.00: every layer's output weights are zero, so the residual stream
+    carries the previous token's embedding alone, and the output projection reads each token of the
+    chain <|startoftranscript|> -> <|en|>, <|transcribe|> -> <|0.00|> -> first -> second -> <|1.00|>
+    -> <|endoftext|> as the next one. No training, no PyTorch; about 27 MB."""
+    from ctranslate2.specs import model_spec, whisper_spec
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+
+    first, second = words[0], "Ġ" + words[1]  # byte-level BPE marks a leading space with Ġ
+    # Merges that spell each word left to right, so both encode to one token.
+    merges = [(word[:i], word[i]) for word in (first, second) for i in range(1, len(word))]
+    vocabulary = {c: i for i, c in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))}
+    for left, right in merges:
+        vocabulary.setdefault(left + right, len(vocabulary))
+    specials = [
+        "<|endoftext|>",
+        "<|startoftranscript|>",
+        *(f"<|{language}|>" for language in _WHISPER_LANGUAGES),
+        "<|translate|>",
+        "<|transcribe|>",
+        "<|startoflm|>",
+        "<|startofprev|>",
+        "<|nospeech|>",
+        "<|notimestamps|>",
+        *(f"<|{i * 0.02:.2f}|>" for i in range(1501)),
+    ]
+    tokenizer = Tokenizer(models.BPE(vocab=vocabulary, merges=merges))
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    tokenizer.add_special_tokens(specials)
+    folder.mkdir(parents=True, exist_ok=True)
+    tokenizer.save(str(folder / "tokenizer.json"))
+    ids = {token: tokenizer.token_to_id(token) for token in [*specials, first, second]}
+    count = tokenizer.get_vocab_size()
+    tokens = [tokenizer.id_to_token(i) for i in range(count)]
+    # CTranslate2 takes a Whisper whose vocabulary lacks the empty token as English-only, and
+    # faster-whisper then prompts it with neither language nor task.
+    tokens += ["", *(f"<|unused{i}|>" for i in range(_WHISPER_VOCABULARY - count - 1))]
+
+    width, mels, heads, feed_forward = 64, 80, 2, 128
+    spec = whisper_spec.WhisperSpec(1, heads, 1, heads)
+
+    def zeros(layer: Any, scope: str, value: Any) -> None:
+        name = scope.rsplit("/", 1)[-1]
+        if value is None:
+            setattr(layer, name, _whisper_zeros(scope, width=width, mels=mels, feed_forward=feed_forward))
+
+    model_spec.visit_spec(spec, zeros)
+    spec.encoder.position_encodings.encodings = np.zeros((1500, width), np.float32)
+    spec.decoder.position_encodings.encodings = np.zeros((448, width), np.float32)
+    chain = [
+        ("<|startoftranscript|>", "<|en|>"),
+        ("<|transcribe|>", "<|0.00|>"),
+        ("<|0.00|>", first),
+        (first, second),
+        (second, "<|1.00|>"),
+        ("<|1.00|>", "<|endoftext|>"),
+    ]
+    embeddings = np.zeros((_WHISPER_VOCABULARY, width), np.float32)
+    projection = np.zeros((_WHISPER_VOCABULARY, width), np.float32)
+    for step, (previous, following) in enumerate(chain):
+        direction = np.zeros(width, np.float32)
+        direction[2 * step], direction[2 * step + 1] = 1.0, -1.0  # zero mean: layer norms keep it
+        embeddings[ids[previous]] += direction
+        # Margin enough for a sure argmax; much larger ones made CTranslate2's beam search drift.
+        projection[ids[following]] += 10.0 * direction
+    spec.decoder.embeddings.weight = embeddings
+    spec.decoder.projection.weight = projection
+    spec.register_vocabulary(tokens)
+    spec.config.suppress_ids = []
+    spec.config.suppress_ids_begin = [ids["<|endoftext|>"]]
+    spec.config.lang_ids = [ids[f"<|{language}|>"] for language in _WHISPER_LANGUAGES]
+    spec.config.alignment_heads = [(0, head) for head in range(heads)]
+    spec.validate()
+    spec.optimize()
+    spec.save(str(folder))
+    features = {"feature_size": mels, "sampling_rate": 16000, "hop_length": 160, "chunk_length": 30, "n_fft": 400}
+    (folder / "preprocessor_config.json").write_text(json.dumps(features))
+    return folder
+
+
+def _whisper_zeros(scope: str, *, width: int, mels: int, feed_forward: int) -> Any:
+    """A zero (a layer norm's gamma: one) tensor of the shape the variable at ``scope`` takes."""
+    name = scope.rsplit("/", 1)[-1]
+    if name in ("gamma", "beta"):
+        return (np.ones if name == "gamma" else np.zeros)(width, np.float32)
+    shapes = {
+        "conv1/weight": (width, mels, 3),
+        "conv2/weight": (width, width, 3),
+        "self_attention/linear_0/weight": (3 * width, width),  # queries, keys and values, fused
+        "self_attention/linear_1/weight": (width, width),
+        "/attention/linear_1/weight": (2 * width, width),  # the encoder's keys and values, fused
+        "ffn/linear_0/weight": (feed_forward, width),
+        "ffn/linear_1/weight": (width, feed_forward),
+    }
+    shape = next((s for suffix, s in shapes.items() if scope.endswith(suffix)), (width, width))
+    return np.zeros(shape, np.float32)
