@@ -45,6 +45,8 @@ class ReconcileMetrics:
             ("kind",),
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
         )
+        self.watch_restarts: Counter[str] = Counter()
+        """Breaks of the caches' watches, by resource (see `aima.kube.watch`)."""
 
     def observe(self, kind: str, *, ok: bool, seconds: float) -> None:
         """Record one pass."""
@@ -58,6 +60,12 @@ class ReconcileMetrics:
             "Reconcile passes by kind and result.",
             ("kind", "result"),
             self.passes,
+        )
+        lines += counter_lines(
+            "aima_operator_watch_restarts_total",
+            "Watches of the caches that broke and were listed again, by resource.",
+            ("resource",),
+            {(r,): n for r, n in self.watch_restarts.items()},
         )
         return "\n".join(lines + self.duration.render()) + "\n"
 
@@ -80,13 +88,21 @@ class ClusterView:
     """Loader Jobs of Models."""
 
     @classmethod
-    def watching(cls, kube: KubeClient, *, namespaces: Sequence[str]) -> ClusterView:
-        """Caches of the served namespaces (all when empty); :meth:`start` fills them."""
+    def watching(
+        cls, kube: KubeClient, *, namespaces: Sequence[str], restarts: Counter[str] | None = None
+    ) -> ClusterView:
+        """Caches of the served namespaces (all when empty); :meth:`start` fills them; watch breaks
+        are counted in ``restarts``."""
 
         def cache(resource: Resource, component: str | None = None, index: str | None = None) -> WatchedList:
             selector = f"{Keys.COMPONENT}={component}" if component else None
             return WatchedList(
-                kube, resource, namespaces=namespaces, label_selector=selector, index_label=index
+                kube,
+                resource,
+                namespaces=namespaces,
+                label_selector=selector,
+                index_label=index,
+                restarts=restarts,
             )
 
         children = service_planning.COMPONENT
