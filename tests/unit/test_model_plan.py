@@ -82,6 +82,16 @@ def test_a_token_comes_from_the_secret_never_from_the_command_line() -> None:
     assert container["args"][-2:] == ["--token-env", "HF_TOKEN"]
 
 
+def test_an_https_token_comes_from_the_secret_as_credentials_may_not_sit_in_the_url() -> None:
+    spec = {"source": "https://files.example/model.gguf", "secretRef": "web-token"}
+    plan = planning.plan(body(**spec), settings=SETTINGS, observed=observed())
+    container = by_kind(plan)["Job"]["spec"]["template"]["spec"]["containers"][0]
+    assert [e["valueFrom"]["secretKeyRef"] for e in container["env"]] == [
+        {"name": "web-token", "key": "HTTP_TOKEN", "optional": True}
+    ]
+    assert container["args"][-2:] == ["--token-env", "HTTP_TOKEN"]
+
+
 def test_s3_keys_come_from_the_secret_and_the_endpoint_and_region_from_the_settings() -> None:
     settings = planning.LoaderSettings(
         image="aima:test",

@@ -31,11 +31,12 @@ LOADER_FIELDS = frozenset(
     {"progress", "manifest", "revision", "size", "lastDownloadTime", "format", "weightsFile"}
 )
 """Status fields the loader writes; the controller never patches them, so it cannot undo a newer report."""
-_TOKEN_VARIABLES = {"hf": "HF_TOKEN", "modelscope": "MODELSCOPE_API_TOKEN"}
+_TOKEN_VARIABLES = {"hf": "HF_TOKEN", "modelscope": "MODELSCOPE_API_TOKEN", "https": "HTTP_TOKEN"}
 """The Secret key holding a source's token, passed to the loader by name (`--token-env`)."""
 _SECRET_VARIABLES = {
     "hf": ("HF_TOKEN",),
     "modelscope": ("MODELSCOPE_API_TOKEN",),
+    "https": ("HTTP_TOKEN",),
     "s3": ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"),
 }
 """Secret keys a source's loader reads from its environment, each set from the key of that name."""
