@@ -225,6 +225,9 @@ class Reason(StrEnum):
     HEALTH_CHECK_FAILING = "HealthCheckFailing"
     FAILED_CREATE = "FailedCreate"
     PROGRESS_DEADLINE_EXCEEDED = "ProgressDeadlineExceeded"
+    CLAIM_NOT_FOUND = "ClaimNotFound"
+    CONTAINER_WAITING = "ContainerWaiting"
+    LOADER_NOT_STARTED = "LoaderNotStarted"
 
 
 class Condition(ApiModel):

@@ -29,7 +29,9 @@ from aima.kube.cache import WatchedList
 
 Body = dict[str, Any]
 Key = tuple[str, str]
-ReconcileFn = Callable[[Body], Awaitable[None]]
+ReconcileFn = Callable[[Body], Awaitable[float | None]]
+"""One pass over an object; it may return seconds after which to pass over it again (a deadline
+its status speaks of), which a change to the object in between brings forward."""
 
 logger = logging.getLogger("aima.controllers")
 
@@ -86,6 +88,8 @@ class ClusterView:
     """Pods of InferenceServices, indexed by the service's name."""
     loader_jobs: WatchedList
     """Loader Jobs of Models."""
+    loader_pods: WatchedList
+    """Pods of loader Jobs, indexed by the Model's name."""
 
     @classmethod
     def watching(
@@ -115,6 +119,7 @@ class ClusterView:
             services=cache(resources.SERVICES, children),
             pods=cache(resources.PODS, children, index=Keys.INFERENCE_SERVICE),
             loader_jobs=cache(resources.JOBS, "loader"),
+            loader_pods=cache(resources.PODS, "loader", index=Keys.MODEL),
         )
 
     def _all(self) -> list[WatchedList]:
@@ -127,6 +132,7 @@ class ClusterView:
             self.services,
             self.pods,
             self.loader_jobs,
+            self.loader_pods,
         ]
 
     async def start(self) -> None:
@@ -235,10 +241,13 @@ class Reconciler:
                 if self.cache is not None
                 else await self.kube.get(self.resource, name=name, namespace=namespace or None)
             )
+            again = None
             if body is not None and not body["metadata"].get("deletionTimestamp"):
-                await self.reconcile(body)
+                again = await self.reconcile(body)
                 logger.debug("Reconciled %s %s/%s", self.resource.kind, namespace, name)
             self._attempts.pop(key, None)
+            if again is not None:
+                self._again(key, after=again)
             ok = True
         except KubeError as error:
             if error.status == 404 or "being terminated" in error.message:
@@ -258,7 +267,12 @@ class Reconciler:
         logger.exception(
             "Reconcile failed, retrying: kind=%s key=%s delay=%.1fs", self.resource.kind, key, delay
         )
-        self._retries[key] = asyncio.get_running_loop().call_later(delay, self._retry, key)
+        self._again(key, after=delay)
+
+    def _again(self, key: Key, *, after: float) -> None:
+        if (pending := self._retries.pop(key, None)) is not None:
+            pending.cancel()
+        self._retries[key] = asyncio.get_running_loop().call_later(after, self._retry, key)
 
     def _retry(self, key: Key) -> None:
         self._retries.pop(key, None)

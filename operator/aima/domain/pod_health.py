@@ -28,6 +28,7 @@ Body = dict[str, Any]
 
 _PULL_FAILURES = frozenset({"ImagePullBackOff", "ErrImagePull", "InvalidImageName", "ErrImageNeverPull"})
 _DONE_PHASES = frozenset({"Succeeded", "Failed"})
+_STARTING_UP = frozenset({"ContainerCreating", "PodInitializing"})
 # Most severe first: the one a person should fix first is the one the Ready condition shows.
 _SEVERITY = (
     Reason.IMAGE_PULL_BACK_OFF,
@@ -171,11 +172,7 @@ def _container_finding(container: Body, *, pod: str, probe: Probe, now: datetime
     last = (container.get("lastState") or {}).get("terminated") or state.get("terminated") or {}
     restarts = container.get("restartCount", 0)
     if waiting.get("reason") in _PULL_FAILURES:
-        return _false(
-            Reason.IMAGE_PULL_BACK_OFF,
-            f"Pod {pod} cannot pull image {container.get('image')} ({waiting['reason']}): "
-            f"{waiting.get('message', '')}".rstrip(": "),
-        )
+        return _pull_failure(container, pod=pod)
     if last.get("reason") == "OOMKilled":
         return _false(
             Reason.OOM_KILLED,
@@ -206,6 +203,31 @@ def _container_finding(container: Body, *, pod: str, probe: Probe, now: datetime
         Reason.STARTING,
         f"The engine in pod {pod} is loading the model; waiting for {check} "
         f"(startup budget {probe.startup_seconds}s)",
+    )
+
+
+def waiting(pods: Sequence[Body]) -> Finding | None:
+    """Why a pod that has a node does not run its containers (a pull that fails, a Secret or
+    ConfigMap it names that is missing), or None when none is stuck (pure). Containers still being
+    created are not stuck."""
+    for pod in sorted(_live(pods), key=_name):
+        for container in pod.get("status", {}).get("containerStatuses", []):
+            why = (container.get("state", {}).get("waiting") or {}).get("reason")
+            if why in _PULL_FAILURES:
+                return _pull_failure(container, pod=_name(pod))
+            if why and why not in _STARTING_UP:
+                said = container["state"]["waiting"].get("message", "")
+                text = f"Container {container.get('name')} of pod {_name(pod)} cannot start ({why}): {said}"
+                return _false(Reason.CONTAINER_WAITING, text.rstrip(": "))
+    return None
+
+
+def _pull_failure(container: Body, *, pod: str) -> Finding:
+    waiting = container["state"]["waiting"]
+    return _false(
+        Reason.IMAGE_PULL_BACK_OFF,
+        f"Pod {pod} cannot pull image {container.get('image')} ({waiting['reason']}): "
+        f"{waiting.get('message', '')}".rstrip(": "),
     )
 
 
