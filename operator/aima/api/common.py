@@ -226,6 +226,7 @@ class Reason(StrEnum):
     FAILED_CREATE = "FailedCreate"
     PROGRESS_DEADLINE_EXCEEDED = "ProgressDeadlineExceeded"
     CLAIM_NOT_FOUND = "ClaimNotFound"
+    NO_NODE_LARGE_ENOUGH = "NoNodeLargeEnough"
     CONTAINER_WAITING = "ContainerWaiting"
     LOADER_NOT_STARTED = "LoaderNotStarted"
 
