@@ -150,6 +150,23 @@ def test_a_pvc_source_whose_claim_is_missing_says_so_until_the_claim_is_there(
     )
 
 
+def test_a_loader_pod_the_scheduler_cannot_place_is_explained_in_its_words(
+    control_plane: ControlPlane, operator: OperatorThread, namespace: str
+) -> None:
+    # No provisioner serves this class: the claim stays unbound, so the loader pod gets no node.
+    unbound = model("tiny", cache={"size": "1Gi", "storageClassName": "no-such-class"})
+    control_plane.apply([unbound | {"metadata": {"name": "tiny", "namespace": namespace}}])
+    said = eventually(
+        lambda: (c := condition(control_plane, "tiny", namespace)).get("reason") == "Unschedulable" and c,
+        timeout=60,
+        what="the Model to say that its loader pod cannot be scheduled",
+    )
+    job = (get(control_plane, "model", "tiny", namespace) or {})["status"]["loaderJob"]
+    assert said["message"].startswith(f"Loader Job {job} waits for a node: Pod {job}-")
+    assert "unbound immediate PersistentVolumeClaims" in said["message"]  # the scheduler's words
+    assert "Unschedulable" in events(control_plane, "tiny", namespace)
+
+
 def claim_owners(plane: ControlPlane, name: str, namespace: str) -> list[str] | None:
     """The uids owning the Model's cache volume, or None once the volume is gone."""
     claim = get(plane, "pvc", f"{name}-model", namespace)
