@@ -192,3 +192,51 @@ def test_watch_lines_may_be_longer_than_any_chunk() -> None:
         return [line async for line in json_lines(chunks())]
 
     assert asyncio.run(lines()) == [big, b"{}", b'{"last": true}']
+
+
+class ClosingKube(FakeKube):
+    """Records whether each watch stream was closed, as a real one releases its connection then."""
+
+    def __init__(self, items: list[Body]) -> None:
+        super().__init__(items)
+        self.closed: list[bool] = []
+
+    async def watch(self, resource: resources.Resource, **_: Any) -> AsyncIterator[Body]:
+        self.closed.append(False)
+        try:
+            async for event in super().watch(resource):
+                yield event
+        finally:
+            self.closed[-1] = True
+
+
+def test_a_stream_that_says_it_cannot_go_on_is_closed_before_anything_else_happens(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(watch, "RELIST_DELAY_SECONDS", 0.01)
+    kube = ClosingKube([pod("a", 5)])
+    closed_when_logged: list[bool] = []
+
+    class Spy(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            closed_when_logged.append(kube.closed[0])
+
+    async def scenario() -> None:
+        cache = WatchedList(kube, resources.PODS)  # type: ignore[arg-type]
+        await cache.start()
+        await settle()
+        kube.events.put_nowait({"type": "ERROR", "object": {"message": "too old resource version"}})
+        for _ in range(100):
+            if closed_when_logged:
+                break
+            await asyncio.sleep(0.01)
+        await cache.stop()
+
+    spy = Spy()
+    logging.getLogger("aima.kube.watch").addHandler(spy)
+    try:
+        asyncio.run(scenario())
+    finally:
+        logging.getLogger("aima.kube.watch").removeHandler(spy)
+    # Closed by the engine, not later by the collector: the connection is released at once.
+    assert closed_when_logged == [True]

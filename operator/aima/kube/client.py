@@ -12,7 +12,7 @@ import json
 import os
 import ssl
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -90,7 +90,7 @@ class KubeClient:
         resource_version: str | None = None,
         label_selector: str | None = None,
         bookmarks: bool = False,
-    ) -> AsyncIterator[Body]:
+    ) -> AsyncGenerator[Body, None]:
         """Watch events (``{"type": ..., "object": ...}``) until the server ends the stream.
 
         With ``bookmarks``, BOOKMARK events carry only a newer resourceVersion to resume from.

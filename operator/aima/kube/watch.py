@@ -10,6 +10,7 @@ a bug in a sink brings it back to the cluster's state; nothing ends the loop but
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import Counter
 from collections.abc import Callable
@@ -95,19 +96,23 @@ async def _follow(
     that closes watches at once is answered by a paced relist, not a busy loop.
     """
     started = version
-    async for event in kube.watch(
+    stream = kube.watch(
         resource,
         namespace=namespace,
         resource_version=version,
         label_selector=label_selector,
         bookmarks=True,
-    ):
-        kind, obj = event.get("type", ""), event.get("object", {})
-        if kind == "ERROR":  # e.g. 410 Gone: the version is too old to resume from
-            raise WatchBroken(obj.get("message", "watch error"))
-        version = obj.get("metadata", {}).get("resourceVersion", version)
-        if kind in ("ADDED", "MODIFIED", "DELETED"):
-            sink.changed(kind, obj)
+    )
+    # Closed here when an ERROR event or a sink ends the loop: left to the garbage collector, the
+    # stream's connection would stay open until then, and close unclean if its loop is gone.
+    async with contextlib.aclosing(stream):
+        async for event in stream:
+            kind, obj = event.get("type", ""), event.get("object", {})
+            if kind == "ERROR":  # e.g. 410 Gone: the version is too old to resume from
+                raise WatchBroken(obj.get("message", "watch error"))
+            version = obj.get("metadata", {}).get("resourceVersion", version)
+            if kind in ("ADDED", "MODIFIED", "DELETED"):
+                sink.changed(kind, obj)
     if version == started:
         raise WatchBroken("the watch ended without an event")
     return version
