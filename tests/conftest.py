@@ -15,7 +15,7 @@ from aima.testenv import ControlPlane, ensure_binaries
 from aima.testenv.engines import EngineOptions, EngineStats, FakeEngine, failing_models
 from aima.testenv.operator import OperatorThread
 from fakes.serving import running_in_thread
-from waiting import eventually
+from waiting import LOADER_START_SECONDS, eventually
 
 
 @pytest.fixture(scope="session")
@@ -105,6 +105,7 @@ def operator(aima_crds: ControlPlane, fake_gateway: tuple[FakeEngine, str]) -> I
         catalog_dir=ROOT / "catalog",
         retry_seconds=0.5,
         resync_seconds=30,
+        loader_start_seconds=LOADER_START_SECONDS,
         gateway_url=fake_gateway[1],
         pipeline_require_services=False,
         **OFFLINE_SOURCES,

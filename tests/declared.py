@@ -59,10 +59,13 @@ def mark_downloaded(plane: ControlPlane, namespace: str, name: str, job: str, **
         "message": "Files downloaded and verified",
         "lastTransitionTime": now,
     }
+    # The loader's own report too: a controller pass that read the Model before this patch may
+    # write its conditions back over it, and the next pass derives Ready from the report again.
     ready = {
         "loaderJob": job,
         "conditions": [{"type": "Downloaded", **done}, {"type": "Ready", **done}],
         "phase": "Ready",
+        "progress": {"phase": "Ready", "percent": 100},
     }
     patch = json.dumps({"status": ready | status})
     plane.kubectl(

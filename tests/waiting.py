@@ -13,6 +13,9 @@ import pytest
 
 T = TypeVar("T")
 
+LOADER_START_SECONDS = 5.0
+"""How long the test operator lets a loader Job go without a pod before its Model says so."""
+
 
 def eventually(check: Callable[[], T | None], *, timeout: float = 30, what: str) -> T:
     """Poll ``check`` until it returns something truthy and return that; fail naming ``what``."""

@@ -156,7 +156,9 @@ async def _operate(
 ) -> None:
     if settings.catalog_dir is not None:
         await install_engines(kube, catalog_dir=settings.catalog_dir)
-    cluster = ClusterView.watching(kube, namespaces=settings.namespaces)
+    cluster = ClusterView.watching(
+        kube, namespaces=settings.namespaces, restarts=state.metrics.watch_restarts
+    )
     registry, reconcilers = build_registry(kube=kube, settings=settings, cluster=cluster)
     for reconciler in reconcilers:
         reconciler.metrics = state.metrics

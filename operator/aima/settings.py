@@ -36,6 +36,9 @@ class Settings(BaseModel):
     """How soon a failed reconcile is tried again (kopf's default would be 60 s)."""
     loader_backoff_limit: int = Field(default=3, ge=0)
     """Retries of a failed loader Job before the Model reports Failed."""
+    loader_start_seconds: float = Field(default=60.0, gt=0)
+    """How long a loader Job may go without a pod before its Model says that the loader does not
+    start (a pod that exists but cannot be scheduled or run is reported at once)."""
     hf_endpoint: str = "https://huggingface.co"
     """Hugging Face Hub endpoint for hf:// sources; set a mirror here."""
     ollama_registry: str = "https://registry.ollama.ai"

@@ -164,19 +164,20 @@ def test_a_model_not_yet_downloaded_holds_the_service_waiting(
     ready_with(engines, namespace, "Ready")
 
 
-def test_not_enough_gpus_is_explained(
+def test_more_gpus_than_any_node_has_is_explained_as_never_fitting(
     engines: ControlPlane, operator: OperatorThread, namespace: str
 ) -> None:
     make_model(engines, namespace, ready=True)
     make_service(engines, namespace, resources={"gpus": 9})
 
-    body = ready_with(engines, namespace, "InsufficientGPU")
+    body = ready_with(engines, namespace, "NoNodeLargeEnough")
     message = condition(body, "Ready")["message"]
-    assert "needs 9 nvidia.com/gpu on one node" in message
-    assert re.search(r"free now: gpu-node-0 \d, gpu-node-1 \d", message), message
-    assert condition(body, "Scheduled")["reason"] == "InsufficientGPU"
+    assert "needs 9 nvidia.com/gpu on one node, but the largest node has 8" in message
+    assert "lower spec.resources.gpus to 8 or fewer, or add a node with 9 GPUs" in message
+    assert "free now" not in message  # freeing GPUs cannot help
+    assert condition(body, "Scheduled")["reason"] == "NoNodeLargeEnough"
     assert body["status"]["phase"] == "Pending"
-    assert progress_conditions(body) == {"Stalled": "InsufficientGPU"}
+    assert progress_conditions(body) == {"Stalled": "NoNodeLargeEnough"}
 
 
 def test_a_crashing_engine_is_explained(

@@ -163,6 +163,41 @@ INVALID: list[tuple[str, dict[str, Any], str]] = [
         model(source="pvc://Bad_Claim/x"),
         "PVC sources look like pvc://claim-name/path",
     ),
+    (
+        "pvc source climbing out of its claim",
+        model(source="pvc://claim/../../etc"),
+        "must not contain '..' segments",
+    ),
+    ("pvc source naming .. as its claim", model(source="pvc://../etc"), "must not contain '..' segments"),
+    ("hf revision climbing out", model(source="hf://org/repo@../../etc"), "must not contain '..' segments"),
+    (
+        "modelscope repo climbing out",
+        model(source="modelscope://org/../repo"),
+        "must not contain '..' segments",
+    ),
+    ("ollama name climbing out", model(source="ollama://../../etc:latest"), "must not contain '..' segments"),
+    (
+        "s3 prefix climbing out",
+        model(source="s3://bucket/models/../../secrets"),
+        "must not contain '..' segments",
+    ),
+    (
+        "https path climbing out, escaped",
+        model(source="https://host/files/%2e%2E/model.gguf"),
+        "must not contain '..' segments",
+    ),
+    (
+        "https source with credentials",
+        model(source="https://user:pass@host/model.gguf"),
+        "must not carry credentials (user:password@host)",
+    ),
+    (
+        "s3 source with credentials",
+        model(source="s3://key:secret@bucket/x"),
+        "put them in a Secret named by secretRef",
+    ),
+    ("empty include pattern", model(files={"include": [""]}), "file patterns cannot be empty"),
+    ("blank exclude pattern", model(files={"exclude": ["*.pth", "  "]}), "file patterns cannot be empty"),
     ("unknown model type", model(type="Chatbot"), 'Unsupported value: "Chatbot"'),
     ("ollama format with hf source", model(format="Ollama"), "format Ollama goes with ollama:// sources"),
     (
@@ -309,6 +344,26 @@ def test_invalid_objects_are_refused_with_a_clear_message(
     )
     assert result.returncode != 0, f"{case}: the API server accepted {manifest}"
     assert message in result.stderr, f"{case}: {result.stderr}"
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "hf://org/repo.v2@refs/pr/1",
+        "https://host/v1..2/model.gguf?download=true#sha256=" + "0" * 64,
+        "ollama://llama3.2:1b",
+        "s3://bucket/a.b/..c",
+        "pvc://claim/models/..hidden",
+    ],
+)
+def test_sources_with_dots_that_climb_nowhere_are_accepted(
+    aima_crds: ControlPlane, namespace: str, source: str
+) -> None:
+    manifest = {"apiVersion": "aima.dev/v1alpha1"} | model(source=source)
+    result = aima_crds.kubectl(
+        "create", "-n", namespace, "--dry-run=server", "-f", "-", stdin=json.dumps(manifest), check=False
+    )
+    assert result.returncode == 0, result.stderr
 
 
 def test_there_are_at_least_25_invalid_cases() -> None:

@@ -15,7 +15,7 @@ from aima.kube import connect
 from aima.testenv import ControlPlane
 from aima.testenv.operator import OperatorThread
 from declared import mark_downloaded
-from waiting import eventually
+from waiting import LOADER_START_SECONDS, eventually
 
 pytestmark = pytest.mark.integration
 
@@ -87,6 +87,17 @@ def test_a_model_whose_loader_pod_cannot_start_is_pending(
     assert (
         f"Waiting for the loader Job {job} to start" in condition(control_plane, "tiny", namespace)["message"]
     )
+    # Nothing changes when the bound passes, yet the Model says then that its loader does not start.
+    said = eventually(
+        lambda: (c := condition(control_plane, "tiny", namespace)).get("reason") == "LoaderNotStarted" and c,
+        timeout=LOADER_START_SECONDS + 15,
+        what="the Model to say that its loader Job made no pod",
+    )
+    assert (
+        f"Loader Job {job} has created no pod yet; `kubectl describe job {job} -n {namespace}`"
+        in said["message"]
+    )
+    assert "LoaderNotStarted" in events(control_plane, "tiny", namespace)
 
     control_plane.kubectl("delete", "resourcequota", "no-pods", "-n", namespace)
     eventually(
@@ -97,6 +108,63 @@ def test_a_model_whose_loader_pod_cannot_start_is_pending(
         timeout=60,
         what="the Model to be Downloading once its pod ran",
     )
+
+
+def events(plane: ControlPlane, name: str, namespace: str) -> dict[str, str]:
+    """The Warning Events about a Model: reason to message."""
+    listed = plane.kubectl(
+        "get", "events", "-n", namespace, "--field-selector", f"involvedObject.name={name}", "-o", "json"
+    )
+    return {e["reason"]: e["message"] for e in json.loads(listed.stdout)["items"] if e["type"] == "Warning"}
+
+
+def test_a_pvc_source_whose_claim_is_missing_says_so_until_the_claim_is_there(
+    control_plane: ControlPlane, operator: OperatorThread, namespace: str
+) -> None:
+    weights = model("weights", source="pvc://weights/qwen")
+    del weights["spec"]["cache"]
+    control_plane.apply([weights | {"metadata": {"name": "weights", "namespace": namespace}}])
+    said = eventually(
+        lambda: (c := condition(control_plane, "weights", namespace)).get("reason") == "ClaimNotFound" and c,
+        what="the Model to say that its claim is missing",
+    )
+    assert said["message"].startswith(
+        f"PersistentVolumeClaim weights does not exist in namespace {namespace};"
+    )
+    assert (get(control_plane, "model", "weights", namespace) or {})["status"]["phase"] == "Pending"
+    assert "create the claim" in eventually(
+        lambda: events(control_plane, "weights", namespace).get("ClaimNotFound"), what="a ClaimNotFound Event"
+    )
+
+    claim = {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {"name": "weights", "namespace": namespace},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}},
+    }
+    control_plane.apply([claim])
+    eventually(
+        lambda: condition(control_plane, "weights", namespace).get("reason") not in (None, "ClaimNotFound"),
+        timeout=60,
+        what="the Model to go on once its claim exists",
+    )
+
+
+def test_a_loader_pod_the_scheduler_cannot_place_is_explained_in_its_words(
+    control_plane: ControlPlane, operator: OperatorThread, namespace: str
+) -> None:
+    # No provisioner serves this class: the claim stays unbound, so the loader pod gets no node.
+    unbound = model("tiny", cache={"size": "1Gi", "storageClassName": "no-such-class"})
+    control_plane.apply([unbound | {"metadata": {"name": "tiny", "namespace": namespace}}])
+    said = eventually(
+        lambda: (c := condition(control_plane, "tiny", namespace)).get("reason") == "Unschedulable" and c,
+        timeout=60,
+        what="the Model to say that its loader pod cannot be scheduled",
+    )
+    job = (get(control_plane, "model", "tiny", namespace) or {})["status"]["loaderJob"]
+    assert said["message"].startswith(f"Loader Job {job} waits for a node: Pod {job}-")
+    assert "unbound immediate PersistentVolumeClaims" in said["message"]  # the scheduler's words
+    assert "Unschedulable" in events(control_plane, "tiny", namespace)
 
 
 def claim_owners(plane: ControlPlane, name: str, namespace: str) -> list[str] | None:

@@ -94,6 +94,31 @@ def test_model_pull_is_idempotent_and_refuses_another_source(aima_crds: ControlP
     assert waited["error"]["code"] == "TIMEOUT"
 
 
+def test_a_pvc_source_needs_its_claim_on_every_door_that_makes_a_model(
+    aima_crds: ControlPlane, namespace: str
+) -> None:
+    pvc = {"source": "pvc://weights/qwen", "type": "LLM"}
+    refusals = [
+        call(aima_crds, "model.create", namespace, name="a", **pvc),
+        call(aima_crds, "model.pull", namespace, name="b", **pvc),
+        call(aima_crds, "model.import", namespace, name="c", claim="weights", path="qwen", type="LLM"),
+    ]
+    for refused in refusals:
+        assert refused["error"]["code"] == "NOT_FOUND"
+        said = refused["error"]["message"]
+        assert said.startswith(f"PersistentVolumeClaim weights not found in namespace {namespace};")
+        assert "a pvc:// source is read in place, so the claim must exist first" in said
+    assert kubectl_json(aima_crds, "get", "models", "-n", namespace)["items"] == []
+    claim = {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {"name": "weights", "namespace": namespace},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}},
+    }
+    aima_crds.apply([claim])
+    assert ok(call(aima_crds, "model.create", namespace, name="a", **pvc))["spec"]["source"] == pvc["source"]
+
+
 def test_the_api_servers_validation_comes_back_as_invalid_input(
     aima_crds: ControlPlane, namespace: str
 ) -> None:

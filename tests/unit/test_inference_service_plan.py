@@ -483,20 +483,40 @@ def test_ready_explains(
 
 
 def test_insufficient_gpu_says_how_many_are_free_where() -> None:
-    body = service(resources={"gpus": 9})
-    other = pod("busy", node="gpu-node-1", gpus=3)
+    body = service(resources={"gpus": 6})
+    busy = [pod("busy-0", node="gpu-node-0", gpus=4), pod("busy-1", node="gpu-node-1", gpus=3)]
     seen = observed(
-        pods=[pod(node=None, gpus=9, **UNSCHEDULABLE)],
-        all_pods=[other, pod(node=None, gpus=9, **UNSCHEDULABLE)],
+        pods=[pod(node=None, gpus=6, **UNSCHEDULABLE)],
+        all_pods=[*busy, pod(node=None, gpus=6, **UNSCHEDULABLE)],
     )
     status = planning.compute_status(body, plan=planning.plan(body, observed=seen), observed=seen, now=NOW)
     for type_ in ("Scheduled", "Ready"):
         found = condition(status, type_)
         assert (found.status, found.reason) == ("False", "InsufficientGPU")
-        assert "needs 9 nvidia.com/gpu on one node" in found.message
-        assert "free now: gpu-node-0 8, gpu-node-1 5" in found.message
+        assert "needs 6 nvidia.com/gpu on one node" in found.message
+        assert "free now: gpu-node-0 4, gpu-node-1 5" in found.message
+        assert "lower spec.resources.gpus or free GPUs" in found.message
         assert "2 Insufficient nvidia.com/gpu" in found.message
     assert status.phase == "Pending"
+
+
+def test_more_gpus_than_any_node_has_can_never_fit_and_is_not_told_to_free_gpus() -> None:
+    body = service(resources={"gpus": 9})
+    seen = observed(
+        pods=[pod(node=None, gpus=9, **UNSCHEDULABLE)], all_pods=[pod(node=None, gpus=9, **UNSCHEDULABLE)]
+    )
+    status = planning.compute_status(body, plan=planning.plan(body, observed=seen), observed=seen, now=NOW)
+    for type_ in ("Scheduled", "Ready"):
+        found = condition(status, type_)
+        assert (found.status, found.reason) == ("False", "NoNodeLargeEnough")
+        assert found.message.startswith(
+            "Pod chat-abc-1 needs 9 nvidia.com/gpu on one node, but the largest node has 8 "
+            "(gpu-node-0 8, gpu-node-1 8): it can never be scheduled, and freeing GPUs does not help; "
+            "lower spec.resources.gpus to 8 or fewer, or add a node with 9 GPUs."
+        )
+        assert "free now" not in found.message
+    assert status.phase == "Pending"
+    assert condition(status, "Stalled").reason == "NoNodeLargeEnough"
 
 
 QUOTA_REFUSED = {
@@ -670,8 +690,8 @@ CRASHING = [
             {"pods": [pod(node=None, gpus=9, **UNSCHEDULABLE)]},
             {"readyReplicas": 0},
             "Stalled",
-            "InsufficientGPU",
-            "needs 9 nvidia.com/gpu",
+            "NoNodeLargeEnough",
+            "can never be scheduled",
         ),
     ],
     ids=[

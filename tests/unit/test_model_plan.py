@@ -82,6 +82,16 @@ def test_a_token_comes_from_the_secret_never_from_the_command_line() -> None:
     assert container["args"][-2:] == ["--token-env", "HF_TOKEN"]
 
 
+def test_an_https_token_comes_from_the_secret_as_credentials_may_not_sit_in_the_url() -> None:
+    spec = {"source": "https://files.example/model.gguf", "secretRef": "web-token"}
+    plan = planning.plan(body(**spec), settings=SETTINGS, observed=observed())
+    container = by_kind(plan)["Job"]["spec"]["template"]["spec"]["containers"][0]
+    assert [e["valueFrom"]["secretKeyRef"] for e in container["env"]] == [
+        {"name": "web-token", "key": "HTTP_TOKEN", "optional": True}
+    ]
+    assert container["args"][-2:] == ["--token-env", "HTTP_TOKEN"]
+
+
 def test_s3_keys_come_from_the_secret_and_the_endpoint_and_region_from_the_settings() -> None:
     settings = planning.LoaderSettings(
         image="aima:test",
@@ -304,3 +314,88 @@ def test_estimate_rounds_gpus_up_to_a_tensor_parallel_size() -> None:
     assert estimate.parameters == "70.0B"
     small = planning.estimate_resources(weights_bytes=16 * 10**9, gpu_memory_mib=81559)
     assert small.gpus == 1
+
+
+LOADER_JOB = planning.loader_job_name(Model.model_validate(body()))
+
+
+def created_job(*, seconds_ago: float) -> dict[str, Any]:
+    created = (NOW - datetime.timedelta(seconds=seconds_ago)).isoformat().replace("+00:00", "Z")
+    return {"metadata": {"name": LOADER_JOB, "creationTimestamp": created}, "status": {"active": 1}}
+
+
+def loader_pod(*, scheduled: str | None = None, waiting: dict[str, str] | None = None) -> dict[str, Any]:
+    """A pod of the loader Job: unscheduled with the scheduler's words, or on a node, its container
+    waiting for ``waiting``."""
+    status: dict[str, Any] = {"phase": "Pending"}
+    if scheduled is not None:
+        status["conditions"] = [
+            {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": scheduled}
+        ]
+    if waiting is not None:
+        status["containerStatuses"] = [
+            {"name": "loader", "image": "aima:test", "state": {"waiting": waiting}}
+        ]
+    labels = {"batch.kubernetes.io/job-name": LOADER_JOB}
+    return {"metadata": {"name": f"{LOADER_JOB}-abcde", "labels": labels}, "spec": {}, "status": status}
+
+
+def waiting_condition(
+    spec: dict[str, Any], *, claim: dict[str, Any] | None, pods: list[dict[str, Any]], seconds_ago: float = 5
+) -> tuple[str, str, str]:
+    model = body(**spec)
+    seen = planning.Observed(
+        claim=claim, job=created_job(seconds_ago=seconds_ago), gpu_memory_mib=None, pods=pods
+    )
+    plan = planning.plan(model, settings=SETTINGS, observed=seen)
+    status = planning.compute_status(model, plan=plan, observed=seen, now=NOW, start_seconds=60)
+    ready = next(c for c in status.conditions if c.type == "Ready")
+    return ready.reason, ready.message, str(status.phase)
+
+
+def test_a_pvc_source_whose_claim_is_missing_says_so_at_once() -> None:
+    reason, message, phase = waiting_condition({"source": "pvc://weights/qwen"}, claim=None, pods=[])
+    assert (reason, phase) == ("ClaimNotFound", "Pending")
+    assert message.startswith("PersistentVolumeClaim weights does not exist in namespace team;")
+    assert "create the claim or correct spec.source" in message
+    there = waiting_condition({"source": "pvc://weights/qwen"}, claim=claim(owned=False), pods=[])
+    assert there[0] == "Pending"
+
+
+def test_a_loader_pod_that_cannot_be_scheduled_or_started_says_why() -> None:
+    said = "0/3 nodes are available: 3 Insufficient cpu. preemption: 0/3 nodes are available"
+    reason, message, phase = waiting_condition({}, claim=claim(owned=True), pods=[loader_pod(scheduled=said)])
+    assert (reason, phase) == ("Unschedulable", "Pending")
+    assert (
+        message
+        == f"Loader Job {LOADER_JOB} waits for a node: Pod {LOADER_JOB}-abcde cannot be scheduled: {said}"
+    )
+
+    secret = {"reason": "CreateContainerConfigError", "message": 'secret "hf-token" not found'}
+    reason, message, _ = waiting_condition({}, claim=claim(owned=True), pods=[loader_pod(waiting=secret)])
+    assert reason == "ContainerWaiting"
+    assert message.endswith('cannot start (CreateContainerConfigError): secret "hf-token" not found')
+
+    pulling = {"reason": "ImagePullBackOff", "message": "not found"}
+    assert (
+        waiting_condition({}, claim=claim(owned=True), pods=[loader_pod(waiting=pulling)])[0]
+        == "ImagePullBackOff"
+    )
+    creating = {"reason": "ContainerCreating"}
+    assert waiting_condition({}, claim=claim(owned=True), pods=[loader_pod(waiting=creating)])[0] == "Pending"
+
+
+def test_a_loader_job_without_a_pod_says_so_after_the_bound_and_is_looked_at_again_then() -> None:
+    early = waiting_condition({}, claim=claim(owned=True), pods=[], seconds_ago=20)
+    assert early[0] == "Pending"
+    seen = planning.Observed(claim=None, job=created_job(seconds_ago=20), gpu_memory_mib=None)
+    assert planning.recheck_after(seen, now=NOW, start_seconds=60) == 40
+
+    reason, message, phase = waiting_condition({}, claim=claim(owned=True), pods=[], seconds_ago=61)
+    assert (reason, phase) == ("LoaderNotStarted", "Pending")
+    assert (
+        f"Loader Job {LOADER_JOB} has created no pod yet; `kubectl describe job {LOADER_JOB} -n team`"
+        in message
+    )
+    late = planning.Observed(claim=None, job=created_job(seconds_ago=61), gpu_memory_mib=None)
+    assert planning.recheck_after(late, now=NOW, start_seconds=60) is None

@@ -1,15 +1,22 @@
-"""Pure parts of the local control plane: node manifests, certificates, free ports."""
+"""Pure parts of the local control plane (node manifests, certificates, free ports) and the loader
+Job player of `aima dev` against a fake plane."""
 
 from __future__ import annotations
 
+import json
+import logging
 import socket
+import subprocess
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from aima.testenv import host, nodes, pki, processes, system_pods
+from aima.testenv import ControlPlaneError, host, nodes, pki, processes, system_pods
+from aima.testenv.loader_jobs import LocalLoaderJobs
 from aima.testenv.realnode import Images
 
 pytestmark = pytest.mark.unit
@@ -108,3 +115,46 @@ def test_system_pods_keep_dns_and_volumes_on_the_real_node(tmp_path: Path) -> No
             o for o in objects if o.get("metadata", {}).get("name") == "coredns" and o["kind"] == "ConfigMap"
         )["data"]["Corefile"]
     )
+
+
+class ShrinkingPlane:
+    """A control plane whose namespace `gone` was deleted after its loader Job was listed."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        (workdir / "logs").mkdir()
+
+    def kubectl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        items = [_loader_job("gone", "first"), _loader_job("team", "second")]
+        return subprocess.CompletedProcess(list(args), 0, stdout=json.dumps({"items": items}), stderr="")
+
+    def service_account_kubeconfig(self, *, namespace: str, name: str) -> Path:
+        if namespace == "gone":
+            raise ControlPlaneError(f'kubectl create token {name} failed: namespaces "gone" not found')
+        return self.workdir / "kubeconfig"
+
+
+def _loader_job(namespace: str, name: str) -> dict[str, Any]:
+    container = {"args": ["--version", "--dest", "/models/x"], "volumeMounts": [{"mountPath": "/models"}]}
+    pod = {
+        "containers": [container],
+        "volumes": [{"persistentVolumeClaim": {"claimName": "cache"}}],
+        "serviceAccountName": "aima-loader",
+    }
+    return {
+        "metadata": {"namespace": namespace, "name": name, "uid": f"uid-{name}"},
+        "spec": {"backoffLimit": 0, "template": {"spec": pod}},
+    }
+
+
+def test_a_loader_job_that_cannot_be_played_is_logged_and_the_others_still_run(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    plane = ShrinkingPlane(tmp_path)
+    second = tmp_path / "logs" / "loader-second.log"
+    with caplog.at_level(logging.ERROR), LocalLoaderJobs(plane, volumes=tmp_path / "volumes"):  # type: ignore[arg-type]
+        deadline = time.monotonic() + 30
+        while not (second.exists() and second.read_text()) and time.monotonic() < deadline:
+            time.sleep(0.1)
+    assert "Usage: aima" in second.read_text()  # the Job after the bad one ran its command line
+    assert any("Loader Job gone/first could not be played" in r.getMessage() for r in caplog.records)

@@ -227,6 +227,10 @@ class Reason(StrEnum):
     HEALTH_CHECK_FAILING = "HealthCheckFailing"
     FAILED_CREATE = "FailedCreate"
     PROGRESS_DEADLINE_EXCEEDED = "ProgressDeadlineExceeded"
+    CLAIM_NOT_FOUND = "ClaimNotFound"
+    NO_NODE_LARGE_ENOUGH = "NoNodeLargeEnough"
+    CONTAINER_WAITING = "ContainerWaiting"
+    LOADER_NOT_STARTED = "LoaderNotStarted"
 
 
 class Condition(ApiModel):

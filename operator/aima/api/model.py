@@ -88,13 +88,29 @@ class ModelPhase(StrEnum):
     FAILED = "Failed"
 
 
+Pattern = Annotated[str, Field(max_length=1024)]
+_NO_EMPTY_PATTERN = cel(
+    "self.all(p, p.matches('[^[:space:]]'))",
+    "file patterns cannot be empty: an empty glob matches no file; remove it, or write one such as"
+    " *.safetensors",
+)
+
+
 class ModelFiles(ApiModel):
     """Which files of the source to download (glob patterns relative to the repository root)."""
 
-    include: list[str] = Field(default_factory=list, max_length=64)
+    include: list[Pattern] = Field(
+        default_factory=list,
+        max_length=64,
+        json_schema_extra={"x-kubernetes-validations": [_NO_EMPTY_PATTERN]},
+    )
     """Download only files matching one of these globs, such as `*.safetensors` or `config.json`.
     Empty means every file."""
-    exclude: list[str] = Field(default_factory=list, max_length=64)
+    exclude: list[Pattern] = Field(
+        default_factory=list,
+        max_length=64,
+        json_schema_extra={"x-kubernetes-validations": [_NO_EMPTY_PATTERN]},
+    )
     """Skip files matching one of these globs, such as `original/*` or `*.pth`."""
 
 
@@ -134,6 +150,18 @@ class ModelSpec(ApiModel):
                 cel(
                     " || ".join(f"self.source.startsWith('{s}')" for s in SOURCE_SCHEMES),
                     "source must start with one of " + ", ".join(SOURCE_SCHEMES),
+                    field_path=".source",
+                ),
+                cel(
+                    "!self.source.matches('[/@]([.]|%2[eE]){2}([/@?#]|$)')",
+                    "source must not contain '..' segments: a source names a repository, bucket, file or"
+                    " claim path and cannot climb out of it",
+                    field_path=".source",
+                ),
+                cel(
+                    "!self.source.matches('^[a-z0-9]+://[^/?#]*@')",
+                    "source must not carry credentials (user:password@host): a source is shown in status,"
+                    " Events and logs; put them in a Secret named by secretRef instead",
                     field_path=".source",
                 ),
                 cel(
@@ -187,8 +215,9 @@ class ModelSpec(ApiModel):
     """Expected sha256 (lowercase hex) per file path; a mismatch fails the download."""
     secret_ref: str | None = Field(default=None, max_length=253)
     """Name of a Secret in the same namespace with credentials for the source, such as HF_TOKEN,
-    MODELSCOPE_API_TOKEN, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (plus AWS_SESSION_TOKEN for
-    temporary credentials); s3:// sources without it are read anonymously."""
+    MODELSCOPE_API_TOKEN, HTTP_TOKEN (sent as a Bearer token to https:// sources), or
+    AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (plus AWS_SESSION_TOKEN for temporary credentials);
+    s3:// sources without it are read anonymously."""
     cache: ModelCache | None = None
     """The volume the files are downloaded into; defaults apply when empty."""
 

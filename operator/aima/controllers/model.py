@@ -33,8 +33,11 @@ def loader_settings(settings: Settings) -> planning.LoaderSettings:
     )
 
 
-async def reconcile(body: Body, *, kube: KubeClient, settings: Settings, cluster: ClusterView) -> None:
-    """Bring one Model's children and status in line with its spec; writes only what differs."""
+async def reconcile(
+    body: Body, *, kube: KubeClient, settings: Settings, cluster: ClusterView
+) -> float | None:
+    """Bring one Model's children and status in line with its spec; writes only what differs.
+    Returns when to look again: once its loader Job has had the time to start a pod."""
     namespace = body["metadata"]["namespace"]
     model = Model.model_validate(body)
     observed = await _observe(model, kube=kube, settings=settings, cluster=cluster)
@@ -49,8 +52,9 @@ async def reconcile(body: Body, *, kube: KubeClient, settings: Settings, cluster
             await kube.apply_unless_held(child, current=observed.claim)
         else:
             await kube.apply_if_changed(child)
+    now = datetime.datetime.now(datetime.UTC)
     status = planning.compute_status(
-        body, plan=plan, observed=observed, now=datetime.datetime.now(datetime.UTC)
+        body, plan=plan, observed=observed, now=now, start_seconds=settings.loader_start_seconds
     )
     patch = planning.status_patch(status, observed=body.get("status"))
     if patch is not None:
@@ -72,6 +76,7 @@ async def reconcile(body: Body, *, kube: KubeClient, settings: Settings, cluster
                 reason=changed.reason,
                 message=changed.message,
             )
+    return planning.recheck_after(observed, now=now, start_seconds=settings.loader_start_seconds)
 
 
 async def _observe(
@@ -94,6 +99,7 @@ async def _observe(
     return planning.Observed(
         claim=claim,
         job=job,
+        pods=cluster.loader_pods.indexed(namespace, str(model.metadata.name)),
         gpu_memory_mib=gpu_memory,
         listed_bytes=await _listed_bytes(model, claim, settings),
     )
@@ -121,10 +127,11 @@ async def _largest_gpu_memory_mib(kube: KubeClient, *, default: int) -> int:
 
 
 def watch(cluster: ClusterView, *, reconciler: Reconciler) -> None:
-    """Queue a Model when it changes (the reconciler's own cache) and when its loader Job does."""
+    """Queue a Model when it changes (the reconciler's own cache) and when its loader Job or pods do."""
 
     def owner(job: Body) -> None:
         if name := job["metadata"].get("labels", {}).get(Keys.MODEL):
             reconciler.enqueue(namespace=job["metadata"].get("namespace"), name=name)
 
     cluster.loader_jobs.subscribe(owner, own_writes=False)  # its own Job writes need no further pass
+    cluster.loader_pods.subscribe(owner)

@@ -29,7 +29,9 @@ from aima.kube.cache import WatchedList
 
 Body = dict[str, Any]
 Key = tuple[str, str]
-ReconcileFn = Callable[[Body], Awaitable[None]]
+ReconcileFn = Callable[[Body], Awaitable[float | None]]
+"""One pass over an object; it may return seconds after which to pass over it again (a deadline
+its status speaks of), which a change to the object in between brings forward."""
 
 logger = logging.getLogger("aima.controllers")
 
@@ -45,6 +47,8 @@ class ReconcileMetrics:
             ("kind",),
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
         )
+        self.watch_restarts: Counter[str] = Counter()
+        """Breaks of the caches' watches, by resource (see `aima.kube.watch`)."""
 
     def observe(self, kind: str, *, ok: bool, seconds: float) -> None:
         """Record one pass."""
@@ -58,6 +62,12 @@ class ReconcileMetrics:
             "Reconcile passes by kind and result.",
             ("kind", "result"),
             self.passes,
+        )
+        lines += counter_lines(
+            "aima_operator_watch_restarts_total",
+            "Watches of the caches that broke and were listed again, by resource.",
+            ("resource",),
+            {(r,): n for r, n in self.watch_restarts.items()},
         )
         return "\n".join(lines + self.duration.render()) + "\n"
 
@@ -78,15 +88,25 @@ class ClusterView:
     """Pods of InferenceServices, indexed by the service's name."""
     loader_jobs: WatchedList
     """Loader Jobs of Models."""
+    loader_pods: WatchedList
+    """Pods of loader Jobs, indexed by the Model's name."""
 
     @classmethod
-    def watching(cls, kube: KubeClient, *, namespaces: Sequence[str]) -> ClusterView:
-        """Caches of the served namespaces (all when empty); :meth:`start` fills them."""
+    def watching(
+        cls, kube: KubeClient, *, namespaces: Sequence[str], restarts: Counter[str] | None = None
+    ) -> ClusterView:
+        """Caches of the served namespaces (all when empty); :meth:`start` fills them; watch breaks
+        are counted in ``restarts``."""
 
         def cache(resource: Resource, component: str | None = None, index: str | None = None) -> WatchedList:
             selector = f"{Keys.COMPONENT}={component}" if component else None
             return WatchedList(
-                kube, resource, namespaces=namespaces, label_selector=selector, index_label=index
+                kube,
+                resource,
+                namespaces=namespaces,
+                label_selector=selector,
+                index_label=index,
+                restarts=restarts,
             )
 
         children = service_planning.COMPONENT
@@ -99,6 +119,7 @@ class ClusterView:
             services=cache(resources.SERVICES, children),
             pods=cache(resources.PODS, children, index=Keys.INFERENCE_SERVICE),
             loader_jobs=cache(resources.JOBS, "loader"),
+            loader_pods=cache(resources.PODS, "loader", index=Keys.MODEL),
         )
 
     def _all(self) -> list[WatchedList]:
@@ -111,6 +132,7 @@ class ClusterView:
             self.services,
             self.pods,
             self.loader_jobs,
+            self.loader_pods,
         ]
 
     async def start(self) -> None:
@@ -219,10 +241,13 @@ class Reconciler:
                 if self.cache is not None
                 else await self.kube.get(self.resource, name=name, namespace=namespace or None)
             )
+            again = None
             if body is not None and not body["metadata"].get("deletionTimestamp"):
-                await self.reconcile(body)
+                again = await self.reconcile(body)
                 logger.debug("Reconciled %s %s/%s", self.resource.kind, namespace, name)
             self._attempts.pop(key, None)
+            if again is not None:
+                self._again(key, after=again)
             ok = True
         except KubeError as error:
             if error.status == 404 or "being terminated" in error.message:
@@ -242,7 +267,12 @@ class Reconciler:
         logger.exception(
             "Reconcile failed, retrying: kind=%s key=%s delay=%.1fs", self.resource.kind, key, delay
         )
-        self._retries[key] = asyncio.get_running_loop().call_later(delay, self._retry, key)
+        self._again(key, after=delay)
+
+    def _again(self, key: Key, *, after: float) -> None:
+        if (pending := self._retries.pop(key, None)) is not None:
+            pending.cancel()
+        self._retries[key] = asyncio.get_running_loop().call_later(after, self._retry, key)
 
     def _retry(self, key: Key) -> None:
         self._retries.pop(key, None)

@@ -35,6 +35,7 @@ _WAITING = frozenset(
     {
         Reason.MODEL_NOT_READY,
         Reason.INSUFFICIENT_GPU,
+        Reason.NO_NODE_LARGE_ENOUGH,
         Reason.UNSCHEDULABLE,
         Reason.FAILED_CREATE,
         Reason.PENDING,
@@ -49,6 +50,7 @@ _STALLED = frozenset(
         Reason.ENGINE_NOT_FOUND,
         Reason.NO_MATCHING_ENGINE,
         Reason.INSUFFICIENT_GPU,
+        Reason.NO_NODE_LARGE_ENOUGH,
         Reason.UNSCHEDULABLE,
         Reason.FAILED_CREATE,
         Reason.PROGRESS_DEADLINE_EXCEEDED,
@@ -517,11 +519,10 @@ def _scheduled(plan: Plan, *, observed: Observed) -> Finding:
     # A pod that was never created (quota, admission) is not among the pods; the Deployment says why.
     if (refused := pod_health.creation_failure(observed.deployment)) is not None:
         return refused
-    free = None
-    if observed.all_pods is not None:
-        nodes = [engine_choice.node_info(n) for n in observed.nodes]
-        free = pod_health.free_gpus(nodes, pods=observed.all_pods)
-    return pod_health.scheduling(observed.pods, gpus=plan.gpus or 0, free=free)
+    nodes = [engine_choice.node_info(n) for n in observed.nodes]
+    free = pod_health.free_gpus(nodes, pods=observed.all_pods) if observed.all_pods is not None else None
+    capacity = {n.name: n.gpus for n in nodes if n.gpus > 0}
+    return pod_health.scheduling(observed.pods, gpus=plan.gpus or 0, free=free, capacity=capacity)
 
 
 def _ready(

@@ -11,13 +11,13 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from aima.api.common import ConditionStatus, ConditionType, Keys, Reason
 from aima.api.model import Model, ModelPhase, ModelStatus, ReclaimPolicy, ResourceEstimate
-from aima.domain import conditions, objects
+from aima.domain import conditions, objects, pod_health
 from aima.domain.sources import parse_source
 
 Body = dict[str, Any]
@@ -31,14 +31,29 @@ LOADER_FIELDS = frozenset(
     {"progress", "manifest", "revision", "size", "lastDownloadTime", "format", "weightsFile"}
 )
 """Status fields the loader writes; the controller never patches them, so it cannot undo a newer report."""
-_TOKEN_VARIABLES = {"hf": "HF_TOKEN", "modelscope": "MODELSCOPE_API_TOKEN"}
+_TOKEN_VARIABLES = {"hf": "HF_TOKEN", "modelscope": "MODELSCOPE_API_TOKEN", "https": "HTTP_TOKEN"}
 """The Secret key holding a source's token, passed to the loader by name (`--token-env`)."""
 _SECRET_VARIABLES = {
     "hf": ("HF_TOKEN",),
     "modelscope": ("MODELSCOPE_API_TOKEN",),
+    "https": ("HTTP_TOKEN",),
     "s3": ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"),
 }
 """Secret keys a source's loader reads from its environment, each set from the key of that name."""
+LOADER_START_SECONDS = 60.0
+"""How long a loader Job may go without a pod before the Model says that it does not start."""
+_JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
+_WAITING_REASONS = frozenset(
+    {
+        Reason.PENDING,
+        Reason.CLAIM_NOT_FOUND,
+        Reason.UNSCHEDULABLE,
+        Reason.IMAGE_PULL_BACK_OFF,
+        Reason.CONTAINER_WAITING,
+        Reason.LOADER_NOT_STARTED,
+    }
+)
+"""Reasons of a loader that has not started: the Model is Pending."""
 _GIB = 1024**3
 # KV cache and activations on top of the weights; vLLM's default leaves 10 % of a GPU unused.
 _KV_HEADROOM = 1.3
@@ -70,6 +85,8 @@ class Observed:
     cache size; the volume is sized from it."""
     gpu_memory_mib: int | None
     """GPU memory per GPU on the cluster's GPU nodes (the largest); read only when an estimate is due."""
+    pods: list[Body] = field(default_factory=list)
+    """The Model's loader pods (of any of its Jobs): why a loader does not run is read from them."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -117,11 +134,21 @@ def plan(body: Body, *, settings: LoaderSettings, observed: Observed) -> Plan:
     return Plan(objects=children, job_name=job, claim_name=name, path=path)
 
 
-def compute_status(body: Body, *, plan: Plan, observed: Observed, now: datetime) -> ModelStatus:
-    """The controller's part of the status (pure); loader-written fields are carried over."""
+def compute_status(
+    body: Body,
+    *,
+    plan: Plan,
+    observed: Observed,
+    now: datetime,
+    start_seconds: float = LOADER_START_SECONDS,
+) -> ModelStatus:
+    """The controller's part of the status (pure); loader-written fields are carried over.
+    A loader Job without a pod after ``start_seconds`` is reported as not starting."""
     model = Model.model_validate(body)
     status = model.status or ModelStatus()
-    downloaded, reason, message = _download_state(model, plan=plan, job=observed.job)
+    downloaded, reason, message = _download_state(
+        model, plan=plan, observed=observed, waited=_job_age(observed.job, now=now) >= start_seconds
+    )
     generation = model.metadata.generation
     found = status.conditions
     found = conditions.set_condition(
@@ -202,10 +229,23 @@ def _downloaded(model: Model, *, job_name: str) -> bool:
     )
 
 
-def _download_state(model: Model, *, plan: Plan, job: Body | None) -> tuple[bool, str, str]:
-    """(downloaded, reason, message) from the Job and the loader's report."""
+def recheck_after(
+    observed: Observed, *, now: datetime, start_seconds: float = LOADER_START_SECONDS
+) -> float | None:
+    """Seconds until the loader Job has been without a pod for ``start_seconds`` (when a pass must
+    look again, though nothing may change in between), or None when no such moment is ahead."""
+    if observed.job is None or _job_started(observed.job) or _job_pods(observed):
+        return None
+    left = start_seconds - _job_age(observed.job, now=now)
+    return left if left > 0 else None
+
+
+def _download_state(model: Model, *, plan: Plan, observed: Observed, waited: bool) -> tuple[bool, str, str]:
+    """(downloaded, reason, message) from the Job, its pods and the loader's report; ``waited``
+    says that the Job has had time to start a pod."""
     if _downloaded(model, job_name=plan.job_name):
         return True, Reason.READY, "Files downloaded and verified"
+    job = observed.job
     progress = model.status.progress if model.status else None
     job_status = (job or {}).get("status", {})
     if failed := _job_failed(job):
@@ -218,8 +258,45 @@ def _download_state(model: Model, *, plan: Plan, job: Body | None) -> tuple[bool
     if job_status.get("succeeded") and reported_ready:
         return True, Reason.READY, "Files downloaded and verified"
     if progress is None and not _job_started(job):
-        return False, Reason.PENDING, f"Waiting for the loader Job {plan.job_name} to start"
+        reason, message = _waiting(model, plan=plan, observed=observed, waited=waited)
+        return False, reason, message
     return False, Reason.DOWNLOADING, _progress_message(model)
+
+
+def _waiting(model: Model, *, plan: Plan, observed: Observed, waited: bool) -> tuple[str, str]:
+    """(reason, message) of a loader that has not started: on what it waits, and why."""
+    job, namespace = plan.job_name, model.metadata.namespace
+    if model.spec.source.startswith("pvc://") and observed.claim is None:
+        return Reason.CLAIM_NOT_FOUND, (
+            f"PersistentVolumeClaim {plan.claim_name} does not exist in namespace {namespace}; a pvc:// "
+            f"source is read in place, so create the claim or correct spec.source (loader Job {job} waits)"
+        )
+    pods = _job_pods(observed)
+    if (placed := pod_health.scheduling(pods, gpus=0, free=None)).status is ConditionStatus.FALSE:
+        return placed.reason, f"Loader Job {job} waits for a node: {placed.message}"
+    if (stuck := pod_health.waiting(pods)) is not None:
+        return stuck.reason, f"Loader Job {job} waits: {stuck.message}"
+    if not pods and job is not None and waited:
+        return Reason.LOADER_NOT_STARTED, (
+            f"Loader Job {job} has created no pod yet; `kubectl describe job {job} -n {namespace}` shows "
+            "why (a ResourceQuota or an admission policy may refuse its pods)"
+        )
+    return Reason.PENDING, f"Waiting for the loader Job {job} to start"
+
+
+def _job_pods(observed: Observed) -> list[Body]:
+    """The loader pods of the observed Job (the Job controller labels them with its name)."""
+    name = (observed.job or {}).get("metadata", {}).get("name")
+    if name is None:
+        return []
+    return [p for p in observed.pods if p["metadata"].get("labels", {}).get(_JOB_NAME_LABEL) == name]
+
+
+def _job_age(job: Body | None, *, now: datetime) -> float:
+    created = (job or {}).get("metadata", {}).get("creationTimestamp")
+    if not isinstance(created, str):
+        return 0.0
+    return (now - datetime.fromisoformat(created.replace("Z", "+00:00"))).total_seconds()
 
 
 def _job_started(job: Body | None) -> bool:
@@ -273,7 +350,7 @@ def _phase(downloaded: bool, *, reason: str, loader_phase: ModelPhase | None) ->
         return ModelPhase.READY
     if reason == Reason.DOWNLOAD_FAILED:
         return ModelPhase.FAILED
-    if reason == Reason.PENDING:
+    if reason in _WAITING_REASONS:
         return ModelPhase.PENDING
     return ModelPhase.VERIFYING if loader_phase == ModelPhase.VERIFYING else ModelPhase.DOWNLOADING
 

@@ -28,6 +28,7 @@ Body = dict[str, Any]
 
 _PULL_FAILURES = frozenset({"ImagePullBackOff", "ErrImagePull", "InvalidImageName", "ErrImageNeverPull"})
 _DONE_PHASES = frozenset({"Succeeded", "Failed"})
+_STARTING_UP = frozenset({"ContainerCreating", "PodInitializing"})
 # Most severe first: the one a person should fix first is the one the Ready condition shows.
 _SEVERITY = (
     Reason.IMAGE_PULL_BACK_OFF,
@@ -86,8 +87,17 @@ def unscheduled(pods: Sequence[Body]) -> bool:
     return any(_unschedulable_condition(p) is not None for p in pods)
 
 
-def scheduling(pods: Sequence[Body], *, gpus: int, free: Mapping[str, int] | None) -> Finding:
-    """The Scheduled condition: True when every live pod has a node, else the scheduler's reason."""
+def scheduling(
+    pods: Sequence[Body],
+    *,
+    gpus: int,
+    free: Mapping[str, int] | None,
+    capacity: Mapping[str, int] | None = None,
+) -> Finding:
+    """The Scheduled condition: True when every live pod has a node, else the scheduler's reason.
+
+    ``capacity`` (allocatable GPUs per GPU node) tells a pod that waits for GPUs to be freed apart
+    from one that asks more than any node has, which no amount of waiting or freeing helps."""
     live = _live(pods)
     for pod in live:
         condition = _unschedulable_condition(pod)
@@ -95,6 +105,14 @@ def scheduling(pods: Sequence[Body], *, gpus: int, free: Mapping[str, int] | Non
             continue
         said = str(condition.get("message", "")).strip()
         name = pod["metadata"]["name"]
+        if (
+            f"Insufficient {GPU_RESOURCE}" in said
+            and capacity is not None
+            and gpus > max(capacity.values(), default=0)
+        ):
+            return _false(
+                Reason.NO_NODE_LARGE_ENOUGH, _never_fits(name, gpus=gpus, capacity=capacity, said=said)
+            )
         if f"Insufficient {GPU_RESOURCE}" in said:
             return Finding(
                 status=ConditionStatus.FALSE,
@@ -171,11 +189,7 @@ def _container_finding(container: Body, *, pod: str, probe: Probe, now: datetime
     last = (container.get("lastState") or {}).get("terminated") or state.get("terminated") or {}
     restarts = container.get("restartCount", 0)
     if waiting.get("reason") in _PULL_FAILURES:
-        return _false(
-            Reason.IMAGE_PULL_BACK_OFF,
-            f"Pod {pod} cannot pull image {container.get('image')} ({waiting['reason']}): "
-            f"{waiting.get('message', '')}".rstrip(": "),
-        )
+        return _pull_failure(container, pod=pod)
     if last.get("reason") == "OOMKilled":
         return _false(
             Reason.OOM_KILLED,
@@ -209,6 +223,31 @@ def _container_finding(container: Body, *, pod: str, probe: Probe, now: datetime
     )
 
 
+def waiting(pods: Sequence[Body]) -> Finding | None:
+    """Why a pod that has a node does not run its containers (a pull that fails, a Secret or
+    ConfigMap it names that is missing), or None when none is stuck (pure). Containers still being
+    created are not stuck."""
+    for pod in sorted(_live(pods), key=_name):
+        for container in pod.get("status", {}).get("containerStatuses", []):
+            why = (container.get("state", {}).get("waiting") or {}).get("reason")
+            if why in _PULL_FAILURES:
+                return _pull_failure(container, pod=_name(pod))
+            if why and why not in _STARTING_UP:
+                said = container["state"]["waiting"].get("message", "")
+                text = f"Container {container.get('name')} of pod {_name(pod)} cannot start ({why}): {said}"
+                return _false(Reason.CONTAINER_WAITING, text.rstrip(": "))
+    return None
+
+
+def _pull_failure(container: Body, *, pod: str) -> Finding:
+    waiting = container["state"]["waiting"]
+    return _false(
+        Reason.IMAGE_PULL_BACK_OFF,
+        f"Pod {pod} cannot pull image {container.get('image')} ({waiting['reason']}): "
+        f"{waiting.get('message', '')}".rstrip(": "),
+    )
+
+
 def _false(reason: str, message: str) -> Finding:
     return Finding(status=ConditionStatus.FALSE, reason=reason, message=message)
 
@@ -233,6 +272,22 @@ def _deployment_condition(deployment: Body | None, type_: str) -> Body | None:
     if status.get("observedGeneration", 0) < deployment.get("metadata", {}).get("generation", 0):
         return None
     return next((c for c in status.get("conditions", []) if c.get("type") == type_), None)
+
+
+def _never_fits(pod: str, *, gpus: int, capacity: Mapping[str, int], said: str) -> str:
+    if not capacity:
+        return (
+            f"Pod {pod} needs {gpus} {GPU_RESOURCE} on one node, but no node offers {GPU_RESOURCE}: it can "
+            f"never be scheduled, and waiting does not help; add GPU nodes or set spec.resources.gpus to 0. "
+            f"Scheduler: {said}"
+        )
+    largest = max(capacity.values())
+    nodes = ", ".join(f"{node} {count}" for node, count in sorted(capacity.items()))
+    return (
+        f"Pod {pod} needs {gpus} {GPU_RESOURCE} on one node, but the largest node has {largest} ({nodes}): "
+        f"it can never be scheduled, and freeing GPUs does not help; lower spec.resources.gpus to {largest} "
+        f"or fewer, or add a node with {gpus} GPUs. Scheduler: {said}"
+    )
 
 
 def _describe_free(free: Mapping[str, int] | None) -> str:

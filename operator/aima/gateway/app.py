@@ -59,12 +59,16 @@ async def open_gateway(
     """A running proxy: routes from watches of ``settings.gateway_namespace`` and the
     ``gateway_route_namespaces`` unless given, keys from the home namespace's Secrets when
     ``gateway_require_api_key`` (unless a store is given), none otherwise."""
+    metrics = GatewayMetrics()
     async with contextlib.AsyncExitStack() as stack:
         if routes is None:
             if kube is None:
                 raise ValueError("routes from the cluster need a KubeClient")
             watched = ClusterRoutes(
-                kube, home=settings.gateway_namespace, namespaces=settings.gateway_routed_namespaces
+                kube,
+                home=settings.gateway_namespace,
+                namespaces=settings.gateway_routed_namespaces,
+                restarts=metrics.watch_restarts,
             )
             await watched.start()
             stack.push_async_callback(watched.stop)
@@ -78,11 +82,12 @@ async def open_gateway(
                 trusted=settings.gateway_trusted_service_accounts,
             )
             keys = KeyStore(review=reviewer.review)
-            mirror = watch_keys(kube, keys, namespace=settings.gateway_namespace)
+            mirror = watch_keys(
+                kube, keys, namespace=settings.gateway_namespace, restarts=metrics.watch_restarts
+            )
             await mirror.start()
             stack.push_async_callback(mirror.stop)
         session = await stack.enter_async_context(upstream_session(settings))
-        metrics = GatewayMetrics()
         waker = Waker(
             routes,
             kube=kube,

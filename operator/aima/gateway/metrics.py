@@ -41,6 +41,8 @@ class GatewayMetrics:
         self.in_flight: Counter[str] = Counter()
         self.retries: Counter[str] = Counter()
         self.scale_ups: Counter[str] = Counter()
+        self.watch_restarts: Counter[str] = Counter()
+        """Breaks of the watches behind the routing table and the keys, by resource."""
         self.duration = Histogram(
             "aima_gateway_request_duration_seconds",
             "Time from request to the end of the reply.",
@@ -88,6 +90,12 @@ class GatewayMetrics:
             "Services the gateway scaled up from zero replicas.",
             ("model",),
             {(m,): n for m, n in self.scale_ups.items()},
+        )
+        lines += counter_lines(
+            "aima_gateway_watch_restarts_total",
+            "Watches of the cluster that broke and were listed again, by resource.",
+            ("resource",),
+            {(r,): n for r, n in self.watch_restarts.items()},
         )
         lines += self.duration.render() + self.first_byte.render()
         return "\n".join(lines) + "\n"

@@ -4,28 +4,28 @@
 and calls back on every change; :class:`ClusterRoutes` builds the routing table from the
 InferenceService and EndpointSlice mirrors; :func:`watch_keys` keeps a :class:`KeyStore` equal to
 the key Secrets.
-A broken watch lists again, so the views hold no state of their own.
+All are fed by the one watch engine (:mod:`aima.kube.watch`): a broken watch lists again, so the
+views hold no state of their own, and every break is counted in the ``restarts`` given.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
+from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any, Final, Generic, TypeVar
 
 from aima.gateway import routes
 from aima.gateway.keys import API_KEY_LABEL, ApiKey, KeyStore, key_from_secret
 from aima.gateway.routes import Backend, ServiceView, SliceView
-from aima.kube import KubeClient, KubeError, Resource
+from aima.kube import KubeClient, Resource
 from aima.kube.resources import INFERENCE_SERVICES, SECRETS
+from aima.kube.watch import Sink, keep_watching
 
 __all__ = ["ENDPOINT_SLICES", "ClusterRoutes", "Mirror", "watch_keys"]
 
-logger = logging.getLogger("aima.gateway.watching")
 ENDPOINT_SLICES: Final = Resource("discovery.k8s.io", "v1", "endpointslices", "EndpointSlice")
-_RELIST_DELAY_SECONDS = 1.0
 
 T = TypeVar("T")
 Body = dict[str, Any]
@@ -44,8 +44,10 @@ class Mirror(Generic[T]):
         trim: Callable[[Body], T | None],
         on_change: Callable[[], None],
         label_selector: str | None = None,
+        restarts: Counter[str] | None = None,
     ) -> None:
         self._kube, self._resource, self._namespace = kube, resource, namespace
+        self._restarts = restarts
         self._selector = label_selector
         self._trim, self._on_change = trim, on_change
         self.values: dict[tuple[str, str], T] = {}
@@ -65,31 +67,23 @@ class Mirror(Generic[T]):
                 await self._task
 
     async def _run(self) -> None:
-        while True:
-            try:
-                items, version = await self._kube.list_with_version(
-                    self._resource, namespace=self._namespace, label_selector=self._selector
-                )
-                self.values = {_key(o): v for o in items if (v := self._trim(o)) is not None}
-                self._on_change()
-                self._synced.set()
-                async for event in self._kube.watch(
-                    self._resource,
-                    namespace=self._namespace,
-                    resource_version=version,
-                    label_selector=self._selector,
-                ):
-                    self._apply(event)
-            except (TimeoutError, KubeError, OSError, ValueError) as error:
-                logger.warning("Watch of %s broke, listing again: %s", self._resource.plural, error)
-            await asyncio.sleep(_RELIST_DELAY_SECONDS)
+        await keep_watching(
+            self._kube,
+            self._resource,
+            Sink(relisted=self._relisted, changed=self._changed),
+            namespace=self._namespace,
+            label_selector=self._selector,
+            synced=self._synced,
+            restarts=self._restarts,
+        )
 
-    def _apply(self, event: Body) -> None:
-        obj, kind = event.get("object", {}), event.get("type")
-        if kind == "ERROR":  # e.g. 410 Gone: the resourceVersion is too old
-            raise ValueError(obj.get("message", "watch error"))
+    def _relisted(self, items: list[Body]) -> None:
+        self.values = {_key(o): v for o in items if (v := self._trim(o)) is not None}
+        self._on_change()
+
+    def _changed(self, kind: str, obj: Body) -> None:
         key = _key(obj)
-        value = self._trim(obj) if kind in ("ADDED", "MODIFIED") else None
+        value = self._trim(obj) if kind != "DELETED" else None
         if value is None:
             if self.values.pop(key, None) is None:
                 return
@@ -110,18 +104,39 @@ class ClusterRoutes:
     :mod:`aima.gateway.routes` for the model ids.
     """
 
-    def __init__(self, kube: KubeClient, *, home: str, namespaces: Sequence[str | None] = ()) -> None:
+    def __init__(
+        self,
+        kube: KubeClient,
+        *,
+        home: str,
+        namespaces: Sequence[str | None] = (),
+        restarts: Counter[str] | None = None,
+    ) -> None:
         self._home = home
         self._table: dict[str, Backend] = {}
         self._backends: list[Backend] = []
         self._changed = asyncio.Event()
         watched: list[str | None] = [None] if None in namespaces else list(dict.fromkeys([home, *namespaces]))
         self._services: list[Mirror[ServiceView]] = [
-            Mirror(kube, INFERENCE_SERVICES, namespace=ns, trim=routes.service_view, on_change=self._rebuild)
+            Mirror(
+                kube,
+                INFERENCE_SERVICES,
+                namespace=ns,
+                trim=routes.service_view,
+                on_change=self._rebuild,
+                restarts=restarts,
+            )
             for ns in watched
         ]
         self._slices: list[Mirror[SliceView]] = [
-            Mirror(kube, ENDPOINT_SLICES, namespace=ns, trim=routes.slice_view, on_change=self._rebuild)
+            Mirror(
+                kube,
+                ENDPOINT_SLICES,
+                namespace=ns,
+                trim=routes.slice_view,
+                on_change=self._rebuild,
+                restarts=restarts,
+            )
             for ns in watched
         ]
 
@@ -154,7 +169,9 @@ class ClusterRoutes:
         changed.set()
 
 
-def watch_keys(kube: KubeClient, store: KeyStore, *, namespace: str) -> Mirror[tuple[str, ApiKey]]:
+def watch_keys(
+    kube: KubeClient, store: KeyStore, *, namespace: str, restarts: Counter[str] | None = None
+) -> Mirror[tuple[str, ApiKey]]:
     """A mirror of the key Secrets that keeps ``store`` equal to them; ``start()`` it."""
     mirror: Mirror[tuple[str, ApiKey]]
 
@@ -169,5 +186,6 @@ def watch_keys(kube: KubeClient, store: KeyStore, *, namespace: str) -> Mirror[t
         trim=key_from_secret,
         on_change=update,
         label_selector=f"{API_KEY_LABEL}=true",
+        restarts=restarts,
     )
     return mirror

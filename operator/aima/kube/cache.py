@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
+import functools
+from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from aima.kube.client import KubeClient, KubeError
+from aima.kube.client import KubeClient
 from aima.kube.resources import Resource
-
-logger = logging.getLogger("aima.kube.cache")
-_RELIST_DELAY_SECONDS = 1.0
+from aima.kube.watch import Sink, keep_watching
 
 Body = dict[str, Any]
 Key = tuple[str, str]
@@ -28,7 +27,8 @@ Handler = Callable[[Body], None]
 
 class WatchedList:
     """One resource in the given namespaces (all when empty, or cluster-scoped); ``start()`` it,
-    then read it with :meth:`get`, :meth:`items` and :meth:`indexed`."""
+    then read it with :meth:`get`, :meth:`items` and :meth:`indexed`. Watch breaks are counted in
+    ``restarts`` by resource (see :func:`aima.kube.watch.keep_watching`)."""
 
     def __init__(
         self,
@@ -38,8 +38,10 @@ class WatchedList:
         namespaces: Sequence[str] = (),
         label_selector: str | None = None,
         index_label: str | None = None,
+        restarts: Counter[str] | None = None,
     ) -> None:
         self._kube = kube
+        self._restarts = restarts
         self._resource = resource
         self._namespaces: tuple[str | None, ...] = (
             tuple(namespaces) if namespaces and resource.namespaced else (None,)
@@ -113,20 +115,17 @@ class WatchedList:
             self._notify(obj, own_write=True)
 
     async def _run(self, namespace: str | None, *, synced: asyncio.Event) -> None:
-        while True:
-            try:
-                version = await self._relist(namespace)
-                synced.set()
-                while True:  # a watch the server ends in time is resumed where it stopped
-                    version = await self._follow(namespace, version)
-            except (TimeoutError, KubeError, OSError, ValueError) as error:
-                logger.warning("Watch of %s broke, listing again: %s", self._resource.plural, error)
-            await asyncio.sleep(_RELIST_DELAY_SECONDS)
-
-    async def _relist(self, namespace: str | None) -> str:
-        items, version = await self._kube.list_with_version(
-            self._resource, namespace=namespace, label_selector=self._label_selector
+        await keep_watching(
+            self._kube,
+            self._resource,
+            Sink(relisted=functools.partial(self._relisted, namespace), changed=self._changed),
+            namespace=namespace,
+            label_selector=self._label_selector,
+            synced=synced,
+            restarts=self._restarts,
         )
+
+    def _relisted(self, namespace: str | None, items: list[Body]) -> None:
         listed = {_key(o): o for o in map(_trimmed, items)}
         gone = [o for k, o in self._objects.items() if k not in listed and _in(k, namespace)]
         for obj in gone:
@@ -135,34 +134,13 @@ class WatchedList:
             self._put(obj)
         for obj in [*gone, *listed.values()]:  # a relist re-levels everything it lists
             self._notify(obj)
-        return version
 
-    async def _follow(self, namespace: str | None, version: str) -> str:
-        """Apply watch events from ``version`` on; return the last version seen when the stream ends.
-
-        A stream that ends without a single event (not even a bookmark) counts as broken, so a
-        server that closes watches at once is answered by a paced relist, not a busy loop.
-        """
-        started = version
-        async for event in self._kube.watch(
-            self._resource,
-            namespace=namespace,
-            resource_version=version,
-            label_selector=self._label_selector,
-            bookmarks=True,
-        ):
-            kind, obj = event.get("type"), event.get("object", {})
-            if kind == "ERROR":  # e.g. 410 Gone: the version is too old to resume from
-                raise ValueError(obj.get("message", "watch error"))
-            version = obj.get("metadata", {}).get("resourceVersion", version)
-            if kind == "DELETED":
-                self._drop(obj)
-                self._notify(obj)
-            elif kind in ("ADDED", "MODIFIED"):
-                self._take(_trimmed(obj))
-        if version == started:
-            raise ValueError("the watch ended without an event")
-        return version
+    def _changed(self, kind: str, obj: Body) -> None:
+        if kind == "DELETED":
+            self._drop(obj)
+            self._notify(obj)
+        else:
+            self._take(_trimmed(obj))
 
     def _take(self, obj: Body) -> None:
         current = self._objects.get(_key(obj))

@@ -12,7 +12,7 @@ import json
 import os
 import ssl
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -90,10 +90,11 @@ class KubeClient:
         resource_version: str | None = None,
         label_selector: str | None = None,
         bookmarks: bool = False,
-    ) -> AsyncIterator[Body]:
+    ) -> AsyncGenerator[Body, None]:
         """Watch events (``{"type": ..., "object": ...}``) until the server ends the stream.
 
         With ``bookmarks``, BOOKMARK events carry only a newer resourceVersion to resume from.
+        Events may be as large as the objects (megabytes): lines are not limited in length.
         """
         params = {"watch": "true", "allowWatchBookmarks": "true" if bookmarks else "false"}
         if resource_version:
@@ -107,9 +108,8 @@ class KubeClient:
                 raise KubeError(
                     status=response.status, reason=response.reason or "", message=await response.text()
                 )
-            async for line in response.content:
-                if line.strip():
-                    yield json.loads(line)
+            async for line in json_lines(response.content.iter_any()):
+                yield json.loads(line)
 
     async def apply(self, body: Body) -> Body:
         """Server-side apply ``body`` as AIMA's field manager; idempotent."""
@@ -243,6 +243,26 @@ class KubeClient:
                 )
             result: Body = payload
             return result
+
+
+async def json_lines(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """The non-empty lines of a byte stream, however long.
+
+    aiohttp's own line reader refuses lines over 128 KiB (LineTooLong), and one watch event is one
+    line: a large ConfigMap or a Model with a long manifest would end every watch of its kind.
+    """
+    pending = bytearray()
+    async for chunk in chunks:
+        start = 0
+        while (end := chunk.find(b"\n", start)) >= 0:
+            pending += chunk[start:end]
+            if pending.strip():
+                yield bytes(pending)
+            pending.clear()
+            start = end + 1
+        pending += chunk[start:]
+    if pending.strip():
+        yield bytes(pending)
 
 
 async def connect(*, kubeconfig: Path | None = None) -> KubeClient:

@@ -11,7 +11,7 @@ import shutil
 import ssl
 import subprocess
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from importlib import resources
 from pathlib import Path
 from types import TracebackType
@@ -139,6 +139,28 @@ class ControlPlane:
         if self.real_node is not None:
             self.real_node.stop()
             self.real_node = None
+
+    @contextlib.contextmanager
+    def outage(self, name: str, *, crash: bool = False) -> Iterator[None]:
+        """``name`` (``etcd`` or ``kube-apiserver``) is down while the block runs, then starts again
+        on the same ports and data; the block ends when the API server is ready again.
+
+        With ``crash`` it is killed (SIGKILL, as an OOM kill or a lost node does), not shut down: its
+        clients' connections break off mid-stream instead of being closed.
+        """
+        component = next(c for c in self.components if c.name == name)
+        if crash and component.pid is not None:
+            processes.kill(component.pid)
+        component.stop()
+        try:
+            yield
+        finally:
+            component.start()
+            if name == "etcd":
+                self._wait(component, f"http://127.0.0.1:{self.ports['etcd']}/health")
+            apiserver = next(c for c in self.components if c.name == "kube-apiserver")
+            context = ssl.create_default_context(cafile=str(self._pki.ca_cert))
+            self._wait(apiserver, f"{self.server}/readyz", context=context)
 
     @property
     def pki(self) -> pki.Pki:

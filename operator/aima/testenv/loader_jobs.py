@@ -5,6 +5,7 @@ and a local folder in place of the volume. The Model then really goes Downloadin
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -15,12 +16,17 @@ from typing import Any
 
 from aima.testenv.cluster import ControlPlane
 
+logger = logging.getLogger("aima.testenv.loader_jobs")
 _POLL_SECONDS = 1.0
 _RETRY_SECONDS = 2.0
 
 
 class LocalLoaderJobs:
-    """Runs every loader Job once, locally, in a background thread; a context manager."""
+    """Runs every loader Job once, locally, in a background thread; a context manager.
+
+    A Job that cannot be played (its namespace deleted while it waited, a token that cannot be
+    minted, a command that hangs) is logged and left; the thread goes on with the others.
+    """
 
     def __init__(self, plane: ControlPlane, *, volumes: Path) -> None:
         self._plane = plane
@@ -50,7 +56,16 @@ class LocalLoaderJobs:
                 uid = job["metadata"]["uid"]
                 if uid not in self._done:
                     self._done.add(uid)
-                    self._run(job)
+                    self._run_logged(job)
+
+    def _run_logged(self, job: dict[str, Any]) -> None:
+        try:
+            self._run(job)
+        except Exception:
+            meta = job["metadata"]
+            logger.exception(
+                "Loader Job %s/%s could not be played; leaving it", meta["namespace"], meta["name"]
+            )
 
     def _run(self, job: dict[str, Any]) -> None:
         meta, pod = job["metadata"], job["spec"]["template"]["spec"]

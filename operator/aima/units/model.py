@@ -14,6 +14,7 @@ from aima.api.common import API_VERSION, ApiModel, ConditionStatus
 from aima.api.model import Model, ModelFormat, ModelPhase, ModelSpec, ModelType, ResourceEstimate
 from aima.catalog import CatalogError, load_catalog
 from aima.domain import model as model_domain
+from aima.domain.sources import parse_source
 from aima.kube import resources
 from aima.units import shared
 from aima.units.core import Context, Example, Input, command, query
@@ -213,7 +214,9 @@ class SearchResults(ApiModel):
     ],
 )
 async def create(context: Context, request: ModelCreate) -> Model:
-    body = await context.kube.create(_body(request, namespace=context.namespace_of(request.namespace)))
+    namespace = context.namespace_of(request.namespace)
+    await _require_claim(context, source=request.source, namespace=namespace)
+    body = await context.kube.create(_body(request, namespace=namespace))
     return Model.model_validate(body)
 
 
@@ -233,6 +236,7 @@ async def pull(context: Context, request: ModelPull) -> Model:
     namespace = context.namespace_of(request.namespace)
     body = await context.kube.get(resources.MODELS, name=request.name, namespace=namespace)
     if body is None:
+        await _require_claim(context, source=request.source, namespace=namespace)
         body = await context.kube.create(_body(request, namespace=namespace))
     elif body["spec"]["source"] != request.source:
         raise UnitError(
@@ -339,16 +343,7 @@ async def estimate_resources(context: Context, request: EstimateInput) -> Estima
 )
 async def import_(context: Context, request: ModelImport) -> Model:
     namespace = context.namespace_of(request.namespace)
-    claim = await context.kube.get(
-        resources.PERSISTENT_VOLUME_CLAIMS, name=request.claim, namespace=namespace
-    )
-    if claim is None:
-        raise UnitError(
-            ErrorCode.NOT_FOUND,
-            f"PersistentVolumeClaim {request.claim} not found in namespace {namespace}; import reads "
-            "files in place, so the claim must exist first",
-            {"claim": request.claim, "namespace": namespace},
-        )
+    await _require_claim(context, source=f"pvc://{request.claim}", namespace=namespace)
     path = request.path.strip("/")
     spec = ModelSpec(
         source=f"pvc://{request.claim}" + (f"/{path}" if path else ""),
@@ -504,6 +499,24 @@ async def _get(context: Context, name: str, namespace: str | None) -> dict[str, 
             {"name": name, "namespace": namespace},
         )
     return body
+
+
+async def _require_claim(context: Context, *, source: str, namespace: str) -> None:
+    """Refuse a pvc:// source whose claim is not there: its files are read in place, so a Model of it
+    could only wait. (The controller says the same of a Model applied without a unit.)"""
+    try:
+        claim = parse_source(source).claim
+    except ValueError:
+        return  # no scheme: the API server refuses the Model, and says why
+    if claim is None:
+        return
+    if await context.kube.get(resources.PERSISTENT_VOLUME_CLAIMS, name=claim, namespace=namespace) is None:
+        raise UnitError(
+            ErrorCode.NOT_FOUND,
+            f"PersistentVolumeClaim {claim} not found in namespace {namespace}; a pvc:// source is read "
+            "in place, so the claim must exist first",
+            {"claim": claim, "namespace": namespace},
+        )
 
 
 def _body(request: ModelCreate, *, namespace: str) -> dict[str, Any]:

@@ -12,13 +12,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import logging
 from typing import Any, Final
 
 import aiohttp
 from aiohttp import web
 
-from aima.kube import KubeError
+from aima.kube.watch import Sink, keep_watching
 from aima.units.core import Context, Registry
 from aima.units.envelope import ErrorInfo, Meta, Request, Response, execute
 from aima.units.errors import ErrorCode, http_status
@@ -26,7 +25,6 @@ from aima.units.uris import Address, offered, resolve
 
 __all__ = ["add_routes"]
 
-_log = logging.getLogger(__name__)
 
 _REGISTRY: Final = web.AppKey("resources_registry", Registry)
 _CONTEXT: Final = web.AppKey("resources_context", Context)
@@ -107,20 +105,14 @@ async def _send_updates(
 async def _notice_changes(
     context: Context, address: Address, parameters: dict[str, Any], changed: asyncio.Event
 ) -> None:
-    """Set `changed` on every event of the address's API resource; without one, the heartbeat polls."""
+    """Set `changed` on every event of the address's API resource, and after every break of its
+    watch (which may have missed a change); without one, the heartbeat polls."""
     resource = address.watches
     if resource is None:
         return
     namespace = (parameters.get("namespace") or context.namespace) if resource.namespaced else None
-    while True:
-        try:
-            async for _ in context.kube.watch(resource, namespace=namespace):
-                changed.set()
-        except (KubeError, aiohttp.ClientError, TimeoutError) as failure:
-            _log.info("Watch of %s ended: %s; watching again", resource.plural, failure)
-        # The API server ends watches after a while; every restart may have missed a change.
-        changed.set()
-        await asyncio.sleep(1)
+    sink = Sink(relisted=lambda _: changed.set(), changed=lambda _kind, _obj: changed.set())
+    await keep_watching(context.kube, resource, sink, namespace=namespace)
 
 
 def _resolve(request: web.Request) -> tuple[Address, dict[str, Any]] | web.Response:
