@@ -179,3 +179,27 @@ def test_invalid_input_names_the_field() -> None:
     response = run("test.echo", {"times": 2})
     assert "text" in response["error"]["message"]
     assert response["error"]["details"]["errors"][0]["loc"] == ["text"]
+
+
+@pytest.mark.parametrize(
+    ("input_", "message"),
+    [
+        (
+            {"name": "chat", "modelRef": {"name": "tiny", "namespace": "team-b"}},
+            "modelRef.namespace: unknown field; modelRef takes name",
+        ),
+        (
+            {"name": "chat", "modelRef": {"name": "tiny"}, "scheduling": {"tolerations": [{"kee": "x"}]}},
+            "scheduling.tolerations.0.kee: unknown field; scheduling.tolerations.0 takes effect, key,",
+        ),
+        ({"name": "chat", "modelRef": {"name": "tiny"}, "gpus": 1}, "gpus: unknown field; the input takes "),
+    ],
+    ids=["nested object", "list item", "top level"],
+)
+def test_unknown_fields_are_refused_at_every_depth_naming_the_fields_taken(
+    input_: dict[str, Any], message: str
+) -> None:
+    request = Request(unit="service.create", input=input_)
+    response = asyncio.run(execute(registry(), CONTEXT, request)).dump()
+    assert response["error"]["code"] == "INVALID_INPUT"
+    assert message in response["error"]["message"]
