@@ -330,8 +330,8 @@ async def health(context: Context, request: NodeFilter) -> HealthOutput:
 
 @command(
     "device.set_power_limit",
-    description="Ask a node's device agent to set a GPU's power limit; answers Applied, or Refused with "
-    "why (out of range, not permitted on that node, NVML refused), or Pending if the agent is slow.",
+    description="Ask a node's device agent to set a GPU's power limit; answers Applied, Refused with "
+    "why, or Pending if the agent is slow.",
     examples=[
         Example(
             description="Cap GPU 0 of gpu-node-0 at 450 W",

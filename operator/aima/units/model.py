@@ -322,8 +322,8 @@ async def estimate_resources(context: Context, request: EstimateInput) -> Estima
 
 @command(
     "model.import",
-    description="Serve weights that already sit on a PersistentVolumeClaim: create a Model with source "
-    "pvc://claim/path, used in place (nothing is downloaded). The claim must exist in the namespace.",
+    description="Serve weights that already sit on a PersistentVolumeClaim (in the same namespace): "
+    "create a Model with source pvc://claim/path, used in place.",
     examples=[
         Example(
             description="GGUF files in a claim",
@@ -366,8 +366,8 @@ async def import_(context: Context, request: ModelImport) -> Model:
 
 @query(
     "model.verify",
-    description="Check a Model's download: Ready, a verified manifest (each file's sha256, computed by "
-    "the loader as it wrote the file), and the digests of spec.checksums and of the input's checksums.",
+    description="Check a Model's download: Ready, each file's sha256 as the loader wrote it, and the "
+    "digests of spec.checksums and of the input's checksums.",
     examples=[
         Example(description="Verify a Model", input={"name": "qwen3-0.6b"}),
         Example(

@@ -1,4 +1,5 @@
-"""pipeline.*: Pipelines and their runs: create, delete, run, cancel, get, list, status, validate.
+"""pipeline.*: Pipelines and their runs: create, delete, run, cancel, get, list, status, runs,
+delete_run, validate.
 
 `pipeline.run` creates a PipelineRun, which the operator executes, and (by default) waits for it;
 binary outputs such as audio come back as references to the run's Secret. For a streamed run whose
@@ -24,7 +25,7 @@ from aima.api.pipeline import (
 )
 from aima.domain import conditions
 from aima.domain.pipeline import validate as validate_spec
-from aima.domain.pipeline_status import finished
+from aima.domain.pipeline_status import SERVICES_NOT_READY, finished
 from aima.kube import resources
 from aima.units.core import Context, Example, Input, command, query
 from aima.units.errors import ErrorCode, UnitError
@@ -92,6 +93,30 @@ class RunRef(Input):
     run: str = Field(min_length=1, max_length=253)
     """Name of the PipelineRun (pipeline.run returns it)."""
     namespace: str | None = Field(default=None, max_length=63)
+
+
+class RunListInput(Input):
+    """Which PipelineRuns to list."""
+
+    namespace: str | None = Field(default=None, max_length=63)
+    pipeline: str | None = Field(default=None, max_length=63)
+    """Only runs of this Pipeline."""
+
+
+class RunLine(ApiModel):
+    """One line about a PipelineRun."""
+
+    run: str
+    pipeline: str
+    phase: PipelineRunPhase
+    reason: str | None = None
+    created: str | None = None
+
+
+class RunList(ApiModel):
+    """PipelineRuns, newest first."""
+
+    items: list[RunLine]
 
 
 class PipelineSummary(ApiModel):
@@ -204,7 +229,7 @@ async def delete(context: Context, request: PipelineRef) -> Deleted:
     "pipeline.run",
     description="Run a Pipeline: creates a PipelineRun that the operator executes and waits for it "
     "(wait: false returns at once). Returns per-step status and the outputs; audio is referenced "
-    "in the run's Secret. POST /api/v2/pipelines/{name}/run streams instead.",
+    "in the run's Secret.",
     examples=[
         Example(
             description="Ask a question, waiting at most 5 s for the answer",
@@ -242,7 +267,29 @@ async def run(context: Context, request: RunInput) -> RunSummary:
         if message != reported:  # a report per change, not per poll
             await context.report(done, total, message)
             reported = message
+        if unserved := await _unserved(context, created):
+            return summarize(created).model_copy(update={"message": unserved})
     return summarize(created)
+
+
+async def _unserved(context: Context, run: PipelineRun) -> str | None:
+    """Why waiting on is pointless, when the run waits for models that no InferenceService serves:
+    only a new service ends that wait (the run then starts by itself)."""
+    waiting = conditions.find(run.status.conditions, ConditionType.SUCCEEDED) if run.status else None
+    if waiting is None or waiting.reason != SERVICES_NOT_READY:
+        return None
+    body = await context.kube.get(
+        resources.PIPELINES, name=run.spec.pipeline_ref.name, namespace=run.metadata.namespace
+    )
+    status = Pipeline.model_validate(body).status if body else None
+    services = status.services if status else []
+    missing = sorted({f"{s.model} (step {s.step})" for s in services if s.service is None})
+    if not missing:
+        return None
+    return (
+        f"The run waits for services: no InferenceService serves {', '.join(missing)}. Create them "
+        f"(service.create) and the run starts by itself; follow it with pipeline.status {run.metadata.name}"
+    )
 
 
 _ENDED_STEPS = frozenset({StepPhase.SUCCEEDED, StepPhase.FAILED, StepPhase.SKIPPED, StepPhase.CANCELLED})
@@ -308,9 +355,37 @@ async def status(context: Context, request: RunRef) -> RunSummary:
 
 
 @query(
+    "pipeline.runs",
+    description="PipelineRuns of a namespace, newest first: pipeline, phase and why; pipeline.status "
+    "shows one in full.",
+    examples=[Example(description="Runs of one pipeline", input={"pipeline": "ask"})],
+)
+async def runs(context: Context, request: RunListInput) -> RunList:
+    bodies = await context.kube.list(
+        resources.PIPELINE_RUNS, namespace=context.namespace_of(request.namespace)
+    )
+    found = [PipelineRun.model_validate(b) for b in bodies]
+    lines = [_line(r) for r in found if request.pipeline in (None, r.spec.pipeline_ref.name)]
+    return RunList(items=sorted(lines, key=lambda r: r.created or "", reverse=True))
+
+
+@command(
+    "pipeline.delete_run",
+    description="Delete a PipelineRun with its inputs and outputs (its Secret); a running one stops.",
+    examples=[Example(description="Delete a run", input={"run": "ask-1"})],
+    destructive=True,
+)
+async def delete_run(context: Context, request: RunRef) -> Deleted:
+    namespace = context.namespace_of(request.namespace)
+    await _run(context, request.run, namespace)
+    await context.kube.delete(resources.PIPELINE_RUNS, name=request.run, namespace=namespace)
+    return Deleted(kind="PipelineRun", name=request.run, namespace=namespace)
+
+
+@query(
     "pipeline.validate",
-    description="Check a pipeline definition without creating it: every step names a registered unit, "
-    "inputs fit the unit's input, and every reference resolves to an earlier step's output field.",
+    description="Check a pipeline definition without creating it: units exist, inputs fit them, and "
+    "references resolve to earlier steps' outputs.",
     examples=[
         Example(
             description="A chain with a typo",
@@ -360,6 +435,18 @@ def summarize(run: PipelineRun) -> RunSummary:
     )
 
 
+def _line(run: PipelineRun) -> RunLine:
+    summary = summarize(run)
+    created = run.metadata.model_extra.get("creationTimestamp") if run.metadata.model_extra else None
+    return RunLine(
+        run=summary.run,
+        pipeline=summary.pipeline,
+        phase=summary.phase,
+        reason=summary.reason,
+        created=created,
+    )
+
+
 def _summarize_pipeline(pipeline: Pipeline) -> PipelineSummary:
     ready = conditions.find(pipeline.status.conditions, ConditionType.READY) if pipeline.status else None
     return PipelineSummary(
@@ -396,4 +483,4 @@ async def _run(context: Context, name: str, namespace: str) -> PipelineRun:
     return PipelineRun.model_validate(body)
 
 
-UNITS = (create, delete, run, cancel, get, list_, status, validate)
+UNITS = (create, delete, run, cancel, get, list_, status, runs, delete_run, validate)

@@ -314,7 +314,7 @@ async def list_(context: Context, request: ServiceListInput) -> ServiceList:
     "service.logs",
     description="Recent log lines of a service's replicas (the engine container), per pod: the last "
     "tail lines, optionally since some seconds, of the previous crashed container, or only lines with "
-    "some text. The CLI's `aima service logs NAME -f` follows them.",
+    "some text.",
     examples=[
         Example(description="The last 20 lines of each replica", input={"name": "qwen", "tail": 20}),
         Example(
@@ -337,9 +337,8 @@ async def logs(context: Context, request: LogsInput) -> ServiceLogs:
 
 @query(
     "service.recommend",
-    description="How to serve a Model here: the Engine and variant AIMA would choose, GPUs per replica "
-    "(the Model's estimate, else the Engine's default), whether the replicas fit in the free GPUs now "
-    "and where, and the service.create input that does it.",
+    description="How to serve a Model here: the Engine and variant AIMA would choose, GPUs per replica, "
+    "whether the replicas fit in the free GPUs now and where, and the service.create input that does it.",
     examples=[
         Example(description="One replica of a Model", input={"model": "qwen3-0.6b"}),
         Example(
