@@ -85,7 +85,9 @@ async def _create_slowly(context: Context, request: Ref) -> Found:
 
 
 FAKES = Registry([_get, _list, _delete, _create])
-CONTEXT = Context(kube=cast(KubeClient, None), namespace="team-a")
+CONTEXT = Context(
+    kube=cast(KubeClient, None), namespace="team-a", known_namespaces={"team-a", "team-b", "team-c", "team-x"}
+)
 
 
 def with_client(

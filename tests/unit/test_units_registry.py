@@ -126,7 +126,7 @@ async def _fail(context: Context, request: Echo) -> Echoed:
 
 
 FAKES = Registry([_echo, _fail])
-CONTEXT = Context(kube=cast(KubeClient, None), settings=Settings())
+CONTEXT = Context(kube=cast(KubeClient, None), settings=Settings(), known_namespaces={"default"})
 
 
 def run(unit: str, input_: dict[str, Any], type_: str | None = None) -> dict[str, Any]:
@@ -203,3 +203,20 @@ def test_unknown_fields_are_refused_at_every_depth_naming_the_fields_taken(
     response = asyncio.run(execute(registry(), CONTEXT, request)).dump()
     assert response["error"]["code"] == "INVALID_INPUT"
     assert message in response["error"]["message"]
+
+
+class _NoNamespaces:
+    """An API server where no namespace exists (and nothing else is asked)."""
+
+    async def get(self, resource: Any, *, name: str, namespace: str | None = None) -> None:
+        assert resource.plural == "namespaces", resource
+        return None
+
+
+def test_a_namespace_that_does_not_exist_is_said_at_the_first_call() -> None:
+    context = Context(kube=cast(KubeClient, _NoNamespaces()), settings=Settings())
+    request = Request(unit="service.list", input={"namespace": "team-x"})
+    error = asyncio.run(execute(registry(), context, request)).error
+    assert error is not None and error.code == "NAMESPACE_NOT_FOUND"
+    assert error.message.startswith("Namespace team-x does not exist; name one that does")
+    assert "kubectl create namespace team-x" in error.message

@@ -21,7 +21,7 @@ import aiohttp
 from pydantic import BaseModel, Field, ValidationError
 
 from aima.api.common import Keys
-from aima.kube import KubeError
+from aima.kube import KubeError, resources
 from aima.units.core import Context, Kind, Registry, Unit
 from aima.units.errors import ErrorCode, UnitError
 
@@ -123,7 +123,9 @@ async def _run(registry: Registry, context: Context, request: Request) -> Any:
             {"unit": unit.name, "type": str(unit.kind)},
         )
     try:
-        output = await unit.run(context, _scoped(unit, context, request.input))
+        parsed = unit.input.model_validate(_scoped(unit, context, request.input))
+        await _require_namespace(context, parsed)
+        output = await unit.handler(context, parsed)
     except ValidationError as invalid:
         raise UnitError(
             ErrorCode.INVALID_INPUT,
@@ -187,6 +189,31 @@ def _scoped(unit: Unit[Any, Any], context: Context, raw: dict[str, Any]) -> dict
             {"namespace": namespace, "allowed": sorted(context.namespaces)},
         )
     return raw | {"namespace": namespace}
+
+
+async def _require_namespace(context: Context, parsed: BaseModel) -> None:
+    """NAMESPACE_NOT_FOUND at the first call that names a namespace that does not exist: a list of it
+    would read as empty and a budget as free, until the first write failed with a bare 404."""
+    if "namespace" not in type(parsed).model_fields or getattr(parsed, "all_namespaces", False):
+        return
+    namespace = context.namespace_of(getattr(parsed, "namespace", None))
+    if namespace in context.known_namespaces:
+        return
+    try:
+        found = await context.kube.get(resources.NAMESPACES, name=namespace)
+    except KubeError as refused:
+        if refused.status in (401, 403):
+            return  # a caller who may not read namespaces gets the API server's word at its write
+        raise
+    if found is not None:
+        context.known_namespaces.add(namespace)
+        return
+    raise UnitError(
+        ErrorCode.NAMESPACE_NOT_FOUND,
+        f"Namespace {namespace} does not exist; name one that does (resource_overview lists them with "
+        f"what runs there), or create it first (kubectl create namespace {namespace})",
+        {"namespace": namespace},
+    )
 
 
 def from_kube_error(error: KubeError) -> UnitError:

@@ -464,7 +464,7 @@ async def _pipeline(context: Context, name: str, namespace: str) -> dict[str, An
     body = await context.kube.get(resources.PIPELINES, name=name, namespace=namespace)
     if body is None:
         raise UnitError(
-            ErrorCode.NOT_FOUND,
+            ErrorCode.PIPELINE_NOT_FOUND,
             f"Pipeline {name} not found in namespace {namespace}; pipeline.list lists them, "
             "kubectl apply -f catalog/pipelines/ installs the templates",
             {"name": name, "namespace": namespace},
@@ -476,8 +476,8 @@ async def _run(context: Context, name: str, namespace: str) -> PipelineRun:
     body = await context.kube.get(resources.PIPELINE_RUNS, name=name, namespace=namespace)
     if body is None:
         raise UnitError(
-            ErrorCode.NOT_FOUND,
-            f"PipelineRun {name} not found in namespace {namespace}",
+            ErrorCode.PIPELINE_RUN_NOT_FOUND,
+            f"PipelineRun {name} not found in namespace {namespace}; pipeline.runs lists them",
             {"name": name, "namespace": namespace},
         )
     return PipelineRun.model_validate(body)
