@@ -232,7 +232,13 @@ def test_resources_and_templates_read_through_the_query_units() -> None:
         static = {str(r.uri) for r in (await client.list_resources()).resources}
         assert static == {"aima://services"}  # only addresses whose unit the registry has
         templates = {t.uri_template for t in (await client.list_resource_templates()).resource_templates}
-        assert templates == {"aima://services/{name}", "aima://services/{namespace}/{name}"}
+        assert templates == {
+            "aima://services/{name}",
+            "aima://services/{namespace}/{name}",
+            "aima://namespaces/{namespace}/services",
+        }
+        other = await client.read_resource("aima://namespaces/team-b/services")
+        assert json.loads(other.contents[0].text)["items"][0]["namespace"] == "team-b"  # type: ignore[union-attr]
         one = await client.read_resource("aima://services/team-x/web")
         assert json.loads(one.contents[0].text) == {"name": "web", "namespace": "team-x", "replicas": 1}  # type: ignore[union-attr]
         listed = await client.read_resource("aima://services")

@@ -220,3 +220,35 @@ def test_a_namespace_that_does_not_exist_is_said_at_the_first_call() -> None:
     assert error is not None and error.code == "NAMESPACE_NOT_FOUND"
     assert error.message.startswith("Namespace team-x does not exist; name one that does")
     assert "kubectl create namespace team-x" in error.message
+
+
+class Conditioned(BaseModel):
+    status: dict[str, Any]
+
+
+@query("test.conditions", description="An object whose conditions explain one wait three times.")
+async def _conditions(context: Context, request: Echo) -> Conditioned:
+    why = "needs 8 nvidia.com/gpu on one node, but no node has that many free"
+    return Conditioned(
+        status={
+            "conditions": [
+                {"type": "Scheduled", "status": "False", "message": why},
+                {"type": "Ready", "status": "False", "message": why},
+                {"type": "Reconciling", "status": "True", "message": why},
+                {"type": "ModelReady", "status": "True", "message": "Model tiny is ready"},
+            ]
+        }
+    )
+
+
+def test_a_message_said_by_one_condition_is_not_said_again() -> None:
+    response = asyncio.run(
+        execute(Registry([_conditions]), CONTEXT, Request(unit="test.conditions", input={"text": "x"}))
+    )
+    messages = [c["message"] for c in response.dump()["data"]["status"]["conditions"]]
+    assert messages == [
+        "needs 8 nvidia.com/gpu on one node, but no node has that many free",
+        "As Scheduled",
+        "As Scheduled",
+        "Model tiny is ready",
+    ]

@@ -263,6 +263,12 @@ def _reader(
                 return await read({"name": name})
 
             return named
+        case ("namespace",):
+
+            async def of_namespace(namespace: str) -> str:
+                return await read({"namespace": namespace})
+
+            return of_namespace
         case ("namespace", "name"):
 
             async def namespaced(namespace: str, name: str) -> str:

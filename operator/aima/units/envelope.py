@@ -151,7 +151,9 @@ _NOISE = ("kopf.", Keys.KOPF_PREFIX, "kubectl.kubernetes.io/last-applied-configu
 
 def _trimmed(data: dict[str, Any]) -> dict[str, Any]:
     """The output without the API server's and kopf's bookkeeping (managedFields, kopf's and kubectl's
-    annotations): nobody acts on it, and it costs an agent's context more than the object itself."""
+    annotations) and without a condition's message said again by the next: nobody acts on them, and
+    they cost an agent's context more than the object itself."""
+    _said_once(data.get("status"))
     metadata = data.get("metadata")
     if not isinstance(metadata, dict):
         return data
@@ -162,6 +164,18 @@ def _trimmed(data: dict[str, Any]) -> dict[str, Any]:
     else:
         metadata.pop("annotations", None)
     return data
+
+
+def _said_once(status: Any) -> None:
+    """Conditions that repeat an earlier condition's message point to it instead (Ready, Scheduled
+    and Reconciling often explain one wait in the same words)."""
+    first: dict[str, str] = {}
+    for condition in status.get("conditions", []) if isinstance(status, dict) else []:
+        message = condition.get("message")
+        if message and message in first:
+            condition["message"] = f"As {first[message]}"
+        elif message:
+            first[message] = str(condition.get("type"))
 
 
 def _scoped(unit: Unit[Any, Any], context: Context, raw: dict[str, Any]) -> dict[str, Any]:
