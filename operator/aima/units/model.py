@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 from typing import Annotated, Any
 
 from pydantic import Field, model_validator
 
 from aima.api.common import API_VERSION, ApiModel, ConditionStatus
 from aima.api.model import Model, ModelFormat, ModelPhase, ModelSpec, ModelType, ResourceEstimate
-from aima.catalog import CatalogError, load_catalog
 from aima.domain import model as model_domain
 from aima.kube import resources
 from aima.units import shared
@@ -402,7 +401,7 @@ async def verify(context: Context, request: VerifyInput) -> Verification:
 )
 async def search(context: Context, request: SearchInput) -> SearchResults:
     words = request.query.lower().split()
-    presets = await asyncio.to_thread(_catalog_models, context.settings.catalog_dir)
+    presets = (await shared.catalog(context.settings.catalog_dir)).models
     found = [_preset(m) for m in presets]
     models = [Model.model_validate(b) for b in await context.kube.list(resources.MODELS)]
     found += [_found(m) for m in models if context.allows(m.metadata.namespace)]
@@ -442,15 +441,6 @@ def model_issues(model: Model, *, expected: dict[str, str]) -> tuple[list[str], 
         if listed[path] != digest:
             issues.append(f"{path} has sha256 {listed[path]}, expected {digest}")
     return issues, checked
-
-
-def _catalog_models(folder: Path | None) -> tuple[Model, ...]:
-    if folder is None:
-        return ()
-    try:
-        return load_catalog(folder).models
-    except (CatalogError, OSError) as broken:
-        raise UnitError(ErrorCode.UNAVAILABLE, f"The catalog at {folder} cannot be read: {broken}") from None
 
 
 def _preset(model: Model) -> SearchResult:

@@ -21,12 +21,14 @@ from aima.api.pipeline import (
     PipelineRun,
     PipelineRunPhase,
     PipelineSpec,
+    PipelineStep,
     StepPhase,
 )
 from aima.domain import conditions
 from aima.domain.pipeline import validate as validate_spec
 from aima.domain.pipeline_status import SERVICES_NOT_READY, finished
 from aima.kube import resources
+from aima.units import shared
 from aima.units.core import Context, Example, Input, command, query
 from aima.units.errors import ErrorCode, UnitError
 from aima.units.shared import Deleted
@@ -47,7 +49,7 @@ class PipelineRef(Input):
 
 
 class PipelineCreate(PipelineSpec):
-    """A new Pipeline: its name and namespace, and its definition."""
+    """A new Pipeline: its name and namespace, and its definition or a catalog template's."""
 
     model_config = Input.model_config
 
@@ -55,6 +57,10 @@ class PipelineCreate(PipelineSpec):
     """Name of the Pipeline."""
     namespace: str | None = Field(default=None, max_length=63)
     """Namespace of the Pipeline; the default namespace when empty."""
+    template: str | None = Field(default=None, max_length=63)
+    """A catalog template (pipeline.list names them) to start from; fields given here replace its own."""
+    steps: list[PipelineStep] = Field(default_factory=list, max_length=32)
+    """Steps in execution order; a template's when empty."""
 
 
 class PipelineDefinition(PipelineSpec):
@@ -132,10 +138,22 @@ class PipelineSummary(ApiModel):
     message: str | None = None
 
 
+class Template(ApiModel):
+    """A pipeline of the catalog, for pipeline.create's template."""
+
+    name: str
+    description: str | None = None
+    inputs: list[str]
+    """What a run of it provides."""
+    config: dict[str, Any]
+    """Its settings, such as the models it calls: override them at create or run."""
+
+
 class PipelineList(ApiModel):
-    """Pipelines, by namespace and name."""
+    """Pipelines, by namespace and name, and the catalog's templates to create more from."""
 
     items: list[PipelineSummary]
+    templates: list[Template] = Field(default_factory=list)
 
 
 class Validation(ApiModel):
@@ -175,8 +193,8 @@ class RunSummary(ApiModel):
 @command(
     "pipeline.create",
     description="Create a Pipeline: steps calling units, with inputs that reference ${input.x}, ${config.x} "
-    "and ${steps.<id>.<field>}. Fails with CONFLICT when one of that name exists; pipeline.get shows "
-    "whether it is valid.",
+    "and ${steps.<id>.<field>}, or a catalog template's (template). CONFLICT when the name is taken; "
+    "pipeline.get shows whether it is valid.",
     examples=[
         Example(
             description="Answer a question with a chat model",
@@ -200,9 +218,17 @@ class RunSummary(ApiModel):
     ],
 )
 async def create(context: Context, request: PipelineCreate) -> Pipeline:
-    spec = PipelineSpec.model_validate(
-        request.model_dump(include=set(PipelineSpec.model_fields), exclude_unset=True)
-    )
+    given = request.model_dump(include=set(PipelineSpec.model_fields), exclude_unset=True)
+    base = {}
+    if request.template is not None:
+        base = (await _template(context, request.template)).spec.model_dump(exclude_unset=True)
+    elif not request.steps:
+        raise UnitError(
+            ErrorCode.INVALID_INPUT,
+            "steps: a pipeline needs steps, or a template to take them from (pipeline.list names the "
+            "catalog's templates)",
+        )
+    spec = PipelineSpec.model_validate(base | given)
     body = {
         "apiVersion": API_VERSION,
         "kind": "Pipeline",
@@ -334,14 +360,24 @@ async def get(context: Context, request: PipelineRef) -> Pipeline:
 
 @query(
     "pipeline.list",
-    description="Pipelines with their steps and whether they are ready, and why not.",
+    description="Pipelines with their steps and whether they are ready, and why not; and the catalog's "
+    "templates (voice assistant, RAG, ...) that pipeline.create starts from.",
     examples=[Example(description="Pipelines in the default namespace", input={})],
 )
 async def list_(context: Context, request: PipelineListInput) -> PipelineList:
     namespace = None if request.all_namespaces else context.namespace_of(request.namespace)
     bodies = await context.kube.list(resources.PIPELINES, namespace=namespace)
     items = [_summarize_pipeline(Pipeline.model_validate(b)) for b in bodies]
-    return PipelineList(items=sorted(items, key=lambda p: (p.namespace, p.name)))
+    templates = [
+        Template(
+            name=str(t.metadata.name),
+            description=t.spec.description,
+            inputs=[i.name for i in t.spec.inputs],
+            config=t.spec.config,
+        )
+        for t in (await shared.catalog(context.settings.catalog_dir)).pipelines
+    ]
+    return PipelineList(items=sorted(items, key=lambda p: (p.namespace, p.name)), templates=templates)
 
 
 @query(
@@ -465,11 +501,24 @@ async def _pipeline(context: Context, name: str, namespace: str) -> dict[str, An
     if body is None:
         raise UnitError(
             ErrorCode.PIPELINE_NOT_FOUND,
-            f"Pipeline {name} not found in namespace {namespace}; pipeline.list lists them, "
-            "kubectl apply -f catalog/pipelines/ installs the templates",
+            f"Pipeline {name} not found in namespace {namespace}; pipeline.list lists them and the "
+            "catalog's templates, pipeline.create with a template makes one",
             {"name": name, "namespace": namespace},
         )
     return body
+
+
+async def _template(context: Context, name: str) -> Pipeline:
+    templates = (await shared.catalog(context.settings.catalog_dir)).pipelines
+    found = next((t for t in templates if t.metadata.name == name), None)
+    if found is None:
+        names = ", ".join(str(t.metadata.name) for t in templates) or "none (no catalog is configured)"
+        raise UnitError(
+            ErrorCode.INVALID_INPUT,
+            f"template: no catalog template {name}; the catalog has {names}",
+            {"template": name},
+        )
+    return found
 
 
 async def _run(context: Context, name: str, namespace: str) -> PipelineRun:
