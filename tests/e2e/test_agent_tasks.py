@@ -234,6 +234,10 @@ async def _voice_pipeline(agent: Agent, world: World) -> None:
     assert [s["id"] for s in ran["steps"]] == ["transcribe", "chat", "synthesize"]
     runs = await agent.ok("pipeline_runs", {"pipeline": "voice"})
     assert [r["run"] for r in runs["items"]] == ["voice-1"]
+    stored = json.loads(
+        world.plane.kubectl("get", "pipelinerun", "voice-1", "-n", world.namespace, "-o", "json").stdout
+    )
+    assert stored["spec"]["inputs"] == {"audio": {"secretKeyRef": {"name": "voice-1-inputs", "key": "audio"}}}
     unknown = await agent.refused("pipeline_status", {"run": "voice-2"})
     assert unknown.startswith("PIPELINE_RUN_NOT_FOUND") and "pipeline.runs" in unknown
 
@@ -266,6 +270,10 @@ async def _gateway_elsewhere(stranded: Agent) -> None:
 
 async def _clean_up(agent: Agent, world: World) -> None:
     """11. Clean up: everything made goes, runs (and their audio) included."""
+    inputs = world.plane.kubectl(
+        "get", "secret", "voice-1-inputs", "-n", world.namespace, "-o", "json"
+    ).stdout
+    assert json.loads(inputs)["metadata"]["ownerReferences"][0]["name"] == "voice-1"  # goes with the run
     await agent.ok("pipeline_delete_run", {"run": "voice-1"})
     await agent.ok("pipeline_delete", {"name": "voice"})
     await agent.ok("service_delete", {"name": "chat"})

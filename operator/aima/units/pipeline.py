@@ -9,12 +9,13 @@ audio starts while the model still writes, use `POST /api/v2/pipelines/{name}/ru
 from __future__ import annotations
 
 import asyncio
+import secrets
 import time
 from typing import Any
 
 from pydantic import Field
 
-from aima.api.common import API_VERSION, ApiModel, ConditionStatus, ConditionType, FreeForm
+from aima.api.common import API_VERSION, ApiModel, ConditionStatus, ConditionType, FreeForm, Keys
 from aima.api.pipeline import (
     Pipeline,
     PipelineProblem,
@@ -23,6 +24,7 @@ from aima.api.pipeline import (
     PipelineSpec,
     PipelineStep,
     StepPhase,
+    ValueType,
 )
 from aima.domain import conditions
 from aima.domain.pipeline import validate as validate_spec
@@ -254,8 +256,8 @@ async def delete(context: Context, request: PipelineRef) -> Deleted:
 @command(
     "pipeline.run",
     description="Run a Pipeline: creates a PipelineRun that the operator executes and waits for it "
-    "(wait: false returns at once). Returns per-step status and the outputs; audio is referenced "
-    "in the run's Secret.",
+    "(wait: false returns at once). Returns per-step status and the outputs; audio, in and out, is "
+    "kept in the run's Secrets.",
     examples=[
         Example(
             description="Ask a question, waiting at most 5 s for the answer",
@@ -269,8 +271,11 @@ async def delete(context: Context, request: PipelineRef) -> Deleted:
 )
 async def run(context: Context, request: RunInput) -> RunSummary:
     namespace = context.namespace_of(request.namespace)
-    await _pipeline(context, request.name, namespace)
-    spec: dict[str, Any] = {"pipelineRef": {"name": request.name}, "inputs": request.inputs}
+    pipeline = Pipeline.model_validate(await _pipeline(context, request.name, namespace))
+    name = request.run or f"{request.name}-{secrets.token_hex(3)}"
+    kept = kept_inputs(pipeline.spec, request.inputs)
+    inputs = request.inputs | {key: secret_ref(f"{name}-inputs", key) for key in kept}
+    spec: dict[str, Any] = {"pipelineRef": {"name": request.name}, "inputs": inputs}
     if request.config:
         spec["config"] = request.config
     if request.timeout_seconds is not None:
@@ -278,11 +283,10 @@ async def run(context: Context, request: RunInput) -> RunSummary:
     body = {
         "apiVersion": API_VERSION,
         "kind": "PipelineRun",
-        "metadata": {"namespace": namespace}
-        | ({"name": request.run} if request.run else {"generateName": f"{request.name}-"}),
+        "metadata": {"namespace": namespace, "name": name},
         "spec": spec,
     }
-    created = PipelineRun.model_validate(await context.kube.create(body))
+    created = await _created_with_inputs(context, body, kept)
     if not request.wait:
         return summarize(created)
     deadline, reported = time.monotonic() + request.wait_seconds, ""
@@ -316,6 +320,51 @@ async def _unserved(context: Context, run: PipelineRun) -> str | None:
         f"The run waits for services: no InferenceService serves {', '.join(missing)}. Create them "
         f"(service.create) and the run starts by itself; follow it with pipeline.status {run.metadata.name}"
     )
+
+
+def kept_inputs(spec: PipelineSpec, given: dict[str, Any]) -> dict[str, str]:
+    """The values of Audio and Image inputs given inline (base64 or data: URLs), by input name (pure):
+    they go to the run's Secret, as binary outputs do, not into its spec (etcd, kubectl get, every
+    watch of PipelineRuns). URLs stay: they are small, and fetched when the step runs."""
+    binary = {i.name for i in spec.inputs if i.type in (ValueType.AUDIO, ValueType.IMAGE)}
+    return {
+        name: value.partition(",")[2] if value.startswith("data:") else value
+        for name, value in given.items()
+        if name in binary and isinstance(value, str) and not value.startswith(("http://", "https://"))
+    }
+
+
+def secret_ref(secret: str, key: str) -> dict[str, Any]:
+    """A value kept in a Secret, as a run's spec and status reference it."""
+    return {"secretKeyRef": {"name": secret, "key": key}}
+
+
+async def _created_with_inputs(context: Context, body: dict[str, Any], kept: dict[str, str]) -> PipelineRun:
+    """Create the run, its kept inputs first, since the operator may start it at once. The operator
+    makes the run the Secret's owner when it reads it, so this door needs only to create Secrets,
+    never to change or read one."""
+    meta = body["metadata"]
+    if kept:
+        if await context.kube.get(resources.PIPELINE_RUNS, name=meta["name"], namespace=meta["namespace"]):
+            raise UnitError(
+                ErrorCode.CONFLICT,
+                f"PipelineRun {meta['name']} exists in namespace {meta['namespace']}; name another run, or "
+                "leave run empty for a generated name",
+                {"name": meta["name"], "namespace": meta["namespace"]},
+            )
+        secret = {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {
+                "name": f"{meta['name']}-inputs",
+                "namespace": meta["namespace"],
+                "labels": {Keys.PIPELINE_RUN: meta["name"], Keys.MANAGED_BY: "aima"},
+            },
+            "type": "aima.dev/pipeline-inputs",
+            "data": kept,
+        }
+        await context.kube.create(secret)
+    return PipelineRun.model_validate(await context.kube.create(body))
 
 
 _ENDED_STEPS = frozenset({StepPhase.SUCCEEDED, StepPhase.FAILED, StepPhase.SKIPPED, StepPhase.CANCELLED})
