@@ -16,7 +16,7 @@ from pydantic import Field
 from aima.api.common import ApiModel
 from aima.kube import KubeClient
 from aima.mcp import Policy, build_server, tool_name
-from aima.mcp.server import RESULT_LIMIT
+from aima.mcp.server import RESULT_LIMIT, instructions
 from aima.units import Context, Example, Input, Registry, UnitError, command, query, registry
 from aima.units.errors import ErrorCode
 from aima.units.schema import compact_schema
@@ -271,3 +271,11 @@ def test_the_legacy_handshake_works_too() -> None:
             assert json.loads(result.content[0].text)["name"] == "a"  # type: ignore[union-attr]
 
     asyncio.run(go())
+
+
+def test_the_instructions_say_once_what_every_tool_shares() -> None:
+    said = instructions(Policy(namespaces=frozenset({"team-a", "team-b"})), namespace="team-a")
+    assert "a tool's namespace is team-a when left empty (allowed: team-a, team-b)" in said
+    assert '"detail": true' in said and f"{RESULT_LIMIT:,} characters" in said
+    assert "<namespace>/<name>" in said  # how inference_* reaches another namespace's service
+    assert "offers every tool" in instructions(Policy(), namespace="default")

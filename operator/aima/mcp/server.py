@@ -46,7 +46,9 @@ code (MODEL_NOT_FOUND, INSUFFICIENT_RESOURCES, ...) and say what to do next."""
 
 _CONVENTIONS = """Conventions: a tool's namespace is {namespace} when left empty{allowed}. Unknown
 arguments are refused, naming the ones taken; a nested object's fields are named in its description.
-Results are compact JSON cut to {limit:,} characters; add "detail": true to any call for all of it."""
+Results are compact JSON cut to {limit:,} characters; add "detail": true to any call for all of it.
+inference_* tools name a model as inference_models lists it: a service of the gateway's own namespace
+by its name, one of another namespace as <namespace>/<name>."""
 
 RESULT_LIMIT = 4000
 """Characters of a result an agent gets unless it asks for detail (its context is not free)."""
