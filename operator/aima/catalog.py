@@ -72,40 +72,7 @@ def _parse(document: Any, *, where: str) -> ApiModel:
         parsed = kind.model_validate(document)
     except pydantic.ValidationError as error:
         raise CatalogError(f"{where}: {error}") from None
-    unknown = _unknown_fields(document, parsed, path="")
-    if unknown:
-        raise CatalogError(f"{where}: unknown fields {', '.join(unknown)}")
     return parsed
-
-
-def _unknown_fields(raw: Mapping[str, Any], parsed: pydantic.BaseModel, *, path: str) -> list[str]:
-    """Keys of `raw` that no field of `parsed` accepts, recursing into nested models.
-
-    pydantic ignores unknown keys and the API server prunes them, so without this a typo such as
-    `healthPath` would silently fall back to a default.
-    """
-    if isinstance(parsed, ObjectMeta):
-        return []  # metadata keeps whatever Kubernetes puts there
-    fields = {info.alias or name: name for name, info in type(parsed).model_fields.items()}
-    unknown: list[str] = []
-    for key, value in raw.items():
-        if key not in fields:
-            unknown.append(f"{path}{key}")
-            continue
-        unknown += _unknown_in_value(value, getattr(parsed, fields[key]), path=f"{path}{key}")
-    return unknown
-
-
-def _unknown_in_value(raw: Any, parsed: Any, *, path: str) -> list[str]:
-    if isinstance(parsed, pydantic.BaseModel) and isinstance(raw, Mapping):
-        return _unknown_fields(raw, parsed, path=f"{path}.")
-    if isinstance(parsed, list) and isinstance(raw, list):
-        return [
-            u
-            for i, (r, p) in enumerate(zip(raw, parsed, strict=False))
-            for u in _unknown_in_value(r, p, path=f"{path}[{i}]")
-        ]
-    return []
 
 
 def load_file(path: Path) -> list[ApiModel]:

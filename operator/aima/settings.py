@@ -135,6 +135,10 @@ class Settings(BaseModel):
     gateway_token_audience: str = "aima-gateway"  # noqa: S105 - an audience name, not a secret
     """The audience of those tokens; a token for the API server itself is refused."""
 
+    unit_settle_seconds: float = Field(default=5.0, ge=0)
+    """How long a unit's change (service.create, scale, stop, start) waits for the operator to report
+    on it, so that its result shows the state the change led to; 0 returns the object as written."""
+
     refuse_unfittable_services: bool = True
     """service.create/scale/start refuse (INSUFFICIENT_RESOURCES) a replica that needs more GPUs than
     any node has; turn off where a cluster autoscaler adds bigger GPU nodes on demand."""

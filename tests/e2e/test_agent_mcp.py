@@ -20,6 +20,7 @@ import httpx2
 import pytest
 from mcp import Client, StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
+from mcp.types import CallToolResult, TextContent
 
 from aima.testenv import ControlPlane
 from aima.testenv.operator import OperatorThread
@@ -41,6 +42,15 @@ async def poll(what: str, check: Any, timeout: float = 60) -> Any:
         await asyncio.sleep(0.5)
 
 
+def body(result: CallToolResult) -> dict[str, Any]:
+    """A tool result's JSON (results carry it once, as text)."""
+    assert result.is_error is False, result.content
+    text = result.content[0]
+    assert isinstance(text, TextContent)
+    parsed: dict[str, Any] = json.loads(text.text)
+    return parsed
+
+
 def test_an_agent_pulls_serves_scales_and_reads_why_it_is_pending(
     aima_crds: ControlPlane, operator: OperatorThread, namespace: str
 ) -> None:
@@ -60,12 +70,12 @@ def test_an_agent_pulls_serves_scales_and_reads_why_it_is_pending(
                 "model_pull", {"name": "tiny", "source": "hf://acme/tiny-llm@main", "type": "LLM"}
             )
             assert pulled.is_error is False, pulled.content
-            assert pulled.structured_content is not None
-            assert pulled.structured_content["metadata"]["namespace"] == namespace
+            assert body(pulled)["metadata"]["namespace"] == namespace
 
             async def loader_job() -> str | None:
                 got = await agent.call_tool("model_get", {"name": "tiny"})
-                return (got.structured_content or {}).get("status", {}).get("loaderJob")
+                job: str | None = body(got).get("status", {}).get("loaderJob")
+                return job
 
             mark_downloaded(aima_crds, namespace, "tiny", await poll("the loader Job", loader_job))
 
@@ -80,8 +90,7 @@ def test_an_agent_pulls_serves_scales_and_reads_why_it_is_pending(
             assert created.is_error is False, created.content
             # Two nodes of 8 GPUs hold two replicas of 8 GPUs at most: the third waits.
             scaled = await agent.call_tool("service_scale", {"name": "chat", "replicas": 3})
-            assert scaled.structured_content is not None
-            assert scaled.structured_content["replicas"] == 3
+            assert body(scaled)["replicas"] == 3
 
             async def pending() -> dict[str, Any] | None:
                 read = await agent.read_resource("aima://services/chat")

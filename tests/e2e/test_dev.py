@@ -3,6 +3,7 @@ gateway that answers for it, all stopped cleanly by SIGTERM."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import signal
@@ -12,6 +13,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+from mcp import Client, StdioServerParameters
+from mcp.types import CallToolResult
 
 from aima.testenv import ensure_binaries
 from waiting import read_until
@@ -37,6 +40,32 @@ def chat_through_the_gateway(printed: str) -> None:
     assert answered.json()["choices"][0]["message"]["content"].startswith("tok0")
     models = httpx.get(f"{base_url}/models", headers={"Authorization": f"Bearer {key}"}, timeout=30)
     assert [m["id"] for m in models.json()["data"]] == ["tiny-chat"]
+
+
+def chat_through_mcp(printed: str, kubeconfig: Path) -> None:
+    """Follow the printed MCP line with the printed exports: an agent's inference_chat reaches the
+    gateway from outside the cluster, and one without the gateway's address is told how to give it."""
+    exports = re.search(r"export AIMA_GATEWAY_URL=(\S+) AIMA_GATEWAY_API_KEY=(\S+)", printed)
+    command = re.search(r"^\s*aima mcp serve (--gateway-url \S+)$", printed, re.MULTILINE)
+    assert exports and command, printed
+    env = {"KUBECONFIG": str(kubeconfig), "PATH": str(Path(sys.executable).parent)}
+    chat = {"model": "tiny-chat", "messages": [{"role": "user", "content": "Hello"}]}
+
+    async def ask(args: list[str]) -> CallToolResult:
+        server = StdioServerParameters(
+            command=str(Path(sys.executable).parent / "aima"),
+            args=["mcp", "serve", *args],
+            env=env | {"AIMA_GATEWAY_API_KEY": exports.group(2)},
+        )
+        async with Client(server) as agent:
+            return await agent.call_tool("inference_chat", chat)
+
+    answered = asyncio.run(ask(command.group(1).split()))
+    assert answered.is_error is False, answered.content
+    assert json.loads(answered.content[0].text)["content"].startswith("tok0")  # type: ignore[union-attr]
+    lost = asyncio.run(ask([]))
+    assert lost.is_error is True
+    assert "aima mcp serve --gateway-url URL" in lost.content[0].text  # type: ignore[union-attr]
 
 
 def test_dev_up_starts_everything_and_the_sample_becomes_ready(tmp_path: Path) -> None:
@@ -72,6 +101,7 @@ def test_dev_up_starts_everything_and_the_sample_becomes_ready(tmp_path: Path) -
         assert status["readyReplicas"] == 1
         assert status["engine"] == "vllm"
         chat_through_the_gateway(printed)
+        chat_through_mcp(printed, kubeconfig)
     finally:
         process.send_signal(signal.SIGTERM)
         exit_code = process.wait(timeout=60)

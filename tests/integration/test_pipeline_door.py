@@ -127,7 +127,7 @@ def test_the_door_explains_refusals(voice: ControlPlane, namespace: str) -> None
                 "message": "the run lacks required inputs: audio",
             }
         async with http.post(f"{url}/api/v2/pipelines/nope/run", json={"inputs": {}}) as response:
-            assert response.status == 404 and (await response.json())["error"]["code"] == "NOT_FOUND"
+            assert response.status == 404 and (await response.json())["error"]["code"] == "PIPELINE_NOT_FOUND"
 
     serve_door(voice, namespace, FakeEngine(), scenario)
 

@@ -214,12 +214,12 @@ def test_llama_cpp_needs_the_weights_file() -> None:
         (
             "apiVersion: aima.dev/v1alpha1\nkind: Model\nmetadata: {name: x}\n"
             "spec: {source: 'hf://a/b', type: LLM, cache: {sise: 1Gi}}\n",
-            "unknown fields spec.cache.sise",
+            "spec.cache.sise\n  Extra inputs are not permitted",
         ),
         (
             "apiVersion: aima.dev/v1alpha1\nkind: Pipeline\nmetadata: {name: x}\n"
             "spec: {steps: [{id: a, unit: x.y, colour: red}]}\n",
-            "unknown fields spec.steps[0].colour",
+            "spec.steps.0.colour\n  Extra inputs are not permitted",
         ),
         ("apiVersion: aima.dev/v1alpha1\nkind: Model\n spec: [\n", "not valid YAML"),
         ("- just\n- a list\n", "expected a mapping"),

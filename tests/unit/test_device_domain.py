@@ -10,7 +10,7 @@ import pytest
 from aima.api.device import Gpu, GpuHealth, NodeDevices, NodeDevicesStatus, PowerLimitRequest, PowerLimitState
 from aima.device import metrics
 from aima.domain import devices
-from aima.units.device import AgentState, reports_of
+from aima.units.device import AgentState, reports_of, unlisted
 
 pytestmark = pytest.mark.unit
 
@@ -115,3 +115,9 @@ def test_reports_tell_missing_stale_and_silent_agents_apart() -> None:
         ("d", AgentState.NO_NVML),
     ]
     assert found[1].message == "last report 5000 s ago" and found[3].message == "no driver"
+    # device.info and device.metrics say why GPUs are missing from their lists (not just `[]`).
+    why = unlisted(found)
+    assert why is not None and why.startswith("Not listed, their device agents do not report: a (Missing: ")
+    assert "b (Stale: last report 5000 s ago)" in why and "d (NoNvml: no driver)" in why
+    assert unlisted([found[2]]) is None
+    assert unlisted([]) == "No node advertises nvidia.com/gpu; device.detect shows every node"

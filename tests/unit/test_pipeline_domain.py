@@ -253,3 +253,27 @@ def test_for_each_steps_read_items_and_expose_items() -> None:
     )
     found = {(p.step, p.field): p.message for p in validate(batch, UNITS)}
     assert found.keys() == {("bad", "forEach"), ("bad", "inputs.messages"), (None, "outputs.wrong")}, found
+
+
+def test_inline_audio_and_images_are_kept_apart_and_urls_and_text_stay() -> None:
+    from aima.api.pipeline import PipelineSpec
+    from aima.units.pipeline import kept_inputs
+
+    spec = PipelineSpec.model_validate(
+        {
+            "inputs": [
+                {"name": "audio", "type": "Audio"},
+                {"name": "picture", "type": "Image"},
+                {"name": "question"},
+                {"name": "clip", "type": "Audio"},
+            ],
+            "steps": [{"id": "a", "unit": "inference.chat", "inputs": {}}],
+        }
+    )
+    given = {
+        "audio": "data:audio/wav;base64,UklGRg==",
+        "picture": "iVBORw0K",
+        "question": "What is a GPU?",
+        "clip": "https://example.com/clip.wav",
+    }
+    assert kept_inputs(spec, given) == {"audio": "UklGRg==", "picture": "iVBORw0K"}

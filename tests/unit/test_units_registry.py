@@ -126,7 +126,7 @@ async def _fail(context: Context, request: Echo) -> Echoed:
 
 
 FAKES = Registry([_echo, _fail])
-CONTEXT = Context(kube=cast(KubeClient, None), settings=Settings())
+CONTEXT = Context(kube=cast(KubeClient, None), settings=Settings(), known_namespaces={"default"})
 
 
 def run(unit: str, input_: dict[str, Any], type_: str | None = None) -> dict[str, Any]:
@@ -179,3 +179,76 @@ def test_invalid_input_names_the_field() -> None:
     response = run("test.echo", {"times": 2})
     assert "text" in response["error"]["message"]
     assert response["error"]["details"]["errors"][0]["loc"] == ["text"]
+
+
+@pytest.mark.parametrize(
+    ("input_", "message"),
+    [
+        (
+            {"name": "chat", "modelRef": {"name": "tiny", "namespace": "team-b"}},
+            "modelRef.namespace: unknown field; modelRef takes name",
+        ),
+        (
+            {"name": "chat", "modelRef": {"name": "tiny"}, "scheduling": {"tolerations": [{"kee": "x"}]}},
+            "scheduling.tolerations.0.kee: unknown field; scheduling.tolerations.0 takes effect, key,",
+        ),
+        ({"name": "chat", "modelRef": {"name": "tiny"}, "gpus": 1}, "gpus: unknown field; the input takes "),
+    ],
+    ids=["nested object", "list item", "top level"],
+)
+def test_unknown_fields_are_refused_at_every_depth_naming_the_fields_taken(
+    input_: dict[str, Any], message: str
+) -> None:
+    request = Request(unit="service.create", input=input_)
+    response = asyncio.run(execute(registry(), CONTEXT, request)).dump()
+    assert response["error"]["code"] == "INVALID_INPUT"
+    assert message in response["error"]["message"]
+
+
+class _NoNamespaces:
+    """An API server where no namespace exists (and nothing else is asked)."""
+
+    async def get(self, resource: Any, *, name: str, namespace: str | None = None) -> None:
+        assert resource.plural == "namespaces", resource
+        return None
+
+
+def test_a_namespace_that_does_not_exist_is_said_at_the_first_call() -> None:
+    context = Context(kube=cast(KubeClient, _NoNamespaces()), settings=Settings())
+    request = Request(unit="service.list", input={"namespace": "team-x"})
+    error = asyncio.run(execute(registry(), context, request)).error
+    assert error is not None and error.code == "NAMESPACE_NOT_FOUND"
+    assert error.message.startswith("Namespace team-x does not exist; name one that does")
+    assert "kubectl create namespace team-x" in error.message
+
+
+class Conditioned(BaseModel):
+    status: dict[str, Any]
+
+
+@query("test.conditions", description="An object whose conditions explain one wait three times.")
+async def _conditions(context: Context, request: Echo) -> Conditioned:
+    why = "needs 8 nvidia.com/gpu on one node, but no node has that many free"
+    return Conditioned(
+        status={
+            "conditions": [
+                {"type": "Scheduled", "status": "False", "message": why},
+                {"type": "Ready", "status": "False", "message": why},
+                {"type": "Reconciling", "status": "True", "message": why},
+                {"type": "ModelReady", "status": "True", "message": "Model tiny is ready"},
+            ]
+        }
+    )
+
+
+def test_a_message_said_by_one_condition_is_not_said_again() -> None:
+    response = asyncio.run(
+        execute(Registry([_conditions]), CONTEXT, Request(unit="test.conditions", input={"text": "x"}))
+    )
+    messages = [c["message"] for c in response.dump()["data"]["status"]["conditions"]]
+    assert messages == [
+        "needs 8 nvidia.com/gpu on one node, but no node has that many free",
+        "As Scheduled",
+        "As Scheduled",
+        "Model tiny is ready",
+    ]

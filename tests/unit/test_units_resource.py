@@ -12,7 +12,7 @@ from aima.api.inference_service import InferenceServiceSpec, ServiceResources
 from aima.units.device import AgentState
 from aima.units.errors import ErrorCode
 from aima.units.resource import allocations_of, budget_of, never_fits, place, pod_gpus, status_of
-from aima.units.service import replica_gpus, runs_after
+from aima.units.service import capacity_warning, replica_gpus, runs_after
 
 pytestmark = pytest.mark.unit
 
@@ -257,3 +257,25 @@ def test_replica_gpus(wanted: dict[str, Any], resolved: int | None, gpus: int) -
 def test_runs_after(spec: dict[str, Any], change: dict[str, Any], runs: bool) -> None:
     body = InferenceServiceSpec.model_validate({"modelRef": {"name": "m"}} | spec)
     assert runs_after(body, change=change) is runs
+
+
+@pytest.mark.parametrize(
+    ("replicas", "placed", "warning"),
+    [
+        (16, 0, None),
+        (20, 0, "Only 16 of the 20 replicas to start fit in the free GPUs now"),
+        (20, 4, "Only 12 of the 16 replicas to start fit in the free GPUs now"),
+        (3, 4, None),
+    ],
+    ids=["all fit", "beyond the cluster", "some run already", "scaling down"],
+)
+def test_a_change_beyond_the_free_gpus_says_how_many_wait_and_what_to_do(
+    replicas: int, placed: int, warning: str | None
+) -> None:
+    busy = [pod(f"p{i}", 1, node="gpu-node-0") for i in range(placed)]
+    said = capacity_warning(status_of(NODES, busy), gpus=1, replicas=replicas, placed=placed)
+    if warning is None:
+        assert said is None
+        return
+    assert said is not None and said.startswith(warning)
+    assert "resource_can_allocate" in said and f"service_scale to {16}" in said

@@ -74,9 +74,13 @@ class Keys:
 
 
 class ApiModel(BaseModel):
-    """Base of every API model: camelCase on the wire, attribute docstrings become descriptions."""
+    """Base of every API model: camelCase on the wire, attribute docstrings become descriptions, and
+    unknown fields refused at every depth: a misspelt or misplaced field (`modelRef.namespace`) is an
+    error that names it, never silently dropped. (The CRDs cannot say `additionalProperties: false`;
+    the API server prunes unknown fields there, and kubectl's strict field validation refuses them.)"""
 
     model_config = ConfigDict(
+        extra="forbid",
         alias_generator=to_camel,
         validate_by_name=True,
         validate_by_alias=True,

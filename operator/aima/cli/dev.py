@@ -374,11 +374,14 @@ def _print_next_steps(
         f"  export KUBECONFIG={kubeconfig}\n"
         f"  export PATH={kubectl.parent}:$PATH\n"
         f"  export OPENAI_BASE_URL={gateway}/v1 OPENAI_API_KEY={api_key}\n"
+        f"  export AIMA_GATEWAY_URL={gateway} AIMA_GATEWAY_API_KEY={api_key}  # for aima mcp serve\n"
         f"  kubectl get nodes -L nvidia.com/gpu.product\n"
         f"  kubectl get aima\n"
         f"  kubectl describe isvc tiny-chat\n"
         f'  curl -s $OPENAI_BASE_URL/chat/completions -H "Authorization: Bearer $OPENAI_API_KEY" '
         f"-H 'Content-Type: application/json' -d '{chat}'\n"
+        f"An agent's MCP server for this cluster (inference_* tools reach the gateway above):\n"
+        f"  aima mcp serve --gateway-url {gateway}\n"
         f"Press Ctrl-C here to stop it.",
         soft_wrap=True,  # commands must stay on one line to be copied
     )

@@ -55,6 +55,11 @@ def mcp() -> None:
 @click.option(
     "--kubeconfig", type=click.Path(path_type=Path, dir_okay=False), envvar="KUBECONFIG", help="Kubeconfig."
 )
+@click.option(
+    "--gateway-url", envvar="AIMA_GATEWAY_URL",
+    help="The OpenAI gateway that inference_* tools call, such as http://127.0.0.1:8080 (aima dev up); "
+    "the in-cluster Service address when none.",
+)  # fmt: skip
 def serve(
     transport: str,
     host: str,
@@ -69,11 +74,14 @@ def serve(
     api_keys: tuple[str, ...],
     no_auth: bool,
     kubeconfig: Path | None,
+    gateway_url: str | None,
 ) -> None:
     """Serve the units to MCP clients. In stdio mode stdout carries only the protocol; logs go to
     stderr."""
     logging.basicConfig(stream=sys.stderr, level=logging.INFO)
     settings = Settings.from_env()
+    if gateway_url:
+        settings = settings.model_copy(update={"gateway_url": gateway_url})
 
     async def context() -> Context:
         kube = await connect(kubeconfig=kubeconfig or settings.kubeconfig)
@@ -84,7 +92,7 @@ def serve(
         allow_destructive=not no_destructive,
         namespaces=frozenset(allowed) if allowed else None,
     )
-    door = McpDoor(registry(), connect=context, policy=policy)
+    door = McpDoor(registry(), connect=context, policy=policy, namespace=namespace)
     if transport == "stdio":
         anyio.run(door.serve_stdio)
         return

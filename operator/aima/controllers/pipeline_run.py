@@ -202,13 +202,14 @@ async def _execute(recorder: _Recorder, *, cancel: asyncio.Event) -> None:
     context = Context(
         kube=runs.kube, settings=runs.settings, namespace=str(run.metadata.namespace), http=runs.http
     )
-    steps = StreamingSteps(UnitSteps(runs.units, context), spec, run.spec.inputs, run.spec.config)
+    inputs = await _kept_inputs(runs.kube, run)
+    steps = StreamingSteps(UnitSteps(runs.units, context), spec, inputs, run.spec.config)
     executor = Executor(
         spec=spec, run_step=steps, emit=recorder.on_event, parallelism=runs.settings.pipeline_parallelism
     )
     try:
         result = await executor.run(
-            inputs=run.spec.inputs,
+            inputs=inputs,
             config=run.spec.config,
             cancel=cancel,
             timeout=run.spec.timeout_seconds or runs.settings.pipeline_max_run_seconds,
@@ -218,6 +219,44 @@ async def _execute(recorder: _Recorder, *, cancel: asyncio.Event) -> None:
         logger.exception("PipelineRun failed to record: %s/%s", run.metadata.namespace, run.metadata.name)
     finally:
         steps.close()
+
+
+async def _kept_inputs(kube: KubeClient, run: PipelineRun) -> dict[str, Any]:
+    """The run's inputs with those kept in a Secret (audio and images given inline to pipeline.run)
+    read back, the Secret made the run's so that it goes with it; a value whose Secret is gone stays
+    a reference, and its step says it is no audio."""
+    inputs = dict(run.spec.inputs)
+    for name, value in run.spec.inputs.items():
+        ref = value.get("secretKeyRef") if isinstance(value, dict) and len(value) == 1 else None
+        if not isinstance(ref, dict):
+            continue
+        secret = await kube.get(
+            resources.SECRETS, name=str(ref.get("name")), namespace=run.metadata.namespace
+        )
+        if secret is None or (data := secret.get("data", {}).get(str(ref.get("key")))) is None:
+            continue
+        inputs[name] = data  # base64, as the step's unit takes audio and images
+        if not secret["metadata"].get("ownerReferences"):
+            owned = {"metadata": {"ownerReferences": [_owner(run)]}}
+            await kube.patch(
+                resources.SECRETS,
+                name=secret["metadata"]["name"],
+                namespace=run.metadata.namespace,
+                patch=owned,
+            )
+    return inputs
+
+
+def _owner(run: PipelineRun) -> dict[str, Any]:
+    """The owner reference of what a run keeps (its inputs and outputs Secrets)."""
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "PipelineRun",
+        "name": run.metadata.name,
+        "uid": run.metadata.uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
 
 
 async def _orphaned(
@@ -405,14 +444,6 @@ class _Recorder:
 
     def _secret_body(self) -> Body:
         meta = self.run.metadata
-        owner = {
-            "apiVersion": API_VERSION,
-            "kind": "PipelineRun",
-            "name": meta.name,
-            "uid": meta.uid,
-            "controller": True,
-            "blockOwnerDeletion": True,
-        }
         return {
             "apiVersion": "v1",
             "kind": "Secret",
@@ -420,7 +451,7 @@ class _Recorder:
                 "name": self.secret_name,
                 "namespace": meta.namespace,
                 "labels": {Keys.PIPELINE_RUN: str(meta.name), Keys.MANAGED_BY: "aima"},
-                "ownerReferences": [owner],
+                "ownerReferences": [_owner(self.run)],
             },
             "type": "aima.dev/pipeline-outputs",
             "data": dict(self.secret),

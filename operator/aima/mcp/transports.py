@@ -33,11 +33,16 @@ class McpDoor:
     """An MCP server for a registry, and the Context it acts through while it serves."""
 
     def __init__(
-        self, registry: Registry, *, connect: Callable[[], Awaitable[Context]], policy: Policy | None = None
+        self,
+        registry: Registry,
+        *,
+        connect: Callable[[], Awaitable[Context]],
+        policy: Policy | None = None,
+        namespace: str = "default",
     ) -> None:
         self._connect = connect
         self._context: Context | None = None
-        self.server: MCPServer[Any] = build_server(registry, self.context, policy=policy)
+        self.server: MCPServer[Any] = build_server(registry, self.context, policy=policy, namespace=namespace)
 
     def context(self) -> Context:
         """The Context of the running server."""

@@ -99,7 +99,10 @@ async def _startable(door: _Door, name: str, namespace: str, body: RunRequest) -
     """The Pipeline, once it is known to be valid, its inputs complete and its services ready."""
     found = await door.context.kube.get(resources.PIPELINES, name=name, namespace=namespace)
     if found is None:
-        raise UnitError(ErrorCode.NOT_FOUND, f"Pipeline {name} not found in namespace {namespace}")
+        raise UnitError(
+            ErrorCode.PIPELINE_NOT_FOUND,
+            f"Pipeline {name} not found in namespace {namespace}; pipeline.list lists them",
+        )
     pipeline = Pipeline.model_validate(found)
     if problems := validate(pipeline.spec, {unit.name: unit for unit in door.registry}):
         details = {"problems": [p.model_dump(exclude_none=True) for p in problems]}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from aima.units import alert, device, engine, inference, model, pipeline, resource, service
+from aima.units import alert, device, engine, inference, model, overview, pipeline, resource, service
 from aima.units.core import Registry
 
 __all__ = ["registry"]
@@ -16,6 +16,7 @@ def registry() -> Registry:
             *engine.UNITS,
             *service.UNITS,
             *resource.UNITS,
+            *overview.UNITS,
             *inference.UNITS,
             *pipeline.UNITS,
             *device.UNITS,

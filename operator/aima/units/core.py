@@ -69,6 +69,8 @@ class Context:
     progress: ProgressFn | None = None
     """Where a long unit reports how far it has got (the MCP door sends progress notifications);
     None drops the reports."""
+    known_namespaces: set[str] = field(default_factory=set)
+    """Namespaces seen to exist, so that `execute` asks the API server about each one once."""
 
     async def report(self, done: float, total: float | None, message: str) -> None:
         """Report progress, if the caller listens."""
@@ -119,10 +121,6 @@ class Unit(Generic[In, Out]):
     @property
     def read_only(self) -> bool:
         return self.kind is Kind.QUERY
-
-    async def run(self, context: Context, raw: Mapping[str, Any]) -> Out:
-        """Validate `raw` against the input model and run the handler (pydantic errors propagate)."""
-        return await self.handler(context, self.input.model_validate(raw))
 
 
 def command(

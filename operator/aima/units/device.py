@@ -94,6 +94,8 @@ class InfoOutput(ApiModel):
     """GPUs of the reporting agents."""
 
     gpus: list[GpuInfo]
+    message: str | None = None
+    """Why GPUs of some nodes are not listed: their agents do not report, and why."""
 
 
 class GpuMetrics(ApiModel):
@@ -118,6 +120,8 @@ class MetricsOutput(ApiModel):
     """Figures of the GPUs of the reporting agents."""
 
     gpus: list[GpuMetrics]
+    message: str | None = None
+    """Why GPUs of some nodes are not listed: their agents do not report, and why."""
 
 
 class GpuProblem(ApiModel):
@@ -245,7 +249,9 @@ async def detect(context: Context, request: NodeFilter) -> DetectOutput:
     ],
 )
 async def info(context: Context, request: NodeFilter) -> InfoOutput:
+    reports = await _reports(context, request.node)
     return InfoOutput(
+        message=unlisted(reports),
         gpus=[
             GpuInfo(
                 node=r.node,
@@ -261,10 +267,18 @@ async def info(context: Context, request: NodeFilter) -> InfoOutput:
                 driver_version=r.driver_version,
                 cuda_version=r.cuda_version,
             )
-            for r in await _reports(context, request.node)
+            for r in reports
             for g in r.gpus
-        ]
+        ],
     )
+
+
+def unlisted(reports: list[NodeReport]) -> str | None:
+    """Why some GPU nodes' GPUs are not listed, in one message (pure); None when every agent reports."""
+    silent = [f"{r.node} ({r.agent}: {r.message})" for r in reports if r.agent is not AgentState.REPORTING]
+    if not silent:
+        return None if reports else "No node advertises nvidia.com/gpu; device.detect shows every node"
+    return f"Not listed, their device agents do not report: {'; '.join(silent)}"
 
 
 @query(
@@ -278,7 +292,9 @@ async def info(context: Context, request: NodeFilter) -> InfoOutput:
 )
 async def metrics(context: Context, request: NodeFilter) -> MetricsOutput:
     now = datetime.datetime.now(datetime.UTC)
+    reports = await _reports(context, request.node)
     return MetricsOutput(
+        message=unlisted(reports),
         gpus=[
             GpuMetrics(
                 node=r.node,
@@ -293,9 +309,9 @@ async def metrics(context: Context, request: NodeFilter) -> MetricsOutput:
                 power_limit_watts=g.power_limit_watts,
                 age_seconds=round((now - r.updated_at).total_seconds(), 1) if r.updated_at else None,
             )
-            for r in await _reports(context, request.node)
+            for r in reports
             for g in r.gpus
-        ]
+        ],
     )
 
 
@@ -330,8 +346,8 @@ async def health(context: Context, request: NodeFilter) -> HealthOutput:
 
 @command(
     "device.set_power_limit",
-    description="Ask a node's device agent to set a GPU's power limit; answers Applied, or Refused with "
-    "why (out of range, not permitted on that node, NVML refused), or Pending if the agent is slow.",
+    description="Ask a node's device agent to set a GPU's power limit; answers Applied, Refused with "
+    "why, or Pending if the agent is slow.",
     examples=[
         Example(
             description="Cap GPU 0 of gpu-node-0 at 450 W",

@@ -14,13 +14,14 @@ import asyncio
 import logging
 import secrets
 import time
+import typing
 from typing import Any
 
 import aiohttp
 from pydantic import BaseModel, Field, ValidationError
 
 from aima.api.common import Keys
-from aima.kube import KubeError
+from aima.kube import KubeError, resources
 from aima.units.core import Context, Kind, Registry, Unit
 from aima.units.errors import ErrorCode, UnitError
 
@@ -122,11 +123,13 @@ async def _run(registry: Registry, context: Context, request: Request) -> Any:
             {"unit": unit.name, "type": str(unit.kind)},
         )
     try:
-        output = await unit.run(context, _scoped(unit, context, request.input))
+        parsed = unit.input.model_validate(_scoped(unit, context, request.input))
+        await _require_namespace(context, parsed)
+        output = await unit.handler(context, parsed)
     except ValidationError as invalid:
         raise UnitError(
             ErrorCode.INVALID_INPUT,
-            f"Invalid input for {unit.name}: {_first_error(invalid)}",
+            f"Invalid input for {unit.name}: {_first_error(invalid, model=unit.input)}",
             {"errors": invalid.errors(include_url=False, include_context=False, include_input=False)},
         ) from invalid
     except KubeError as refused:
@@ -148,7 +151,9 @@ _NOISE = ("kopf.", Keys.KOPF_PREFIX, "kubectl.kubernetes.io/last-applied-configu
 
 def _trimmed(data: dict[str, Any]) -> dict[str, Any]:
     """The output without the API server's and kopf's bookkeeping (managedFields, kopf's and kubectl's
-    annotations): nobody acts on it, and it costs an agent's context more than the object itself."""
+    annotations) and without a condition's message said again by the next: nobody acts on them, and
+    they cost an agent's context more than the object itself."""
+    _said_once(data.get("status"))
     metadata = data.get("metadata")
     if not isinstance(metadata, dict):
         return data
@@ -159,6 +164,18 @@ def _trimmed(data: dict[str, Any]) -> dict[str, Any]:
     else:
         metadata.pop("annotations", None)
     return data
+
+
+def _said_once(status: Any) -> None:
+    """Conditions that repeat an earlier condition's message point to it instead (Ready, Scheduled
+    and Reconciling often explain one wait in the same words)."""
+    first: dict[str, str] = {}
+    for condition in status.get("conditions", []) if isinstance(status, dict) else []:
+        message = condition.get("message")
+        if message and message in first:
+            condition["message"] = f"As {first[message]}"
+        elif message:
+            first[message] = str(condition.get("type"))
 
 
 def _scoped(unit: Unit[Any, Any], context: Context, raw: dict[str, Any]) -> dict[str, Any]:
@@ -188,6 +205,31 @@ def _scoped(unit: Unit[Any, Any], context: Context, raw: dict[str, Any]) -> dict
     return raw | {"namespace": namespace}
 
 
+async def _require_namespace(context: Context, parsed: BaseModel) -> None:
+    """NAMESPACE_NOT_FOUND at the first call that names a namespace that does not exist: a list of it
+    would read as empty and a budget as free, until the first write failed with a bare 404."""
+    if "namespace" not in type(parsed).model_fields or getattr(parsed, "all_namespaces", False):
+        return
+    namespace = context.namespace_of(getattr(parsed, "namespace", None))
+    if namespace in context.known_namespaces:
+        return
+    try:
+        found = await context.kube.get(resources.NAMESPACES, name=namespace)
+    except KubeError as refused:
+        if refused.status in (401, 403):
+            return  # a caller who may not read namespaces gets the API server's word at its write
+        raise
+    if found is not None:
+        context.known_namespaces.add(namespace)
+        return
+    raise UnitError(
+        ErrorCode.NAMESPACE_NOT_FOUND,
+        f"Namespace {namespace} does not exist; name one that does (resource_overview lists them with "
+        f"what runs there), or create it first (kubectl create namespace {namespace})",
+        {"namespace": namespace},
+    )
+
+
 def from_kube_error(error: KubeError) -> UnitError:
     """The unit error for an API server refusal (validation, conflict, RBAC, outage)."""
     details = {"status": error.status, "reason": error.reason}
@@ -206,7 +248,32 @@ def from_kube_error(error: KubeError) -> UnitError:
     return UnitError(ErrorCode.INTERNAL, error.message, details)
 
 
-def _first_error(invalid: ValidationError) -> str:
+def _first_error(invalid: ValidationError, *, model: type[BaseModel]) -> str:
     first = invalid.errors(include_url=False)[0]
     where = ".".join(str(p) for p in first["loc"])
+    if first["type"] == "extra_forbidden":
+        # Naming what the object does take is the fix an agent needs (a dropped field never is).
+        owner = ".".join(str(p) for p in first["loc"][:-1]) or "the input"
+        return f"{where}: unknown field; {owner} takes {', '.join(_fields_at(model, first['loc'][:-1]))}"
     return f"{where}: {first['msg']}" if where else str(first["msg"])
+
+
+def _fields_at(model: type[BaseModel], loc: tuple[int | str, ...]) -> list[str]:
+    """The wire names of the fields the object at `loc` of `model`'s input takes (pure)."""
+    current = model
+    for step in loc:
+        info = next((f for n, f in current.model_fields.items() if step in (n, f.alias)), None)
+        if info is None:
+            continue  # a list index or a map key: the item is of the field's model still
+        nested = _model_in(info.annotation)
+        if nested is None:
+            return []
+        current = nested
+    return sorted(info.alias or name for name, info in current.model_fields.items())
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    """The model a field holds, itself or inside Optional, list or dict."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    return next((m for a in typing.get_args(annotation) if (m := _model_in(a)) is not None), None)

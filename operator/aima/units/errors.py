@@ -21,6 +21,10 @@ class ErrorCode(StrEnum):
     MODEL_NOT_FOUND = "MODEL_NOT_FOUND"
     ENGINE_NOT_FOUND = "ENGINE_NOT_FOUND"
     SERVICE_NOT_FOUND = "SERVICE_NOT_FOUND"
+    PIPELINE_NOT_FOUND = "PIPELINE_NOT_FOUND"
+    PIPELINE_RUN_NOT_FOUND = "PIPELINE_RUN_NOT_FOUND"
+    NAMESPACE_NOT_FOUND = "NAMESPACE_NOT_FOUND"
+    """The namespace a call names (or the door's default one) does not exist."""
     NOT_FOUND = "NOT_FOUND"
     """Another object (or the API itself, such as a CRD not installed) was not found."""
     CONFLICT = "CONFLICT"
@@ -40,6 +44,9 @@ _STATUS: dict[ErrorCode, tuple[int, int]] = {
     ErrorCode.MODEL_NOT_FOUND: (404, 3),
     ErrorCode.ENGINE_NOT_FOUND: (404, 3),
     ErrorCode.SERVICE_NOT_FOUND: (404, 3),
+    ErrorCode.PIPELINE_NOT_FOUND: (404, 3),
+    ErrorCode.PIPELINE_RUN_NOT_FOUND: (404, 3),
+    ErrorCode.NAMESPACE_NOT_FOUND: (404, 3),
     ErrorCode.NOT_FOUND: (404, 3),
     ErrorCode.CONFLICT: (409, 4),
     ErrorCode.INSUFFICIENT_RESOURCES: (409, 5),

@@ -37,6 +37,14 @@ _CODES: Final = {
 }
 
 
+_WHERE: Final = (
+    "Outside the cluster, name the gateway's address: aima mcp serve --gateway-url URL (or "
+    "AIMA_GATEWAY_URL; `aima dev up` serves it on http://127.0.0.1:8080, and `kubectl port-forward -n "
+    "aima-system svc/aima-gateway 8080:80` reaches a cluster's)"
+)
+"""What to do about a gateway that cannot be reached: the default address resolves only in-cluster."""
+
+
 class Gateway:
     """Calls of one gateway through one session."""
 
@@ -109,7 +117,9 @@ class Gateway:
                 yield response
         except aiohttp.ClientError as failure:
             raise UnitError(
-                ErrorCode.UNAVAILABLE, f"The gateway at {self._base} could not be reached: {failure}"
+                ErrorCode.UNAVAILABLE,
+                f"The gateway at {self._base} could not be reached ({failure}). {_WHERE}",
+                {"gatewayUrl": self._base},
             ) from None
         except TimeoutError:
             raise UnitError(

@@ -454,7 +454,7 @@ async def models(context: Context, request: NoInput) -> ModelsOutput:
 
 @query(
     "inference.voices",
-    description="Voices of the speech engines (GET /v1/audio/voices, as Kokoro and speaches serve it).",
+    description="Voices of the speech engines (GET /v1/audio/voices).",
     examples=[Example(description="Voices of one model", input={"model": "kokoro-82m"})],
 )
 async def voices(context: Context, request: VoicesInput) -> VoicesOutput:

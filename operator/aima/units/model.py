@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 from typing import Annotated, Any
 
 from pydantic import Field, model_validator
 
 from aima.api.common import API_VERSION, ApiModel, ConditionStatus
 from aima.api.model import Model, ModelFormat, ModelPhase, ModelSpec, ModelType, ResourceEstimate
-from aima.catalog import CatalogError, load_catalog
 from aima.domain import model as model_domain
 from aima.domain.sources import parse_source
 from aima.kube import resources
@@ -326,8 +325,8 @@ async def estimate_resources(context: Context, request: EstimateInput) -> Estima
 
 @command(
     "model.import",
-    description="Serve weights that already sit on a PersistentVolumeClaim: create a Model with source "
-    "pvc://claim/path, used in place (nothing is downloaded). The claim must exist in the namespace.",
+    description="Serve weights that already sit on a PersistentVolumeClaim (in the same namespace): "
+    "create a Model with source pvc://claim/path, used in place.",
     examples=[
         Example(
             description="GGUF files in a claim",
@@ -361,8 +360,8 @@ async def import_(context: Context, request: ModelImport) -> Model:
 
 @query(
     "model.verify",
-    description="Check a Model's download: Ready, a verified manifest (each file's sha256, computed by "
-    "the loader as it wrote the file), and the digests of spec.checksums and of the input's checksums.",
+    description="Check a Model's download: Ready, each file's sha256 as the loader wrote it, and the "
+    "digests of spec.checksums and of the input's checksums.",
     examples=[
         Example(description="Verify a Model", input={"name": "qwen3-0.6b"}),
         Example(
@@ -397,7 +396,7 @@ async def verify(context: Context, request: VerifyInput) -> Verification:
 )
 async def search(context: Context, request: SearchInput) -> SearchResults:
     words = request.query.lower().split()
-    presets = await asyncio.to_thread(_catalog_models, context.settings.catalog_dir)
+    presets = (await shared.catalog(context.settings.catalog_dir)).models
     found = [_preset(m) for m in presets]
     models = [Model.model_validate(b) for b in await context.kube.list(resources.MODELS)]
     found += [_found(m) for m in models if context.allows(m.metadata.namespace)]
@@ -437,15 +436,6 @@ def model_issues(model: Model, *, expected: dict[str, str]) -> tuple[list[str], 
         if listed[path] != digest:
             issues.append(f"{path} has sha256 {listed[path]}, expected {digest}")
     return issues, checked
-
-
-def _catalog_models(folder: Path | None) -> tuple[Model, ...]:
-    if folder is None:
-        return ()
-    try:
-        return load_catalog(folder).models
-    except (CatalogError, OSError) as broken:
-        raise UnitError(ErrorCode.UNAVAILABLE, f"The catalog at {folder} cannot be read: {broken}") from None
 
 
 def _preset(model: Model) -> SearchResult:

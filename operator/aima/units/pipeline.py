@@ -1,4 +1,5 @@
-"""pipeline.*: Pipelines and their runs: create, delete, run, cancel, get, list, status, validate.
+"""pipeline.*: Pipelines and their runs: create, delete, run, cancel, get, list, status, runs,
+delete_run, validate.
 
 `pipeline.run` creates a PipelineRun, which the operator executes, and (by default) waits for it;
 binary outputs such as audio come back as references to the run's Secret. For a streamed run whose
@@ -8,24 +9,28 @@ audio starts while the model still writes, use `POST /api/v2/pipelines/{name}/ru
 from __future__ import annotations
 
 import asyncio
+import secrets
 import time
 from typing import Any
 
 from pydantic import Field
 
-from aima.api.common import API_VERSION, ApiModel, ConditionStatus, ConditionType, FreeForm
+from aima.api.common import API_VERSION, ApiModel, ConditionStatus, ConditionType, FreeForm, Keys
 from aima.api.pipeline import (
     Pipeline,
     PipelineProblem,
     PipelineRun,
     PipelineRunPhase,
     PipelineSpec,
+    PipelineStep,
     StepPhase,
+    ValueType,
 )
 from aima.domain import conditions
 from aima.domain.pipeline import validate as validate_spec
-from aima.domain.pipeline_status import finished
+from aima.domain.pipeline_status import SERVICES_NOT_READY, finished
 from aima.kube import resources
+from aima.units import shared
 from aima.units.core import Context, Example, Input, command, query
 from aima.units.errors import ErrorCode, UnitError
 from aima.units.shared import Deleted
@@ -46,7 +51,7 @@ class PipelineRef(Input):
 
 
 class PipelineCreate(PipelineSpec):
-    """A new Pipeline: its name and namespace, and its definition."""
+    """A new Pipeline: its name and namespace, and its definition or a catalog template's."""
 
     model_config = Input.model_config
 
@@ -54,6 +59,10 @@ class PipelineCreate(PipelineSpec):
     """Name of the Pipeline."""
     namespace: str | None = Field(default=None, max_length=63)
     """Namespace of the Pipeline; the default namespace when empty."""
+    template: str | None = Field(default=None, max_length=63)
+    """A catalog template (pipeline.list names them) to start from; fields given here replace its own."""
+    steps: list[PipelineStep] = Field(default_factory=list, max_length=32)
+    """Steps in execution order; a template's when empty."""
 
 
 class PipelineDefinition(PipelineSpec):
@@ -94,6 +103,30 @@ class RunRef(Input):
     namespace: str | None = Field(default=None, max_length=63)
 
 
+class RunListInput(Input):
+    """Which PipelineRuns to list."""
+
+    namespace: str | None = Field(default=None, max_length=63)
+    pipeline: str | None = Field(default=None, max_length=63)
+    """Only runs of this Pipeline."""
+
+
+class RunLine(ApiModel):
+    """One line about a PipelineRun."""
+
+    run: str
+    pipeline: str
+    phase: PipelineRunPhase
+    reason: str | None = None
+    created: str | None = None
+
+
+class RunList(ApiModel):
+    """PipelineRuns, newest first."""
+
+    items: list[RunLine]
+
+
 class PipelineSummary(ApiModel):
     """One line about a Pipeline."""
 
@@ -107,10 +140,22 @@ class PipelineSummary(ApiModel):
     message: str | None = None
 
 
+class Template(ApiModel):
+    """A pipeline of the catalog, for pipeline.create's template."""
+
+    name: str
+    description: str | None = None
+    inputs: list[str]
+    """What a run of it provides."""
+    config: dict[str, Any]
+    """Its settings, such as the models it calls: override them at create or run."""
+
+
 class PipelineList(ApiModel):
-    """Pipelines, by namespace and name."""
+    """Pipelines, by namespace and name, and the catalog's templates to create more from."""
 
     items: list[PipelineSummary]
+    templates: list[Template] = Field(default_factory=list)
 
 
 class Validation(ApiModel):
@@ -150,8 +195,8 @@ class RunSummary(ApiModel):
 @command(
     "pipeline.create",
     description="Create a Pipeline: steps calling units, with inputs that reference ${input.x}, ${config.x} "
-    "and ${steps.<id>.<field>}. Fails with CONFLICT when one of that name exists; pipeline.get shows "
-    "whether it is valid.",
+    "and ${steps.<id>.<field>}, or a catalog template's (template). CONFLICT when the name is taken; "
+    "pipeline.get shows whether it is valid.",
     examples=[
         Example(
             description="Answer a question with a chat model",
@@ -175,9 +220,17 @@ class RunSummary(ApiModel):
     ],
 )
 async def create(context: Context, request: PipelineCreate) -> Pipeline:
-    spec = PipelineSpec.model_validate(
-        request.model_dump(include=set(PipelineSpec.model_fields), exclude_unset=True)
-    )
+    given = request.model_dump(include=set(PipelineSpec.model_fields), exclude_unset=True)
+    base = {}
+    if request.template is not None:
+        base = (await _template(context, request.template)).spec.model_dump(exclude_unset=True)
+    elif not request.steps:
+        raise UnitError(
+            ErrorCode.INVALID_INPUT,
+            "steps: a pipeline needs steps, or a template to take them from (pipeline.list names the "
+            "catalog's templates)",
+        )
+    spec = PipelineSpec.model_validate(base | given)
     body = {
         "apiVersion": API_VERSION,
         "kind": "Pipeline",
@@ -203,8 +256,8 @@ async def delete(context: Context, request: PipelineRef) -> Deleted:
 @command(
     "pipeline.run",
     description="Run a Pipeline: creates a PipelineRun that the operator executes and waits for it "
-    "(wait: false returns at once). Returns per-step status and the outputs; audio is referenced "
-    "in the run's Secret. POST /api/v2/pipelines/{name}/run streams instead.",
+    "(wait: false returns at once). Returns per-step status and the outputs; audio, in and out, is "
+    "kept in the run's Secrets.",
     examples=[
         Example(
             description="Ask a question, waiting at most 5 s for the answer",
@@ -218,8 +271,11 @@ async def delete(context: Context, request: PipelineRef) -> Deleted:
 )
 async def run(context: Context, request: RunInput) -> RunSummary:
     namespace = context.namespace_of(request.namespace)
-    await _pipeline(context, request.name, namespace)
-    spec: dict[str, Any] = {"pipelineRef": {"name": request.name}, "inputs": request.inputs}
+    pipeline = Pipeline.model_validate(await _pipeline(context, request.name, namespace))
+    name = request.run or f"{request.name}-{secrets.token_hex(3)}"
+    kept = kept_inputs(pipeline.spec, request.inputs)
+    inputs = request.inputs | {key: secret_ref(f"{name}-inputs", key) for key in kept}
+    spec: dict[str, Any] = {"pipelineRef": {"name": request.name}, "inputs": inputs}
     if request.config:
         spec["config"] = request.config
     if request.timeout_seconds is not None:
@@ -227,11 +283,10 @@ async def run(context: Context, request: RunInput) -> RunSummary:
     body = {
         "apiVersion": API_VERSION,
         "kind": "PipelineRun",
-        "metadata": {"namespace": namespace}
-        | ({"name": request.run} if request.run else {"generateName": f"{request.name}-"}),
+        "metadata": {"namespace": namespace, "name": name},
         "spec": spec,
     }
-    created = PipelineRun.model_validate(await context.kube.create(body))
+    created = await _created_with_inputs(context, body, kept)
     if not request.wait:
         return summarize(created)
     deadline, reported = time.monotonic() + request.wait_seconds, ""
@@ -242,7 +297,74 @@ async def run(context: Context, request: RunInput) -> RunSummary:
         if message != reported:  # a report per change, not per poll
             await context.report(done, total, message)
             reported = message
+        if unserved := await _unserved(context, created):
+            return summarize(created).model_copy(update={"message": unserved})
     return summarize(created)
+
+
+async def _unserved(context: Context, run: PipelineRun) -> str | None:
+    """Why waiting on is pointless, when the run waits for models that no InferenceService serves:
+    only a new service ends that wait (the run then starts by itself)."""
+    waiting = conditions.find(run.status.conditions, ConditionType.SUCCEEDED) if run.status else None
+    if waiting is None or waiting.reason != SERVICES_NOT_READY:
+        return None
+    body = await context.kube.get(
+        resources.PIPELINES, name=run.spec.pipeline_ref.name, namespace=run.metadata.namespace
+    )
+    status = Pipeline.model_validate(body).status if body else None
+    services = status.services if status else []
+    missing = sorted({f"{s.model} (step {s.step})" for s in services if s.service is None})
+    if not missing:
+        return None
+    return (
+        f"The run waits for services: no InferenceService serves {', '.join(missing)}. Create them "
+        f"(service.create) and the run starts by itself; follow it with pipeline.status {run.metadata.name}"
+    )
+
+
+def kept_inputs(spec: PipelineSpec, given: dict[str, Any]) -> dict[str, str]:
+    """The values of Audio and Image inputs given inline (base64 or data: URLs), by input name (pure):
+    they go to the run's Secret, as binary outputs do, not into its spec (etcd, kubectl get, every
+    watch of PipelineRuns). URLs stay: they are small, and fetched when the step runs."""
+    binary = {i.name for i in spec.inputs if i.type in (ValueType.AUDIO, ValueType.IMAGE)}
+    return {
+        name: value.partition(",")[2] if value.startswith("data:") else value
+        for name, value in given.items()
+        if name in binary and isinstance(value, str) and not value.startswith(("http://", "https://"))
+    }
+
+
+def secret_ref(secret: str, key: str) -> dict[str, Any]:
+    """A value kept in a Secret, as a run's spec and status reference it."""
+    return {"secretKeyRef": {"name": secret, "key": key}}
+
+
+async def _created_with_inputs(context: Context, body: dict[str, Any], kept: dict[str, str]) -> PipelineRun:
+    """Create the run, its kept inputs first, since the operator may start it at once. The operator
+    makes the run the Secret's owner when it reads it, so this door needs only to create Secrets,
+    never to change or read one."""
+    meta = body["metadata"]
+    if kept:
+        if await context.kube.get(resources.PIPELINE_RUNS, name=meta["name"], namespace=meta["namespace"]):
+            raise UnitError(
+                ErrorCode.CONFLICT,
+                f"PipelineRun {meta['name']} exists in namespace {meta['namespace']}; name another run, or "
+                "leave run empty for a generated name",
+                {"name": meta["name"], "namespace": meta["namespace"]},
+            )
+        secret = {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {
+                "name": f"{meta['name']}-inputs",
+                "namespace": meta["namespace"],
+                "labels": {Keys.PIPELINE_RUN: meta["name"], Keys.MANAGED_BY: "aima"},
+            },
+            "type": "aima.dev/pipeline-inputs",
+            "data": kept,
+        }
+        await context.kube.create(secret)
+    return PipelineRun.model_validate(await context.kube.create(body))
 
 
 _ENDED_STEPS = frozenset({StepPhase.SUCCEEDED, StepPhase.FAILED, StepPhase.SKIPPED, StepPhase.CANCELLED})
@@ -287,14 +409,24 @@ async def get(context: Context, request: PipelineRef) -> Pipeline:
 
 @query(
     "pipeline.list",
-    description="Pipelines with their steps and whether they are ready, and why not.",
+    description="Pipelines with their steps and whether they are ready, and why not; and the catalog's "
+    "templates (voice assistant, RAG, ...) that pipeline.create starts from.",
     examples=[Example(description="Pipelines in the default namespace", input={})],
 )
 async def list_(context: Context, request: PipelineListInput) -> PipelineList:
     namespace = None if request.all_namespaces else context.namespace_of(request.namespace)
     bodies = await context.kube.list(resources.PIPELINES, namespace=namespace)
     items = [_summarize_pipeline(Pipeline.model_validate(b)) for b in bodies]
-    return PipelineList(items=sorted(items, key=lambda p: (p.namespace, p.name)))
+    templates = [
+        Template(
+            name=str(t.metadata.name),
+            description=t.spec.description,
+            inputs=[i.name for i in t.spec.inputs],
+            config=t.spec.config,
+        )
+        for t in (await shared.catalog(context.settings.catalog_dir)).pipelines
+    ]
+    return PipelineList(items=sorted(items, key=lambda p: (p.namespace, p.name)), templates=templates)
 
 
 @query(
@@ -308,9 +440,37 @@ async def status(context: Context, request: RunRef) -> RunSummary:
 
 
 @query(
+    "pipeline.runs",
+    description="PipelineRuns of a namespace, newest first: pipeline, phase and why; pipeline.status "
+    "shows one in full.",
+    examples=[Example(description="Runs of one pipeline", input={"pipeline": "ask"})],
+)
+async def runs(context: Context, request: RunListInput) -> RunList:
+    bodies = await context.kube.list(
+        resources.PIPELINE_RUNS, namespace=context.namespace_of(request.namespace)
+    )
+    found = [PipelineRun.model_validate(b) for b in bodies]
+    lines = [_line(r) for r in found if request.pipeline in (None, r.spec.pipeline_ref.name)]
+    return RunList(items=sorted(lines, key=lambda r: r.created or "", reverse=True))
+
+
+@command(
+    "pipeline.delete_run",
+    description="Delete a PipelineRun with its inputs and outputs (its Secret); a running one stops.",
+    examples=[Example(description="Delete a run", input={"run": "ask-1"})],
+    destructive=True,
+)
+async def delete_run(context: Context, request: RunRef) -> Deleted:
+    namespace = context.namespace_of(request.namespace)
+    await _run(context, request.run, namespace)
+    await context.kube.delete(resources.PIPELINE_RUNS, name=request.run, namespace=namespace)
+    return Deleted(kind="PipelineRun", name=request.run, namespace=namespace)
+
+
+@query(
     "pipeline.validate",
-    description="Check a pipeline definition without creating it: every step names a registered unit, "
-    "inputs fit the unit's input, and every reference resolves to an earlier step's output field.",
+    description="Check a pipeline definition without creating it: units exist, inputs fit them, and "
+    "references resolve to earlier steps' outputs.",
     examples=[
         Example(
             description="A chain with a typo",
@@ -360,6 +520,18 @@ def summarize(run: PipelineRun) -> RunSummary:
     )
 
 
+def _line(run: PipelineRun) -> RunLine:
+    summary = summarize(run)
+    created = run.metadata.model_extra.get("creationTimestamp") if run.metadata.model_extra else None
+    return RunLine(
+        run=summary.run,
+        pipeline=summary.pipeline,
+        phase=summary.phase,
+        reason=summary.reason,
+        created=created,
+    )
+
+
 def _summarize_pipeline(pipeline: Pipeline) -> PipelineSummary:
     ready = conditions.find(pipeline.status.conditions, ConditionType.READY) if pipeline.status else None
     return PipelineSummary(
@@ -377,23 +549,36 @@ async def _pipeline(context: Context, name: str, namespace: str) -> dict[str, An
     body = await context.kube.get(resources.PIPELINES, name=name, namespace=namespace)
     if body is None:
         raise UnitError(
-            ErrorCode.NOT_FOUND,
-            f"Pipeline {name} not found in namespace {namespace}; pipeline.list lists them, "
-            "kubectl apply -f catalog/pipelines/ installs the templates",
+            ErrorCode.PIPELINE_NOT_FOUND,
+            f"Pipeline {name} not found in namespace {namespace}; pipeline.list lists them and the "
+            "catalog's templates, pipeline.create with a template makes one",
             {"name": name, "namespace": namespace},
         )
     return body
+
+
+async def _template(context: Context, name: str) -> Pipeline:
+    templates = (await shared.catalog(context.settings.catalog_dir)).pipelines
+    found = next((t for t in templates if t.metadata.name == name), None)
+    if found is None:
+        names = ", ".join(str(t.metadata.name) for t in templates) or "none (no catalog is configured)"
+        raise UnitError(
+            ErrorCode.INVALID_INPUT,
+            f"template: no catalog template {name}; the catalog has {names}",
+            {"template": name},
+        )
+    return found
 
 
 async def _run(context: Context, name: str, namespace: str) -> PipelineRun:
     body = await context.kube.get(resources.PIPELINE_RUNS, name=name, namespace=namespace)
     if body is None:
         raise UnitError(
-            ErrorCode.NOT_FOUND,
-            f"PipelineRun {name} not found in namespace {namespace}",
+            ErrorCode.PIPELINE_RUN_NOT_FOUND,
+            f"PipelineRun {name} not found in namespace {namespace}; pipeline.runs lists them",
             {"name": name, "namespace": namespace},
         )
     return PipelineRun.model_validate(body)
 
 
-UNITS = (create, delete, run, cancel, get, list_, status, validate)
+UNITS = (create, delete, run, cancel, get, list_, status, runs, delete_run, validate)

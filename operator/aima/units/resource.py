@@ -214,10 +214,7 @@ async def can_allocate(context: Context, request: CanAllocateInput) -> Placement
     "ResourceQuota on requests.nvidia.com/gpu, and the most one replica can get on one node.",
     examples=[
         Example(description="The default namespace", input={}),
-        Example(
-            description="Team A on H100s",
-            input={"namespace": "team-a", "gpuProduct": "NVIDIA-H100-80GB-HBM3"},
-        ),
+        Example(description="On H100s only", input={"gpuProduct": "NVIDIA-H100-80GB-HBM3"}),
     ],
 )
 async def budget(context: Context, request: BudgetInput) -> Budget:

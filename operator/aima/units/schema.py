@@ -1,16 +1,28 @@
-"""JSON descriptions of units: the catalog entry of one unit and the OpenAPI document of all of them."""
+"""JSON descriptions of units: the catalog entry of one unit, the OpenAPI document of all of them, and
+the compact input schema an agent reads in a tool list.
+
+The full schemas (`describe`, `openapi`) keep every constraint and CEL rule. An agent pays for each
+character of its tool list before it does any work, and cannot act on a CEL rule or a length limit:
+the compact schema keeps what it needs to write a call (names, types, enums, defaults, the first
+clause of what is not plain) and names a nested object's fields instead of spelling them out.
+Validation is the model's either way: a call the compact schema allows and the model refuses comes
+back as INVALID_INPUT naming the field, and the fields that are taken.
+"""
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from typing import Any
 
+from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from aima import __version__
 from aima.units.core import Registry, Unit
 from aima.units.envelope import ErrorInfo, Meta, Request, Response
 
-__all__ = ["describe", "openapi"]
+__all__ = ["compact_schema", "describe", "openapi"]
 
 _REF = "#/components/schemas/{model}"
 
@@ -168,3 +180,69 @@ def _responses(success: Any) -> dict[str, Any]:
 
 def _plain() -> dict[str, Any]:
     return {"responses": {"200": {"description": "OK"}}}
+
+
+_KEPT = frozenset({"type", "enum", "const", "default", "format"})
+"""Keys of a JSON schema an agent writes calls from; bounds, lengths and patterns are left to
+validation, which names the bound a value breaks."""
+_DESCRIPTION_CHARS = 100
+_CLAUSE_END = re.compile(r"[.;](\s|$)")
+
+
+def compact_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """The input schema of `model` as a tool list shows it (pure).
+
+    Required fields and objects keep the first clause of their description, a nested object with the
+    names of its fields; an optional plain field (`tail`, `wait`, `temperature`, an enum) is its name,
+    type, values and default, which say what it sets. The full schema has the rest."""
+    raw = model.model_json_schema(by_alias=True)
+    defs = raw.get("$defs", {})
+    required = raw.get("required", [])
+    properties = {
+        name: _field(sub, defs=defs, described=name in required and name != "name")
+        for name, sub in raw.get("properties", {}).items()
+    }
+    schema: dict[str, Any] = {"type": "object", "properties": properties}
+    return schema | ({"required": required} if required else {})
+
+
+def _field(node: Mapping[str, Any], *, defs: Mapping[str, Any], described: bool) -> dict[str, Any]:
+    node = _resolved(node, defs=defs)
+    out = {key: value for key, value in node.items() if key in _KEPT}
+    if not out.get("default") or isinstance(out["default"], dict | list):
+        out.pop("default", None)  # unset, false and zero go without saying; an object's are its fields'
+    said = [_first_clause(node.get("description", ""))]
+    if "properties" in node:
+        said.append(f"fields {', '.join(node['properties'])}")
+    elif isinstance(node.get("items"), Mapping):
+        item = _resolved(node["items"], defs=defs)
+        out["items"] = _field(item, defs=defs, described=False)
+        if "properties" in item:  # said once, on the list
+            out["items"] = {"type": "object"}
+            said.append(f"items with fields {', '.join(item['properties'])}")
+    elif "anyOf" in node:
+        out["anyOf"] = [_field(option, defs=defs, described=False) for option in node["anyOf"]]
+    shaped = "properties" in node or out.get("type") in ("object", "array")
+    if (described or shaped) and (description := "; ".join(part for part in said if part)):
+        out["description"] = description
+    return out
+
+
+def _resolved(node: Mapping[str, Any], *, defs: Mapping[str, Any]) -> dict[str, Any]:
+    """`node` with its `$ref` inlined and `X | None` written as X (absent means unset)."""
+    node = dict(node)
+    if "$ref" in node:
+        node = {**defs[node.pop("$ref").rsplit("/", 1)[-1]], **node}
+    options = [option for option in node.get("anyOf", ()) if option.get("type") != "null"]
+    if len(options) == 1 and len(options) < len(node["anyOf"]):
+        del node["anyOf"]
+        node = {**_resolved(options[0], defs=defs), **node}
+    return node
+
+
+def _first_clause(text: str) -> str:
+    """What a description says first, in at most about 100 characters."""
+    clause = _CLAUSE_END.split(" ".join(text.split()), maxsplit=1)[0]
+    if len(clause) <= _DESCRIPTION_CHARS:
+        return clause
+    return clause[:_DESCRIPTION_CHARS].rsplit(" ", 1)[0] + "..."

@@ -16,7 +16,9 @@ cluster whose autoscaler adds bigger GPU nodes on demand turns the check off
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from typing import Any
 
 from pydantic import Field
@@ -42,6 +44,7 @@ __all__ = ["UNITS", "ServiceSummary"]
 
 NAME_PATTERN = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
 logger = logging.getLogger("aima.units.service")
+_POLL_SECONDS = 0.25
 
 
 class ServiceRef(Input):
@@ -102,6 +105,8 @@ class ServiceSummary(ApiModel):
     gpus: int | None = None
     """GPUs per replica."""
     endpoint: str | None = None
+    warning: str | None = None
+    """What the change just made will run into, such as replicas the free GPUs cannot hold now."""
 
 
 class ServiceList(ApiModel):
@@ -184,7 +189,7 @@ class Recommendation(ApiModel):
 @command(
     "service.create",
     description="Create an InferenceService that serves a Model (which must exist) on an Engine (chosen "
-    "by the operator when engineRef is empty). Fails with CONFLICT when one of that name exists.",
+    "by the operator when engineRef is empty); returns its first status. CONFLICT when the name is taken.",
     examples=[
         Example(
             description="Serve a Model on vLLM with one GPU",
@@ -201,7 +206,7 @@ class Recommendation(ApiModel):
         ),
     ],
 )
-async def create(context: Context, request: ServiceCreate) -> InferenceService:
+async def create(context: Context, request: ServiceCreate) -> ServiceSummary:
     namespace = context.namespace_of(request.namespace)
     if await context.kube.get(resources.MODELS, name=request.model_ref.name, namespace=namespace) is None:
         raise UnitError(
@@ -222,15 +227,17 @@ async def create(context: Context, request: ServiceCreate) -> InferenceService:
     spec = InferenceServiceSpec.model_validate(
         request.model_dump(include=set(InferenceServiceSpec.model_fields), exclude_unset=True)
     )
+    warning = None
     if runs_after(spec, change={}):
-        await _refuse_what_never_fits(context, spec.resources, resolved=None)
+        warning = await _check_capacity(context, spec, resolved=None, name=request.name, namespace=namespace)
     body = {
         "apiVersion": API_VERSION,
         "kind": "InferenceService",
         "metadata": {"name": request.name, "namespace": namespace},
         "spec": spec.model_dump(mode="json", by_alias=True, exclude_unset=True),
     }
-    return InferenceService.model_validate(await context.kube.create(body))
+    created = await _settled(context, await context.kube.create(body))
+    return summarize(InferenceService.model_validate(created)).model_copy(update={"warning": warning})
 
 
 @command(
@@ -314,7 +321,7 @@ async def list_(context: Context, request: ServiceListInput) -> ServiceList:
     "service.logs",
     description="Recent log lines of a service's replicas (the engine container), per pod: the last "
     "tail lines, optionally since some seconds, of the previous crashed container, or only lines with "
-    "some text. The CLI's `aima service logs NAME -f` follows them.",
+    "some text.",
     examples=[
         Example(description="The last 20 lines of each replica", input={"name": "qwen", "tail": 20}),
         Example(
@@ -337,9 +344,8 @@ async def logs(context: Context, request: LogsInput) -> ServiceLogs:
 
 @query(
     "service.recommend",
-    description="How to serve a Model here: the Engine and variant AIMA would choose, GPUs per replica "
-    "(the Model's estimate, else the Engine's default), whether the replicas fit in the free GPUs now "
-    "and where, and the service.create input that does it.",
+    description="How to serve a Model here: the Engine and variant AIMA would choose, GPUs per replica, "
+    "whether the replicas fit in the free GPUs now and where, and the service.create input that does it.",
     examples=[
         Example(description="One replica of a Model", input={"model": "qwen3-0.6b"}),
         Example(
@@ -502,17 +508,39 @@ async def _get(context: Context, name: str, namespace: str) -> dict[str, Any]:
 
 
 async def _patch(context: Context, request: ServiceRef, patch: dict[str, Any]) -> ServiceSummary:
-    """Merge ``patch`` into the service; one that would then run replicas no node holds is refused."""
+    """Merge ``patch`` into the service and return the state it led to; one that would then run
+    replicas no node holds is refused, and one the free GPUs cannot hold now says so."""
     namespace = context.namespace_of(request.namespace)
     current = await _get(context, request.name, namespace)  # a merge patch of a missing object is a bare 404
     service = InferenceService.model_validate(current)
+    warning = None
     if runs_after(service.spec, change=patch["spec"]):
         resolved = service.status.gpus if service.status else None
-        await _refuse_what_never_fits(context, service.spec.resources, resolved=resolved)
+        spec = service.spec.model_copy(update={k: v for k, v in patch["spec"].items() if k != "suspend"})
+        warning = await _check_capacity(
+            context, spec, resolved=resolved, name=request.name, namespace=namespace
+        )
     body = await context.kube.patch(
         resources.INFERENCE_SERVICES, name=request.name, namespace=namespace, patch=patch
     )
-    return summarize(InferenceService.model_validate(body))
+    settled = InferenceService.model_validate(await _settled(context, body))
+    return summarize(settled).model_copy(update={"warning": warning})
+
+
+async def _settled(context: Context, body: dict[str, Any]) -> dict[str, Any]:
+    """The service once the operator has reported on this generation of it, or as it is after the
+    settings' `unit_settle_seconds`: a result shows the state a change led to, not the one before."""
+    deadline = time.monotonic() + context.settings.unit_settle_seconds
+    meta = body["metadata"]
+    while not _observed(body) and time.monotonic() < deadline:
+        await asyncio.sleep(_POLL_SECONDS)
+        body = await _get(context, meta["name"], meta["namespace"])
+    return body
+
+
+def _observed(body: dict[str, Any]) -> bool:
+    observed = body.get("status", {}).get("observedGeneration")
+    return observed is not None and observed >= body["metadata"].get("generation", 0)
 
 
 def runs_after(spec: InferenceServiceSpec, *, change: dict[str, Any]) -> bool:
@@ -531,23 +559,50 @@ def replica_gpus(wanted: ServiceResources, *, resolved: int | None) -> int:
     return 1 if wanted.gpu_product else 0
 
 
-async def _refuse_what_never_fits(
-    context: Context, wanted: ServiceResources, *, resolved: int | None
-) -> None:
-    """Raise INSUFFICIENT_RESOURCES when no node could ever hold one replica (see resource.never_fits)."""
-    gpus = replica_gpus(wanted, resolved=resolved)
+async def _check_capacity(
+    context: Context, spec: InferenceServiceSpec, *, resolved: int | None, name: str, namespace: str
+) -> str | None:
+    """Raise INSUFFICIENT_RESOURCES when no node could ever hold one replica (see resource.never_fits);
+    otherwise say how many of the replicas still to start the free GPUs hold now, when not all."""
+    gpus = replica_gpus(spec.resources, resolved=resolved)
     if gpus == 0 or not context.settings.refuse_unfittable_services:
-        return
+        return None
     try:
         current = await resource.observe(context)
+        started = await replica_pods(context, name=name, namespace=namespace)
     except KubeError as refused:
         if refused.status not in (401, 403):
             raise
         # A person who may create services but not list nodes and pods gets the status's word instead.
         logger.info("Not checking GPU capacity, nodes or pods unreadable: %s", refused)
-        return
-    if (refusal := resource.never_fits(current, gpus=gpus, gpu_product=wanted.gpu_product)) is not None:
+        return None
+    if (
+        refusal := resource.never_fits(current, gpus=gpus, gpu_product=spec.resources.gpu_product)
+    ) is not None:
         raise refusal
+    return capacity_warning(current, gpus=gpus, replicas=spec.replicas, placed=_placed(started))
+
+
+def capacity_warning(status: resource.ResourceStatus, *, gpus: int, replicas: int, placed: int) -> str | None:
+    """Words for replicas the free GPUs cannot hold now (pure): ``placed`` replicas already hold
+    theirs, the others need ``gpus`` free on one node each. None when they all fit."""
+    wanted = replicas - placed
+    if wanted <= 0:
+        return None
+    placement = resource.place(status, gpus=gpus, replicas=wanted)
+    if placement.fits:
+        return None
+    return (
+        f"Only {len(placement.nodes)} of the {wanted} replicas to start fit in the free GPUs now "
+        f"({status.summary}); the rest wait as Pending until GPUs free up. resource_can_allocate shows "
+        f"what fits; service_scale to {placed + len(placement.nodes)} avoids the wait"
+    )
+
+
+def _placed(pods: list[dict[str, Any]]) -> int:
+    """Replicas bound to a node and not finished: they hold their GPUs already."""
+    done = ("Succeeded", "Failed")
+    return sum(1 for p in pods if p["spec"].get("nodeName") and p.get("status", {}).get("phase") not in done)
 
 
 UNITS = (create, delete, scale, stop, start, get, list_, logs, recommend)

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 
 from aima.api.common import ApiModel, Condition, ConditionType
+from aima.catalog import Catalog, CatalogError, load_catalog
 from aima.kube import KubeClient, KubeError, resources
+from aima.units.errors import ErrorCode, UnitError
 
-__all__ = ["LOG_LIMIT_BYTES", "Deleted", "follow_pod_log", "pod_log", "ready"]
+__all__ = ["LOG_LIMIT_BYTES", "Deleted", "catalog", "follow_pod_log", "pod_log", "ready"]
 
 LOG_LIMIT_BYTES = 256 * 1024
 """Most bytes of one pod's log a unit returns: an agent's context is the scarce resource."""
@@ -23,6 +27,16 @@ class Deleted(ApiModel):
     kind: str
     name: str
     namespace: str | None = None
+
+
+async def catalog(folder: Path | None) -> Catalog:
+    """The catalog at `folder` (model presets, pipeline templates); empty where none is configured."""
+    if folder is None:
+        return Catalog(engines=(), models=(), pipelines=())
+    try:
+        return await asyncio.to_thread(load_catalog, folder)
+    except (CatalogError, OSError) as broken:
+        raise UnitError(ErrorCode.UNAVAILABLE, f"The catalog at {folder} cannot be read: {broken}") from None
 
 
 def ready(conditions: Sequence[Condition]) -> Condition | None:

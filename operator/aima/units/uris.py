@@ -57,6 +57,12 @@ ADDRESSES: tuple[Address, ...] = (
         watches=resources.MODELS,
     ),
     Address(
+        template="aima://namespaces/{namespace}/models",
+        unit="model.list",
+        description="Models of one namespace: type, source, readiness, download progress.",
+        watches=resources.MODELS,
+    ),
+    Address(
         template="aima://models/{name}",
         unit="model.get",
         description="One Model of the default namespace, with spec and status.",
@@ -72,6 +78,12 @@ ADDRESSES: tuple[Address, ...] = (
         template="aima://services",
         unit="service.list",
         description="InferenceServices of the default namespace: replicas, readiness and why not.",
+        watches=resources.INFERENCE_SERVICES,
+    ),
+    Address(
+        template="aima://namespaces/{namespace}/services",
+        unit="service.list",
+        description="InferenceServices of one namespace: replicas, readiness and why not.",
         watches=resources.INFERENCE_SERVICES,
     ),
     Address(
@@ -97,6 +109,11 @@ ADDRESSES: tuple[Address, ...] = (
         unit="engine.get",
         description="One Engine: variants, args templates, defaults.",
         watches=resources.ENGINES,
+    ),
+    Address(
+        template="aima://overview",
+        unit="resource.overview",
+        description="The cluster at a glance: free GPUs, namespaces, what runs and what is not as asked.",
     ),
     Address(
         template="aima://gpus",
