@@ -103,11 +103,13 @@ def write_tiny_llama_gguf(path: Path, *, seed: int = 0) -> Path:
     return path
 
 
-_WHISPER_LANGUAGES = (
-    "en zh de es ru ko fr ja pt tr pl ca nl ar sv it id hi fi vi he uk el ms cs ro da hu ta no th ur hr bg lt "
-    "la mi ml cy sk te fa lv bn sr az sl kn et mk br eu is hy ne mn bs kk sq sw gl mr pa si km sn yo so af "
-    "oc ka be tg sd gu am yi lo uz fo ht ps tk nn mt sa lb my bo tl mg as tt haw ln ha ba jw su yue"
-).split()
+_WHISPER_LANGUAGE_CODES = (
+    "en zh de es ru ko fr ja pt tr pl ca nl ar sv it id hi fi vi he uk el ms cs ro da hu ta no th ur hr "
+    "bg lt la mi ml cy sk te fa lv bn sr az sl kn et mk br eu is hy ne mn bs kk sq sw gl mr pa si km sn "
+    "yo so af oc ka be tg sd gu am yi lo uz fo ht ps tk nn mt sa lb my bo tl mg as tt haw ln ha ba jw su "
+    "yue"
+)
+_WHISPER_LANGUAGES = _WHISPER_LANGUAGE_CODES.split()
 _WHISPER_VOCABULARY = 51866
 """large-v3's vocabulary size (100 languages)."""
 
@@ -190,7 +192,13 @@ def write_tiny_whisper_ct2(folder: Path, *, words: tuple[str, str] = ("hello", "
     spec.validate()
     spec.optimize()
     spec.save(str(folder))
-    features = {"feature_size": mels, "sampling_rate": 16000, "hop_length": 160, "chunk_length": 30, "n_fft": 400}
+    features = {
+        "feature_size": mels,
+        "sampling_rate": 16000,
+        "hop_length": 160,
+        "chunk_length": 30,
+        "n_fft": 400,
+    }
     (folder / "preprocessor_config.json").write_text(json.dumps(features))
     return folder
 
