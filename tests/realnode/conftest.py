@@ -23,12 +23,13 @@ from suite import (
     PLATFORM_NAMESPACE,
     SERVICE,
     SERVING_NAMESPACE,
+    VLLM_REPO,
     WHISPER_REPO,
 )
 
 from aima.testenv import ControlPlane, ensure_binaries, nodes
 from aima.testenv.chart import RESTRICTED, Release, install
-from aima.testenv.models import write_tiny_llama_gguf, write_tiny_whisper_ct2
+from aima.testenv.models import write_tiny_llama_gguf, write_tiny_llama_safetensors, write_tiny_whisper_ct2
 from aima.testenv.realnode import NODE_LABEL
 from fakes.serving import generate_file
 from reads import condition, get_json, ready_seconds
@@ -55,8 +56,9 @@ def aima_image(real_cluster: ControlPlane) -> str:
 @pytest.fixture(scope="session")
 def hub_url(real_cluster: ControlPlane, aima_image: str) -> str:
     """A fake Hugging Face Hub running as a pod (the project image's Python and the tests' fake,
-    mounted from a ConfigMap), serving two repositories (a tiny LLM in SafeTensors and GGUF, a tiny
-    Whisper for CTranslate2) slowly enough to watch progress."""
+    mounted from a ConfigMap), serving three repositories (48 MiB of noise named SafeTensors beside a
+    tiny LLM in GGUF, the same tiny LLM in SafeTensors for vLLM, a tiny Whisper for CTranslate2)
+    slowly enough to watch progress."""
     served = real_cluster.workdir / "hub"
     llm, whisper = served / "tiny-llm", served / "tiny-whisper"
     generate_file(llm / "model.safetensors", HUB_WEIGHTS_BYTES, seed=11)
@@ -67,6 +69,7 @@ def hub_url(real_cluster: ControlPlane, aima_image: str) -> str:
     (llm / "broken").mkdir()
     (llm / "broken" / "tiny.gguf").write_bytes(whole[: len(whole) // 2])
     write_tiny_whisper_ct2(whisper)
+    write_tiny_llama_safetensors(served / "tiny-vllm")
     code = {name: (FAKES / name).read_text() for name in ("__init__.py", "hub.py", "serving.py")}
     labels = {"app": "hub"}
     real_cluster.apply(
@@ -99,6 +102,7 @@ def hub_url(real_cluster: ControlPlane, aima_image: str) -> str:
                                         "fakes.hub",
                                         f"{HUB_REPO}=/served/tiny-llm",
                                         f"{WHISPER_REPO}=/served/tiny-whisper",
+                                        f"{VLLM_REPO}=/served/tiny-vllm",
                                     ],
                                     "args": ["--port=8080", "--delay-per-chunk=0.1"],
                                     "env": [{"name": "PYTHONPATH", "value": "/code"}],
@@ -325,7 +329,7 @@ def client(gateway_url: str, keys: dict[str, str]) -> Iterator[openai.OpenAI]:
 
 # Modules that change the shared platform run after the others, in this order: the release test
 # upgrades and uninstalls the chart, the teardown test stops the node, then `aima dev up` starts its own.
-_LAST = ("test_release.py", "test_teardown.py", "test_dev.py")
+_LAST = ("test_release.py", "test_teardown.py", "test_make_dev.py")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

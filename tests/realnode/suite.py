@@ -6,6 +6,7 @@ from __future__ import annotations
 HUB_NAMESPACE = "aima-fakes"
 HUB_REPO = "acme/tiny-llm"
 WHISPER_REPO = "acme/tiny-whisper"
+VLLM_REPO = "acme/tiny-vllm"
 HUB_WEIGHTS_BYTES = 48 * 2**20
 PLATFORM_NAMESPACE = "aima-system"
 SERVING_NAMESPACE = "serving"

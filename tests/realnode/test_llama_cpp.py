@@ -363,19 +363,31 @@ def test_figures_of_llama_cpp_through_the_gateway_against_direct_calls(
     FIGURES["llama.cpp between tokens p50, gateway / direct"] = (
         f"{median_ms(gaps['gateway']):.2f} / {median_ms(gaps['direct']):.2f} ms"
     )
+    FIGURES["llama.cpp container start -> Ready (kubelet, 1 s resolution)"] = f"{start_to_ready(pod)} s"
+    FIGURES["llama.cpp memory with the tiny GGUF (working set)"] = (
+        f"{working_set_mib(real_cluster, pod):.0f} MiB"
+    )
+
+
+def start_to_ready(pod: dict[str, Any]) -> int:
+    """Seconds from the engine container's start to the pod's Ready, as the kubelet recorded them."""
     (container,) = pod["status"]["containerStatuses"]
     started = datetime.fromisoformat(container["state"]["running"]["startedAt"])
     ready = datetime.fromisoformat(
         next(c for c in pod["status"]["conditions"] if c["type"] == "Ready")["lastTransitionTime"]
     )
-    FIGURES["llama.cpp container start -> Ready (kubelet, 1 s resolution)"] = f"{(ready - started).seconds} s"
+    return (ready - started).seconds
+
+
+def working_set_mib(plane: ControlPlane, pod: dict[str, Any]) -> float:
+    """The engine container's memory working set, from the kubelet's summary."""
     summary = json.loads(
-        real_cluster.kubectl("get", "--raw", f"/api/v1/nodes/{NODE_NAME}/proxy/stats/summary").stdout
+        plane.kubectl("get", "--raw", f"/api/v1/nodes/{NODE_NAME}/proxy/stats/summary").stdout
     )
     (stats,) = [p for p in summary["pods"] if p["podRef"]["name"] == pod["metadata"]["name"]]
     working_set = stats["containers"][0]["memory"]["workingSetBytes"]
     assert working_set > 0
-    FIGURES["llama.cpp memory with the tiny GGUF (working set)"] = f"{working_set / 2**20:.0f} MiB"
+    return float(working_set) / 2**20
 
 
 def test_figures_apply_to_first_token_against_the_same_pod_started_by_hand(

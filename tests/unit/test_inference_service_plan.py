@@ -161,6 +161,21 @@ def test_engine_choice(
     assert condition(status, "EngineResolved").message  # the reason is always spelt out
 
 
+def test_a_named_cpu_engine_that_asks_no_gpus_runs_on_cpus_in_a_gpu_cluster() -> None:
+    """The GPU count left to the engine, an engine that asks none: its CPU variant, no GPU request."""
+    cpu_only = next(e for e in ENGINES if e["metadata"]["name"] == "llama-cpp")
+    cpu_only = cpu_only | {"metadata": {"name": "cpu-only"}}
+    cpu_only["spec"] = cpu_only["spec"] | {
+        "variants": [v for v in cpu_only["spec"]["variants"] if v["accelerator"] == "CPU"],
+        "resources": {"gpus": 0},
+    }
+    spec = service(engineRef={"name": "cpu-only"})
+    result = planning.plan(spec, observed=observed(model=model(fmt="GGUF"), engines=[*ENGINES, cpu_only]))
+    assert result.engine_resolved.reason == "EngineNamed"
+    assert result.variant is not None and result.variant.name == "cpu"
+    assert "nvidia.com/gpu" not in str(container_of(result).get("resources"))
+
+
 def test_automatic_choice_names_the_other_candidates() -> None:
     result = planning.plan(service(), observed=observed())
     assert "vllm" in result.engine_resolved.message

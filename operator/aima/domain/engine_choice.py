@@ -63,9 +63,6 @@ def choose(
 ) -> Choice:
     """The engine and variant for ``service`` (pure); the message says why, for EngineResolved."""
     ref = service.spec.engine_ref
-    accelerator = _accelerator(service, nodes=nodes)
-    architectures = _architectures(service, accelerator=accelerator, nodes=nodes)
-    hardware = f"{accelerator} nodes ({'/'.join(sorted(architectures))})"
     if ref is not None:
         engine = next((e for e in engines if e.metadata.name == ref.name), None)
         if engine is None:
@@ -75,7 +72,12 @@ def choose(
                 reason=Reason.ENGINE_NOT_FOUND,
                 message=f"Engine {ref.name} does not exist; install it (kubectl apply -f catalog/engines)",
             )
+        accelerator = _accelerator(service, nodes=nodes, engine_gpus=engine.spec.resources.gpus)
+        architectures = _architectures(service, accelerator=accelerator, nodes=nodes)
         return _named(engine, variant_name=ref.variant, accelerator=accelerator, architectures=architectures)
+    accelerator = _accelerator(service, nodes=nodes)
+    architectures = _architectures(service, accelerator=accelerator, nodes=nodes)
+    hardware = f"{accelerator} nodes ({'/'.join(sorted(architectures))})"
     if model is None:
         return Choice(
             engine=None,
@@ -184,11 +186,14 @@ def _variant(engine: Engine, *, accelerator: Accelerator, architectures: set[str
     )
 
 
-def _accelerator(service: InferenceService, *, nodes: Sequence[NodeInfo]) -> Accelerator:
+def _accelerator(
+    service: InferenceService, *, nodes: Sequence[NodeInfo], engine_gpus: int | None = None
+) -> Accelerator:
     """GPUs when asked for (a count or a product), or when the cluster has GPU nodes and the count is
-    left to the engine; CPU when gpus is 0 or no node has a GPU."""
+    left to the engine; CPU when gpus is 0, when the count is left to a named engine that asks for
+    none, or when no node has a GPU."""
     resources = service.spec.resources
-    if resources.gpus == 0:
+    if resources.gpus == 0 or (resources.gpus is None and resources.gpu_product is None and engine_gpus == 0):
         return Accelerator.CPU
     if resources.gpus is not None or resources.gpu_product is not None:
         return Accelerator.NVIDIA_GPU

@@ -34,24 +34,88 @@ def _byte_level_vocabulary() -> list[str]:
     return [chr(c) for c in characters]
 
 
-def write_tiny_llama_gguf(path: Path, *, seed: int = 0) -> Path:
-    """A 2-layer llama-architecture model (hidden 64, head size 32) in F32 GGUF, with a byte-level
-    BPE tokenizer and a ChatML template in its metadata: about 0.5 MB, loaded by llama.cpp as is."""
+_LLAMA_MERGES = ("h e", "l l", "o Ġ", "w o")
+_LLAMA_TOKENS = (*_SPECIALS, *_byte_level_vocabulary(), *(m.replace(" ", "") for m in _LLAMA_MERGES))
+_LLAMA_SHAPE = {"embedding": 64, "feed_forward": 128, "layers": 2, "heads": 2}
+"""2 layers, hidden 64, head size 32 (a size vLLM's CPU attention takes)."""
+
+
+def _tiny_llama_tensors(seed: int) -> dict[str, Any]:
+    """The tiny llama's weights under Hugging Face's names, float32.
+
+    Noise, but ASCII letters only: every token embedding carries one large shared component that the
+    output layer reads as "a letter", so each generated token is a whole character (a stream sends
+    one event per token; random bytes would be held back as partial UTF-8) and the end token never
+    wins (max_tokens bounds every reply)."""
     rng = np.random.default_rng(seed)
-    merges = ["h e", "l l", "o Ġ", "w o"]
-    tokens = [*_SPECIALS, *_byte_level_vocabulary(), *(m.replace(" ", "") for m in merges)]
-    embedding, feed_forward, layers, heads = 64, 128, 2, 2
-    head_size = embedding // heads
+    embedding, feed_forward = _LLAMA_SHAPE["embedding"], _LLAMA_SHAPE["feed_forward"]
+    size = len(_LLAMA_TOKENS)
+
+    def noise(*shape: int) -> Any:
+        return (rng.standard_normal(shape) * 0.02).astype(np.float32)
+
+    def ones() -> Any:
+        return np.ones(embedding, np.float32)
+
+    letters = np.array([t.isascii() and t.isalpha() for t in _LLAMA_TOKENS])
+    embeddings = rng.standard_normal((size, embedding)) * 0.02
+    embeddings[:, 0] = 1.0
+    tensors: dict[str, Any] = {"model.embed_tokens.weight": embeddings.astype(np.float32)}
+    for layer in range(_LLAMA_SHAPE["layers"]):
+        block = f"model.layers.{layer}"
+        tensors[f"{block}.input_layernorm.weight"] = ones()
+        for projection in ("q_proj", "k_proj", "v_proj"):
+            tensors[f"{block}.self_attn.{projection}.weight"] = noise(embedding, embedding)
+        tensors[f"{block}.self_attn.o_proj.weight"] = noise(embedding, embedding)
+        tensors[f"{block}.post_attention_layernorm.weight"] = ones()
+        tensors[f"{block}.mlp.gate_proj.weight"] = noise(feed_forward, embedding)
+        tensors[f"{block}.mlp.up_proj.weight"] = noise(feed_forward, embedding)
+        tensors[f"{block}.mlp.down_proj.weight"] = noise(embedding, feed_forward)
+    tensors["model.norm.weight"] = ones()
+    output = rng.standard_normal((size, embedding)) * 0.02
+    output[:, 0] = np.where(letters, 1.0, -1.0)
+    tensors["lm_head.weight"] = output.astype(np.float32)
+    return tensors
+
+
+_GGUF_NAMES = (
+    ("model.embed_tokens", "token_embd"),
+    ("model.layers.", "blk."),
+    ("input_layernorm", "attn_norm"),
+    ("self_attn.q_proj", "attn_q"),
+    ("self_attn.k_proj", "attn_k"),
+    ("self_attn.v_proj", "attn_v"),
+    ("self_attn.o_proj", "attn_output"),
+    ("post_attention_layernorm", "ffn_norm"),
+    ("mlp.gate_proj", "ffn_gate"),
+    ("mlp.up_proj", "ffn_up"),
+    ("mlp.down_proj", "ffn_down"),
+    ("model.norm", "output_norm"),
+    ("lm_head", "output"),
+)
+
+
+def _gguf_name(name: str) -> str:
+    for hugging_face, gguf_name in _GGUF_NAMES:
+        name = name.replace(hugging_face, gguf_name)
+    return name
+
+
+def write_tiny_llama_gguf(path: Path, *, seed: int = 0) -> Path:
+    """The tiny llama in F32 GGUF, with a byte-level BPE tokenizer and a ChatML template in its
+    metadata: about 0.5 MB, loaded by llama.cpp as is."""
+    tokens = list(_LLAMA_TOKENS)
+    embedding, heads = _LLAMA_SHAPE["embedding"], _LLAMA_SHAPE["heads"]
     path.parent.mkdir(parents=True, exist_ok=True)
     writer = gguf.GGUFWriter(str(path), "llama")
     writer.add_name("aima-tiny-llama")
     writer.add_context_length(2048)
     writer.add_embedding_length(embedding)
-    writer.add_block_count(layers)
-    writer.add_feed_forward_length(feed_forward)
+    writer.add_block_count(_LLAMA_SHAPE["layers"])
+    writer.add_feed_forward_length(_LLAMA_SHAPE["feed_forward"])
     writer.add_head_count(heads)
     writer.add_head_count_kv(heads)
-    writer.add_rope_dimension_count(head_size)
+    writer.add_rope_dimension_count(embedding // heads)
     writer.add_layer_norm_rms_eps(1e-5)
     writer.add_vocab_size(len(tokens))
     writer.add_file_type(gguf.LlamaFileType.ALL_F32)
@@ -61,46 +125,96 @@ def write_tiny_llama_gguf(path: Path, *, seed: int = 0) -> Path:
     writer.add_token_types(
         [gguf.TokenType.CONTROL if t in _SPECIALS else gguf.TokenType.NORMAL for t in tokens]
     )
-    writer.add_token_merges(merges)
+    writer.add_token_merges(list(_LLAMA_MERGES))
     writer.add_bos_token_id(tokens.index("<|endoftext|>"))
     writer.add_eos_token_id(tokens.index("<|im_end|>"))
     writer.add_pad_token_id(tokens.index("<pad>"))
     writer.add_add_bos_token(False)
     writer.add_chat_template(_CHAT_TEMPLATE)
-
-    def random(name: str, *shape: int) -> None:
-        writer.add_tensor(name, (rng.standard_normal(shape) * 0.02).astype(np.float32))
-
-    def ones(name: str) -> None:
-        writer.add_tensor(name, np.ones(embedding, np.float32))
-
-    # Noise, but ASCII letters only: every token embedding carries one large shared component that
-    # the output layer reads as "a letter", so each generated token is a whole character (a stream
-    # sends one event per token; random bytes would be held back as partial UTF-8) and the end token
-    # never wins (max_tokens bounds every reply).
-    letters = np.array([t.isascii() and t.isalpha() for t in tokens])
-    embeddings = rng.standard_normal((len(tokens), embedding)) * 0.02
-    embeddings[:, 0] = 1.0
-    writer.add_tensor("token_embd.weight", embeddings.astype(np.float32))
-    for layer in range(layers):
-        block = f"blk.{layer}"
-        ones(f"{block}.attn_norm.weight")
-        for projection in ("attn_q", "attn_k", "attn_v"):
-            random(f"{block}.{projection}.weight", heads * head_size, embedding)
-        random(f"{block}.attn_output.weight", embedding, heads * head_size)
-        ones(f"{block}.ffn_norm.weight")
-        random(f"{block}.ffn_gate.weight", feed_forward, embedding)
-        random(f"{block}.ffn_up.weight", feed_forward, embedding)
-        random(f"{block}.ffn_down.weight", embedding, feed_forward)
-    ones("output_norm.weight")
-    output = rng.standard_normal((len(tokens), embedding)) * 0.02
-    output[:, 0] = np.where(letters, 1.0, -1.0)
-    writer.add_tensor("output.weight", output.astype(np.float32))
+    for name, tensor in _tiny_llama_tensors(seed).items():
+        writer.add_tensor(_gguf_name(name), tensor)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
     return path
+
+
+def write_tiny_llama_safetensors(folder: Path, *, seed: int = 0) -> Path:
+    """The same tiny llama in Hugging Face's layout (config.json, model.safetensors, tokenizer.json
+    and its config with the ChatML template), as vLLM loads it: about 0.5 MB."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+
+    folder.mkdir(parents=True, exist_ok=True)
+    tokens = list(_LLAMA_TOKENS)
+    ids = {name: tokens.index(name) for name in ("<|endoftext|>", "<|im_end|>", "<pad>")}
+    bpe = models.BPE(
+        vocab={t: i for i, t in enumerate(tokens)},
+        merges=[tuple(m.split(" ")) for m in _LLAMA_MERGES],  # type: ignore[misc]
+    )
+    tokenizer = Tokenizer(bpe)
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    tokenizer.post_processor = processors.ByteLevel(trim_offsets=False)
+    tokenizer.add_special_tokens(list(_SPECIALS))
+    tokenizer.save(str(folder / "tokenizer.json"))
+    tokenizer_config = {
+        # transformers 5 would write "TokenizersBackend", which transformers 4 refuses.
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "bos_token": "<|endoftext|>",
+        "eos_token": "<|im_end|>",
+        "pad_token": "<pad>",
+        "model_max_length": 2048,
+        "chat_template": _CHAT_TEMPLATE,
+    }
+    (folder / "tokenizer_config.json").write_text(json.dumps(tokenizer_config, indent=1))
+    embedding, heads = _LLAMA_SHAPE["embedding"], _LLAMA_SHAPE["heads"]
+    config = {
+        "architectures": ["LlamaForCausalLM"],
+        "model_type": "llama",
+        "vocab_size": len(tokens),
+        "hidden_size": embedding,
+        "intermediate_size": _LLAMA_SHAPE["feed_forward"],
+        "num_hidden_layers": _LLAMA_SHAPE["layers"],
+        "num_attention_heads": heads,
+        "num_key_value_heads": heads,
+        "head_dim": embedding // heads,
+        "hidden_act": "silu",
+        "max_position_embeddings": 2048,
+        "rms_norm_eps": 1e-5,
+        "rope_theta": 10000.0,
+        "tie_word_embeddings": False,
+        "torch_dtype": "float32",
+        "bos_token_id": ids["<|endoftext|>"],
+        "eos_token_id": ids["<|im_end|>"],
+        "pad_token_id": ids["<pad>"],
+    }
+    (folder / "config.json").write_text(json.dumps(config, indent=1))
+    generation = {"bos_token_id": ids["<|endoftext|>"], "eos_token_id": ids["<|im_end|>"]}
+    (folder / "generation_config.json").write_text(json.dumps(generation))
+    _write_safetensors(folder / "model.safetensors", _tiny_llama_tensors(seed))
+    return folder
+
+
+def _write_safetensors(path: Path, tensors: dict[str, Any]) -> None:
+    """The SafeTensors format by its specification (a little-endian u64 header length, a JSON header
+    of dtypes, shapes and offsets padded to 8 bytes, then the raw data), for float32 tensors."""
+    header: dict[str, Any] = {"__metadata__": {"format": "pt"}}
+    offset = 0
+    for name, tensor in tensors.items():
+        header[name] = {
+            "dtype": "F32",
+            "shape": list(tensor.shape),
+            "data_offsets": [offset, offset + tensor.nbytes],
+        }
+        offset += tensor.nbytes
+    encoded = json.dumps(header, separators=(",", ":")).encode()
+    encoded += b" " * (-len(encoded) % 8)
+    with path.open("wb") as out:
+        out.write(len(encoded).to_bytes(8, "little"))
+        out.write(encoded)
+        for tensor in tensors.values():
+            out.write(np.ascontiguousarray(tensor, dtype="<f4").tobytes())
 
 
 _WHISPER_LANGUAGE_CODES = (
