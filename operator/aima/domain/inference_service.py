@@ -224,6 +224,8 @@ def desired_deployment(
             "priorityClassName": service.spec.scheduling and service.spec.scheduling.priority_class_name,
             "runtimeClassName": service.spec.scheduling and service.spec.scheduling.runtime_class_name,
             "securityContext": _pod_security(engine),
+            # An engine never talks to the API server: no credentials for anyone who breaks into it.
+            "automountServiceAccountToken": False,
             # Service links would put VLLM_PORT=tcp://... into the environment of a service named
             # vllm, which vLLM reads as its own setting (vllm-project/vllm#10002).
             "enableServiceLinks": False,

@@ -197,14 +197,10 @@ def _container_finding(container: Body, *, pod: str, probe: Probe, now: datetime
             "raise spec.resources.limits.memory",
         )
     if waiting.get("reason") == "CrashLoopBackOff":
-        exit_code = last.get("exitCode", "unknown")
-        text = (
-            f"The engine in pod {pod} keeps crashing ({restarts} restarts); last exit code {exit_code}"
-            f" ({last.get('reason', 'Error')})"
+        return _false(
+            Reason.CRASH_LOOP_BACK_OFF,
+            f"The engine in pod {pod} keeps crashing ({restarts} restarts); {_last_exit(last)}",
         )
-        if logs := str(last.get("message", "")).strip():
-            text += f"; last log lines:\n{logs[-_MAX_LOG_CHARS:]}"
-        return _false(Reason.CRASH_LOOP_BACK_OFF, text)
     running = state.get("running")
     if running is None or container.get("ready"):
         return None
@@ -216,11 +212,22 @@ def _container_finding(container: Body, *, pod: str, probe: Probe, now: datetime
             Reason.HEALTH_CHECK_FAILING,
             f"The engine in pod {pod} runs but its health check {check} does not pass",
         )
-    return _false(
-        Reason.STARTING,
+    text = (
         f"The engine in pod {pod} is loading the model; waiting for {check} "
-        f"(startup budget {probe.startup_seconds}s)",
+        f"(startup budget {probe.startup_seconds}s)"
     )
+    if restarts and last:
+        # Between two crashes the engine looks as if it were loading: say that it is not the first try.
+        text += f"; it has exited {restarts} times already, {_last_exit(last)}"
+    return _false(Reason.STARTING, text)
+
+
+def _last_exit(last: Body) -> str:
+    """The last termination in words: exit code, reason and the log lines the kubelet kept."""
+    text = f"last exit code {last.get('exitCode', 'unknown')} ({last.get('reason', 'Error')})"
+    if logs := str(last.get("message", "")).strip():
+        text += f"; last log lines:\n{logs[-_MAX_LOG_CHARS:]}"
+    return text
 
 
 def waiting(pods: Sequence[Body]) -> Finding | None:
