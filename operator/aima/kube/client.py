@@ -108,8 +108,16 @@ class KubeClient:
                 raise KubeError(
                     status=response.status, reason=response.reason or "", message=await response.text()
                 )
-            async for line in json_lines(response.content.iter_any()):
-                yield json.loads(line)
+            try:
+                async for line in json_lines(response.content.iter_any()):
+                    yield json.loads(line)
+            finally:
+                # A watch left mid-stream is dropped, not said goodbye to: a TLS close waits for the
+                # server's answer, and the loop may be gone by then (the socket would leak).
+                if not response.content.at_eof() and response.connection is not None:
+                    transport = response.connection.transport
+                    if transport is not None:
+                        transport.abort()
 
     async def apply(self, body: Body) -> Body:
         """Server-side apply ``body`` as AIMA's field manager; idempotent."""

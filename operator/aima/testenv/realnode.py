@@ -34,6 +34,7 @@ _KUBELET_PORTS = (10250, 10248)
 _IMAGES_SCRIPT = REPO_ROOT / "hack" / "testenv" / "images.sh"
 _READY_TIMEOUT_SECONDS = 120.0
 _RUNTIME_NAMESPACE = "k8s.io"
+_CRI_STARTED = "Start streaming server"  # containerd 1.6 logs it just before its CRI serves
 
 
 class RealNodeError(RuntimeError):
@@ -124,8 +125,14 @@ class RealNode:
         cni = self.folder / "cni" / "net.d"
         cni.mkdir(parents=True, exist_ok=True)
         (cni / "10-aima.conflist").write_text(json.dumps(self._cni_config()))
-        self._launch("containerd", ["containerd", f"--config={config}"])
+        containerd = self._launch("containerd", ["containerd", f"--config={config}"])
         self._wait_for("containerd's socket", lambda: self._ctr("version", check=False).returncode == 0)
+        # Its CRI service answers "server is not initialized yet" (and the kubelet exits) until it has
+        # recovered its state, which it logs as done with this line; a large cached store takes a while.
+        self._wait_for(
+            "containerd's CRI service to finish starting",
+            lambda: _CRI_STARTED in containerd.log_path.read_text(errors="replace"),
+        )
 
     def _containerd_config(self) -> str:
         # containerd 1.6's format (Debian's); restrict_oom_score_adj because these hosts lack
@@ -191,13 +198,14 @@ state = "{self.socket.parent / "state"}"
         their layers: the vLLM image alone is 6.8 GB)."""
         present = set(self._ctr("images", "list", "-q").stdout.split())
         wanted = set(self.images.references.values())
+        # Stale ones first: an old and a new vLLM image side by side would need 27 GB.
+        if stale := sorted(r for r in present - wanted if r.startswith("localhost/")):
+            self._ctr("images", "rm", "--sync", *stale)
         for name, reference in self.images.references.items():
             if reference in present:
                 continue
             with self.images.archives[name].open("rb") as archive:
                 self._ctr("images", "import", "-", stdin=archive, timeout=900)
-        if stale := sorted(r for r in present - wanted if r.startswith("localhost/")):
-            self._ctr("images", "rm", *stale)
 
     def _start_kubelet(self) -> None:
         cert, key = self.plane.pki.client(
