@@ -126,6 +126,10 @@ class Settings(BaseModel):
     gateway_autoscale_interval_seconds: float = Field(default=2.0, ge=0)
     """How often the autoscaler sets the replicas of services with spec.autoscaling from the requests
     in flight; 0 turns it off (scale from zero on a request still works)."""
+    gateway_drain_seconds: float = Field(default=25.0, ge=0)
+    """On SIGTERM (a rolling update, a node drain) the gateway stops taking connections at once and
+    gives the requests in flight, streams included, this long to finish before it cuts them; keep it
+    below the pod's terminationGracePeriodSeconds (the chart sets that to this plus 5)."""
     gateway_replicas: int = Field(default=1, ge=1)
     """Gateway replicas sharing the traffic; the autoscaler multiplies the load it sees by this."""
     gateway_trusted_service_accounts: tuple[str, ...] = ()

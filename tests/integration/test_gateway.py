@@ -315,6 +315,27 @@ def test_a_stream_passes_through_chunk_by_chunk(cluster: tuple[ControlPlane, str
     asyncio.run(scenario())
 
 
+def test_a_stream_its_replica_breaks_off_breaks_off_for_the_client_too(
+    cluster: tuple[ControlPlane, str],
+) -> None:
+    """An engine that dies mid-reply: the client's stream ends in an error, not in a proper end that
+    would pass the first tokens off as the whole answer."""
+
+    async def scenario() -> None:
+        async with gateway(*cluster, tokens=10, token_delay=0.05, break_after_tokens=3) as running:
+            received = b""
+            with pytest.raises(aiohttp.ClientPayloadError):
+                async with running.session.post(
+                    running.url + "/v1/chat/completions", json=CHAT | {"stream": True}, headers=AUTH
+                ) as response:
+                    assert response.status == 200
+                    async for chunk in response.content.iter_any():
+                        received += chunk
+            assert received.count(b"data: {") <= 3 and b"[DONE]" not in received
+
+    asyncio.run(scenario())
+
+
 def test_least_outstanding_requests_avoid_the_busy_replica(cluster: tuple[ControlPlane, str]) -> None:
     async def scenario() -> None:
         async with gateway(*cluster, tokens=20, token_delay=0.1) as running:
@@ -538,9 +559,11 @@ def test_aima_gateway_serve_answers_v1_and_the_units_with_one_metrics(
         asyncio.run(scenario())
     finally:
         server.terminate()
-        server.wait(timeout=10)
+        # SIGTERM drains (nothing is in flight here) and exits cleanly, not killed by the signal.
+        code = server.wait(timeout=10)
         assert server.stderr is not None
         server.stderr.close()
+    assert code == 0
 
 
 def test_the_units_door_takes_only_keys_that_grant_it_and_calls_models_through_this_gateway(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import signal
 from pathlib import Path
 
 import click
@@ -16,6 +17,8 @@ from aima.kube import connect
 from aima.settings import Settings
 
 __all__ = ["gateway_group"]
+
+logger = logging.getLogger(__name__)
 
 
 @click.group(name="gateway")
@@ -70,16 +73,30 @@ async def _serve(settings: Settings, *, host: str, port: int) -> None:
     try:
         async with open_gateway(settings, kube=kube) as proxy:
             app = gateway_server_app(settings, kube=kube, proxy=proxy, self_url=loopback_url(host, port))
-            # A client that disconnects cancels its handler, and so the request to the engine.
-            runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
+            # A client that disconnects cancels its handler, and so the request to the engine. On
+            # cleanup the listener closes first, then requests in flight get the drain time to end.
+            runner = web.AppRunner(
+                app,
+                access_log=None,
+                handler_cancellation=True,
+                shutdown_timeout=settings.gateway_drain_seconds,
+            )
             await runner.setup()
             # What start-up allocated lives as long as the process: keep the collector off it, so a
             # full collection does not walk it in the middle of requests (fewer latency spikes).
             gc.freeze()
+            stop = asyncio.Event()
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                asyncio.get_running_loop().add_signal_handler(signum, stop.set)
             try:
                 await web.TCPSite(runner, host, port, backlog=1024).start()
                 click.echo(f"Serving the gateway on http://{host}:{port} (/v1, /api/v2)", err=True)
-                await asyncio.Event().wait()
+                await stop.wait()
+                logger.info(
+                    "Stopping: %d requests in flight get up to %.0f s to finish",
+                    sum(proxy.metrics.in_flight.values()),
+                    settings.gateway_drain_seconds,
+                )
             finally:
                 await runner.cleanup()
     finally:

@@ -296,8 +296,11 @@ class Proxy:
         except ConnectionResetError:
             return response  # the client left; leaving the block closes the upstream connection
         except aiohttp.ClientError as error:
-            # The headers are gone already: all that is left is to end the reply short.
+            # The headers are gone already, so the client can only be told by a broken connection:
+            # ending the reply properly would pass a cut-off answer for a whole one.
             logger.warning("Replica of %s broke off a streamed reply: %s", label, error)
+            if request.transport is not None:
+                request.transport.close()
             return response
         if usage is not None:
             self.metrics.count_usage(label, usage)

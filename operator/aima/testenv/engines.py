@@ -76,6 +76,8 @@ class EngineOptions:
     """Voices listed by GET /v1/audio/voices (Kokoro's and speaches' route); none answers 404."""
     fail_statuses: list[int] = field(default_factory=list)
     """Answer the next requests with these statuses (one per request, consumed), OpenAI error JSON."""
+    break_after_tokens: int | None = None
+    """Close the connection after this many streamed tokens, as an engine that crashes mid-reply."""
 
 
 @dataclass
@@ -231,6 +233,9 @@ class FakeEngine:
         response.headers["X-Fake-Engine"] = self.options.name
         await response.prepare(request)
         for index, token in enumerate(tokens):
+            if index == self.options.break_after_tokens and request.transport is not None:
+                request.transport.close()
+                return response
             if index:
                 await asyncio.sleep(self.options.token_delay)
             last = index == len(tokens) - 1
