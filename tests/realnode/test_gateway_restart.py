@@ -27,7 +27,9 @@ pytestmark = pytest.mark.realnode
 SERVICE = "slow-sim"
 MODEL_ID = f"{SERVING_NAMESPACE}/{SERVICE}"
 TOKEN_SECONDS = 0.1
-SHORT_WORDS, LONG_WORDS = 40, 600  # 4 s and 60 s of tokens, against the chart's 25 s of drain
+# 4 s and 40 s of tokens, against the chart's 25 s of drain (prompt and reply within the 1,024 the
+# simulator takes: beyond, it answers an error event in the stream)
+SHORT_WORDS, LONG_WORDS = 40, 400
 STREAMS = 100
 DRAIN_SECONDS = 25  # the chart's gateway.drainSeconds
 
@@ -94,7 +96,9 @@ def stream(gateway_url: str, key: str, words: int, started: threading.Barrier) -
         ) as response:
             assert response.status_code == 200, response.read()
             for line in response.iter_lines():
-                if not outcome.first_token and line.startswith("data: {"):
+                if line.startswith('data: {"error"'):
+                    outcome.error = line
+                elif not outcome.first_token and line.startswith("data: {"):
                     outcome.first_token = time.monotonic()
                     started.wait(timeout=60)
                 outcome.done = outcome.done or line == "data: [DONE]"
@@ -139,11 +143,12 @@ def test_a_gateway_restart_drains_streams_in_flight_and_the_new_pod_routes_at_on
     long = [o for o in outcomes if o.words == LONG_WORDS]
     # Streams that end within the drain time end whole.
     assert all(o.done and not o.error for o in short), [o for o in short if not o.done][:3]
-    # Longer ones are cut when the drain time is over, not at the kill, and the client is told.
+    # Longer ones are cut when the drain time is over: not at the kill, and by the gateway itself, not
+    # by the kubelet's SIGKILL at the end of the pod's grace period (drain + 5 s); the client is told.
     assert all(o.error and not o.done for o in long), [o for o in long if o.done][:3]
     cut_after = sorted(o.ended - killed for o in long)
-    assert cut_after[0] > DRAIN_SECONDS - 5 and cut_after[-1] < DRAIN_SECONDS + 15, cut_after
-    FIGURES["gateway pod deleted with 100 streams in flight: 4 s streams finished / 60 s streams cut at"] = (
+    assert cut_after[0] > DRAIN_SECONDS - 5 and cut_after[-1] < DRAIN_SECONDS + 4, cut_after
+    FIGURES["gateway pod deleted with 100 streams in flight: 4 s streams finished / 40 s streams cut at"] = (
         f"{len(short)} of {len(short)} / {cut_after[0]:.1f} to {cut_after[-1]:.1f} s after the kill"
     )
     # The new pod routes the first request it gets once Ready (straight to it: kube-proxy's rules may

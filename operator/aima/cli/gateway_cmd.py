@@ -6,12 +6,13 @@ import asyncio
 import gc
 import logging
 import signal
+import time
 from pathlib import Path
 
 import click
 from aiohttp import web
 
-from aima.gateway import open_gateway
+from aima.gateway import Proxy, open_gateway
 from aima.gateway.server import gateway_server_app, loopback_url
 from aima.kube import connect
 from aima.settings import Settings
@@ -73,14 +74,10 @@ async def _serve(settings: Settings, *, host: str, port: int) -> None:
     try:
         async with open_gateway(settings, kube=kube) as proxy:
             app = gateway_server_app(settings, kube=kube, proxy=proxy, self_url=loopback_url(host, port))
-            # A client that disconnects cancels its handler, and so the request to the engine. On
-            # cleanup the listener closes first, then requests in flight get the drain time to end.
-            runner = web.AppRunner(
-                app,
-                access_log=None,
-                handler_cancellation=True,
-                shutdown_timeout=settings.gateway_drain_seconds,
-            )
+            # A client that disconnects cancels its handler, and so the request to the engine. The
+            # drain is ours (_drain): aiohttp's own shutdown waits its timeout twice over, graceful
+            # then cancelled, so it only gets half a second for what the drain left.
+            runner = web.AppRunner(app, access_log=None, handler_cancellation=True, shutdown_timeout=0.5)
             await runner.setup()
             # What start-up allocated lives as long as the process: keep the collector off it, so a
             # full collection does not walk it in the middle of requests (fewer latency spikes).
@@ -89,15 +86,25 @@ async def _serve(settings: Settings, *, host: str, port: int) -> None:
             for signum in (signal.SIGTERM, signal.SIGINT):
                 asyncio.get_running_loop().add_signal_handler(signum, stop.set)
             try:
-                await web.TCPSite(runner, host, port, backlog=1024).start()
+                site = web.TCPSite(runner, host, port, backlog=1024)
+                await site.start()
                 click.echo(f"Serving the gateway on http://{host}:{port} (/v1, /api/v2)", err=True)
                 await stop.wait()
-                logger.info(
-                    "Stopping: %d requests in flight get up to %.0f s to finish",
-                    sum(proxy.metrics.in_flight.values()),
-                    settings.gateway_drain_seconds,
-                )
+                await _drain(site, proxy, seconds=settings.gateway_drain_seconds)
             finally:
                 await runner.cleanup()
     finally:
         await kube.close()
+
+
+async def _drain(site: web.TCPSite, proxy: Proxy, *, seconds: float) -> None:
+    """Take no more connections, then give the requests in flight up to ``seconds`` to finish."""
+    await site.stop()
+    logger.info(
+        "Stopping: %d requests in flight get up to %.0f s", sum(proxy.metrics.in_flight.values()), seconds
+    )
+    deadline = time.monotonic() + seconds
+    while (left := sum(proxy.metrics.in_flight.values())) and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+    if left:
+        logger.warning("Cutting %d requests still in flight after %.0f s", left, seconds)
