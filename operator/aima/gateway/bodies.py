@@ -20,7 +20,7 @@ def json_model(body: bytes) -> tuple[str, dict[str, Any]]:
     """The ``model`` of a JSON request body, with the parsed body (for affinity)."""
     try:
         payload = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than the parser goes
         raise GatewayError(400, "The body is not valid JSON", code="invalid_json") from None
     if not isinstance(payload, dict):
         raise GatewayError(400, "The body must be a JSON object", code="invalid_json")

@@ -95,7 +95,7 @@ async def _is_query(request: web.Request) -> bool:
         return False
     try:
         envelope = json.loads(await request.read())  # aiohttp keeps the body for the handler
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # no JSON (or nested too deeply): the handler says so
         return False
     return isinstance(envelope, dict) and envelope.get("type") == "query"
 

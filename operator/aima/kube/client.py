@@ -241,16 +241,26 @@ class KubeClient:
         async with self._session.request(
             method, self._server + path, params=params, data=data, headers=headers
         ) as r:
-            payload = await r.json(content_type=None) if r.content_length != 0 else {}
             if r.status >= 400:
-                payload = payload if isinstance(payload, dict) else {}
-                raise KubeError(
-                    status=r.status,
-                    reason=str(payload.get("reason", r.reason)),
-                    message=str(payload.get("message", "")),
-                )
+                raise await _refusal(r)
+            payload = await r.json(content_type=None) if r.content_length != 0 else {}
             result: Body = payload
             return result
+
+
+async def _refusal(response: aiohttp.ClientResponse) -> KubeError:
+    """The error for a refusal, from the API server's Status object; a refusal in plain text (from the
+    API server's own mux, or a proxy in front of it) is still a KubeError of its HTTP status."""
+    try:
+        status = await response.json(content_type=None)
+    except ValueError:
+        status = None
+    status = status if isinstance(status, dict) else {}
+    return KubeError(
+        status=response.status,
+        reason=str(status.get("reason", response.reason)),
+        message=str(status.get("message", "")),
+    )
 
 
 async def json_lines(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Final
+from urllib.parse import quote
 
 from aima.api.common import GROUP, VERSION
 
@@ -26,13 +27,16 @@ class Resource:
     def path(
         self, *, namespace: str | None = None, name: str | None = None, subresource: str | None = None
     ) -> str:
-        """The URL path of the collection, or of one object (and its subresource)."""
+        """The URL path of the collection, or of one object (and its subresource).
+
+        The namespace and the name are one path segment each, quoted: a name such as `a/../b` or
+        `?x`, which no object has, is looked up as itself and not found, never as another path."""
         base = f"/apis/{self.group}/{self.version}" if self.group else f"/api/{self.version}"
         if self.namespaced and namespace:
-            base += f"/namespaces/{namespace}"
+            base += f"/namespaces/{quote(namespace, safe='')}"
         base += f"/{self.plural}"
         if name:
-            base += f"/{name}"
+            base += f"/{quote(name, safe='')}"
             if subresource:
                 base += f"/{subresource}"
         return base

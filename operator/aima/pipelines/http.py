@@ -238,8 +238,8 @@ def _meta(started: float) -> Meta:
 
 
 async def _json(request: web.Request) -> Any:
-    raw = await request.text()
+    raw = await request.read()
     try:
         return json.loads(raw) if raw.strip() else {}
-    except json.JSONDecodeError as invalid:
+    except (ValueError, RecursionError) as invalid:  # not JSON, no Unicode, or nested too deeply
         raise UnitError(ErrorCode.INVALID_INPUT, f"The body is not JSON: {invalid}") from None

@@ -175,12 +175,12 @@ async def _metrics(request: web.Request) -> web.Response:
 
 
 async def _json(request: web.Request, *, empty: Any = None) -> Any:
-    raw = await request.text()
+    raw = await request.read()
     if not raw.strip() and empty is not None:
         return empty
     try:
         return json.loads(raw)
-    except json.JSONDecodeError as invalid:
+    except (ValueError, RecursionError) as invalid:  # not JSON, no Unicode, or nested too deeply
         return _failure(ErrorCode.INVALID_INPUT, f"The body is not JSON: {invalid}")
 
 
