@@ -98,7 +98,8 @@ async def _serve(settings: Settings, *, host: str, port: int) -> None:
 
 
 async def _drain(site: web.TCPSite, proxy: Proxy, *, seconds: float) -> None:
-    """Take no more connections, then give the requests in flight up to ``seconds`` to finish."""
+    """Take no more connections, then give the model requests in flight (/v1, which the gateway
+    counts; the units door's are short but for watches) up to ``seconds`` to finish."""
     await site.stop()
     logger.info(
         "Stopping: %d requests in flight get up to %.0f s", sum(proxy.metrics.in_flight.values()), seconds
