@@ -279,6 +279,17 @@ def test_services_of_other_namespaces_are_routed_by_namespace_and_name(
                     # The engine is asked for the name it serves, as vLLM insists, not the qualified id.
                     engine = running.replicas.engines[headers["X-Fake-Engine"]]
                     assert engine.stats.bodies[-1]["model"] == "chat"
+                    # ...and the answer names the model as the client did, so it can be asked again.
+                    assert reply["model"] == model
+                async with running.session.post(
+                    running.url + "/v1/chat/completions",
+                    json=CHAT | {"model": qualified, "stream": True},
+                    headers=AUTH,
+                ) as response:
+                    events = [
+                        line for line in (await response.read()).split(b"\n") if line.startswith(b"data: {")
+                    ]
+                assert events and all(json.loads(e[6:])["model"] == qualified for e in events)
                 chat_only = {"Authorization": f"Bearer {KEY_CHAT_ONLY}"}
                 status, _, reply = await post(
                     running, "/v1/chat/completions", CHAT | {"model": qualified}, chat_only

@@ -101,9 +101,9 @@ def test_vllm_answers_a_chat_through_the_gateway(client: openai.OpenAI, vllm: st
     reply = client.chat.completions.create(
         model=MODEL_ID, messages=[{"role": "user", "content": "Hello"}], max_tokens=8, temperature=0
     )
-    # The gateway asks vLLM for the name it serves, and the answer names the model as vLLM does (as
-    # OpenAI's own answers name a model's version, not the alias asked for).
-    assert reply.model == SERVICE
+    # vLLM is asked for the name it serves (it refuses any other); the answer names the model as the
+    # client did, so that it can be asked again.
+    assert reply.model == MODEL_ID
     assert reply.choices[0].finish_reason == "length"
     assert reply.usage is not None and reply.usage.completion_tokens == 8
     assert reply.usage.prompt_tokens > 0

@@ -24,6 +24,7 @@ from aima.gateway.balancer import Balancer
 from aima.gateway.errors import GatewayError
 from aima.gateway.keys import ApiKey, KeyStore, RateLimiter, presented_token
 from aima.gateway.metrics import GatewayMetrics, usage_tokens
+from aima.gateway.replies import ModelRename
 from aima.gateway.routes import Backend, Routes
 from aima.gateway.scaling import Waker
 
@@ -62,6 +63,8 @@ _DROP_RESPONSE = frozenset(
     }
 )
 _BUFFERED_REPLY_BYTES = 2**20
+_RENAMED_TYPES = frozenset({"application/json", "text/event-stream"})
+"""Replies whose ``"model"`` fields name the model (the others are audio)."""
 """A reply with a Content-Length up to this is read whole and sent in one write; others stream."""
 
 
@@ -123,13 +126,15 @@ class Proxy:
             model, payload = self._model_of(request, body)
             backend = self._backend(model, key)
             label = backend.model
+            rename = None
             if payload is not None and model != backend.service.engine_model:
                 body = bodies.with_model(payload, backend.service.engine_model)
+                rename = ModelRename(served=backend.service.engine_model, asked=model)
             self.metrics.in_flight[label] += 1
             try:
                 endpoints = await self._waker.endpoints(backend)
                 response = await self._send(
-                    request, body, endpoints, label=label, payload=payload, started=started
+                    request, body, endpoints, label=label, payload=payload, rename=rename, started=started
                 )
             finally:
                 self.metrics.in_flight[label] -= 1
@@ -220,6 +225,7 @@ class Proxy:
         *,
         label: str,
         payload: dict[str, Any] | None,
+        rename: ModelRename | None,
         started: float,
     ) -> web.StreamResponse:
         affinity = None
@@ -230,7 +236,9 @@ class Proxy:
         while (endpoint := self._balancer.pick(endpoints, exclude=tried, affinity=affinity)) is not None:
             self._balancer.acquire(endpoint)
             try:
-                return await self._exchange(request, endpoint, body, headers, label=label, started=started)
+                return await self._exchange(
+                    request, endpoint, body, headers, label=label, rename=rename, started=started
+                )
             except aiohttp.ClientConnectorError as error:
                 # Nothing was sent: another replica may take the request.
                 logger.warning("Could not connect to %s for %s: %s", endpoint, label, error.os_error)
@@ -259,19 +267,26 @@ class Proxy:
         headers: dict[str, str],
         *,
         label: str,
+        rename: ModelRename | None,
         started: float,
     ) -> web.StreamResponse:
         async with self._session.request(
             request.method, endpoint + request.path_qs, data=body or None, headers=headers
         ) as upstream:
             reply_headers = _reply_headers(upstream.headers)
+            if upstream.content_type not in _RENAMED_TYPES:  # audio is passed through untouched
+                rename = None
             length = upstream.content_length
             if length is not None and length <= _BUFFERED_REPLY_BYTES:
                 data = await upstream.read()
                 if upstream.status == 200 and (usage := usage_tokens(data)) is not None:
                     self.metrics.count_usage(label, usage)
+                if rename is not None:
+                    data = rename.feed(data) + rename.flush()
                 return web.Response(status=upstream.status, body=data, headers=reply_headers)
-            return await self._stream(request, upstream, reply_headers, label=label, started=started)
+            return await self._stream(
+                request, upstream, reply_headers, label=label, rename=rename, started=started
+            )
 
     async def _stream(
         self,
@@ -280,6 +295,7 @@ class Proxy:
         headers: CIMultiDict[str],
         *,
         label: str,
+        rename: ModelRename | None,
         started: float,
     ) -> web.StreamResponse:
         response = web.StreamResponse(status=upstream.status, headers=headers)
@@ -292,7 +308,7 @@ class Proxy:
                     self.metrics.first_byte.observe((label, request.path), time.perf_counter() - started)
                     first = False
                 usage = usage_tokens(chunk) or usage
-                await response.write(chunk)
+                await response.write(chunk if rename is None else rename.feed(chunk))
         except ConnectionResetError:
             return response  # the client left; leaving the block closes the upstream connection
         except aiohttp.ClientError as error:
@@ -304,7 +320,7 @@ class Proxy:
             return response
         if usage is not None:
             self.metrics.count_usage(label, usage)
-        await response.write_eof()
+        await response.write_eof(b"" if rename is None else rename.flush())
         return response
 
 
