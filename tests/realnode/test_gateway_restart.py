@@ -16,6 +16,7 @@ import openai
 import pytest
 from suite import FIGURES, PLATFORM_NAMESPACE, SERVING_NAMESPACE
 from test_inference_sim import vllm_simulator
+from test_llama_cpp import isvc
 
 from aima.testenv import ControlPlane
 from aima.testenv.chart import Release
@@ -52,20 +53,7 @@ def slow_service(real_cluster: ControlPlane, platform: Release, downloaded: dict
     assert real_cluster.real_node is not None
     real_cluster.apply([slow_simulator(real_cluster.real_node.images["llm-d-inference-sim"])])
     start = time.monotonic()
-    real_cluster.apply(
-        [
-            {
-                "apiVersion": "aima.dev/v1alpha1",
-                "kind": "InferenceService",
-                "metadata": {"name": SERVICE, "namespace": SERVING_NAMESPACE},
-                "spec": {
-                    "modelRef": {"name": "tiny"},
-                    "engineRef": {"name": "vllm-sim-slow"},
-                    "resources": {"gpus": 0},
-                },
-            }
-        ]
-    )
+    real_cluster.apply([isvc(SERVICE, model="tiny", engine="vllm-sim-slow")])
     ready_seconds(real_cluster, "isvc", SERVICE, SERVING_NAMESPACE, since=start)
     return SERVICE
 

@@ -63,9 +63,9 @@ _DROP_RESPONSE = frozenset(
     }
 )
 _BUFFERED_REPLY_BYTES = 2**20
+"""A reply with a Content-Length up to this is read whole and sent in one write; others stream."""
 _RENAMED_TYPES = frozenset({"application/json", "text/event-stream"})
 """Replies whose ``"model"`` fields name the model (the others are audio)."""
-"""A reply with a Content-Length up to this is read whole and sent in one write; others stream."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -274,7 +274,7 @@ class Proxy:
             request.method, endpoint + request.path_qs, data=body or None, headers=headers
         ) as upstream:
             reply_headers = _reply_headers(upstream.headers)
-            if upstream.content_type not in _RENAMED_TYPES:  # audio is passed through untouched
+            if rename is not None and upstream.content_type not in _RENAMED_TYPES:  # audio: untouched
                 rename = None
             length = upstream.content_length
             if length is not None and length <= _BUFFERED_REPLY_BYTES:
