@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -13,7 +13,7 @@ import pytest
 from aima.settings import Settings
 from aima.testenv import ControlPlane, ensure_binaries
 from aima.testenv.engines import EngineOptions, EngineStats, FakeEngine, failing_models
-from aima.testenv.operator import OperatorThread
+from aima.testenv.operator import OperatorProcess, OperatorThread
 from fakes.serving import running_in_thread
 from waiting import LOADER_START_SECONDS, eventually
 
@@ -42,18 +42,23 @@ CRD_DIR = ROOT / "crds"
 @pytest.fixture(scope="session")
 def aima_crds(control_plane: ControlPlane) -> ControlPlane:
     """The control plane with every AIMA CRD applied (server-side, as we document) and Established."""
-    control_plane.kubectl("apply", "--server-side", "--field-manager=aima-tests", "-f", str(CRD_DIR))
-    control_plane.kubectl(
+    return serving_aima_crds(control_plane)
+
+
+def serving_aima_crds(plane: ControlPlane) -> ControlPlane:
+    """Apply every AIMA CRD to ``plane`` and wait until the API server serves them."""
+    plane.kubectl("apply", "--server-side", "--field-manager=aima-tests", "-f", str(CRD_DIR))
+    plane.kubectl(
         "wait", "--for=condition=Established", "--timeout=60s", "-l", "app.kubernetes.io/part-of=aima", "crd"
     )
     # Established comes before the storage serves ("storage is (re)initializing", 429): wait for it,
     # so the operator's first watches do not start in kopf's retry backoff.
     kinds = ",".join(sorted(path.name.split(".", 1)[0] for path in CRD_DIR.glob("*.aima.dev.yaml")))
     eventually(
-        lambda: control_plane.kubectl("get", kinds, "-A", check=False).returncode == 0,
+        lambda: plane.kubectl("get", kinds, "-A", check=False).returncode == 0,
         what="the AIMA resources to be served",
     )
-    return control_plane
+    return plane
 
 
 @pytest.fixture(scope="session")
@@ -132,3 +137,31 @@ def own_control_plane() -> Iterator[ControlPlane]:
     session's; stopped when the module's tests are done."""
     with ControlPlane(binaries=ensure_binaries()) as plane:
         yield plane
+
+
+@pytest.fixture(scope="module")
+def own_aima_crds(own_control_plane: ControlPlane) -> ControlPlane:
+    """A control plane of this module's own with the AIMA CRDs and the loader's ClusterRole, for tests
+    that run the operator as a process of their own (two operators must never share one)."""
+    own_control_plane.kubectl("apply", "-f", str(ROOT / "manifests" / "rbac" / "loader-clusterrole.yaml"))
+    return serving_aima_crds(own_control_plane)
+
+
+@pytest.fixture
+def operator_process(own_aima_crds: ControlPlane) -> Callable[[str], OperatorProcess]:
+    """Makes the operator, as a process of its own (not started), for one namespace of the module's
+    control plane: quick retries, no internet, the catalog's Engines."""
+
+    def make(namespace: str) -> OperatorProcess:
+        settings = Settings(
+            kubeconfig=own_aima_crds.kubeconfig,
+            namespaces=(namespace,),
+            catalog_dir=ROOT / "catalog",
+            retry_seconds=0.5,
+            loader_start_seconds=LOADER_START_SECONDS,
+            pipeline_require_services=False,
+            **OFFLINE_SOURCES,
+        )
+        return OperatorProcess(settings, log=own_aima_crds.workdir / "logs" / f"operator-{namespace}.log")
+
+    return make

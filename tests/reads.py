@@ -9,6 +9,9 @@ from typing import Any
 from aima.testenv import ControlPlane
 from waiting import eventually
 
+# Every component of the local cluster authenticates as the same admin; they differ by user agent.
+_OTHER_WRITERS = ("kubectl/", "kube-controller-manager/", "kube-scheduler/", "kwok/")
+
 
 def get_json(plane: ControlPlane, kind: str, name: str, *args: str, check: bool = True) -> dict[str, Any]:
     """``kubectl get KIND NAME ARGS -o json`` (an empty NAME lists, as a selector in ARGS wants); with
@@ -51,3 +54,18 @@ def ready_seconds(plane: ControlPlane, kind: str, name: str, namespace: str, *, 
 def _ready_type(kind: str) -> str:
     # Deployments say Available where the AIMA kinds say Ready.
     return "Available" if kind == "deployment" else "Ready"
+
+
+def writes_since(plane: ControlPlane, offset: int, *, namespace: str) -> list[dict[str, Any]]:
+    """Audited writes in ``namespace`` after byte ``offset`` of the audit log, except the test's own and
+    the cluster components'."""
+    with plane.audit_log.open("rb") as log:
+        log.seek(offset)
+        entries = [json.loads(line) for line in log.read().splitlines() if line.strip()]
+    return [
+        e
+        for e in entries
+        if e.get("objectRef", {}).get("namespace") == namespace
+        and e["verb"] in ("create", "update", "patch", "delete")
+        and not e.get("userAgent", "").startswith(_OTHER_WRITERS)
+    ]

@@ -4,15 +4,20 @@ Runs a local control plane (kwok makes pods Ready at once) and the operator as i
 (`aima operator run`), and measures against floors taken in the same run on the same machine:
 
 - latency: the API server's own create-to-watch-event time for a Deployment posted directly;
-- cold start: the same writes the operator must make for every service (server-side apply of its
-  Deployment and Service, one status patch), rendered by the same planning code and sent by a bare
-  client with the operator's concurrency, no watches, no reads. The control plane's CPU seconds
-  are printed for both, since on a small machine it, not the operator, may set the pace.
+- cold start: N services and N Models (each reported downloaded by its loader) declared while no
+  operator runs, then one started: the floor is the same writes the operator must make (server-side
+  apply of each service's Deployment and Service, a status patch for each service and Model),
+  rendered by the same planning code and sent by a bare client with the operator's concurrency, no
+  watches, no reads. The control plane's CPU seconds are printed for both, since on a small machine
+  it, not the operator, may set the pace. Then the operator is restarted with nothing to do and its
+  writes are counted in the API server's audit log (the target is none).
 
     .venv/bin/python hack/bench/operator_reconcile.py --services 200 --cold 1000
+    .venv/bin/python hack/bench/operator_reconcile.py --services 0 --cold 10000   # issue 21's scale
 
 Targets (issue 5): p50 apply->Deployment under 100 ms; 1,000 services settled from a cold start
-in under 60 s; operator peak RSS under 300 MB.
+in under 60 s; operator peak RSS under 300 MB. Issue 21: 10,000 of each against the floor, memory,
+and a restart that writes nothing.
 """
 
 from __future__ import annotations
@@ -21,25 +26,27 @@ import argparse
 import asyncio
 import contextlib
 import datetime
+import functools
 import json
 import os
-import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from aima.controllers.model import loader_settings
 from aima.domain import inference_service as planning
+from aima.domain import model as model_planning
 from aima.kube import KubeClient, connect, resources
-from aima.kube.cache import WatchedList
-from aima.testenv import ControlPlane, ensure_binaries
+from aima.settings import Settings
+from aima.testenv import ControlPlane, ensure_binaries, fleet
+from aima.testenv.operator import OperatorProcess
 
 ROOT = Path(__file__).resolve().parents[2]
 NAMESPACE = "bench"
 COLD_NAMESPACE = "bench-cold"
 FLOOR_NAMESPACE = "bench-floor"
-CONCURRENCY = 16  # the operator's workers per kind, and the bench's creators
 Body = dict[str, Any]
 
 
@@ -116,13 +123,6 @@ def cpu_seconds(pid: int) -> float:
     """User + system CPU seconds a process used so far."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def peak_rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 @contextlib.contextmanager
@@ -249,145 +249,121 @@ def report_latency(found: dict[str, list[float]], *, count: int) -> None:
 # ---- cold start ------------------------------------------------------------------------------------
 
 
-async def create_many(kube: KubeClient, namespace: str, *, count: int, prefix: str) -> list[Body]:
-    semaphore = asyncio.Semaphore(CONCURRENCY)
-
-    async def one(i: int) -> Body:
-        async with semaphore:
-            return await kube.create(service(f"{prefix}-{i:04d}", namespace, replicas=0))
-
-    return list(await asyncio.gather(*(one(i) for i in range(count))))
-
-
-async def until_settled(kube: KubeClient, *, count: int, timeout: float) -> int:
-    """Wait (by watching, not by polling lists) until ``count`` services have a status for their
-    generation and a Deployment; return how many did."""
-    with_status: set[str] = set()
-    with_deployment: set[str] = set()
-    done = asyncio.Event()
-
-    def seen(into: set[str], test: Callable[[Body], bool]) -> Callable[[Body], None]:
-        def handler(obj: Body) -> None:
-            if test(obj):
-                into.add(obj["metadata"]["name"])
-            if len(with_status & with_deployment) >= count:
-                done.set()
-
-        return handler
-
-    services = WatchedList(kube, resources.INFERENCE_SERVICES, namespaces=[COLD_NAMESPACE])
-    deployments = WatchedList(kube, resources.DEPLOYMENTS, namespaces=[COLD_NAMESPACE])
-    services.subscribe(
-        seen(
-            with_status,
-            lambda o: o.get("status", {}).get("observedGeneration") == o["metadata"]["generation"],
-        )
-    )
-    deployments.subscribe(seen(with_deployment, lambda o: True))
-    await asyncio.gather(services.start(), deployments.start())
-    try:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(done.wait(), timeout)
-    finally:
-        await asyncio.gather(services.stop(), deployments.stop())
-    return len(with_status & with_deployment)
+def operator_process(plane: ControlPlane) -> OperatorProcess:
+    settings = Settings(kubeconfig=plane.kubeconfig, catalog_dir=ROOT / "catalog")
+    return OperatorProcess(settings, log=plane.workdir / "logs" / "operator.log")
 
 
 async def cold_start(plane: ControlPlane, kube: KubeClient, *, count: int) -> None:
-    await create_many(kube, COLD_NAMESPACE, count=count, prefix="cold")
+    """``count`` services and ``count`` Models declared with no operator running, then one started;
+    then restarted with nothing to do, counting its writes."""
+    declared = time.perf_counter()
+    await fleet.declare(kube, COLD_NAMESPACE, count=count)
+    say(
+        f"cold start: {count} Models (reported downloaded) and {count} services declared in "
+        f"{time.perf_counter() - declared:.1f} s"
+    )
+    operator = operator_process(plane)
     pids = plane_pids(plane)
     started = time.perf_counter()
-    operator = start_operator(plane)
+    operator.start()
     try:
         with cpu_used(pids | {"operator": operator.pid}) as used:
-            done = await until_settled(kube, count=count, timeout=300)
+            services, models = await fleet.settled(kube, COLD_NAMESPACE, count=count, timeout=1800)
             elapsed = time.perf_counter() - started
-            rss = peak_rss_mib(operator.pid)
+            rss = operator.peak_rss_mib()
     finally:
-        stop(operator)
+        operator.stop()
     say(
-        f"cold start: {done} of {count} services settled in {elapsed:.1f} s (process start included); "
-        f"operator peak RSS {rss:.0f} MiB"
+        f"cold start: {services} of {count} services and {models} of {count} Models settled in "
+        f"{elapsed:.1f} s (process start included); operator peak RSS {rss:.0f} MiB"
     )
     report_cpu("cold start", used, seconds=elapsed)
+    await asyncio.sleep(2)  # the last status and Deployment updates land
+    quiet_from = plane.audit_log.stat().st_size
+    started = time.perf_counter()
+    with operator:
+        while operator.passes("InferenceService") < count or operator.passes("Model") < count:
+            await asyncio.sleep(0.5)
+        passed = time.perf_counter() - started
+        await asyncio.sleep(1)  # a write the last pass made reaches the audit log
+        writes = operator_writes(plane, quiet_from, namespace=COLD_NAMESPACE)
+    say(f"restart: every object passed over in {passed:.1f} s; writes made: {writes}")
+
+
+def operator_writes(plane: ControlPlane, offset: int, *, namespace: str) -> int:
+    """The operator's audited writes in ``namespace`` after byte ``offset`` of the audit log."""
+    with plane.audit_log.open("rb") as log:
+        log.seek(offset)
+        entries = [json.loads(line) for line in log.read().splitlines() if line.strip()]
+    return sum(
+        1
+        for e in entries
+        if e.get("objectRef", {}).get("namespace") == namespace and e.get("userAgent", "").startswith("aima/")
+    )
 
 
 async def bare_writes(plane: ControlPlane, kube: KubeClient, *, count: int) -> None:
-    """The floor of the cold start: the operator's writes for ``count`` services sent by a bare client.
+    """The floor of the cold start: the operator's writes for ``count`` services and Models sent by a
+    bare client.
 
-    Children and status are rendered beforehand by the operator's own planning code; what is timed
+    Children and statuses are rendered beforehand by the operator's own planning code; what is timed
     is only the API server (and the controller-manager, reacting to the Deployments as it does in
     the real run) accepting them.
     """
     plane.kubectl("create", "namespace", FLOOR_NAMESPACE)
-    model = await kube.get(resources.MODELS, name="tiny", namespace=COLD_NAMESPACE)
-    assert model is not None
-    model["metadata"]["namespace"] = FLOOR_NAMESPACE
-    observed = planning.Observed(
-        model=model, engines=await kube.list(resources.ENGINES), nodes=await kube.list(resources.NODES)
-    )
-    bodies = await create_many(kube, FLOOR_NAMESPACE, count=count, prefix="floor")
-    work = []
+    bodies = await fleet.declare(kube, FLOOR_NAMESPACE, count=count)
+    models = {m["metadata"]["name"]: m for m in await kube.list(resources.MODELS, namespace=FLOOR_NAMESPACE)}
+    engines, nodes = await kube.list(resources.ENGINES), await kube.list(resources.NODES)
+    now = datetime.datetime.now(datetime.UTC)
+    loader = loader_settings(Settings())
+    writes: list[Callable[[], Awaitable[Any]]] = []
     for body in bodies:
+        model = models[body["spec"]["modelRef"]["name"]]
+        model_observed = model_planning.Observed(claim=None, job=None, gpu_memory_mib=None)
+        model_plan = model_planning.plan(model, settings=loader, observed=model_observed)
+        model_status = model_planning.compute_status(model, plan=model_plan, observed=model_observed, now=now)
+        patch = model_planning.status_patch(model_status, observed=model.get("status"))
+        writes.append(status_write(kube, resources.MODELS, model, patch))
+        # The service is planned against its Model as the operator's pass over it leaves it.
+        model = model | {"status": model["status"] | (patch or {})}
+        observed = planning.Observed(model=model, engines=engines, nodes=nodes)
         plan = planning.plan(body, observed=observed)
-        status = planning.compute_status(
-            body, plan=plan, observed=observed, now=datetime.datetime.now(datetime.UTC)
-        )
-        work.append((plan.objects, body, status.model_dump(mode="json", by_alias=True, exclude_none=True)))
-    semaphore = asyncio.Semaphore(CONCURRENCY)
-
-    async def one(children: list[Body], body: Body, status: Body) -> None:
-        async with semaphore:
-            await asyncio.gather(*(kube.apply(child) for child in children))
-            name, namespace = body["metadata"]["name"], body["metadata"]["namespace"]
-            await kube.patch_status(
-                resources.INFERENCE_SERVICES, name=name, namespace=namespace, status=status
+        status = planning.compute_status(body, plan=plan, observed=observed, now=now)
+        writes += [functools.partial(kube.apply, child) for child in plan.objects]
+        writes.append(
+            status_write(
+                kube, resources.INFERENCE_SERVICES, body, planning.status_patch(status, observed=None)
             )
-
+        )
     started = time.perf_counter()
     with cpu_used(plane_pids(plane)) as used:
-        await asyncio.gather(*(one(*item) for item in work))
+        await fleet.gathered(writes)
         elapsed = time.perf_counter() - started
-    writes = sum(len(children) + 1 for children, _, _ in work)
     say(
-        f"cold-start floor: the same {writes} writes for {count} services from a bare client "
-        f"({CONCURRENCY} at a time) took {elapsed:.1f} s"
+        f"cold-start floor: the same {len(writes)} writes for {count} services and Models from a bare "
+        f"client ({fleet.CONCURRENCY} at a time) took {elapsed:.1f} s"
     )
     report_cpu("floor", used, seconds=elapsed)
 
 
-# ---- the operator process --------------------------------------------------------------------------
-
-
-def start_operator(plane: ControlPlane) -> subprocess.Popen[bytes]:
-    env = os.environ | {"KUBECONFIG": str(plane.kubeconfig), "AIMA_CATALOG_DIR": str(ROOT / "catalog")}
-    log = (plane.workdir / "logs" / "operator.log").open("ab")
-    return subprocess.Popen(
-        [str(Path(sys.executable).parent / "aima"), "operator", "run"],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
+def status_write(
+    kube: KubeClient, resource: resources.Resource, body: Body, status: Body | None
+) -> Callable[[], Awaitable[Any]]:
+    meta = body["metadata"]
+    return functools.partial(
+        kube.patch_status, resource, name=meta["name"], namespace=meta["namespace"], status=status or {}
     )
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    process.terminate()
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        process.wait(timeout=20)
-    process.kill()
 
 
 async def main_async(plane: ControlPlane, *, services: int, cold: int, rate: float) -> None:
     kube = await connect(kubeconfig=plane.kubeconfig)
     try:
         if services:
-            operator = start_operator(plane)
-            try:
+            with operator_process(plane) as operator:
                 await asyncio.sleep(5)
                 report_latency(await latency(kube, count=services, rate=rate), count=services)
-                say(f"  operator peak RSS {peak_rss_mib(operator.pid):.0f} MiB")
-            finally:
-                stop(operator)
+                say(f"  operator peak RSS {operator.peak_rss_mib():.0f} MiB")
         if cold:
             await cold_start(plane, kube, count=cold)
             await bare_writes(plane, kube, count=cold)
@@ -408,12 +384,9 @@ def main() -> None:
         plane.kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
         plane.kubectl("wait", "--for=condition=Established", "crd", "--all")
         plane.kubectl("apply", "-f", str(ROOT / "manifests" / "rbac" / "loader-clusterrole.yaml"))
-        operator = start_operator(plane)  # installs the engines and reconciles the Models
-        try:
+        with operator_process(plane):  # installs the engines and reconciles the Model
             ready_model(plane, NAMESPACE)
-            ready_model(plane, COLD_NAMESPACE)
-        finally:
-            stop(operator)
+        plane.kubectl("create", "namespace", COLD_NAMESPACE)
         asyncio.run(main_async(plane, services=args.services, cold=args.cold, rate=args.rate))
     say(f"load average {os.getloadavg()[0]:.1f} at the end (other work on the machine distorts figures)")
 

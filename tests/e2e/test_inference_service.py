@@ -17,13 +17,12 @@ from aima.settings import Settings
 from aima.testenv import ControlPlane
 from aima.testenv.operator import OperatorThread
 from declared import get, make_model
+from reads import writes_since
 from waiting import eventually
 
 pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parents[2]
-# Every component of the local cluster authenticates as the same admin; they differ by user agent.
-_OTHER_WRITERS = ("kubectl/", "kube-controller-manager/", "kube-scheduler/", "kwok/")
 
 
 @pytest.fixture
@@ -302,21 +301,6 @@ def test_deleting_a_service_collects_its_children(
     eventually(lambda: get(engines, "deployment", "chat", namespace) is None, what="the Deployment to go")
     eventually(lambda: get(engines, "service", "chat", namespace) is None, what="the Service to go")
     eventually(lambda: not pods(engines, namespace), what="the pods to go")
-
-
-def writes_since(plane: ControlPlane, offset: int, *, namespace: str) -> list[dict[str, Any]]:
-    """Audited writes in ``namespace`` after byte ``offset`` of the audit log, except the test's own and
-    the cluster components'."""
-    with plane.audit_log.open("rb") as log:
-        log.seek(offset)
-        entries = [json.loads(line) for line in log.read().splitlines() if line.strip()]
-    return [
-        e
-        for e in entries
-        if e.get("objectRef", {}).get("namespace") == namespace
-        and e["verb"] in ("create", "update", "patch", "delete")
-        and not e.get("userAgent", "").startswith(_OTHER_WRITERS)
-    ]
 
 
 def test_a_restarted_operator_writes_nothing_when_nothing_changed(

@@ -1,14 +1,24 @@
-"""Run the real operator in a background thread of this process (for tests and `aima dev`)."""
+"""Run the real operator in a background thread of this process (for tests and `aima dev`), or as a
+process of its own (for tests that kill it)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+from pydantic import SecretStr
 
 from aima import runner
 from aima.settings import Settings
+from aima.testenv.processes import free_port
 from aima.testenv.threads import LoopThread
 
-__all__ = ["OperatorThread"]
+__all__ = ["OperatorProcess", "OperatorThread"]
 
 
 class OperatorThread(LoopThread):
@@ -34,3 +44,84 @@ class OperatorThread(LoopThread):
     async def _signal_ready(self, ready: asyncio.Event) -> None:
         await ready.wait()
         self.mark_ready()
+
+
+class OperatorProcess:
+    """`aima operator run` as a process of its own, as a pod runs it: for tests and benchmarks that
+    kill it outright, restart it, or read its memory. ``settings`` reach it as the chart's do, by
+    AIMA_* variables; its /metrics is served on a free local port, its output appended to ``log``."""
+
+    def __init__(self, settings: Settings, *, log: Path) -> None:
+        self.port = free_port()
+        served = settings.model_copy(
+            update={"operator_health_host": "127.0.0.1", "operator_health_port": self.port}
+        )
+        self.env = os.environ | _variables(served)
+        self.log = log
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None, "the operator was not started"
+        return self.process.pid
+
+    def start(self) -> None:
+        """Start a fresh process (the previous one must be gone)."""
+        assert self.process is None or self.process.poll() is not None, "the operator still runs"
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(
+                [str(Path(sys.executable).parent / "aima"), "operator", "run"],
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+
+    def kill(self) -> None:
+        """SIGKILL: no handler runs, nothing is flushed or released (a node loss, an OOM kill)."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+    def stop(self, *, grace_seconds: float = 20) -> None:
+        """SIGTERM, as the kubelet sends; SIGKILL after ``grace_seconds``."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(timeout=grace_seconds)
+        self.kill()
+
+    def passes(self, kind: str) -> int:
+        """Successful reconcile passes over ``kind`` so far (its /metrics); 0 while it starts."""
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5) as reply:
+                text = reply.read().decode()
+        except OSError:
+            return 0
+        wanted = f'aima_operator_reconcile_total{{kind="{kind}",result="ok"}} '
+        return sum(int(float(line[len(wanted) :])) for line in text.splitlines() if line.startswith(wanted))
+
+    def peak_rss_mib(self) -> float:
+        """The process's peak resident memory so far (VmHWM)."""
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+        raise RuntimeError(f"no VmHWM for process {self.pid}")
+
+    def __enter__(self) -> OperatorProcess:
+        self.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
+
+def _variables(settings: Settings) -> dict[str, str]:
+    """The AIMA_* variables `Settings.from_env` reads back as ``settings`` (the fields set in it)."""
+    variables = {}
+    for name in settings.model_fields_set:
+        value = getattr(settings, name)
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        variables[f"AIMA_{name.upper()}"] = ",".join(value) if isinstance(value, tuple) else str(value)
+    return variables
