@@ -35,6 +35,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from aima.controllers.inference_service import engine_ingress
 from aima.controllers.model import loader_settings
 from aima.domain import inference_service as planning
 from aima.domain import model as model_planning
@@ -316,7 +317,8 @@ async def bare_writes(plane: ControlPlane, kube: KubeClient, *, count: int) -> N
     models = {m["metadata"]["name"]: m for m in await kube.list(resources.MODELS, namespace=FLOOR_NAMESPACE)}
     engines, nodes = await kube.list(resources.ENGINES), await kube.list(resources.NODES)
     now = datetime.datetime.now(datetime.UTC)
-    loader = loader_settings(Settings())
+    settings = Settings()
+    loader = loader_settings(settings)
     writes: list[Callable[[], Awaitable[Any]]] = []
     for body in bodies:
         model = models[body["spec"]["modelRef"]["name"]]
@@ -328,7 +330,7 @@ async def bare_writes(plane: ControlPlane, kube: KubeClient, *, count: int) -> N
         # The service is planned against its Model as the operator's pass over it leaves it.
         model = model | {"status": model["status"] | (patch or {})}
         observed = planning.Observed(model=model, engines=engines, nodes=nodes)
-        plan = planning.plan(body, observed=observed)
+        plan = planning.plan(body, observed=observed, ingress=engine_ingress(settings))
         status = planning.compute_status(body, plan=plan, observed=observed, now=now)
         writes += [functools.partial(kube.apply, child) for child in plan.objects]
         writes.append(

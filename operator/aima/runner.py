@@ -64,7 +64,11 @@ def build_registry(
     services = Reconciler(
         resource=resources.INFERENCE_SERVICES,
         reconcile=functools.partial(
-            inference_service_controller.reconcile, kube=kube, cluster=cluster, plans=plans
+            inference_service_controller.reconcile,
+            kube=kube,
+            cluster=cluster,
+            plans=plans,
+            ingress=inference_service_controller.engine_ingress(settings),
         ),
         kube=kube,
         retry_seconds=settings.retry_seconds,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 from collections.abc import Mapping
@@ -10,10 +11,24 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from aima import __version__
+from aima.api.network import LabelSelector, LabelSelectorOperator, LabelSelectorRequirement, NetworkPolicyPeer
 
 _ENV_PREFIX = "AIMA_"
 _LIST_FIELDS = frozenset({"namespaces", "gateway_route_namespaces", "gateway_trusted_service_accounts"})
 """Fields read from a comma-separated variable."""
+_JSON_FIELDS = frozenset({"platform_pod_selector", "engine_ingress_from"})
+"""Fields read from a variable holding JSON."""
+
+
+def _release_platform_pods() -> LabelSelector:
+    """The gateway and operator pods of the chart's release `aima`."""
+    component = LabelSelectorRequirement(
+        key="app.kubernetes.io/component", operator=LabelSelectorOperator.IN, values=["gateway", "operator"]
+    )
+    return LabelSelector(
+        match_labels={"app.kubernetes.io/name": "aima", "app.kubernetes.io/instance": "aima"},
+        match_expressions=[component],
+    )
 
 
 class Settings(BaseModel):
@@ -71,6 +86,22 @@ class Settings(BaseModel):
     """Address of that server."""
     default_gpu_memory_mib: int = Field(default=81920, gt=0)
     """GPU memory assumed for estimates when no node advertises nvidia.com/gpu.memory."""
+
+    # -- who may connect to engine pods (aima.domain.network_policy) ---------------------------------
+    engine_network_policy: bool = True
+    """Give every InferenceService a NetworkPolicy under which its engine pods accept connections
+    only from the platform's pods (`platform_pod_selector` in `platform_namespace`) and from
+    `engine_ingress_from`. It takes effect only where the CNI enforces NetworkPolicy (Calico,
+    Cilium). Turned off, the policies the operator made are removed."""
+    platform_namespace: str = Field(default="aima-system", min_length=1)
+    """Namespace of the gateway and operator pods (the chart sets its release's)."""
+    platform_pod_selector: LabelSelector = Field(default_factory=_release_platform_pods)
+    """The gateway and operator pods in that namespace, as a JSON label selector (the chart sets
+    its release's labels)."""
+    engine_ingress_from: tuple[NetworkPolicyPeer, ...] = ()
+    """More peers engine pods accept connections from, as a JSON list of NetworkPolicyPeer, e.g. a
+    Prometheus that scrapes engine /metrics:
+    `[{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]`."""
 
     # --- Devices and alerts (aima device-agent; the operator's AlertRule controller) ---
     device_node_name: str = ""
@@ -187,14 +218,45 @@ class Settings(BaseModel):
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
-        """Read `AIMA_<FIELD>` variables, e.g. AIMA_NAMESPACES=a,b or AIMA_RESYNC_SECONDS=60."""
+        """Read `AIMA_<FIELD>` variables, e.g. AIMA_NAMESPACES=a,b or AIMA_RESYNC_SECONDS=60; a selector
+        or a list of peers is JSON (AIMA_ENGINE_INGRESS_FROM='[{"ipBlock": {"cidr": "10.0.0.0/8"}}]')."""
         env = os.environ if environ is None else environ
         values: dict[str, object] = {}
         for name in cls.model_fields:
             raw = env.get(_ENV_PREFIX + name.upper())
             if raw is None:
                 continue
-            values[name] = tuple(p for p in raw.split(",") if p) if name in _LIST_FIELDS else raw
+            values[name] = _parsed(name, raw)
         if "kubeconfig" not in values and env.get("KUBECONFIG"):
             values["kubeconfig"] = env["KUBECONFIG"].split(os.pathsep)[0]
         return cls.model_validate(values)
+
+    def to_env(self) -> dict[str, str]:
+        """The AIMA_* variables `from_env` reads back as these settings (the fields set explicitly),
+        for a process started with them."""
+        dumped = self.model_dump(mode="json", include=self.model_fields_set)
+        variables = {}
+        for name in self.model_fields_set:
+            value = getattr(self, name)
+            if isinstance(value, SecretStr):
+                text = value.get_secret_value()
+            elif name in _LIST_FIELDS:
+                text = ",".join(dumped[name])
+            elif name in _JSON_FIELDS:
+                text = json.dumps(dumped[name])
+            else:
+                text = str(dumped[name])
+            variables[_ENV_PREFIX + name.upper()] = text
+        return variables
+
+
+def _parsed(name: str, raw: str) -> object:
+    """The value of ``name``'s variable as the field takes it."""
+    if name in _LIST_FIELDS:
+        return tuple(p for p in raw.split(",") if p)
+    if name in _JSON_FIELDS:
+        try:
+            return json.loads(raw)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{_ENV_PREFIX}{name.upper()} is not JSON: {error}") from error
+    return raw

@@ -65,7 +65,7 @@ def differences(plane: ControlPlane, namespace: str, wanted: dict[str, int]) -> 
     for name, body in services.items():
         if body.get("status", {}).get("observedGeneration") != body["metadata"]["generation"]:
             problems.append(f"{name}: no status for generation {body['metadata']['generation']}")
-    for kind in ("deployments", "services"):
+    for kind in ("deployments", "services", "networkpolicies"):
         children = [c for c in items(plane, kind, namespace) if LABEL in c["metadata"].get("labels", {})]
         count = Counter(c["metadata"]["labels"][LABEL] for c in children)
         problems += [f"{name}: {count[name]} {kind}" for name in wanted if count[name] != 1]
@@ -89,7 +89,7 @@ def creations(plane: ControlPlane, offset: int, *, namespace: str) -> Counter[tu
     return Counter(
         (e["objectRef"]["resource"], e["objectRef"]["name"])
         for e in writes_since(plane, offset, namespace=namespace)
-        if e["objectRef"].get("resource") in ("deployments", "services")
+        if e["objectRef"].get("resource") in ("deployments", "services", "networkpolicies")
         and e.get("responseStatus", {}).get("code") == 201
     )
 

@@ -22,6 +22,7 @@ from aima.settings import Settings
 from aima.testenv import ControlPlane
 from aima.testenv.gateway import LocalGateway
 from aima.testenv.operator import OperatorThread
+from label_selectors import selects
 from waiting import eventually
 
 pytestmark = pytest.mark.integration
@@ -205,6 +206,70 @@ def test_pods_meet_the_restricted_pod_security_standard_by_default(own_control_p
             assert security["capabilities"]["drop"] == ["ALL"]
 
 
+def pod_labels(objects: list[dict[str, Any]]) -> dict[str, dict[str, str]]:
+    """The pod template labels of each rendered workload, by workload name."""
+    workloads = [o for o in objects if o["kind"] in ("Deployment", "DaemonSet")]
+    return {w["metadata"]["name"]: w["spec"]["template"]["metadata"]["labels"] for w in workloads}
+
+
+def operator_env(objects: list[dict[str, Any]]) -> dict[str, str]:
+    """The operator container's plain-valued variables."""
+    deployment = next(
+        o for o in objects if o["kind"] == "Deployment" and o["metadata"]["name"] == "aima-operator"
+    )
+    env = deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+    return {e["name"]: e["value"] for e in env if "value" in e}
+
+
+def test_the_chart_guards_its_own_pods_with_network_policies(own_control_plane: ControlPlane) -> None:
+    objects = rendered(own_control_plane, "-f", str(CHART / "ci" / "everything-values.yaml"))
+    policies = {o["metadata"]["name"]: o for o in objects if o["kind"] == "NetworkPolicy"}
+    assert set(policies) == {"aima-operator", "aima-gateway"}
+    workloads = {w["metadata"]["name"]: w for w in objects if w["kind"] in ("Deployment", "DaemonSet")}
+    for name, policy in policies.items():
+        # Each selects the pods of its own workload, and none of the others'.
+        guarded = [
+            w for w, labels in pod_labels(objects).items() if selects(policy["spec"]["podSelector"], labels)
+        ]
+        assert guarded == [name]
+        assert policy["spec"]["policyTypes"] == ["Ingress"]  # they call out freely
+        # From anywhere, but only to the ports the pod serves on (health and metrics, or the API).
+        [rule] = policy["spec"]["ingress"]
+        assert "from" not in rule
+        served = {p["name"] for p in workloads[name]["spec"]["template"]["spec"]["containers"][0]["ports"]}
+        assert {p["port"] for p in rule["ports"]} == served
+
+
+def test_the_operator_admits_exactly_the_releases_gateway_and_operator_pods_to_engines(
+    own_control_plane: ControlPlane,
+) -> None:
+    objects = rendered(own_control_plane, "-f", str(CHART / "ci" / "everything-values.yaml"))
+    env = operator_env(objects)
+    assert env["AIMA_ENGINE_NETWORK_POLICY"] == "true"
+    settings = Settings.from_env(env)  # as the operator reads them: a shape it refuses fails here
+    admitted = settings.platform_pod_selector.model_dump(mode="json", by_alias=True, exclude_defaults=True)
+    labels = pod_labels(objects)
+    assert {w for w, pod in labels.items() if selects(admitted, pod)} == {"aima-operator", "aima-gateway"}
+    assert set(labels) >= {"aima-mcp", "aima-device-agent"}  # rendered, and not admitted
+    # This release's pods only: another release's gateway in the same namespace is not admitted.
+    other = helm(own_control_plane, "template", "other", str(CHART), "--namespace", NAMESPACE)
+    assert other.returncode == 0, other.stderr
+    other_pods = pod_labels([d for d in yaml.safe_load_all(other.stdout) if d])
+    assert set(other_pods) >= {"other-aima-operator", "other-aima-gateway"}
+    assert not any(selects(admitted, pod) for pod in other_pods.values())
+    extra = [
+        p.model_dump(mode="json", by_alias=True, exclude_defaults=True) for p in settings.engine_ingress_from
+    ]
+    values = yaml.safe_load((CHART / "ci" / "everything-values.yaml").read_text())
+    assert extra == values["networkPolicy"]["engineIngressFrom"]
+
+
+def test_network_policies_off_renders_none_and_tells_the_operator(own_control_plane: ControlPlane) -> None:
+    objects = rendered(own_control_plane, "--set", "networkPolicy.enabled=false")
+    assert [o for o in objects if o["kind"] == "NetworkPolicy"] == []
+    assert Settings.from_env(operator_env(objects)).engine_network_policy is False
+
+
 def test_the_operator_role_covers_every_aima_kind_and_never_their_spec(
     own_control_plane: ControlPlane,
 ) -> None:
@@ -287,6 +352,7 @@ def test_the_operator_does_its_whole_job_with_the_charts_service_account(
     assert service["status"]["observedGeneration"] == service["metadata"]["generation"]
     assert get(plane, "deployment", "chat", "-n", namespace) is not None
     assert get(plane, "service", "chat", "-n", namespace) is not None
+    assert get(plane, "networkpolicy", "chat", "-n", namespace) is not None
     events = get(plane, "events", "-n", namespace, "--field-selector=involvedObject.name=chat")
     assert events is not None
     assert any(e["reason"] == "Ready" for e in events["items"])

@@ -30,6 +30,7 @@ pytestmark = pytest.mark.realnode
 
 SERVICE = "tiny-llama"
 MODEL_ID = f"{SERVING_NAMESPACE}/{SERVICE}"
+TINY_LLAMA_WIDTH = 64  # the hidden size of aima.testenv.models' tiny llama
 
 
 def local_llama_cpp(image: str) -> dict[str, Any]:
@@ -137,6 +138,52 @@ def test_llama_cpp_completes_text_through_the_gateway(client: openai.OpenAI, lla
     reply = client.completions.create(model=MODEL_ID, prompt="Once upon", max_tokens=4)
     assert reply.usage is not None and reply.usage.completion_tokens == 4
     assert json.loads(reply.model_dump_json())["choices"][0]["text"] is not None
+
+
+def test_llama_cpp_embeds_text_through_the_gateway(
+    real_cluster: ControlPlane, llama: str, client: openai.OpenAI
+) -> None:
+    """The same GGUF declared as an Embedding Model: the catalog starts llama.cpp with --embeddings
+    and mean pooling, and the gateway sends /v1/embeddings to it (the vector is the tiny model's
+    hidden state: noise, but one per input, of its width, and different per text)."""
+    real_cluster.apply(
+        [
+            {
+                "apiVersion": "aima.dev/v1alpha1",
+                "kind": "Model",
+                "metadata": {"name": "tiny-embed", "namespace": SERVING_NAMESPACE},
+                "spec": {
+                    "source": f"hf://{HUB_REPO}@main",
+                    "type": "Embedding",
+                    "files": {"include": ["tiny.gguf"]},
+                },
+            },
+            isvc("tiny-embed", model="tiny-embed"),
+        ]
+    )
+    try:
+        ready_seconds(real_cluster, "isvc", "tiny-embed", SERVING_NAMESPACE, since=time.monotonic())
+        (pod,) = get_json(
+            real_cluster,
+            "pods",
+            "",
+            "-n",
+            SERVING_NAMESPACE,
+            "--selector=aima.dev/inference-service=tiny-embed",
+        )["items"]
+        args = pod["spec"]["containers"][0]["args"]
+        assert "--embeddings" in args and args[args.index("--pooling") + 1] == "mean"
+
+        reply = client.embeddings.create(
+            model=f"{SERVING_NAMESPACE}/tiny-embed", input=["hello world", "goodbye"]
+        )
+        assert reply.model == f"{SERVING_NAMESPACE}/tiny-embed"
+        first, second = (item.embedding for item in reply.data)
+        assert len(first) == len(second) == TINY_LLAMA_WIDTH
+        assert first != second
+        assert reply.usage.prompt_tokens > 0
+    finally:
+        real_cluster.kubectl("delete", "isvc", "tiny-embed", "-n", SERVING_NAMESPACE, "--wait=false")
 
 
 def isvc(

@@ -17,7 +17,9 @@ import pytest
 from suite import SERVICE, SERVING_NAMESPACE
 
 from aima.testenv import ControlPlane
+from aima.testenv.chart import Release
 from aima.testenv.realnode import NODE_NAME
+from label_selectors import deployment_pods, selected
 from reads import condition, get_json
 
 pytestmark = pytest.mark.realnode
@@ -36,6 +38,36 @@ def test_the_engine_pod_runs_on_the_real_node(real_cluster: ControlPlane, served
         m for m in pod["spec"]["containers"][0]["volumeMounts"] if m["mountPath"].startswith("/models")
     )
     assert mount["readOnly"] is True
+
+
+def test_the_engine_policy_selects_its_pods_and_admits_only_the_gateway_and_operator(
+    real_cluster: ControlPlane, platform: Release, served: str
+) -> None:
+    """The selectors of the service's NetworkPolicy, matched by the API server against the real pods.
+    The node's bridge CNI enforces no NetworkPolicy, so this proves whom the policy names; blocking
+    everyone else is what an enforcing CNI (Calico, Cilium) does with it."""
+    policy = get_json(real_cluster, "networkpolicy", served, "-n", SERVING_NAMESPACE)
+    engine_pods = {p["metadata"]["name"] for p in deployment_pods(real_cluster, SERVING_NAMESPACE, served)}
+    guarded = selected(real_cluster, "pods", policy["spec"]["podSelector"], namespace=SERVING_NAMESPACE)
+    assert engine_pods
+    assert {p["metadata"]["name"] for p in guarded} == engine_pods
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    [rule] = policy["spec"]["ingress"]
+    [peer] = rule["from"]  # the chart's default adds no other peers
+    namespaces = selected(real_cluster, "namespaces", peer["namespaceSelector"])
+    assert [n["metadata"]["name"] for n in namespaces] == [platform.namespace]
+    admitted = selected(real_cluster, "pods", peer["podSelector"], namespace=platform.namespace)
+    components = sorted(p["metadata"]["labels"]["app.kubernetes.io/component"] for p in admitted)
+    assert components == ["gateway", "operator", "operator"]
+    # Nothing else in the platform's namespace: not the MCP server, not the device agent.
+    everyone = get_json(real_cluster, "pods", "", "-n", platform.namespace)["items"]
+    admitted_names = {p["metadata"]["name"] for p in admitted}
+    left_out = [p for p in everyone if p["metadata"]["name"] not in admitted_names]
+    live = [p for p in left_out if not p["metadata"].get("deletionTimestamp")]
+    assert sorted(p["metadata"]["labels"]["app.kubernetes.io/component"] for p in live) == [
+        "device-agent",
+        "mcp",
+    ]
 
 
 def test_chat_through_the_gateway_service_with_the_openai_sdk(client: openai.OpenAI, served: str) -> None:

@@ -10,9 +10,10 @@ from typing import Any
 import pytest
 
 from aima.api.common import Keys
+from aima.api.network import LabelSelector, NetworkPolicyPeer
 from aima.catalog import load_catalog
 from aima.domain import inference_service as planning
-from aima.domain import pod_health
+from aima.domain import network_policy, pod_health
 from aima.domain.engine_choice import node_info
 
 pytestmark = pytest.mark.unit
@@ -79,6 +80,27 @@ def service(**spec: Any) -> dict[str, Any]:
 def observed(**overrides: Any) -> planning.Observed:
     values: dict[str, Any] = {"model": model(), "engines": ENGINES, "nodes": GPU_NODES} | overrides
     return planning.Observed(**values)
+
+
+PLATFORM_PODS = LabelSelector.model_validate(
+    {
+        "matchLabels": {"app.kubernetes.io/instance": "aima"},
+        "matchExpressions": [
+            {"key": "app.kubernetes.io/component", "operator": "In", "values": ["gateway", "operator"]}
+        ],
+    }
+)
+INGRESS = network_policy.EngineIngress(platform_namespace="aima-system", platform_pods=PLATFORM_PODS)
+
+
+def planned(
+    body: dict[str, Any],
+    *,
+    observed: planning.Observed,
+    ingress: network_policy.EngineIngress | None = INGRESS,
+) -> planning.Plan:
+    """The plan with NetworkPolicies on, as the operator plans by default."""
+    return planning.plan(body, observed=observed, ingress=ingress)
 
 
 def condition(status: Any, type_: str) -> Any:
@@ -152,7 +174,7 @@ def test_engine_choice(
     variant: str | None,
     reason: str,
 ) -> None:
-    result = planning.plan(service(**spec), observed=observed(model=the_model, nodes=nodes))
+    result = planned(service(**spec), observed=observed(model=the_model, nodes=nodes))
     assert result.engine_resolved.reason == reason
     assert (result.engine.metadata.name if result.engine else None) == engine
     assert (result.variant.name if result.variant else None) == variant
@@ -170,14 +192,14 @@ def test_a_named_cpu_engine_that_asks_no_gpus_runs_on_cpus_in_a_gpu_cluster() ->
         "resources": {"gpus": 0},
     }
     spec = service(engineRef={"name": "cpu-only"})
-    result = planning.plan(spec, observed=observed(model=model(fmt="GGUF"), engines=[*ENGINES, cpu_only]))
+    result = planned(spec, observed=observed(model=model(fmt="GGUF"), engines=[*ENGINES, cpu_only]))
     assert result.engine_resolved.reason == "EngineNamed"
     assert result.variant is not None and result.variant.name == "cpu"
     assert "nvidia.com/gpu" not in str(container_of(result).get("resources"))
 
 
 def test_automatic_choice_names_the_other_candidates() -> None:
-    result = planning.plan(service(), observed=observed())
+    result = planned(service(), observed=observed())
     assert "vllm" in result.engine_resolved.message
     assert "other candidates: sglang (priority 5)" in result.engine_resolved.message
 
@@ -193,7 +215,7 @@ def test_gpu_deployment_is_complete() -> None:
         "scheduling": {"runtimeClassName": "nvidia", "priorityClassName": "high"},
         "replicas": 2,
     }
-    result = planning.plan(service(**spec), observed=observed())
+    result = planned(service(**spec), observed=observed())
     deployment = deployment_of(result)
     pod = deployment["spec"]["template"]["spec"]
     container = container_of(result)
@@ -262,28 +284,28 @@ def test_gpu_deployment_is_complete() -> None:
     ],
 )
 def test_pod_template(spec: dict[str, Any], the_model: dict[str, Any], check: Any) -> None:
-    result = planning.plan(service(**spec), observed=observed(model=the_model))
+    result = planned(service(**spec), observed=observed(model=the_model))
     assert check(deployment_of(result)["spec"]["template"]["spec"])
 
 
 def test_an_engine_with_a_uid_runs_non_root() -> None:
     engines = [e | {"metadata": e["metadata"] | {"annotations": {Keys.RUN_AS_USER: "1000"}}} for e in ENGINES]
-    result = planning.plan(service(), observed=observed(engines=engines))
+    result = planned(service(), observed=observed(engines=engines))
     context = deployment_of(result)["spec"]["template"]["spec"]["securityContext"]
     assert context["runAsNonRoot"] is True
     assert context["runAsUser"] == 1000
 
 
 def test_engine_pods_say_where_their_metrics_are_only_when_the_engine_serves_them() -> None:
-    with_metrics = deployment_of(planning.plan(service(), observed=observed()))["spec"]["template"]
+    with_metrics = deployment_of(planned(service(), observed=observed()))["spec"]["template"]
     assert with_metrics["metadata"]["annotations"] == {Keys.METRICS_PATH: "/metrics"}
     engines = [e | {"spec": {k: v for k, v in e["spec"].items() if k != "metricsPath"}} for e in ENGINES]
-    without = deployment_of(planning.plan(service(), observed=observed(engines=engines)))["spec"]["template"]
+    without = deployment_of(planned(service(), observed=observed(engines=engines)))["spec"]["template"]
     assert "annotations" not in without["metadata"]
 
 
 def test_service_and_endpoint() -> None:
-    result = planning.plan(service(), observed=observed())
+    result = planned(service(), observed=observed())
     svc = next(o for o in result.objects if o["kind"] == "Service")
     assert svc["spec"]["ports"] == [{"name": "http", "port": 8000, "targetPort": "http", "protocol": "TCP"}]
     assert svc["spec"]["selector"] == {Keys.MANAGED_BY: "aima", Keys.INFERENCE_SERVICE: "chat"}
@@ -293,18 +315,118 @@ def test_service_and_endpoint() -> None:
     assert status.observed_generation == 3
 
 
+def test_the_network_policy_guards_exactly_the_deployments_pods_and_comes_first() -> None:
+    result = planned(service(), observed=observed())
+    policy, deployment = result.objects[0], deployment_of(result)
+    assert [o["kind"] for o in result.objects] == ["NetworkPolicy", "Deployment", "Service"]
+    assert policy["apiVersion"] == "networking.k8s.io/v1"
+    assert policy["metadata"]["name"] == "chat"
+    assert policy["metadata"]["namespace"] == "team"
+    assert policy["metadata"]["ownerReferences"][0]["uid"] == "u-1"
+    assert policy["metadata"]["ownerReferences"][0]["controller"] is True
+    # The operator's cache of children selects by this label: a policy without it is never restored.
+    assert policy["metadata"]["labels"][Keys.COMPONENT] == planning.COMPONENT
+    selected = policy["spec"]["podSelector"]
+    assert selected == deployment["spec"]["selector"]
+    assert selected["matchLabels"].items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
+    assert policy["spec"]["policyTypes"] == ["Ingress"]  # egress stays open, for hubs and stores
+    assert "egress" not in policy["spec"]
+
+
+def test_only_the_platforms_pods_and_the_extra_peers_may_connect() -> None:
+    extras = (
+        NetworkPolicyPeer.model_validate(
+            {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
+        ),
+        NetworkPolicyPeer.model_validate({"ipBlock": {"cidr": "10.0.0.0/8", "except": ["10.1.0.0/16"]}}),
+    )
+    ingress = network_policy.EngineIngress(
+        platform_namespace="platform", platform_pods=PLATFORM_PODS, extra_peers=extras
+    )
+    policy = planned(service(), observed=observed(), ingress=ingress).objects[0]
+    assert policy["spec"]["ingress"] == [
+        {
+            "from": [
+                {
+                    "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "platform"}},
+                    "podSelector": {
+                        "matchLabels": {"app.kubernetes.io/instance": "aima"},
+                        "matchExpressions": [
+                            {
+                                "key": "app.kubernetes.io/component",
+                                "operator": "In",
+                                "values": ["gateway", "operator"],
+                            }
+                        ],
+                    },
+                },
+                {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}},
+                {"ipBlock": {"cidr": "10.0.0.0/8", "except": ["10.1.0.0/16"]}},
+            ]
+        }
+    ]
+
+
+def test_with_policies_off_none_is_planned() -> None:
+    result = planned(service(), observed=observed(), ingress=None)
+    assert [o["kind"] for o in result.objects] == ["Deployment", "Service"]
+
+
+def test_a_waiting_service_gets_no_policy_either() -> None:
+    result = planned(service(), observed=observed(model=model(ready=False)))
+    assert result.objects == []
+
+
+def network_policy_of(owner_uid: str) -> dict[str, Any]:
+    owner = {"apiVersion": "aima.dev/v1alpha1", "kind": "InferenceService", "name": "chat", "uid": owner_uid}
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {
+            "name": "chat",
+            "namespace": "team",
+            "uid": "p-1",
+            "ownerReferences": [owner | {"controller": True}],
+        },
+    }
+
+
+@pytest.mark.parametrize(
+    ("ingress", "observed_policy", "removed"),
+    [
+        (None, network_policy_of("u-1"), True),
+        (INGRESS, network_policy_of("u-1"), False),
+        (None, network_policy_of("someone-else"), False),
+        (None, network_policy_of("u-1") | {"metadata": {"name": "chat", "namespace": "team"}}, False),
+        (None, None, False),
+    ],
+    ids=[
+        "policies off: ours is removed",
+        "policies on: ours stays",
+        "policies off: one another owner controls stays",
+        "policies off: one without an owner stays",
+        "policies off: none to remove",
+    ],
+)
+def test_turning_policies_off_removes_only_the_services_own(
+    ingress: network_policy.EngineIngress | None, observed_policy: dict[str, Any] | None, removed: bool
+) -> None:
+    stale = network_policy.obsolete(service(), ingress=ingress, observed=observed_policy)
+    assert stale == (observed_policy if removed else None)
+
+
 @pytest.mark.parametrize(
     ("spec", "replicas"),
     [({"replicas": 3}, 3), ({"replicas": 3, "suspend": True}, 0), ({"replicas": 0}, 0)],
     ids=["replicas from spec", "suspend runs none", "scaled to zero"],
 )
 def test_replicas(spec: dict[str, Any], replicas: int) -> None:
-    assert deployment_of(planning.plan(service(**spec), observed=observed()))["spec"]["replicas"] == replicas
+    assert deployment_of(planned(service(**spec), observed=observed()))["spec"]["replicas"] == replicas
 
 
 def test_engine_args_on_an_engine_without_flags_is_invalid() -> None:
     the_model = model(source="ollama://qwen3:0.6b", fmt="Ollama")
-    result = planning.plan(service(engineArgs={"x": 1}), observed=observed(model=the_model))
+    result = planned(service(engineArgs={"x": 1}), observed=observed(model=the_model))
     assert result.objects == []
     assert result.engine_resolved.reason == "InvalidSpec"
 
@@ -517,9 +639,7 @@ def test_ready_explains(
 ) -> None:
     body = service(**spec)
     seen_now = observed(**seen)
-    status = planning.compute_status(
-        body, plan=planning.plan(body, observed=seen_now), observed=seen_now, now=NOW
-    )
+    status = planning.compute_status(body, plan=planned(body, observed=seen_now), observed=seen_now, now=NOW)
     found = condition(status, "Ready")
     assert (found.status, found.reason, status.phase) == (ready, reason, phase)
     for word in words:
@@ -533,7 +653,7 @@ def test_insufficient_gpu_says_how_many_are_free_where() -> None:
         pods=[pod(node=None, gpus=6, **UNSCHEDULABLE)],
         all_pods=[*busy, pod(node=None, gpus=6, **UNSCHEDULABLE)],
     )
-    status = planning.compute_status(body, plan=planning.plan(body, observed=seen), observed=seen, now=NOW)
+    status = planning.compute_status(body, plan=planned(body, observed=seen), observed=seen, now=NOW)
     for type_ in ("Scheduled", "Ready"):
         found = condition(status, type_)
         assert (found.status, found.reason) == ("False", "InsufficientGPU")
@@ -549,7 +669,7 @@ def test_more_gpus_than_any_node_has_can_never_fit_and_is_not_told_to_free_gpus(
     seen = observed(
         pods=[pod(node=None, gpus=9, **UNSCHEDULABLE)], all_pods=[pod(node=None, gpus=9, **UNSCHEDULABLE)]
     )
-    status = planning.compute_status(body, plan=planning.plan(body, observed=seen), observed=seen, now=NOW)
+    status = planning.compute_status(body, plan=planned(body, observed=seen), observed=seen, now=NOW)
     for type_ in ("Scheduled", "Ready"):
         found = condition(status, type_)
         assert (found.status, found.reason) == ("False", "NoNodeLargeEnough")
@@ -590,7 +710,7 @@ def with_conditions(*found: dict[str, Any], ready: int = 0, generation: int = 1)
 def test_a_pod_the_quota_refuses_is_explained_from_the_deployment() -> None:
     body = service()
     seen = observed(deployment=with_conditions(QUOTA_REFUSED))
-    status = planning.compute_status(body, plan=planning.plan(body, observed=seen), observed=seen, now=NOW)
+    status = planning.compute_status(body, plan=planned(body, observed=seen), observed=seen, now=NOW)
     for type_ in ("Scheduled", "Ready"):
         found = condition(status, type_)
         assert (found.status, found.reason) == ("False", "FailedCreate")
@@ -605,7 +725,7 @@ def test_a_pod_the_quota_refuses_is_explained_from_the_deployment() -> None:
 def test_replicas_the_quota_refuses_beside_ready_ones_leave_the_service_ready() -> None:
     body = service(replicas=3)
     seen = observed(deployment=with_conditions(QUOTA_REFUSED, ready=1), pods=[pod()])
-    status = planning.compute_status(body, plan=planning.plan(body, observed=seen), observed=seen, now=NOW)
+    status = planning.compute_status(body, plan=planned(body, observed=seen), observed=seen, now=NOW)
     assert condition(status, "Ready").status == "True"
     assert condition(status, "Scheduled").reason == "FailedCreate"
 
@@ -613,7 +733,7 @@ def test_replicas_the_quota_refuses_beside_ready_ones_leave_the_service_ready() 
 def test_a_rollout_past_its_deadline_is_explained() -> None:
     body = service()
     seen = observed(deployment=with_conditions(DEADLINE_EXCEEDED))
-    status = planning.compute_status(body, plan=planning.plan(body, observed=seen), observed=seen, now=NOW)
+    status = planning.compute_status(body, plan=planned(body, observed=seen), observed=seen, now=NOW)
     found = condition(status, "Ready")
     assert (found.status, found.reason, status.phase) == ("False", "ProgressDeadlineExceeded", "Failed")
     assert found.message == (
@@ -629,7 +749,7 @@ def test_a_pod_problem_explains_more_than_the_deadline() -> None:
     )
     body = service()
     seen = observed(deployment=with_conditions(DEADLINE_EXCEEDED), pods=[crashing])
-    status = planning.compute_status(body, plan=planning.plan(body, observed=seen), observed=seen, now=NOW)
+    status = planning.compute_status(body, plan=planned(body, observed=seen), observed=seen, now=NOW)
     assert condition(status, "Ready").reason == "CrashLoopBackOff"
 
 
@@ -637,7 +757,7 @@ def test_conditions_about_an_older_deployment_spec_are_not_shown() -> None:
     body = service()
     stale = with_conditions(QUOTA_REFUSED, DEADLINE_EXCEEDED, generation=0)
     seen = observed(deployment=stale)
-    status = planning.compute_status(body, plan=planning.plan(body, observed=seen), observed=seen, now=NOW)
+    status = planning.compute_status(body, plan=planned(body, observed=seen), observed=seen, now=NOW)
     assert (condition(status, "Scheduled").reason, condition(status, "Ready").reason) == (
         "Pending",
         "Starting",
@@ -653,17 +773,17 @@ def test_free_gpus_ignore_finished_pods() -> None:
 def test_recomputing_an_unchanged_state_changes_nothing() -> None:
     body = service()
     seen = observed(deployment={"status": {"replicas": 1, "readyReplicas": 1}})
-    first = planning.compute_status(body, plan=planning.plan(body, observed=seen), observed=seen, now=NOW)
+    first = planning.compute_status(body, plan=planned(body, observed=seen), observed=seen, now=NOW)
     body["status"] = first.model_dump(mode="json", by_alias=True, exclude_none=True)
     later = datetime(2026, 1, 2, tzinfo=UTC)
-    again = planning.compute_status(body, plan=planning.plan(body, observed=seen), observed=seen, now=later)
+    again = planning.compute_status(body, plan=planned(body, observed=seen), observed=seen, now=later)
     assert planning.status_patch(again, observed=body["status"]) is None
 
 
 def test_a_status_patch_clears_fields_that_went_away() -> None:
     body = service(engineRef={"name": "gone"})
     seen = observed()
-    status = planning.compute_status(body, plan=planning.plan(body, observed=seen), observed=seen, now=NOW)
+    status = planning.compute_status(body, plan=planned(body, observed=seen), observed=seen, now=NOW)
     patch = planning.status_patch(status, observed={"endpoint": "http://old", "engine": "vllm"})
     assert patch is not None
     assert patch["endpoint"] is None
@@ -676,7 +796,7 @@ def test_a_status_patch_clears_fields_that_went_away() -> None:
 def rolled_out(body: dict[str, Any], seen: planning.Observed, **status: Any) -> dict[str, Any]:
     """The Deployment the plan renders, as the API server holds it after the Deployment controller
     acted on it: every replica updated and available unless ``status`` says otherwise."""
-    deployment = deployment_of(planning.plan(body, observed=seen))
+    deployment = deployment_of(planned(body, observed=seen))
     replicas = deployment["spec"]["replicas"]
     full = {"replicas": replicas, "updatedReplicas": replicas, "readyReplicas": replicas}
     full |= {"availableReplicas": replicas, "observedGeneration": 1}
@@ -767,9 +887,7 @@ def test_reconciling_and_stalled_tell_gitops_tools_where_the_service_stands(
     seen_now = observed(**seen)
     if deployment is not None:
         seen_now = observed(**seen, deployment=rolled_out(body, seen_now, **deployment))
-    status = planning.compute_status(
-        body, plan=planning.plan(body, observed=seen_now), observed=seen_now, now=NOW
-    )
+    status = planning.compute_status(body, plan=planned(body, observed=seen_now), observed=seen_now, now=NOW)
     found = [c for c in status.conditions if c.type in ("Reconciling", "Stalled")]
     assert [c.type for c in found] == ([kstatus] if kstatus else [])
     for condition_ in found:
@@ -781,15 +899,11 @@ def test_reconciling_and_stalled_tell_gitops_tools_where_the_service_stands(
 def test_a_stalled_service_that_recovers_drops_the_condition() -> None:
     body = service()
     crashing = observed(pods=CRASHING)
-    first = planning.compute_status(
-        body, plan=planning.plan(body, observed=crashing), observed=crashing, now=NOW
-    )
+    first = planning.compute_status(body, plan=planned(body, observed=crashing), observed=crashing, now=NOW)
     assert any(c.type == "Stalled" for c in first.conditions)
     body["status"] = first.model_dump(mode="json", by_alias=True, exclude_none=True)
     healthy = observed(deployment=rolled_out(body, observed()))
-    later = planning.compute_status(
-        body, plan=planning.plan(body, observed=healthy), observed=healthy, now=NOW
-    )
+    later = planning.compute_status(body, plan=planned(body, observed=healthy), observed=healthy, now=NOW)
     assert [c.type for c in later.conditions] == ["ModelReady", "EngineResolved", "Scheduled", "Ready"]
     patch = planning.status_patch(later, observed=body["status"])
     assert patch is not None

@@ -43,6 +43,16 @@ app.kubernetes.io/component: {{ .component }}
 {{- define "aima.mcpName" -}}{{ include "aima.fullname" . }}-mcp{{- end -}}
 {{- define "aima.deviceAgentName" -}}{{ include "aima.fullname" . }}-device-agent{{- end -}}
 
+{{/*
+The gateway and operator pods of this release, as a JSON label selector: the peers that engine pods
+accept connections from (aima.domain.network_policy). These are the labels their pod templates carry.
+*/}}
+{{- define "aima.platformPodSelector" -}}
+{{- $component := dict "key" "app.kubernetes.io/component" "operator" "In" "values" (list "gateway" "operator") -}}
+{{- $release := dict "app.kubernetes.io/name" (include "aima.name" .) "app.kubernetes.io/instance" .Release.Name -}}
+{{- dict "matchLabels" $release "matchExpressions" (list $component) | toJson -}}
+{{- end -}}
+
 {{/* The pod template parts every AIMA Deployment shares. */}}
 {{- define "aima.podCommon" -}}
 {{- with .ctx.Values.imagePullSecrets }}

@@ -11,9 +11,11 @@ from typing import Any
 from aima.api.common import ConditionStatus, ConditionType, Keys, Reason
 from aima.api.inference_service import InferenceService
 from aima.controllers.runtime import ClusterView, Reconciler
-from aima.domain import conditions, pod_health
+from aima.domain import conditions, network_policy, pod_health
 from aima.domain import inference_service as planning
 from aima.kube import KubeClient, resources
+from aima.kube.cache import WatchedList
+from aima.settings import Settings
 
 Body = dict[str, Any]
 
@@ -21,6 +23,17 @@ Body = dict[str, Any]
 _NORMAL_REASONS = frozenset(
     {Reason.MODEL_NOT_READY, Reason.STARTING, Reason.PENDING, Reason.SUSPENDED, Reason.SCALED_TO_ZERO}
 )
+
+
+def engine_ingress(settings: Settings) -> network_policy.EngineIngress | None:
+    """Who may connect to engine pods, from the settings; None when policies are turned off."""
+    if not settings.engine_network_policy:
+        return None
+    return network_policy.EngineIngress(
+        platform_namespace=settings.platform_namespace,
+        platform_pods=settings.platform_pod_selector,
+        extra_peers=settings.engine_ingress_from,
+    )
 
 
 @dataclass
@@ -33,16 +46,30 @@ class Plans:
 
     _made: dict[tuple[str, str], tuple[Hashable, planning.Plan]] = field(default_factory=dict)
 
-    def plan(self, body: Body, *, observed: planning.Observed, cluster: ClusterView) -> planning.Plan:
+    def plan(
+        self,
+        body: Body,
+        *,
+        observed: planning.Observed,
+        cluster: ClusterView,
+        ingress: network_policy.EngineIngress | None,
+    ) -> planning.Plan:
         """``planning.plan`` of ``body``, made again only when the service's spec, its Model, the
-        Engines or the nodes changed."""
+        Engines, the nodes or the engine ingress changed."""
         meta = body["metadata"]
         model = observed.model["metadata"].get("resourceVersion") if observed.model else None
-        inputs = (meta["uid"], meta.get("generation"), model, cluster.engines.changes, cluster.nodes.changes)
+        inputs = (
+            meta["uid"],
+            meta.get("generation"),
+            model,
+            cluster.engines.changes,
+            cluster.nodes.changes,
+            ingress,
+        )
         key = (meta["namespace"], meta["name"])
         if (made := self._made.get(key)) is not None and made[0] == inputs:
             return made[1]
-        plan = planning.plan(body, observed=observed)
+        plan = planning.plan(body, observed=observed, ingress=ingress)
         self._made[key] = (inputs, plan)
         return plan
 
@@ -51,18 +78,28 @@ class Plans:
         self._made.pop((service["metadata"].get("namespace", ""), service["metadata"]["name"]), None)
 
 
-async def reconcile(body: Body, *, kube: KubeClient, cluster: ClusterView, plans: Plans) -> None:
-    """Bring one InferenceService's Deployment, Service and status in line; writes only what differs.
+async def reconcile(
+    body: Body,
+    *,
+    kube: KubeClient,
+    cluster: ClusterView,
+    plans: Plans,
+    ingress: network_policy.EngineIngress | None,
+) -> None:
+    """Bring one InferenceService's Deployment, Service, NetworkPolicy and status in line; writes
+    only what differs.
 
     Everything is read from the caches; what this pass writes goes back into them, so the next pass
     plans from it even before the watch delivers it.
     """
     service = InferenceService.model_validate(body)
     observed = await _observe(service, kube=kube, cluster=cluster)
-    plan = plans.plan(body, observed=observed, cluster=cluster)
-    # One child after the other, the Deployment first: its pods are the long way to Ready, and on a
-    # busy API server a write that does not share it with another gets through sooner.
+    plan = plans.plan(body, observed=observed, cluster=cluster, ingress=ingress)
+    # One child after the other, in the plan's order: the policy before the Deployment whose pods it
+    # guards, the Deployment before the Service: its pods are the long way to Ready, and on a busy
+    # API server a write that does not share it with another gets through sooner.
     written = [await _apply(child, kube=kube, cluster=cluster) for child in plan.objects]
+    await _remove_obsolete_policy(body, observed=observed, ingress=ingress, kube=kube)
     # The status describes the Deployment as just written, not as it was before this pass.
     deployment = next((w for w in written if w and w["kind"] == "Deployment"), observed.deployment)
     status = planning.compute_status(
@@ -103,6 +140,7 @@ async def _observe(service: InferenceService, *, kube: KubeClient, cluster: Clus
         engines=cluster.engines.items(),
         nodes=cluster.nodes.items(),
         deployment=cluster.deployments.get(namespace, name),
+        network_policy=cluster.network_policies.get(namespace, name),
         pods=pods,
         # Counting free GPUs needs every pod of the cluster, not only ours: listed only while one
         # of ours waits for a node.
@@ -112,16 +150,44 @@ async def _observe(service: InferenceService, *, kube: KubeClient, cluster: Clus
 
 async def _apply(child: Body, *, kube: KubeClient, cluster: ClusterView) -> Body | None:
     """Apply a child unless its cache shows it as desired; the object written, or None."""
-    cache = cluster.deployments if child["kind"] == "Deployment" else cluster.services
+    cache = _cache_of(child["kind"], cluster=cluster)
     current = cache.get(child["metadata"]["namespace"], child["metadata"]["name"])
     if (written := await kube.apply_unless_held(child, current=current)) is not None:
         cache.observe(written)
     return written
 
 
+async def _remove_obsolete_policy(
+    body: Body,
+    *,
+    observed: planning.Observed,
+    ingress: network_policy.EngineIngress | None,
+    kube: KubeClient,
+) -> None:
+    """Delete the service's NetworkPolicy once policies are off (see `network_policy.obsolete`)."""
+    stale = network_policy.obsolete(body, ingress=ingress, observed=observed.network_policy)
+    if stale is not None:
+        meta = stale["metadata"]
+        # By uid: a policy someone made anew under the name since the cache saw ours is not ours.
+        await kube.delete(
+            resources.NETWORK_POLICIES, name=meta["name"], namespace=meta["namespace"], uid=meta["uid"]
+        )
+
+
+def _cache_of(kind: str, *, cluster: ClusterView) -> WatchedList:
+    """The cache that holds a service's children of ``kind``."""
+    by_kind = {
+        "Deployment": cluster.deployments,
+        "Service": cluster.services,
+        network_policy.KIND: cluster.network_policies,
+    }
+    return by_kind[kind]
+
+
 def watch(cluster: ClusterView, *, reconciler: Reconciler, plans: Plans) -> None:
     """Queue an InferenceService when it changes (the reconciler's own cache), when its Deployment,
-    Service or pods change, and when its Model does; forget the plan of one that is gone."""
+    Service, NetworkPolicy or pods change, and when its Model does; forget the plan of one that is
+    gone."""
 
     def gone(service: Body) -> None:
         if cluster.inference_services.get(service["metadata"].get("namespace"), service["metadata"]["name"]):
@@ -139,8 +205,9 @@ def watch(cluster: ClusterView, *, reconciler: Reconciler, plans: Plans) -> None
             if service["spec"]["modelRef"]["name"] == name:
                 reconciler.enqueue_object(service)
 
-    for children in (cluster.deployments, cluster.services, cluster.pods):
-        # Its own Deployment and Service writes need no further pass.
+    for children in (cluster.deployments, cluster.services, cluster.network_policies, cluster.pods):
+        # Its own writes of children need no further pass; a child deleted or edited by someone
+        # else queues its service, which writes it back.
         children.subscribe(owner, own_writes=False)
     cluster.models.subscribe(users)
     cluster.inference_services.subscribe(gone)

@@ -84,6 +84,9 @@ class ClusterView:
     """Deployments of InferenceServices."""
     services: WatchedList
     """Services of InferenceServices."""
+    network_policies: WatchedList
+    """NetworkPolicies of InferenceServices (watched even while policies are off: those the operator
+    made before are found there, and removed)."""
     pods: WatchedList
     """Pods of InferenceServices, indexed by the service's name."""
     loader_jobs: WatchedList
@@ -117,6 +120,7 @@ class ClusterView:
             inference_services=cache(resources.INFERENCE_SERVICES),
             deployments=cache(resources.DEPLOYMENTS, children),
             services=cache(resources.SERVICES, children),
+            network_policies=cache(resources.NETWORK_POLICIES, children),
             pods=cache(resources.PODS, children, index=Keys.INFERENCE_SERVICE),
             loader_jobs=cache(resources.JOBS, "loader"),
             loader_pods=cache(resources.PODS, "loader", index=Keys.MODEL),
@@ -130,6 +134,7 @@ class ClusterView:
             self.inference_services,
             self.deployments,
             self.services,
+            self.network_policies,
             self.pods,
             self.loader_jobs,
             self.loader_pods,

@@ -1,6 +1,7 @@
-"""InferenceService planning (pure): the engine's Deployment and Service, and the status.
+"""InferenceService planning (pure): the engine's Deployment and Service, the NetworkPolicy that
+guards its pods, and the status.
 
-`plan` turns the service, its Model, the Engines and the nodes into the two children, or into none
+`plan` turns the service, its Model, the Engines and the nodes into those children, or into none
 while the Model is not ready or no engine fits. `compute_status` explains the outcome in
 conditions: ModelReady, EngineResolved, Scheduled and Ready, whose messages come from the pods
 and the Deployment's own conditions (see `aima.domain.pod_health`), and Reconciling or Stalled for
@@ -19,7 +20,7 @@ from aima.api.common import ConditionStatus, ConditionType, Keys, Reason
 from aima.api.engine import Accelerator, Engine, EngineVariant
 from aima.api.inference_service import InferenceService, InferenceServicePhase, InferenceServiceStatus
 from aima.api.model import Model
-from aima.domain import conditions, engine_args, engine_choice, objects, pod_health
+from aima.domain import conditions, engine_args, engine_choice, network_policy, objects, pod_health
 from aima.domain.engine_choice import GPU_PRODUCT_LABEL, GPU_RESOURCE
 from aima.domain.pod_health import Finding
 
@@ -72,6 +73,7 @@ class Observed:
     engines: list[Body]
     nodes: list[Body]
     deployment: Body | None = None
+    network_policy: Body | None = None
     pods: list[Body] = field(default_factory=list)
     """The service's own pods."""
     all_pods: list[Body] | None = None
@@ -106,8 +108,10 @@ def selector_string(labels: dict[str, str]) -> str:
     return ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
 
 
-def plan(body: Body, *, observed: Observed) -> Plan:
-    """The Deployment and Service ``body`` needs now, or none with the reason why (pure)."""
+def plan(body: Body, *, observed: Observed, ingress: network_policy.EngineIngress | None) -> Plan:
+    """The children ``body`` needs now, or none with the reason why (pure): its Deployment and
+    Service, and, unless ``ingress`` is None (policies turned off), the NetworkPolicy that admits
+    only ``ingress``'s peers to its pods."""
     service = InferenceService.model_validate(body)
     model = Model.model_validate(observed.model) if observed.model else None
     engines = [Engine.model_validate(e) for e in observed.engines]
@@ -153,7 +157,9 @@ def plan(body: Body, *, observed: Observed) -> Plan:
         reason = Reason.INVALID_SPEC if error.template == "engineArgs" else Reason.TEMPLATE_ERROR
         broken = Finding(status=ConditionStatus.FALSE, reason=reason, message=str(error))
         return dataclasses.replace(waiting, engine_resolved=broken)
-    children = [deployment, desired_service(body, service=service, engine=engine)]
+    guard = [] if ingress is None else [desired_network_policy(body, service=service, ingress=ingress)]
+    # The policy first, so that no engine pod runs before the policy that guards it exists.
+    children = [*guard, deployment, desired_service(body, service=service, engine=engine)]
     return dataclasses.replace(waiting, objects=children)
 
 
@@ -256,6 +262,16 @@ def desired_service(body: Body, *, service: InferenceService, engine: Engine) ->
         "metadata": _metadata(body, service=service, labels=selector(service) | {Keys.COMPONENT: COMPONENT}),
         "spec": {"selector": selector(service), "ports": [port]},
     }
+
+
+def desired_network_policy(
+    body: Body, *, service: InferenceService, ingress: network_policy.EngineIngress
+) -> Body:
+    """The NetworkPolicy over the replicas (pure): it selects them as the Deployment does."""
+    labels = selector(service) | {Keys.COMPONENT: COMPONENT}
+    return network_policy.desired(
+        metadata=_metadata(body, service=service, labels=labels), pods=selector(service), ingress=ingress
+    )
 
 
 def endpoint(service: InferenceService, *, engine: Engine) -> str:

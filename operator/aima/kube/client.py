@@ -185,13 +185,19 @@ class KubeClient:
             "POST", resource.path(namespace=body["metadata"].get("namespace")), data=json.dumps(body)
         )
 
-    async def delete(self, resource: Resource, *, name: str, namespace: str | None = None) -> None:
-        """Delete an object in the background (children follow by garbage collection); gone is fine."""
+    async def delete(
+        self, resource: Resource, *, name: str, namespace: str | None = None, uid: str | None = None
+    ) -> None:
+        """Delete an object in the background (children follow by garbage collection); gone is fine.
+
+        With ``uid``, only that very object: one made anew under the name meanwhile is refused (409).
+        """
+        options: Body = {"propagationPolicy": "Background"}
+        if uid is not None:
+            options["preconditions"] = {"uid": uid}
         try:
             await self._request(
-                "DELETE",
-                resource.path(namespace=namespace, name=name),
-                data=json.dumps({"propagationPolicy": "Background"}),
+                "DELETE", resource.path(namespace=namespace, name=name), data=json.dumps(options)
             )
         except KubeError as error:
             if error.status != 404:

@@ -51,6 +51,7 @@ DEPLOYMENTS: Final = Resource("apps", "v1", "deployments", "Deployment")
 JOBS: Final = Resource("batch", "v1", "jobs", "Job")
 SERVICES: Final = Resource("", "v1", "services", "Service")
 PODS: Final = Resource("", "v1", "pods", "Pod")
+NETWORK_POLICIES: Final = Resource("networking.k8s.io", "v1", "networkpolicies", "NetworkPolicy")
 PERSISTENT_VOLUME_CLAIMS: Final = Resource("", "v1", "persistentvolumeclaims", "PersistentVolumeClaim")
 EVENTS: Final = Resource("", "v1", "events", "Event")
 NODES: Final = Resource("", "v1", "nodes", "Node", namespaced=False)
@@ -77,6 +78,7 @@ BY_KIND: Final = {
         JOBS,
         SERVICES,
         PODS,
+        NETWORK_POLICIES,
         PERSISTENT_VOLUME_CLAIMS,
         EVENTS,
         NODES,

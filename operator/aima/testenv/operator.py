@@ -11,8 +11,6 @@ import sys
 import urllib.request
 from pathlib import Path
 
-from pydantic import SecretStr
-
 from aima import runner
 from aima.settings import Settings
 from aima.testenv.processes import free_port
@@ -56,7 +54,7 @@ class OperatorProcess:
         served = settings.model_copy(
             update={"operator_health_host": "127.0.0.1", "operator_health_port": self.port}
         )
-        self.env = os.environ | _variables(served)
+        self.env = os.environ | served.to_env()
         self.log = log
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -114,14 +112,3 @@ class OperatorProcess:
 
     def __exit__(self, *_: object) -> None:
         self.stop()
-
-
-def _variables(settings: Settings) -> dict[str, str]:
-    """The AIMA_* variables `Settings.from_env` reads back as ``settings`` (the fields set in it)."""
-    variables = {}
-    for name in settings.model_fields_set:
-        value = getattr(settings, name)
-        if isinstance(value, SecretStr):
-            value = value.get_secret_value()
-        variables[f"AIMA_{name.upper()}"] = ",".join(value) if isinstance(value, tuple) else str(value)
-    return variables
