@@ -61,7 +61,9 @@ def writes_since(plane: ControlPlane, offset: int, *, namespace: str) -> list[di
     the cluster components'."""
     with plane.audit_log.open("rb") as log:
         log.seek(offset)
-        entries = [json.loads(line) for line in log.read().splitlines() if line.strip()]
+        # The API server may be writing the last line right now: only whole lines are read.
+        whole = log.read().rpartition(b"\n")[0]
+        entries = [json.loads(line) for line in whole.splitlines() if line.strip()]
     return [
         e
         for e in entries

@@ -122,26 +122,29 @@ def test_an_operator_killed_at_random_points_of_bursts_loses_duplicates_and_orph
         eventually(lambda: not differences(plane, namespace, wanted), timeout=180, what="the first settle")
 
     killed_mid_burst, log = 0, []
-    for round_ in range(1, ROUNDS + 1):
-        changed = chance.sample(sorted(wanted), CHANGED_PER_ROUND)
-        replaced = chance.sample(sorted(wanted.keys() - set(changed)), REPLACED_PER_ROUND)
-        added = [f"r{round_:02d}-{i}" for i in range(REPLACED_PER_ROUND)]
-        plane.kubectl("delete", "isvc", *replaced, "-n", namespace, "--wait=false")
-        for name in replaced:
-            del wanted[name]
-        wanted |= dict.fromkeys(changed + added, round_)
-        plane.apply([service(namespace, name, round_=round_) for name in changed + added])
+    try:
+        for round_ in range(1, ROUNDS + 1):
+            changed = chance.sample(sorted(wanted), CHANGED_PER_ROUND)
+            replaced = chance.sample(sorted(wanted.keys() - set(changed)), REPLACED_PER_ROUND)
+            added = [f"r{round_:02d}-{i}" for i in range(REPLACED_PER_ROUND)]
+            plane.kubectl("delete", "isvc", *replaced, "-n", namespace, "--wait=false")
+            for name in replaced:
+                del wanted[name]
+            wanted |= dict.fromkeys(changed + added, round_)
+            plane.apply([service(namespace, name, round_=round_) for name in changed + added])
 
-        offset = plane.audit_log.stat().st_size
-        operator.start()
-        # The point of the kill: after a random number of the burst's writes (each changed service
-        # needs a Deployment and a status, each new one a Service too).
-        due = chance.randint(1, 2 * CHANGED_PER_ROUND + 3 * REPLACED_PER_ROUND - 1)
-        kill_after_writes(operator, plane, offset=offset, namespace=namespace, writes=due)
-        writes = len(writes_since(plane, offset, namespace=namespace))
-        behind = len(differences(plane, namespace, wanted))
-        killed_mid_burst += behind > 0
-        log.append(f"round {round_}: killed after {writes} writes ({due} due), {behind} differences left")
+            offset = plane.audit_log.stat().st_size
+            operator.start()
+            # The point of the kill: after a random number of the burst's writes (each changed service
+            # needs a Deployment and a status, each new one a Service too).
+            due = chance.randint(1, 2 * CHANGED_PER_ROUND + 3 * REPLACED_PER_ROUND - 1)
+            kill_after_writes(operator, plane, offset=offset, namespace=namespace, writes=due)
+            writes = len(writes_since(plane, offset, namespace=namespace))
+            behind = len(differences(plane, namespace, wanted))
+            killed_mid_burst += behind > 0
+            log.append(f"round {round_}: killed after {writes} writes ({due} due), {behind} differences left")
+    finally:
+        operator.kill()  # a failed round leaves no process behind
     report = f"seed {seed}\n" + "\n".join(log)
     _log.info(report)  # the kill points, shown with the test's log (and in the assertion below)
     # A kill after the burst's last write proves nothing: most must land mid-burst.
