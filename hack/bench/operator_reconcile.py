@@ -296,7 +296,8 @@ def operator_writes(plane: ControlPlane, offset: int, *, namespace: str) -> int:
     """The operator's audited writes in ``namespace`` after byte ``offset`` of the audit log."""
     with plane.audit_log.open("rb") as log:
         log.seek(offset)
-        entries = [json.loads(line) for line in log.read().splitlines() if line.strip()]
+        whole = log.read().rpartition(b"\n")[0]  # the last line may still be being written
+        entries = [json.loads(line) for line in whole.splitlines() if line.strip()]
     return sum(
         1
         for e in entries
