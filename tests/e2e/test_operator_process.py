@@ -106,6 +106,23 @@ def kill_after_writes(
     operator.kill()
 
 
+def restarts_silently(
+    operator: OperatorProcess, plane: ControlPlane, *, namespace: str, services: int, models: int
+) -> None:
+    """Start the (stopped) operator again and assert it writes nothing in ``namespace``, once it has
+    passed over every service and Model: only then is silence proof."""
+    quiet_from = plane.audit_log.stat().st_size
+    with operator:
+        eventually(
+            lambda: operator.passes("InferenceService") >= services and operator.passes("Model") >= models,
+            timeout=120,
+            what="the restarted operator to pass over every object",
+        )
+        time.sleep(1)  # a write the last pass made reaches the audit log
+        quiet = writes_since(plane, quiet_from, namespace=namespace)
+        assert quiet == [], [(e["verb"], e["objectRef"]) for e in quiet][:20]
+
+
 def test_an_operator_killed_at_random_points_of_bursts_loses_duplicates_and_orphans_nothing(
     own_aima_crds: ControlPlane, operator_process: Callable[[str], OperatorProcess]
 ) -> None:
@@ -156,17 +173,7 @@ def test_an_operator_killed_at_random_points_of_bursts_loses_duplicates_and_orph
         assert [key for key, times in made.items() if times > 1] == [], report
         assert {name for _, name in made} >= wanted.keys()  # the filter sees the operator's creations
         time.sleep(2)  # the last status and Deployment updates land
-    quiet_from = plane.audit_log.stat().st_size
-    with operator:
-        # Only once the new process has passed over every service and the Model is silence proof.
-        eventually(
-            lambda: operator.passes("InferenceService") >= len(wanted) and operator.passes("Model") >= 1,
-            timeout=120,
-            what="the restarted operator to pass over every object",
-        )
-        time.sleep(1)  # a write the last pass made reaches the audit log
-        quiet = writes_since(plane, quiet_from, namespace=namespace)
-        assert quiet == [], [(e["verb"], e["objectRef"]) for e in quiet]
+    restarts_silently(operator, plane, namespace=namespace, services=len(wanted), models=1)
 
 
 SCALE = 1000  # the benchmark runs 10,000 of each (hack/bench/operator_reconcile.py --cold 10000)
@@ -197,13 +204,4 @@ def test_a_thousand_services_and_models_settle_from_a_cold_start_and_a_restart_w
         operator.stop()
     assert rss < SCALE_RSS_MIB, f"the operator's peak RSS was {rss:.0f} MiB"
 
-    quiet_from = plane.audit_log.stat().st_size
-    with operator:
-        eventually(
-            lambda: operator.passes("InferenceService") >= SCALE and operator.passes("Model") >= SCALE,
-            timeout=120,
-            what="the restarted operator to pass over every object",
-        )
-        time.sleep(1)  # a write the last pass made reaches the audit log
-        quiet = writes_since(plane, quiet_from, namespace=namespace)
-        assert quiet == [], [(e["verb"], e["objectRef"]) for e in quiet][:20]
+    restarts_silently(operator, plane, namespace=namespace, services=SCALE, models=SCALE)
