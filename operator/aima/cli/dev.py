@@ -216,6 +216,7 @@ def _wait_ready(plane: ControlPlane, *, timeout: int) -> bool:
         f"--timeout={timeout}s",
         "inferenceservice/tiny-chat",
         check=False,
+        timeout=timeout + 30,
     )
     return waited.returncode == 0
 

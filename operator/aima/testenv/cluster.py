@@ -173,11 +173,16 @@ class ControlPlane:
         return f"https://127.0.0.1:{self.ports['apiserver']}"
 
     def kubectl(
-        self, *args: str, stdin: str | None = None, check: bool = True
+        self, *args: str, stdin: str | None = None, check: bool = True, timeout: float = 120
     ) -> subprocess.CompletedProcess[str]:
-        """Run kubectl against this cluster; on failure (with ``check``) raise with its stderr."""
+        """Run kubectl against this cluster; on failure (with ``check``) raise with its stderr.
+
+        ``timeout`` bounds the process; a ``kubectl wait`` passes one longer than its own.
+        """
         argv = [str(self.binaries.path("kubectl")), f"--kubeconfig={self.kubeconfig}", *args]
-        result = subprocess.run(argv, input=stdin, capture_output=True, text=True, check=False, timeout=120)
+        result = subprocess.run(
+            argv, input=stdin, capture_output=True, text=True, check=False, timeout=timeout
+        )
         if check and result.returncode != 0:
             raise ControlPlaneError(f"kubectl {' '.join(args)} failed: {result.stderr.strip()}")
         return result

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shutil
 import subprocess
 import time
 from collections.abc import Callable
@@ -35,6 +36,7 @@ _IMAGES_SCRIPT = REPO_ROOT / "hack" / "testenv" / "images.sh"
 _READY_TIMEOUT_SECONDS = 120.0
 _RUNTIME_NAMESPACE = "k8s.io"
 _CRI_STARTED = "Start streaming server"  # containerd 1.6 logs it just before its CRI serves
+_DISK_HEADROOM_BYTES = 2 * 2**30
 
 
 class RealNodeError(RuntimeError):
@@ -204,8 +206,21 @@ state = "{self.socket.parent / "state"}"
         for name, reference in self.images.references.items():
             if reference in present:
                 continue
+            self._ensure_room_for(self.images.archives[name])
             with self.images.archives[name].open("rb") as archive:
                 self._ctr("images", "import", "-", stdin=archive, timeout=900)
+
+    def _ensure_room_for(self, archive: Path) -> None:
+        # An import holds the layers twice (content store and unpacked snapshot); failing here names
+        # the cause, where containerd would fail halfway through a layer with ENOSPC.
+        needed = 2 * archive.stat().st_size + _DISK_HEADROOM_BYTES
+        free = shutil.disk_usage(self.runtime_root).free
+        if free < needed:
+            raise RealNodeError(
+                f"importing {archive.name} needs {needed / 2**30:.1f} GiB free under {self.runtime_root}, "
+                f"but only {free / 2**30:.1f} GiB is: free disk space (old test folders under /tmp, "
+                f"stale archives in {archive.parent}) and run again"
+            )
 
     def _start_kubelet(self) -> None:
         cert, key = self.plane.pki.client(
