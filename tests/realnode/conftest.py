@@ -20,6 +20,7 @@ from suite import (
     HUB_NAMESPACE,
     HUB_REPO,
     HUB_WEIGHTS_BYTES,
+    KOKORO_REPO,
     PLATFORM_NAMESPACE,
     SERVICE,
     SERVING_NAMESPACE,
@@ -29,7 +30,12 @@ from suite import (
 
 from aima.testenv import ControlPlane, ensure_binaries, nodes
 from aima.testenv.chart import RESTRICTED, Release, install
-from aima.testenv.models import write_tiny_llama_gguf, write_tiny_llama_safetensors, write_tiny_whisper_ct2
+from aima.testenv.models import (
+    write_tiny_kokoro_onnx,
+    write_tiny_llama_gguf,
+    write_tiny_llama_safetensors,
+    write_tiny_whisper_ct2,
+)
 from aima.testenv.realnode import NODE_LABEL
 from fakes.serving import generate_file
 from reads import condition, get_json, ready_seconds
@@ -56,9 +62,9 @@ def aima_image(real_cluster: ControlPlane) -> str:
 @pytest.fixture(scope="session")
 def hub_url(real_cluster: ControlPlane, aima_image: str) -> str:
     """A fake Hugging Face Hub running as a pod (the project image's Python and the tests' fake,
-    mounted from a ConfigMap), serving three repositories (48 MiB of noise named SafeTensors beside a
-    tiny LLM in GGUF, the same tiny LLM in SafeTensors for vLLM, a tiny Whisper for CTranslate2)
-    slowly enough to watch progress."""
+    mounted from a ConfigMap), serving four repositories (48 MiB of noise named SafeTensors beside a
+    tiny LLM in GGUF, the same tiny LLM in SafeTensors for vLLM, a tiny Whisper for CTranslate2, a
+    tiny Kokoro in ONNX) slowly enough to watch progress."""
     served = real_cluster.workdir / "hub"
     llm, whisper = served / "tiny-llm", served / "tiny-whisper"
     generate_file(llm / "model.safetensors", HUB_WEIGHTS_BYTES, seed=11)
@@ -70,6 +76,7 @@ def hub_url(real_cluster: ControlPlane, aima_image: str) -> str:
     (llm / "broken" / "tiny.gguf").write_bytes(whole[: len(whole) // 2])
     write_tiny_whisper_ct2(whisper)
     write_tiny_llama_safetensors(served / "tiny-vllm")
+    write_tiny_kokoro_onnx(served / "tiny-kokoro")
     code = {name: (FAKES / name).read_text() for name in ("__init__.py", "hub.py", "serving.py")}
     labels = {"app": "hub"}
     real_cluster.apply(
@@ -103,6 +110,7 @@ def hub_url(real_cluster: ControlPlane, aima_image: str) -> str:
                                         f"{HUB_REPO}=/served/tiny-llm",
                                         f"{WHISPER_REPO}=/served/tiny-whisper",
                                         f"{VLLM_REPO}=/served/tiny-vllm",
+                                        f"{KOKORO_REPO}=/served/tiny-kokoro",
                                     ],
                                     "args": ["--port=8080", "--delay-per-chunk=0.1"],
                                     "env": [{"name": "PYTHONPATH", "value": "/code"}],

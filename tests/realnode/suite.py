@@ -7,6 +7,7 @@ HUB_NAMESPACE = "aima-fakes"
 HUB_REPO = "acme/tiny-llm"
 WHISPER_REPO = "acme/tiny-whisper"
 VLLM_REPO = "acme/tiny-vllm"
+KOKORO_REPO = "acme/tiny-kokoro"
 HUB_WEIGHTS_BYTES = 48 * 2**20
 PLATFORM_NAMESPACE = "aima-system"
 SERVING_NAMESPACE = "serving"

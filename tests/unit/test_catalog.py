@@ -36,6 +36,13 @@ def test_catalog_has_the_engines_the_issue_lists() -> None:
     assert any(v.accelerator is Accelerator.CPU for v in ENGINES["llama-cpp"].spec.variants)
 
 
+def test_text_to_speech_runs_on_cpus_with_fastkokoro_which_answers_to_one_name() -> None:
+    fastkokoro = ENGINES["fastkokoro"].spec
+    assert [v.accelerator for v in fastkokoro.variants] == [Accelerator.CPU]
+    assert (fastkokoro.resources.gpus, fastkokoro.model_name) == (0, "kokoro")
+    assert ENGINES["kokoro"].spec.model_name == "kokoro"
+
+
 @pytest.mark.parametrize("name", sorted(ENGINES))
 def test_engine_is_complete_and_pinned(name: str) -> None:
     spec = ENGINES[name].spec

@@ -42,6 +42,13 @@ def test_a_service_view_knows_replicas_suspension_and_scale_from_zero() -> None:
     assert not service_view(isvc("fixed", replicas=0)).scale_from_zero
 
 
+def test_requests_name_the_engines_fixed_model_when_its_status_gives_one() -> None:
+    fixed = isvc("voice", servedName="speech") | {"status": {"engineModel": "kokoro"}}
+    assert service_view(fixed).engine_model == "kokoro"
+    assert service_view(isvc("voice", servedName="speech")).engine_model == "speech"
+    assert service_view(isvc("voice")).engine_model == "voice"
+
+
 def test_slices_give_ready_endpoints_only() -> None:
     assert slice_view(endpoint_slice("chat", "10.0.0.1", "10.0.0.2")).endpoints == (  # type: ignore[union-attr]
         "http://10.0.0.1:8000",

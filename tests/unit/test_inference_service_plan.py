@@ -908,3 +908,15 @@ def test_a_stalled_service_that_recovers_drops_the_condition() -> None:
     patch = planning.status_patch(later, observed=body["status"])
     assert patch is not None
     assert [c["type"] for c in patch["conditions"]] == ["ModelReady", "EngineResolved", "Scheduled", "Ready"]
+
+
+def test_the_engine_model_is_the_engines_fixed_name_else_the_served_name() -> None:
+    """fastkokoro answers only to "kokoro": status says so, for the gateway to rename requests."""
+    tts = observed(model=model(type_="TTS", fmt="ONNX"))
+    body = service(servedName="voice", engineRef={"name": "fastkokoro"})
+    status = planning.compute_status(body, plan=planned(body, observed=tts), observed=tts, now=NOW)
+    assert (status.engine, status.served_name, status.engine_model) == ("fastkokoro", "voice", "kokoro")
+    llm = observed()
+    body = service(servedName="qwen")
+    status = planning.compute_status(body, plan=planned(body, observed=llm), observed=llm, now=NOW)
+    assert (status.served_name, status.engine_model) == ("qwen", "qwen")

@@ -201,6 +201,10 @@ class EngineSpec(ApiModel):
     )
     """HTTP path of the engine's Prometheus metrics on its port; the chart's engine PodMonitor scrapes
     it. Unset: the engine serves no metrics and is not scraped."""
+    model_name: str | None = Field(default=None, max_length=256)
+    """The one model name the engine answers to, for engines that take none from their command line
+    (fastkokoro and Kokoro-FastAPI answer only to `kokoro`): the gateway sends it upstream whatever
+    the client asked for. Unset: the engine serves the InferenceService's served name."""
     model_types: list[ModelType] = Field(
         min_length=1, max_length=8, json_schema_extra={"x-kubernetes-list-type": "set"}
     )

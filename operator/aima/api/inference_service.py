@@ -266,6 +266,9 @@ class InferenceServiceStatus(ApiModel):
     """The image in use."""
     served_name: str | None = Field(default=None, max_length=256)
     """The model name clients use."""
+    engine_model: str | None = Field(default=None, max_length=256)
+    """The model name the engine answers to, which the gateway puts in requests: the Engine's
+    modelName, else the served name."""
     gpus: int | None = Field(default=None, ge=0)
     """GPUs per replica in use."""
 

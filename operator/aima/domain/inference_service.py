@@ -279,6 +279,11 @@ def endpoint(service: InferenceService, *, engine: Engine) -> str:
     return f"http://{service.metadata.name}.{service.metadata.namespace}.svc:{engine.spec.port}"
 
 
+def engine_model(service: InferenceService, *, engine: Engine) -> str:
+    """The model name the engine answers to: the Engine's fixed one, else the served name."""
+    return engine.spec.model_name or service.spec.served_name or str(service.metadata.name)
+
+
 def _metadata(body: Body, *, service: InferenceService, labels: dict[str, str]) -> Body:
     return {
         "name": service.metadata.name,
@@ -466,6 +471,7 @@ def compute_status(body: Body, *, plan: Plan, observed: Observed, now: datetime)
         engine_variant=variant.name if variant else None,
         image=variant.image if variant else None,
         served_name=service.spec.served_name or service.metadata.name,
+        engine_model=engine_model(service, engine=engine) if engine else None,
         gpus=plan.gpus,
     )
 

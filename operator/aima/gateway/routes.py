@@ -62,12 +62,14 @@ class ServiceView:
     """Creation time, Unix seconds (the `created` of /v1/models)."""
     autoscaling: Autoscaling | None = None
     """Request-based autoscaling bounds; None leaves replicas as they are set."""
+    answers_to: str | None = None
+    """The one model name the engine answers to (status.engineModel), when the Engine fixes it."""
 
     @property
     def engine_model(self) -> str:
-        """The model name the engine itself serves (its --served-model-name): vLLM answers 404 to
-        any other, such as the gateway's ``<namespace>/<name>``."""
-        return self.served_name or self.name
+        """The model name the engine itself serves (its --served-model-name, or the one name it
+        knows): vLLM answers 404 to any other, such as the gateway's ``<namespace>/<name>``."""
+        return self.answers_to or self.served_name or self.name
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +130,7 @@ def service_view(body: Body) -> ServiceView:
         name=meta["name"],
         namespace=meta.get("namespace", ""),
         served_name=spec.get("servedName") or None,
+        answers_to=(body.get("status") or {}).get("engineModel") or None,
         replicas=int(spec.get("replicas", 1)),
         suspended=bool(spec.get("suspend", False)),
         scale_from_zero=bool(autoscaling) and int(autoscaling.get("minReplicas", 1)) == 0,

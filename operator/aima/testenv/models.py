@@ -333,3 +333,60 @@ def _whisper_zeros(scope: str, *, width: int, mels: int, feed_forward: int) -> A
     }
     shape = next((s for suffix, s in shapes.items() if scope.endswith(suffix)), (width, width))
     return np.zeros(shape, np.float32)
+
+
+KOKORO_SAMPLES_PER_PHONEME = 600
+"""Audio samples the tiny Kokoro makes per phoneme id (25 ms at Kokoro's 24 kHz)."""
+
+
+def write_tiny_kokoro_onnx(folder: Path, *, voices: tuple[str, ...] = ("af_heart", "am_adam")) -> Path:
+    """A Kokoro-82M stand-in laid out as msgflux/Kokoro-82M-streaming-onnx is (what fastkokoro loads:
+    ``onnx/kokoro-82m-streaming-b96-fp16.onnx`` and ``voices.npz``), with Kokoro's interface (phoneme
+    ids ``tokens`` [1, N], ``style`` [1, 256], ``speed`` [1] in; ``audio`` out) and random weights:
+    each phoneme becomes 600 samples of noise, so the audio's length follows the text. About 1.5 MB."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    vocabulary, style, samples = 178, 256, KOKORO_SAMPLES_PER_PHONEME  # Kokoro's phoneme ids, style width
+
+    def constant(name: str, value: Any) -> Any:
+        return numpy_helper.from_array(np.asarray(value), name)
+
+    nodes = [
+        helper.make_node("Gather", ["embedding", "tokens"], ["per_phoneme"], axis=0),  # [1, N, F]
+        helper.make_node("MatMul", ["style", "style_weights"], ["styled"]),  # [1, F]
+        helper.make_node("Unsqueeze", ["styled", "one"], ["styled_3d"]),  # [1, 1, F]
+        helper.make_node("Add", ["per_phoneme", "styled_3d"], ["summed"]),
+        helper.make_node("Tanh", ["summed"], ["bounded"]),
+        helper.make_node("Mul", ["bounded", "amplitude"], ["quiet"]),
+        helper.make_node("Mul", ["quiet", "speed"], ["paced"]),
+        helper.make_node("Reshape", ["paced", "flat"], ["audio"]),  # [N * F]
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "tiny_kokoro",
+        [
+            helper.make_tensor_value_info("tokens", TensorProto.INT64, [1, "n"]),
+            helper.make_tensor_value_info("style", TensorProto.FLOAT, [1, style]),
+            helper.make_tensor_value_info("speed", TensorProto.FLOAT, [1]),
+        ],
+        [helper.make_tensor_value_info("audio", TensorProto.FLOAT, ["t"])],
+        initializer=[
+            constant("embedding", (rng.standard_normal((vocabulary, samples)) * 0.5).astype(np.float32)),
+            constant("style_weights", (rng.standard_normal((style, samples)) * 0.05).astype(np.float32)),
+            constant("amplitude", np.array([0.3], np.float32)),
+            constant("flat", np.array([-1], np.int64)),
+            constant("one", np.array([1], np.int64)),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="tiny-kokoro")
+    model.ir_version = 8  # what ONNX Runtime releases of the last years all read
+    onnx.checker.check_model(model)
+    (folder / "onnx").mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(folder / "onnx" / "kokoro-82m-streaming-b96-fp16.onnx"))
+    # One style vector per phoneme count (Kokoro indexes its voice packs by the text's length).
+    packs = {v: (rng.standard_normal((510, 1, style)) * 0.1).astype(np.float32) for v in voices}
+    with (folder / "voices.npz").open("wb") as out:
+        np.savez(out, **packs)  # type: ignore[arg-type]
+    return folder
