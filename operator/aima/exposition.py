@@ -6,7 +6,7 @@ from __future__ import annotations
 import bisect
 from collections.abc import Mapping, Sequence
 
-__all__ = ["Histogram", "counter_lines"]
+__all__ = ["Histogram", "counter_lines", "gauge_lines"]
 
 
 def counter_lines(
@@ -16,6 +16,16 @@ def counter_lines(
     lines = [f"# HELP {name} {help_text}", f"# TYPE {name} counter"]
     for key, value in sorted(values.items()):
         lines.append(f"{name}{{{_labels(labels, key)}}} {value}")
+    return lines
+
+
+def gauge_lines(
+    name: str, help_text: str, labels: tuple[str, ...], values: Mapping[tuple[str, ...], float]
+) -> list[str]:
+    """A gauge's exposition lines, one per label tuple, sorted."""
+    lines = [f"# HELP {name} {help_text}", f"# TYPE {name} gauge"]
+    for key, value in sorted(values.items()):
+        lines.append(f"{name}{{{_labels(labels, key)}}} {value:g}")
     return lines
 
 

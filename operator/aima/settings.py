@@ -147,16 +147,27 @@ class Settings(BaseModel):
     gateway_affinity_prefix_chars: int = Field(default=512, ge=1)
     """Characters of the system prompt and first user message that make up the prefix."""
     gateway_affinity_load_factor: float = Field(default=1.25, ge=1.0)
-    """A replica above this multiple of the mean load hands affine requests to the next one."""
+    """A replica above this multiple of the mean requests in flight hands affine requests to the next
+    one."""
     gateway_connect_timeout_seconds: float = Field(default=3.0, gt=0)
     """Time to connect to a replica before trying another."""
     gateway_max_body_bytes: int = Field(default=64 * 2**20, gt=0)
     """Largest request body (audio uploads included)."""
-    gateway_upstream_connections: int = Field(default=1024, ge=1)
-    """Connections to the replicas kept open at most, all replicas together."""
+    gateway_upstream_connections: int = Field(default=4096, ge=1)
+    """Connections to the replicas kept open at most, all replicas together: also the most streams in
+    flight at once (past it requests wait for a connection; 2,000 streams at 1,024 waited 10 s)."""
     gateway_autoscale_interval_seconds: float = Field(default=2.0, ge=0)
     """How often the autoscaler sets the replicas of services with spec.autoscaling from the requests
     in flight; 0 turns it off (scale from zero on a request still works)."""
+    gateway_engine_metrics_interval_seconds: float = Field(default=0.5, ge=0)
+    """How often the gateway scrapes each ready replica's /metrics for the queue, running batch and
+    KV-cache use its engine reports (vLLM, SGLang, llama.cpp); 0 turns scraping off."""
+    gateway_engine_aware_balancing: bool = True
+    """Balance on the engines' reported load (aima.gateway.engine_load) where they report it, while
+    scraping is on; false balances on the gateway's own requests in flight and only exports it."""
+    gateway_max_held_requests: int = Field(default=1000, ge=0)
+    """Requests held at once, all models together, while services scale from zero; more are refused
+    with 503 and Retry-After."""
     gateway_drain_seconds: float = Field(default=25.0, ge=0)
     """On SIGTERM (a rolling update, a node drain) the gateway stops taking connections at once and
     gives the requests in flight, streams included, this long to finish before it cuts them; keep it
@@ -169,6 +180,13 @@ class Settings(BaseModel):
     in-cluster callers need no shared secret."""
     gateway_token_audience: str = "aima-gateway"  # noqa: S105 - an audience name, not a secret
     """The audience of those tokens; a token for the API server itself is refused."""
+    gateway_quota_redis_url: SecretStr | None = None
+    """Redis (`redis://[:password@]host:6379/0`, `rediss://` for TLS) holding the keys' request and
+    token counters, shared by every gateway replica; none counts in each replica, which allows a key
+    its limits once per replica. Never logged (it may hold a password)."""
+    gateway_quota_reserve_tokens: int = Field(default=256, ge=0)
+    """Tokens a request without max_tokens reserves against its key's token limits until its reply's
+    usage replaces the estimate (aima.gateway.quotas)."""
 
     unit_settle_seconds: float = Field(default=5.0, ge=0)
     """How long a unit's change (service.create, scale, stop, start) waits for the operator to report

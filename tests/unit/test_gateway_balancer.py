@@ -74,8 +74,12 @@ def test_an_overloaded_affine_replica_hands_over_to_the_next() -> None:
     assert prefix_affinity(REPLICAS, {preferred: 1}, key=key, load_factor=1.25) == preferred
 
 
-def test_affinity_through_the_balancer() -> None:
+def test_affinity_through_the_balancer_is_bounded_by_its_requests_in_flight() -> None:
     balancer = Balancer(load_factor=1.25)
     key = b"conversation"
     first = balancer.pick(REPLICAS, affinity=key)
+    assert first is not None
     assert all(balancer.pick(REPLICAS, affinity=key) == first for _ in range(5))
+    for _ in range(3):
+        balancer.acquire(first)
+    assert balancer.pick(REPLICAS, affinity=key) != first

@@ -1,4 +1,4 @@
-"""API keys read from Secrets, looked up by token, and per-key token-bucket rate limits."""
+"""API keys read from Secrets (with their limits) and looked up by token."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import base64
 import pytest
 
 from aima.gateway.identity import looks_like_jwt
-from aima.gateway.keys import ApiKey, KeyStore, RateLimiter, UnitsAccess, key_from_secret
+from aima.gateway.keys import ApiKey, KeyStore, UnitsAccess, key_from_secret
 from aima.gateway.server import loopback_url
 
 pytestmark = pytest.mark.unit
@@ -32,6 +32,22 @@ def test_a_labelled_secret_declares_a_key_with_models_and_limit() -> None:
     )
 
 
+def test_a_key_secret_may_limit_tokens_per_minute_and_day_overall_and_per_model() -> None:
+    found = key_from_secret(
+        secret(
+            "metered",
+            key="sk-m",
+            tokensPerMinute="600",
+            tokensPerDay="100000",
+            modelTokensPerMinute="chat=100, team-b/embed=5000",
+        )
+    )
+    assert found is not None
+    key = found[1]
+    assert (key.tokens_per_minute, key.tokens_per_day, key.requests_per_minute) == (600, 100000, None)
+    assert key.model_tokens_per_minute == (("chat", 100), ("team-b/embed", 5000))
+
+
 def test_a_key_without_models_may_use_every_model() -> None:
     found = key_from_secret(secret("open", key="sk-open"))
     assert found is not None
@@ -53,6 +69,9 @@ def test_a_key_secret_may_grant_the_units_door(units: str, access: UnitsAccess) 
         secret("no-key", models="chat"),
         secret("bad-limit", key="sk", requestsPerMinute="lots"),
         secret("bad-units", key="sk", units="admin"),
+        secret("negative", key="sk", tokensPerMinute="-1"),
+        secret("bad-model-limit", key="sk", modelTokensPerMinute="chat"),
+        secret("no-model", key="sk", modelTokensPerMinute="=5"),
         {"metadata": {"name": "bad", "labels": {"aima.dev/api-key": "true"}}, "data": {"key": "%%%"}},
     ],
 )
@@ -65,6 +84,7 @@ def test_the_store_finds_keys_by_token_only() -> None:
     assert store.verify("sk-a") == ApiKey(name="a")
     assert store.verify("sk-b") is None
     assert store.verify("") is None
+    assert (store.named("a"), store.named("b")) == (ApiKey(name="a"), None)
     store.replace([])
     assert store.verify("sk-a") is None
     assert len(store) == 0
@@ -99,14 +119,3 @@ def test_only_jwt_shaped_tokens_are_worth_a_token_review() -> None:
 )
 def test_the_units_door_reaches_its_own_gateway_on_loopback(host: str, url: str) -> None:
     assert loopback_url(host, 8080) == url
-
-
-def test_a_key_may_burst_its_minute_then_waits_for_the_refill() -> None:
-    now = [0.0]
-    limiter = RateLimiter(clock=lambda: now[0])
-    assert [limiter.admit("a", 3) for _ in range(3)] == [0.0, 0.0, 0.0]
-    assert limiter.admit("a", 3) == pytest.approx(20.0)
-    assert limiter.admit("b", 3) == 0.0  # buckets are per key
-    now[0] += 20.0
-    assert limiter.admit("a", 3) == 0.0
-    assert limiter.admit("a", 3) > 0

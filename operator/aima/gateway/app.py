@@ -16,12 +16,14 @@ from typing import Final
 import aiohttp
 from aiohttp import web
 
-from aima.gateway.autoscaling import Autoscaler
+from aima.gateway.autoscaling import Autoscaler, signal_lines, signals
 from aima.gateway.balancer import Balancer
+from aima.gateway.engine_load import EngineReport, EngineScraper
 from aima.gateway.identity import ServiceAccountReviewer
 from aima.gateway.keys import KeyStore
 from aima.gateway.metrics import GatewayMetrics
-from aima.gateway.proxy import GET_ROUTES, POST_ROUTES, Proxy, ProxyOptions
+from aima.gateway.proxy import GET_ROUTES, POST_ROUTES, Proxy, ProxyOptions, stamp_response
+from aima.gateway.quotas import MemoryStore, Quotas, RedisStore, Store
 from aima.gateway.routes import Routes
 from aima.gateway.scaling import Waker
 from aima.gateway.watching import ClusterRoutes, watch_keys
@@ -58,7 +60,8 @@ async def open_gateway(
 ) -> AsyncIterator[Proxy]:
     """A running proxy: routes from watches of ``settings.gateway_namespace`` and the
     ``gateway_route_namespaces`` unless given, keys from the home namespace's Secrets when
-    ``gateway_require_api_key`` (unless a store is given), none otherwise."""
+    ``gateway_require_api_key`` (unless a store is given), none otherwise; the keys' quotas counted
+    in ``gateway_quota_redis_url``'s Redis, or in this process without one."""
     metrics = GatewayMetrics()
     async with contextlib.AsyncExitStack() as stack:
         if routes is None:
@@ -88,13 +91,42 @@ async def open_gateway(
             await mirror.start()
             stack.push_async_callback(mirror.stop)
         session = await stack.enter_async_context(upstream_session(settings))
+        url = settings.gateway_quota_redis_url
+        store: Store = MemoryStore() if url is None else RedisStore(url.get_secret_value())
+        stack.push_async_callback(store.close)
+        quotas = Quotas(
+            store,
+            reserve_tokens=settings.gateway_quota_reserve_tokens,
+            errors=metrics.quota_store_errors,
+        )
         waker = Waker(
             routes,
             kube=kube,
             metrics=metrics,
             wait_seconds=settings.gateway_scale_wait_seconds,
             retry_after=settings.gateway_retry_after_seconds,
+            max_held=settings.gateway_max_held_requests,
         )
+        reports: dict[str, EngineReport] = {}
+        balancer = Balancer(
+            load_factor=settings.gateway_affinity_load_factor,
+            engine_reports=reports if settings.gateway_engine_aware_balancing else None,
+        )
+        if settings.gateway_engine_metrics_interval_seconds > 0:
+            scraper = EngineScraper(
+                routes,
+                session=session,
+                reports=reports,
+                outstanding=balancer.outstanding,
+                interval=settings.gateway_engine_metrics_interval_seconds,
+            )
+            scraping = asyncio.create_task(scraper.run(), name="engine-metrics")
+            stack.callback(scraping.cancel)
+        table = routes
+        metrics.sources += [
+            waker.metric_lines,
+            lambda: signal_lines(signals(table.backends(), in_flight=metrics.in_flight, reports=reports)),
+        ]
         if kube is not None and settings.gateway_autoscale_interval_seconds > 0:
             autoscaler = Autoscaler(
                 routes,
@@ -108,10 +140,11 @@ async def open_gateway(
         yield Proxy(
             routes=routes,
             keys=keys,
+            quotas=quotas,
             session=session,
             waker=waker,
             metrics=metrics,
-            balancer=Balancer(load_factor=settings.gateway_affinity_load_factor),
+            balancer=balancer,
             options=ProxyOptions(
                 max_body_bytes=settings.gateway_max_body_bytes,
                 prefix_affinity=settings.gateway_prefix_affinity,
@@ -124,8 +157,10 @@ async def open_gateway(
 def install(app: web.Application, proxy: Proxy) -> None:
     """Add the OpenAI routes to ``app``."""
     app[_PROXY] = proxy
+    app.on_response_prepare.append(stamp_response)
     app.router.add_get("/v1/models", proxy.models)
     app.router.add_get("/v1/models/{model}", proxy.model)
+    app.router.add_get("/v1/quotas", proxy.standing)
     for path in POST_ROUTES:
         app.router.add_post(path, proxy.forward)
     for path in GET_ROUTES:

@@ -11,6 +11,11 @@ for a tick.
 
 Several gateway replicas share the traffic a Service spreads among them: each multiplies what it
 sees by ``gateway_replicas`` to estimate the whole, and the window smooths their differences.
+
+The same signals, and what the engines report of their queues and KV caches
+(:mod:`aima.gateway.engine_load`), are gauges on the gateway's /metrics by ``namespace`` and
+``service`` (:func:`signal_lines`), so that another autoscaler (KEDA's prometheus scaler, an HPA on
+external metrics) can scale services that leave ``spec.autoscaling`` out.
 """
 
 from __future__ import annotations
@@ -20,14 +25,16 @@ import logging
 import math
 import time
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
-from aima.gateway.routes import Autoscaling, Routes
+from aima.exposition import gauge_lines
+from aima.gateway.engine_load import EngineReport
+from aima.gateway.routes import Autoscaling, Backend, Routes
 from aima.gateway.scaling import service_key, write_replicas
 from aima.kube import KubeClient
 
-__all__ = ["Autoscaler", "Wishes", "wish"]
+__all__ = ["Autoscaler", "Signals", "Wishes", "signal_lines", "signals", "wish"]
 
 logger = logging.getLogger("aima.gateway.autoscaling")
 
@@ -36,6 +43,75 @@ def wish(in_flight: float, bounds: Autoscaling) -> int:
     """Replicas for ``in_flight`` requests: enough for the target per replica, within the bounds."""
     wanted = math.ceil(in_flight / bounds.target_active_requests) if in_flight > 0 else 0
     return min(bounds.max_replicas, max(bounds.min_replicas, wanted))
+
+
+@dataclass(frozen=True, slots=True)
+class Signals:
+    """What one service's load looks like from this gateway."""
+
+    namespace: str
+    service: str
+    in_flight: int
+    """Requests in flight through this gateway (held ones included): the built-in autoscaler's input."""
+    replicas: int
+    """spec.replicas."""
+    ready: int
+    """Ready replicas (the routing table's endpoints)."""
+    reporting: int
+    """Ready replicas whose engine reported its load at the last scrape."""
+    waiting: float
+    """Requests queued in the engines, all reporting replicas together."""
+    running: float
+    """Requests in the engines' running batches, all reporting replicas together."""
+    kv_usage: float | None
+    """Mean share of the KV cache in use over the replicas that report it."""
+
+
+def signals(
+    backends: Iterable[Backend], *, in_flight: Mapping[str, int], reports: Mapping[str, EngineReport]
+) -> list[Signals]:
+    """Each service's signals (pure)."""
+    result = []
+    for backend in backends:
+        loads = [r.load for e in backend.endpoints if (r := reports.get(e)) is not None]
+        kv = [load.kv_usage for load in loads if load.kv_usage is not None]
+        result.append(
+            Signals(
+                namespace=backend.service.namespace,
+                service=backend.service.name,
+                in_flight=in_flight.get(backend.model, 0),
+                replicas=backend.service.replicas,
+                ready=len(backend.endpoints),
+                reporting=len(loads),
+                waiting=sum(load.waiting for load in loads),
+                running=sum(load.running for load in loads),
+                kv_usage=sum(kv) / len(kv) if kv else None,
+            )
+        )
+    return result
+
+
+_SIGNALS = (
+    ("aima_gateway_service_in_flight", "in_flight", "Requests in flight through this gateway."),
+    ("aima_gateway_service_replicas", "replicas", "Replicas the service asks for (spec.replicas)."),
+    ("aima_gateway_service_ready_replicas", "ready", "Ready replicas the gateway routes to."),
+    ("aima_gateway_engine_reporting_replicas", "reporting", "Ready replicas whose engine reports its load."),
+    ("aima_gateway_engine_requests_waiting", "waiting", "Requests queued in the engines (engine-reported)."),
+    ("aima_gateway_engine_requests_running", "running", "Requests the engines run (engine-reported)."),
+    ("aima_gateway_engine_kv_cache_usage", "kv_usage", "Mean share of the engines' KV cache in use, 0 to 1."),
+)
+
+
+def signal_lines(services: Iterable[Signals]) -> list[str]:
+    """The gauges of every service, by ``namespace`` and ``service`` (pure)."""
+    services = list(services)
+    lines: list[str] = []
+    for name, attribute, help_text in _SIGNALS:
+        values: dict[tuple[str, ...], float] = {
+            (s.namespace, s.service): value for s in services if (value := getattr(s, attribute)) is not None
+        }
+        lines += gauge_lines(name, help_text, ("namespace", "service"), values)
+    return lines
 
 
 @dataclass

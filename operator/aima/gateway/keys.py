@@ -1,9 +1,11 @@
-"""API keys from Secrets, and per-key rate limits.
+"""API keys from Secrets, and what each may do.
 
 A key is a Secret labelled ``aima.dev/api-key: "true"`` in the gateway's namespace:
 ``data.key`` is the token; optional ``data.models`` (comma-separated model ids it may use) and
-``data.requestsPerMinute``, and ``data.units`` (``read`` or ``write``), the key's access to the units
-door /api/v2, which it has none of without it: a key handed to a chat client cannot delete
+its limits ``data.requestsPerMinute``, ``data.tokensPerMinute``, ``data.tokensPerDay`` and
+``data.modelTokensPerMinute`` (``chat=600,embed=6000``; how they are counted across replicas is
+:mod:`aima.gateway.quotas`); and ``data.units`` (``read`` or ``write``), the key's access to the
+units door /api/v2, which it has none of without it: a key handed to a chat client cannot delete
 services. The Secret's name names the key in metrics and logs; the token itself
 is never logged. Tokens are held only as SHA-256 digests, so a lookup is one hash and one dict
 access and its timing says nothing about how much of a guess was right.
@@ -19,7 +21,6 @@ import binascii
 import enum
 import hashlib
 import logging
-import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -28,7 +29,6 @@ __all__ = [
     "API_KEY_LABEL",
     "ApiKey",
     "KeyStore",
-    "RateLimiter",
     "UnitsAccess",
     "key_from_secret",
     "presented_token",
@@ -59,7 +59,11 @@ class ApiKey:
     models: frozenset[str] | None = None
     """Model ids it may use; None allows every model."""
     requests_per_minute: int | None = None
-    """Its rate limit; None is unlimited."""
+    """Its request limit; None is unlimited (as are the other limits)."""
+    tokens_per_minute: int | None = None
+    tokens_per_day: int | None = None
+    model_tokens_per_minute: tuple[tuple[str, int], ...] = ()
+    """Tokens per minute of single models: (model id, limit) pairs."""
     units: UnitsAccess = UnitsAccess.NONE
     """Its access to the units door."""
 
@@ -77,8 +81,8 @@ def key_from_secret(body: Body) -> tuple[str, ApiKey] | None:
     try:
         token = _decode(data.get("key"))
         models = _decode(data.get("models"))
-        rpm = _decode(data.get("requestsPerMinute"))
-        limit = int(rpm) if rpm else None
+        limits = {field: _limit(_decode(data.get(field))) for field in _LIMITS}
+        per_model = _per_model(_decode(data.get("modelTokensPerMinute")))
         units = UnitsAccess(_decode(data.get("units")).lower() or "none")
     except (binascii.Error, UnicodeDecodeError, ValueError):
         logger.warning(
@@ -93,7 +97,38 @@ def key_from_secret(body: Body) -> tuple[str, ApiKey] | None:
         )
         return None
     allowed = frozenset(m.strip() for m in models.split(",") if m.strip()) if models else None
-    return token, ApiKey(name=meta["name"], models=allowed, requests_per_minute=limit, units=units)
+    return token, ApiKey(
+        name=meta["name"],
+        models=allowed,
+        requests_per_minute=limits["requestsPerMinute"],
+        tokens_per_minute=limits["tokensPerMinute"],
+        tokens_per_day=limits["tokensPerDay"],
+        model_tokens_per_minute=per_model,
+        units=units,
+    )
+
+
+_LIMITS = ("requestsPerMinute", "tokensPerMinute", "tokensPerDay")
+
+
+def _limit(text: str) -> int | None:
+    if not text:
+        return None
+    if (limit := int(text)) < 0:
+        raise ValueError(f"a negative limit: {limit}")
+    return limit
+
+
+def _per_model(text: str) -> tuple[tuple[str, int], ...]:
+    """``chat=600, embed=6000`` as pairs."""
+    pairs = []
+    for item in (i.strip() for i in text.split(",")):
+        if item:
+            model, _, value = item.rpartition("=")
+            if not model.strip() or (limit := _limit(value.strip())) is None:
+                raise ValueError(f"not model=limit: {item!r}")
+            pairs.append((model.strip(), limit))
+    return tuple(pairs)
 
 
 def presented_token(headers: Mapping[str, str]) -> str:
@@ -138,28 +173,13 @@ class KeyStore:
             key = await self._review(token)
         return key
 
+    def named(self, name: str) -> ApiKey | None:
+        """The key whose Secret is ``name`` (a scan: for the rare reads of another key's quotas)."""
+        return next((key for key in self._by_digest.values() if key.name == name), None)
+
     def __len__(self) -> int:
         return len(self._by_digest)
 
 
 def _digest(token: str) -> bytes:
     return hashlib.sha256(token.encode()).digest()
-
-
-class RateLimiter:
-    """Token buckets per key name: a key may burst its whole minute, then refills steadily."""
-
-    def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
-        self._clock = clock
-        self._buckets: dict[str, tuple[float, float]] = {}  # name -> (tokens, last refill)
-
-    def admit(self, name: str, per_minute: int) -> float:
-        """Take one request from ``name``'s bucket: 0.0 when admitted, else seconds until it would be."""
-        now = self._clock()
-        tokens, last = self._buckets.get(name, (float(per_minute), now))
-        tokens = min(float(per_minute), tokens + (now - last) * per_minute / 60.0)
-        if tokens >= 1.0:
-            self._buckets[name] = (tokens - 1.0, now)
-            return 0.0
-        self._buckets[name] = (tokens, now)
-        return (1.0 - tokens) * 60.0 / per_minute if per_minute > 0 else 60.0

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Callable
 
 from aima.exposition import Histogram, counter_lines
 
@@ -41,8 +42,16 @@ class GatewayMetrics:
         self.in_flight: Counter[str] = Counter()
         self.retries: Counter[str] = Counter()
         self.scale_ups: Counter[str] = Counter()
+        self.sources: list[Callable[[], list[str]]] = []
+        """More exposition lines, rendered when scraped (held requests, autoscaling signals)."""
         self.watch_restarts: Counter[str] = Counter()
         """Breaks of the watches behind the routing table and the keys, by resource."""
+        self.key_tokens: Counter[tuple[str, ...]] = Counter()
+        """Tokens the engines reported, by key (its Secret's name) and kind."""
+        self.rate_limited: Counter[tuple[str, ...]] = Counter()
+        """Requests refused (429), by key and the kind of window that was spent."""
+        self.quota_store_errors: Counter[str] = Counter()
+        """Failed calls of the quota store, by operation (reserve, adjust)."""
         self.duration = Histogram(
             "aima_gateway_request_duration_seconds",
             "Time from request to the end of the reply.",
@@ -61,10 +70,13 @@ class GatewayMetrics:
         self.requests[(model, route, str(code))] += 1
         self.duration.observe((model, route), seconds)
 
-    def count_usage(self, model: str, usage: tuple[int, int]) -> None:
-        """Add the tokens an engine reported."""
+    def count_usage(self, model: str, usage: tuple[int, int], *, key: str | None = None) -> None:
+        """Add the tokens an engine reported, to ``key`` too when the request had one."""
         self.tokens[(model, "prompt")] += usage[0]
         self.tokens[(model, "completion")] += usage[1]
+        if key is not None:
+            self.key_tokens[(key, "prompt")] += usage[0]
+            self.key_tokens[(key, "completion")] += usage[1]
 
     def render(self) -> str:
         """The exposition text."""
@@ -97,5 +109,24 @@ class GatewayMetrics:
             ("resource",),
             {(r,): n for r, n in self.watch_restarts.items()},
         )
+        lines += counter_lines(
+            "aima_gateway_key_tokens_total",
+            "Tokens the engines reported, by API key (its Secret's name) and kind.",
+            ("key", "kind"),
+            self.key_tokens,
+        )
+        lines += counter_lines(
+            "aima_gateway_rate_limited_total",
+            "Requests refused with 429, by API key and the limit that was reached.",
+            ("key", "limit"),
+            self.rate_limited,
+        )
+        lines += counter_lines(
+            "aima_gateway_quota_store_errors_total",
+            "Failed calls of the quota store (requests then pass unchecked), by operation.",
+            ("operation",),
+            {(o,): n for o, n in self.quota_store_errors.items()},
+        )
+        lines += [line for source in self.sources for line in source()]
         lines += self.duration.render() + self.first_byte.render()
         return "\n".join(lines) + "\n"

@@ -5,13 +5,23 @@ through one shared aiohttp connection pool, and passes a streamed reply (Server-
 audio) through chunk by chunk as it arrives. A replica that refuses the connection is replaced by
 another; a client that goes away ends the upstream request (the server must run with
 ``handler_cancellation=True``, as ``aima gateway serve`` does, to notice it before the first byte).
+A streamed request held while its service scales from zero has its reply started already
+(:mod:`aima.gateway.holding`): the replica's stream goes into it the same way, and an error, or a
+reply of the replica that is not a stream, becomes its last event.
+
+A key with limits is admitted against its quotas once its model is known, and charged the usage its
+reply reports (:mod:`aima.gateway.quotas`). Every response carries ``X-Request-ID`` (the client's,
+when it sent a sane one, else a new one; the replica is sent the same), and the replies to a key with
+limits carry OpenAI's ``x-ratelimit-*`` headers.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,16 +29,17 @@ import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from aima.gateway import bodies
+from aima.gateway import bodies, holding
 from aima.gateway.balancer import Balancer
-from aima.gateway.errors import GatewayError
-from aima.gateway.keys import ApiKey, KeyStore, RateLimiter, presented_token
+from aima.gateway.errors import GatewayError, upstream_error
+from aima.gateway.keys import ApiKey, KeyStore, UnitsAccess, presented_token
 from aima.gateway.metrics import GatewayMetrics, usage_tokens
+from aima.gateway.quotas import Admission, Quotas, StoreError, estimate
 from aima.gateway.replies import ModelRename
 from aima.gateway.routes import Backend, Routes
 from aima.gateway.scaling import Waker
 
-__all__ = ["GET_ROUTES", "POST_ROUTES", "Proxy", "ProxyOptions"]
+__all__ = ["GET_ROUTES", "POST_ROUTES", "Proxy", "ProxyOptions", "request_id", "stamp_response"]
 
 logger = logging.getLogger("aima.gateway.proxy")
 
@@ -44,11 +55,11 @@ POST_ROUTES = (
 GET_ROUTES = ("/v1/audio/voices",)
 """Paths whose GET is forwarded, routed by the ``model`` query parameter (speech engines' voices)."""
 _CHAT = "/v1/chat/completions"
-# Hop-by-hop headers (RFC 9110 7.6.1), the client's credentials (the engines never see gateway keys)
-# and what aiohttp sets itself.
+# Hop-by-hop headers (RFC 9110 7.6.1), the client's credentials (the engines never see gateway keys),
+# what aiohttp sets itself, and X-Request-ID (``_exchange`` sends the request's own).
 _DROP_REQUEST = frozenset(
     {"host", "authorization", "x-api-key", "content-length", "connection", "keep-alive", "transfer-encoding",
-     "te", "trailer", "upgrade", "proxy-authorization", "proxy-connection", "expect"}
+     "te", "trailer", "upgrade", "proxy-authorization", "proxy-connection", "expect", "x-request-id"}
 )  # fmt: skip
 _DROP_RESPONSE = frozenset(
     {
@@ -66,6 +77,11 @@ _BUFFERED_REPLY_BYTES = 2**20
 """A reply with a Content-Length up to this is read whole and sent in one write; others stream."""
 _RENAMED_TYPES = frozenset({"application/json", "text/event-stream"})
 """Replies whose ``"model"`` fields name the model (the others are audio)."""
+_SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:+=/-]{1,128}")
+"""A client's X-Request-ID that is passed on (others are replaced, so logs get no odd bytes)."""
+_REQUEST_ID = web.RequestKey("request_id", str)
+_KEY = web.RequestKey("api_key", ApiKey)
+_ADMISSION = web.RequestKey("admission", Admission)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -86,15 +102,15 @@ class Proxy:
         *,
         routes: Routes,
         keys: KeyStore | None,
+        quotas: Quotas,
         session: aiohttp.ClientSession,
         waker: Waker,
         metrics: GatewayMetrics,
         balancer: Balancer,
         options: ProxyOptions,
     ) -> None:
-        self.routes, self.keys, self.metrics = routes, keys, metrics
+        self.routes, self.keys, self.quotas, self.metrics = routes, keys, quotas, metrics
         self._session, self._waker, self._balancer, self._options = session, waker, balancer, options
-        self._limiter = RateLimiter()
 
     # -- handlers --------------------------------------------------------------------------------
 
@@ -116,6 +132,34 @@ class Proxy:
             return error.response()
         return web.json_response(_model_object(backend))
 
+    async def standing(self, request: web.Request) -> web.Response:
+        """GET /v1/quotas: the presenting key's limits and what is used of each window, across every
+        replica when they share Redis; ``?key=<name>`` reads another key's, for a key that may use
+        the units door."""
+        try:
+            key = await self._authenticate(request)
+            if key is None or self.keys is None:
+                raise GatewayError(404, "This gateway takes no API keys: it meters none", code="no_api_keys")
+            if (name := request.query.get("key", key.name)) != key.name:
+                if key.units is UnitsAccess.NONE:
+                    raise GatewayError(
+                        403, "Another key's quotas need a key with data.units", code="permission_denied"
+                    )
+                if (other := self.keys.named(name)) is None:
+                    raise GatewayError(
+                        404, f"No API key is named '{name}'", code="key_not_found", param="key"
+                    )
+                key = other
+            windows = await self.quotas.standing(key)
+        except GatewayError as error:
+            return error.response()
+        except StoreError as error:
+            logger.warning("The quota store could not be read: %s", error)
+            return GatewayError(
+                503, "The quota store cannot be reached", code="quota_store_unavailable"
+            ).response()
+        return web.json_response({"key": key.name, "windows": windows})
+
     async def forward(self, request: web.Request) -> web.StreamResponse:
         """POST /v1/... (or GET of GET_ROUTES): route by ``model`` and pass the exchange through."""
         started = time.perf_counter()
@@ -126,13 +170,14 @@ class Proxy:
             model, payload = self._model_of(request, body)
             backend = self._backend(model, key)
             label = backend.model
+            await self._admit(request, key, backend.model, payload, body)
             rename = None
             if payload is not None and model != backend.service.engine_model:
                 body = bodies.with_model(payload, backend.service.engine_model)
                 rename = ModelRename(served=backend.service.engine_model, asked=model)
             self.metrics.in_flight[label] += 1
             try:
-                endpoints = await self._waker.endpoints(backend)
+                endpoints = await self._waker.endpoints(backend, request=request, payload=payload)
                 response = await self._send(
                     request, body, endpoints, label=label, payload=payload, rename=rename, started=started
                 )
@@ -142,11 +187,15 @@ class Proxy:
             return response
         except GatewayError as error:
             status = error.status
+            if (held := holding.held_stream(request)) is not None:
+                return await held.fail(error)  # its status line is gone: the error is its last event
             return error.response()
         except (asyncio.CancelledError, ConnectionResetError):
             status = 499  # the client went away (nginx's code for it)
             raise
         finally:
+            if (admission := request.get(_ADMISSION)) is not None:
+                await self.quotas.settle(admission, 0)  # no reply used tokens (a settled one stays)
             self.metrics.finish(
                 model=label, route=request.path, code=status, seconds=time.perf_counter() - started
             )
@@ -164,16 +213,38 @@ class Proxy:
         key = await self.keys.authenticate(token)
         if key is None:
             raise GatewayError(401, "Incorrect API key provided", code="invalid_api_key")
-        if key.requests_per_minute is not None:
-            wait = self._limiter.admit(key.name, key.requests_per_minute)
-            if wait:
-                raise GatewayError(
-                    429,
-                    f"Rate limit reached: {key.requests_per_minute} requests per minute for this key",
-                    code="rate_limit_exceeded",
-                    retry_after=wait,
-                )
+        request[_KEY] = key
         return key
+
+    async def _admit(
+        self,
+        request: web.Request,
+        key: ApiKey | None,
+        model: str,
+        payload: dict[str, Any] | None,
+        body: bytes,
+    ) -> None:
+        """Reserve the request against ``key``'s quotas, or refuse it (429)."""
+        if key is None:
+            return
+        tokens = estimate(payload, body_bytes=len(body), reserve_tokens=self.quotas.reserve_tokens)
+        request[_ADMISSION] = admission = await self.quotas.admit(key, model=model, tokens=tokens)
+        if (spent := admission.spent) is not None:
+            self.metrics.rate_limited[(key.name, spent.kind.value)] += 1
+            raise GatewayError(
+                429, admission.refusal, code="rate_limit_exceeded", retry_after=admission.retry_after
+            )
+
+    async def _charge(
+        self, request: web.Request, label: str, usage: tuple[int, int] | None, *, keep: bool
+    ) -> None:
+        """Count the tokens a reply reported, and settle its reservation with them; without usage the
+        reservation is kept (``keep``) or released."""
+        key = request.get(_KEY)
+        if usage is not None:
+            self.metrics.count_usage(label, usage, key=None if key is None else key.name)
+        if (admission := request.get(_ADMISSION)) is not None:
+            await self.quotas.settle(admission, sum(usage) if usage is not None else None if keep else 0)
 
     async def _read(self, request: web.Request) -> bytes:
         limit = self._options.max_body_bytes
@@ -270,37 +341,50 @@ class Proxy:
         rename: ModelRename | None,
         started: float,
     ) -> web.StreamResponse:
+        headers["X-Request-ID"] = request_id(request)
         async with self._session.request(
             request.method, endpoint + request.path_qs, data=body or None, headers=headers
         ) as upstream:
+            if (held := holding.held_stream(request)) is not None:
+                # Its 200 and SSE head are sent: only a stream may follow, an error goes in as an event.
+                if upstream.status != 200 or upstream.content_type != "text/event-stream":
+                    raise upstream_error(upstream.status, await upstream.read(), label=label)
+                held.stop()
+                return await self._stream(
+                    request, upstream, held.response, label=label, rename=rename, started=started
+                )
             reply_headers = _reply_headers(upstream.headers)
             if rename is not None and upstream.content_type not in _RENAMED_TYPES:  # audio: untouched
                 rename = None
             length = upstream.content_length
             if length is not None and length <= _BUFFERED_REPLY_BYTES:
                 data = await upstream.read()
-                if upstream.status == 200 and (usage := usage_tokens(data)) is not None:
-                    self.metrics.count_usage(label, usage)
+                await self._charge(
+                    request, label, usage_tokens(data) if upstream.status == 200 else None, keep=False
+                )
                 if rename is not None:
                     data = rename.feed(data) + rename.flush()
                 return web.Response(status=upstream.status, body=data, headers=reply_headers)
+            response = web.StreamResponse(status=upstream.status, headers=reply_headers)
+            await response.prepare(request)
             return await self._stream(
-                request, upstream, reply_headers, label=label, rename=rename, started=started
+                request, upstream, response, label=label, rename=rename, started=started
             )
 
     async def _stream(
         self,
         request: web.Request,
         upstream: aiohttp.ClientResponse,
-        headers: CIMultiDict[str],
+        response: web.StreamResponse,
         *,
         label: str,
         rename: ModelRename | None,
         started: float,
     ) -> web.StreamResponse:
-        response = web.StreamResponse(status=upstream.status, headers=headers)
-        await response.prepare(request)
+        """Pass ``upstream``'s body through into the prepared ``response`` and charge its usage."""
         usage = None
+        # A stream of text without usage (the client did not ask for it) keeps its reservation.
+        keep = upstream.status == 200 and upstream.content_type == "text/event-stream"
         first = True
         try:
             async for chunk in upstream.content.iter_any():
@@ -310,6 +394,7 @@ class Proxy:
                 usage = usage_tokens(chunk) or usage
                 await response.write(chunk if rename is None else rename.feed(chunk))
         except ConnectionResetError:
+            await self._charge(request, label, usage, keep=keep)
             return response  # the client left; leaving the block closes the upstream connection
         except aiohttp.ClientError as error:
             # The headers are gone already, so the client can only be told by a broken connection:
@@ -317,11 +402,28 @@ class Proxy:
             logger.warning("Replica of %s broke off a streamed reply: %s", label, error)
             if request.transport is not None:
                 request.transport.close()
+            await self._charge(request, label, usage, keep=keep)
             return response
-        if usage is not None:
-            self.metrics.count_usage(label, usage)
+        await self._charge(request, label, usage, keep=keep)
         await response.write_eof(b"" if rename is None else rename.flush())
         return response
+
+
+def request_id(request: web.Request) -> str:
+    """The request's X-Request-ID: the client's when it is sane, else a new one (``req_`` and 32 hex
+    digits, as OpenAI's)."""
+    if (found := request.get(_REQUEST_ID)) is None:
+        sent = request.headers.get("X-Request-ID", "")
+        found = sent if _SANE_REQUEST_ID.fullmatch(sent) else f"req_{uuid.uuid4().hex}"
+        request[_REQUEST_ID] = found
+    return found
+
+
+async def stamp_response(request: web.Request, response: web.StreamResponse) -> None:
+    """Before any response's headers go out (errors too): its X-Request-ID and x-ratelimit-* headers."""
+    response.headers["X-Request-ID"] = request_id(request)
+    if (admission := request.get(_ADMISSION)) is not None:
+        response.headers.update(admission.headers)
 
 
 def _client_gone(request: web.Request) -> bool:

@@ -9,15 +9,27 @@ services). A service at zero without autoscaling was set to zero on purpose and 
 neither is a suspended one. A service that is starting (replicas wanted, none ready yet) is answered
 at once with 503 and Retry-After, so clients do not hold connections for the minutes an engine may
 take to load.
+
+Held requests are bounded: past ``max_held`` at once (all models together) a request is answered 503
+with Retry-After, saying how many wait already, so a burst against a cold service cannot pile up
+connections and memory without end. A held streaming request (``"stream": true``) gets its SSE reply
+started at once, with heartbeats while it waits (:mod:`aima.gateway.holding`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Iterator
+from typing import Any
 
+from aiohttp import web
+
+from aima.exposition import counter_lines, gauge_lines
+from aima.gateway import holding
 from aima.gateway.errors import GatewayError
 from aima.gateway.metrics import GatewayMetrics
 from aima.gateway.routes import Backend, Routes, ServiceView
@@ -40,15 +52,29 @@ class Waker:
         metrics: GatewayMetrics,
         wait_seconds: float,
         retry_after: float,
+        max_held: int = 1000,
+        heartbeat_seconds: float | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._routes, self._kube, self._metrics = routes, kube, metrics
         self._wait_seconds, self._retry_after, self._clock = wait_seconds, retry_after, clock
+        self._max_held, self._heartbeat = max_held, heartbeat_seconds
         self._waking: dict[str, float] = {}  # namespace/name -> until when requests wait for it
         self._patches: dict[str, asyncio.Task[None]] = {}
+        self.held: Counter[str] = Counter()
+        """Requests waiting for a replica now, by model."""
+        self.refused: Counter[str] = Counter()
+        """Requests refused because ``max_held`` were waiting, by model."""
 
-    async def endpoints(self, backend: Backend) -> tuple[str, ...]:
-        """Ready replicas of ``backend``, after waking it if needed; raise a 503 GatewayError if none come."""
+    async def endpoints(
+        self, backend: Backend, *, request: web.Request | None = None, payload: dict[str, Any] | None = None
+    ) -> tuple[str, ...]:
+        """Ready replicas of ``backend``, after waking it if needed; raise a 503 GatewayError if none come.
+
+        With ``request`` and a streaming ``payload``, a wait starts the SSE reply and sends heartbeats
+        until it ends (:mod:`aima.gateway.holding`); the proxy writes the replica's stream, or the
+        error, into that reply.
+        """
         if backend.endpoints:
             return backend.endpoints
         service = backend.service
@@ -65,7 +91,52 @@ class Waker:
         until = self._waking.get(service_key(service), 0.0)
         if until <= self._clock():
             raise self._unavailable(backend, "is starting: no replica is ready yet", retry=True)
-        return await self._wait(backend.model, until)
+        stream = request is not None and payload is not None and payload.get("stream") is True
+        with self._holding(backend.model):
+            if not stream or request is None:
+                return await self._wait(backend.model, until)
+            heartbeat = self._heartbeat if self._heartbeat is not None else holding.HEARTBEAT_SECONDS
+            held = await holding.HeldStream.start(request, heartbeat=heartbeat)
+            try:
+                return await self._wait(backend.model, until)
+            finally:
+                held.stop()
+
+    @contextlib.contextmanager
+    def _holding(self, model: str) -> Iterator[None]:
+        """Count a held request while it waits; refuse it past the cap."""
+        if self.held.total() >= self._max_held:
+            self.refused[model] += 1
+            raise GatewayError(
+                503,
+                f"The model '{model}' is starting; {self.held[model]} requests wait for it already and"
+                f" this gateway holds at most {self._max_held}. Retry later",
+                code="model_starting",
+                param="model",
+                retry_after=self._retry_after,
+            )
+        self.held[model] += 1
+        try:
+            yield
+        finally:
+            self.held[model] -= 1
+            if self.held[model] <= 0:
+                del self.held[model]
+
+    def metric_lines(self) -> list[str]:
+        """Exposition lines of the held requests and the refusals past the cap."""
+        lines = gauge_lines(
+            "aima_gateway_held_requests",
+            "Requests waiting for a replica of a service that scales from zero.",
+            ("model",),
+            {(m,): n for m, n in self.held.items()},
+        )
+        return lines + counter_lines(
+            "aima_gateway_held_refused_total",
+            "Requests refused because the most held requests were waiting already.",
+            ("model",),
+            {(m,): n for m, n in self.refused.items()},
+        )
 
     def _wake(self, backend: Backend) -> None:
         name = service_key(backend.service)

@@ -13,6 +13,12 @@ real one serves) does not matter to callers that only need the wire format. Use 
 Endpoints (all JSON unless said otherwise; the `model` field is echoed, never checked):
 
 - ``GET /health`` (vLLM, speaches) and ``GET /v1/models`` (lists ``options.models``).
+- ``GET /metrics``: Prometheus text under vLLM's names (``vllm:num_requests_running``,
+  ``vllm:num_requests_waiting``, ``vllm:kv_cache_usage_perc``, besides some histogram lines), from
+  the completions in progress: with ``options.max_running`` at most that many generate at once and
+  the rest wait, as in an engine's batch; ``options.extra_waiting`` and ``options.kv_cache_usage``
+  add load from elsewhere. ``options.metrics = False`` answers 404. Scrapes are not counted in the
+  stats.
 - ``POST /v1/chat/completions`` and ``POST /v1/completions``: ``options.tokens`` tokens
   (``"tok0 tok1 ..."``); with ``"stream": true`` a Server-Sent-Events stream, one chunk per token,
   ``options.token_delay`` seconds apart, then ``data: [DONE]``. Usage is reported in the reply
@@ -78,6 +84,14 @@ class EngineOptions:
     """Answer the next requests with these statuses (one per request, consumed), OpenAI error JSON."""
     break_after_tokens: int | None = None
     """Close the connection after this many streamed tokens, as an engine that crashes mid-reply."""
+    max_running: int = 0
+    """Completions generated at once (the batch); more wait for a place. 0: no limit."""
+    extra_waiting: int = 0
+    """Requests reported waiting besides this engine's own (load from other clients)."""
+    kv_cache_usage: float = 0.0
+    """The KV-cache use reported, 0 to 1."""
+    metrics: bool = True
+    """Serve /metrics; False answers 404, as an engine without metrics."""
 
 
 @dataclass
@@ -98,6 +112,10 @@ class EngineStats:
     """Replies sent in full."""
     cancelled: int = 0
     """Replies abandoned because the client went away."""
+    running: int = 0
+    """Completions generating now."""
+    waiting: int = 0
+    """Completions waiting for a place in the batch (``max_running``)."""
 
     @property
     def requests(self) -> int:
@@ -111,12 +129,14 @@ class FakeEngine:
     def __init__(self, options: EngineOptions | None = None) -> None:
         self.options = options or EngineOptions()
         self.stats = EngineStats()
+        self._batch = asyncio.Condition()
 
     def app(self) -> web.Application:
         """A new aiohttp application serving this engine."""
         app = web.Application(client_max_size=64 * 2**20, middlewares=[self._track])
         app.router.add_get("/health", self._health)
         app.router.add_get("/v1/models", self._models)
+        app.router.add_get("/metrics", self._metrics)
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_post("/v1/completions", self._completions)
         app.router.add_post("/v1/embeddings", self._embeddings)
@@ -146,6 +166,9 @@ class FakeEngine:
 
     @web.middleware
     async def _track(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        if request.path == "/metrics":
+            response: web.StreamResponse = await handler(request)
+            return response
         self.stats.paths.append(request.path)
         self.stats.headers.append(dict(request.headers))
         self.stats.in_flight += 1
@@ -153,7 +176,7 @@ class FakeEngine:
         try:
             if self.options.fail_statuses and request.method == "POST":
                 return _error(self.options.fail_statuses.pop(0), "injected failure")
-            response: web.StreamResponse = await handler(request)
+            response = await handler(request)
             if not response.prepared:  # streamed replies set it before their headers went out
                 response.headers["X-Fake-Engine"] = self.options.name
             self.stats.completed += 1
@@ -207,15 +230,66 @@ class FakeEngine:
             "created": int(time.time()),
             "model": body.get("model", ""),
         }
-        await asyncio.sleep(self.options.first_token_delay)
-        if body.get("stream"):
-            include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-            return await self._stream(request, head, tokens, usage if include_usage else None, chat=chat)
-        await asyncio.sleep(self.options.token_delay * len(tokens))
+        async with self._place_in_batch():
+            await asyncio.sleep(self.options.first_token_delay)
+            if body.get("stream"):
+                include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+                return await self._stream(request, head, tokens, usage if include_usage else None, chat=chat)
+            await asyncio.sleep(self.options.token_delay * len(tokens))
         text = "".join(tokens)
         choice = {"message": {"role": "assistant", "content": text}} if chat else {"text": text}
         reply = head | {"choices": [{"index": 0, **choice, "finish_reason": "length"}], "usage": usage}
         return web.json_response(reply)
+
+    @contextlib.asynccontextmanager
+    async def _place_in_batch(self) -> AsyncIterator[None]:
+        """Wait while ``max_running`` completions generate; count this one as running until it ends."""
+        async with self._batch:
+            self.stats.waiting += 1
+            try:
+                await self._batch.wait_for(
+                    lambda: not self.options.max_running or self.stats.running < self.options.max_running
+                )
+            finally:
+                self.stats.waiting -= 1
+            self.stats.running += 1
+        try:
+            yield
+        finally:
+            async with self._batch:
+                self.stats.running -= 1
+                self._batch.notify()
+
+    async def _metrics(self, _: web.Request) -> web.Response:
+        if not self.options.metrics:
+            raise web.HTTPNotFound()
+        labels = f'{{engine="0",model_name="{self.options.models[0]}"}}'
+        gauges = {
+            "vllm:num_requests_running": (
+                "Number of requests in model execution batches.",
+                self.stats.running,
+            ),
+            "vllm:num_requests_waiting": (
+                "Number of requests waiting to be processed.",
+                self.stats.waiting + self.options.extra_waiting,
+            ),
+            "vllm:kv_cache_usage_perc": (
+                "KV-cache usage. 1 means 100 percent usage.",
+                self.options.kv_cache_usage,
+            ),
+        }
+        lines = []
+        for name, (help_text, value) in gauges.items():
+            lines += [f"# HELP {name} {help_text}", f"# TYPE {name} gauge", f"{name}{labels} {float(value)}"]
+        lines += [  # what the scraper must read past: a histogram, as vLLM exports many
+            "# HELP vllm:time_to_first_token_seconds Histogram of time to first token in seconds.",
+            "# TYPE vllm:time_to_first_token_seconds histogram",
+            f'vllm:time_to_first_token_seconds_bucket{labels[:-1]},le="0.1"}} 0.0',
+            f'vllm:time_to_first_token_seconds_bucket{labels[:-1]},le="+Inf"}} 0.0',
+            f"vllm:time_to_first_token_seconds_count{labels} 0.0",
+            f"vllm:time_to_first_token_seconds_sum{labels} 0.0",
+        ]
+        return web.Response(text="\n".join(lines) + "\n", content_type="text/plain", charset="utf-8")
 
     async def _stream(
         self,
