@@ -103,12 +103,37 @@ if ! have aima "$aima_ref"; then
   requirements=$(python3 -c 'import sys, tomllib
 project = tomllib.load(open(sys.argv[1], "rb"))
 print("\n".join(project["project"]["dependencies"] + project["build-system"]["requires"]))' "$root/pyproject.toml")
-  wheels="$cache/wheels-$(printf '%s' "$requirements" | key_of)"
+  wheels="$cache/wheels-$(printf '%s\nv2: resolved for the image'"'"'s Python too' "$requirements" | key_of)"
   if [ ! -f "$wheels/.complete" ]; then
     log "making the wheelhouse from the host's pip (the only step that reads a package index)"
     rm -rf "$wheels" && mkdir -p "$wheels"
     printf '%s\n' "$requirements" >"$wheels/requirements.txt"
     python3 -m pip wheel -q -w "$wheels" -r "$wheels/requirements.txt" wheel >&2
+    # What the image's own Python needs beyond the host's: markers such as redis's
+    # `async-timeout; python_full_version < "3.11.3"` hold for Debian's 3.11.2, not the host's.
+    # (pip's --python-version does not reach python_full_version, so the markers are read here.)
+    image_python=$(podman run --rm --network none "$base_ref" python3 -c 'import platform; print(platform.python_version())')
+    python3 - "$wheels" "$image_python" >"$wheels/image-only.txt" <<'PY'
+import sys, zipfile
+from email.parser import Parser
+from pathlib import Path
+from pip._vendor.packaging.requirements import Requirement
+folder, version = Path(sys.argv[1]), sys.argv[2]
+image = {"python_full_version": version, "python_version": ".".join(version.split(".")[:2]), "extra": ""}
+for wheel in folder.glob("*.whl"):
+    with zipfile.ZipFile(wheel) as archive:
+        name = next(n for n in archive.namelist() if n.endswith(".dist-info/METADATA"))
+        metadata = Parser().parsestr(archive.read(name).decode())
+    for line in metadata.get_all("Requires-Dist") or []:
+        wanted = Requirement(line)
+        marker = wanted.marker
+        if marker is not None and marker.evaluate(image) and not marker.evaluate({"extra": ""}):
+            wanted.marker = None
+            print(wanted)
+PY
+    if [ -s "$wheels/image-only.txt" ]; then
+      python3 -m pip download -q -d "$wheels" --only-binary=:all: -r "$wheels/image-only.txt" >&2
+    fi
     touch "$wheels/.complete"
   fi
   printf '[global]\nno-index = true\nfind-links = /wheels\n' >"$cache/pip.conf"
