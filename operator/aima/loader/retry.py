@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 __all__ = ["RETRYABLE_STATUSES", "RetryPolicy", "parse_retry_after"]
 
 # 408 and 429 are the client-side answers that mean "later"; every 5xx is the server's problem.
+_JITTER = random.Random()  # noqa: S311 - jitter, not security; its own, so the global one stays the caller's
 RETRYABLE_STATUSES = frozenset({408, 429, *range(500, 600)})
 
 
@@ -30,7 +31,7 @@ class RetryPolicy:
         if retry_after is not None:
             return min(max(retry_after, 0.0), self.max_retry_after)
         ceiling = min(self.base_seconds * 2.0**attempt, self.max_seconds)
-        draw = random.random() if rand is None else rand  # noqa: S311 (jitter, not security)
+        draw = _JITTER.random() if rand is None else rand
         # Half fixed, half jitter: never zero, and loaders restarted together spread out.
         return ceiling / 2 + draw * ceiling / 2
 

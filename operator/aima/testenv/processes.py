@@ -27,6 +27,11 @@ _EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
 _LOWEST_PORT = 10000
 
 
+_PORTS = random.Random()  # noqa: S311 - not for security
+# Its own generator: the global one is the tests' (hypothesis fails a strategy whose global random
+# state another thread moved while it drew).
+
+
 def free_port() -> int:
     """A loopback port that nothing listens on right now, below the kernel's ephemeral range.
 
@@ -37,7 +42,7 @@ def free_port() -> int:
     lowest_ephemeral = _lowest_ephemeral_port()
     if lowest_ephemeral - _LOWEST_PORT >= 1000:
         for _ in range(100):
-            port = random.randrange(_LOWEST_PORT, lowest_ephemeral)  # noqa: S311 - not for security
+            port = _PORTS.randrange(_LOWEST_PORT, lowest_ephemeral)
             if _bindable(port):
                 return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
