@@ -11,9 +11,7 @@ from __future__ import annotations
 import contextlib
 import shutil
 import socket
-import subprocess
 import tempfile
-import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +22,7 @@ from pydantic import SecretStr
 from aima.gateway import KeyStore, Proxy, create_app, open_gateway
 from aima.gateway.routes import Routes
 from aima.settings import Settings
-from aima.testenv.processes import ProcessError, free_port
+from aima.testenv.processes import Component, ProcessError, free_port, wait_until
 
 __all__ = ["Replica", "gateway_replicas", "redis_server"]
 
@@ -38,33 +36,27 @@ def redis_server(*, timeout: float = 10.0) -> Iterator[str]:
         raise ProcessError("redis-server is not installed: run hack/setup (apt-get install redis-server)")
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="aima-redis-") as folder:
-        log = Path(folder) / "redis.log"
-        args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-        with log.open("wb") as out:
-            process = subprocess.Popen([*args, "--dir", folder], stdout=out, stderr=subprocess.STDOUT)
+        server = Component(
+            name="redis-server",
+            argv=[binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                  "--dir", folder],
+            log_path=Path(folder) / "redis.log",
+        )  # fmt: skip
+        server.start()
         try:
-            _wait_for_ping(port, process, log, timeout=timeout)
+            wait_until(
+                f"redis-server on port {port}", lambda: _pongs(port), components=[server], timeout=timeout
+            )
             yield f"redis://127.0.0.1:{port}/0"
         finally:
-            process.terminate()
-            try:
-                process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            server.stop()
 
 
-def _wait_for_ping(port: int, process: subprocess.Popen[bytes], log: Path, *, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise ProcessError(f"redis-server exited ({process.returncode}):\n{log.read_text()[-2000:]}")
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
-            sock.sendall(b"PING\r\n")
-            if sock.recv(16).startswith(b"+PONG"):
-                return
-        time.sleep(0.05)
-    raise ProcessError(f"redis-server did not answer on port {port} in {timeout:.0f}s")
+def _pongs(port: int) -> bool:
+    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
+        sock.sendall(b"PING\r\n")
+        return sock.recv(16).startswith(b"+PONG")
+    return False
 
 
 @dataclass(frozen=True)
