@@ -370,15 +370,24 @@ def scraped_path(pod: dict[str, Any], relabelings: list[dict[str, Any]]) -> str 
 
 
 def stream_timings(client: openai.OpenAI, model: str, *, tokens: int) -> tuple[float, list[float]]:
-    """Seconds to the first token of one streamed chat, and between its tokens."""
-    start, stamps = time.perf_counter(), []
+    """Seconds to the first token of one streamed chat, and between its events.
+
+    An event may carry more than one token: vLLM merges the outputs its client has not read yet, so
+    the count of tokens is checked in the usage, not in the events."""
+    start, stamps, usage = time.perf_counter(), [], None
     stream = client.chat.completions.create(
-        model=model, messages=[{"role": "user", "content": "Hello"}], max_tokens=tokens, stream=True
+        model=model,
+        messages=[{"role": "user", "content": "Hello"}],
+        max_tokens=tokens,
+        stream=True,
+        stream_options={"include_usage": True},
     )
     for chunk in stream:
+        usage = chunk.usage or usage
         if chunk.choices and chunk.choices[0].delta.content:
             stamps.append(time.perf_counter())
-    assert len(stamps) == tokens
+    assert usage is not None and usage.completion_tokens == tokens, usage
+    assert 1 <= len(stamps) <= tokens
     return stamps[0] - start, [later - earlier for earlier, later in itertools.pairwise(stamps)]
 
 
