@@ -160,7 +160,11 @@ def _chains() -> list[str]:
             if line.startswith("*"):
                 table = line[1:]
             elif line.startswith(":"):
-                chains.append(f"{program}/{table}/{line[1:].split()[0]}")
+                name, policy = line[1:].split()[:2]
+                # A built-in chain at ACCEPT is a table's default, there from the table's first use
+                # (a fresh host has no tables until kube-proxy's first rule): nothing to undo.
+                if policy != "ACCEPT":
+                    chains.append(f"{program}/{table}/{name}")
     return chains
 
 
