@@ -158,6 +158,29 @@ INVALID: list[tuple[str, dict[str, Any], str]] = [
         "source must start with one of hf://, modelscope://",
     ),
     ("hf source without repo", model(source="hf://gpt2"), "Hugging Face sources look like hf://org/repo"),
+    ("lora without its base", model(type="LoRA"), "a LoRA Model names the Model it adapts in baseModelRef"),
+    (
+        "base named by a model that is no lora",
+        model(baseModelRef={"name": "qwen"}),
+        "and only a LoRA Model does",
+    ),
+    (
+        "lora read in place",
+        model(type="LoRA", baseModelRef={"name": "qwen"}, source="pvc://weights/sql"),
+        "a LoRA adapter is downloaded into its base Model's volume",
+    ),
+    (
+        "adapter named twice",
+        isvc(
+            adapters=[{"name": "sql", "modelRef": {"name": "a"}}, {"name": "sql", "modelRef": {"name": "b"}}]
+        ),
+        "adapter names must be unique",
+    ),
+    (
+        "adapter name with a colon",
+        isvc(adapters=[{"name": "sql:v1", "modelRef": {"name": "a"}}]),
+        "spec.adapters[0].name in body should match",
+    ),
     (
         "pvc source with bad claim",
         model(source="pvc://Bad_Claim/x"),

@@ -16,11 +16,13 @@ from typing import Any
 import openai
 import pytest
 from suite import (
+    BROKEN_LORA_REPO,
     FIGURES,
     HUB_NAMESPACE,
     HUB_REPO,
     HUB_WEIGHTS_BYTES,
     KOKORO_REPO,
+    LORA_REPO,
     PLATFORM_NAMESPACE,
     SERVICE,
     SERVING_NAMESPACE,
@@ -33,6 +35,7 @@ from aima.testenv.chart import RESTRICTED, Release, install
 from aima.testenv.models import (
     write_tiny_kokoro_onnx,
     write_tiny_llama_gguf,
+    write_tiny_llama_lora,
     write_tiny_llama_safetensors,
     write_tiny_whisper_ct2,
 )
@@ -77,6 +80,8 @@ def hub_url(real_cluster: ControlPlane, aima_image: str) -> str:
     write_tiny_whisper_ct2(whisper)
     write_tiny_llama_safetensors(served / "tiny-vllm")
     write_tiny_kokoro_onnx(served / "tiny-kokoro")
+    write_tiny_llama_lora(served / "sql-lora", base=VLLM_REPO)
+    write_tiny_llama_lora(served / "rank128-lora", base=VLLM_REPO, rank=128)
     code = {name: (FAKES / name).read_text() for name in ("__init__.py", "hub.py", "serving.py")}
     labels = {"app": "hub"}
     real_cluster.apply(
@@ -111,6 +116,8 @@ def hub_url(real_cluster: ControlPlane, aima_image: str) -> str:
                                         f"{WHISPER_REPO}=/served/tiny-whisper",
                                         f"{VLLM_REPO}=/served/tiny-vllm",
                                         f"{KOKORO_REPO}=/served/tiny-kokoro",
+                                        f"{LORA_REPO}=/served/sql-lora",
+                                        f"{BROKEN_LORA_REPO}=/served/rank128-lora",
                                     ],
                                     "args": ["--port=8080", "--delay-per-chunk=0.1"],
                                     "env": [{"name": "PYTHONPATH", "value": "/code"}],

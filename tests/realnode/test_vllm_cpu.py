@@ -15,7 +15,7 @@ import httpx
 import openai
 import pytest
 import yaml
-from suite import FIGURES, SERVING_NAMESPACE, VLLM_REPO
+from suite import FIGURES, LORA_REPO, SERVING_NAMESPACE, VLLM_REPO
 from test_llama_cpp import median_ms, start_to_ready, stream_timings, the_pod, working_set_mib
 
 from aima import catalog
@@ -60,6 +60,18 @@ def vllm(real_cluster: ControlPlane, platform: Release, downloaded: dict[str, An
                 "metadata": {"name": "tiny-safetensors", "namespace": SERVING_NAMESPACE},
                 "spec": {"source": f"hf://{VLLM_REPO}", "type": "LLM"},
             },
+            # Its LoRA adapter (tests/realnode/test_lora.py): downloaded into the base's volume once
+            # the base is there.
+            {
+                "apiVersion": "aima.dev/v1alpha1",
+                "kind": "Model",
+                "metadata": {"name": "sql-lora", "namespace": SERVING_NAMESPACE},
+                "spec": {
+                    "source": f"hf://{LORA_REPO}",
+                    "type": "LoRA",
+                    "baseModelRef": {"name": "tiny-safetensors"},
+                },
+            },
         ]
     )
     eventually(
@@ -88,6 +100,9 @@ def vllm(real_cluster: ControlPlane, platform: Release, downloaded: dict[str, An
                     "env": {"VLLM_CPU_KVCACHE_SPACE": "1"},
                     # The catalog asks 4 CPUs and 16Gi: more than this node has free beside the platform.
                     "resources": {"gpus": 0, "requests": {"cpu": "100m", "memory": "256Mi"}},
+                    # Listed from the start: the first adapter turns vLLM's LoRA support on, which
+                    # would otherwise cost a second start.
+                    "adapters": [{"name": "sql", "modelRef": {"name": "sql-lora"}}],
                 },
             }
         ]

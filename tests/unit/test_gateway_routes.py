@@ -167,3 +167,28 @@ def test_routed_namespaces_come_from_a_comma_separated_variable() -> None:
         None,
     )
     assert Settings.from_env({}).gateway_routed_namespaces == ()
+
+
+def test_an_adapter_is_routed_only_to_the_replicas_that_hold_it() -> None:
+    status = {"adapters": [{"name": "sql", "model": "chat:sql", "state": "Loading", "pods": ["chat-a"]}]}
+    view = service_view(isvc("chat") | {"status": status})
+    pods = endpoint_slice("chat", "10.0.0.1", "10.0.0.2")
+    for item, pod in zip(pods["endpoints"], ("chat-a", "chat-b"), strict=True):  # type: ignore[call-overload]
+        item["targetRef"] = {"kind": "Pod", "name": pod}
+    table = build_table([view], [slice_view(pods)], home="ns")  # type: ignore[list-item]
+    adapter = table["chat:sql"]
+    assert (adapter.endpoints, adapter.adapter, adapter.upstream_model) == (
+        ("http://10.0.0.1:8000",),
+        "sql",
+        "sql",
+    )
+    assert table["chat"].endpoints == ("http://10.0.0.1:8000", "http://10.0.0.2:8000")
+    assert table["chat"].upstream_model == "chat"
+
+
+def test_a_service_name_wins_over_an_adapter_id_that_looks_the_same() -> None:
+    status = {"adapters": [{"name": "8b", "model": "llama:8b", "state": "Ready", "pods": []}]}
+    adapter_owner = service_view(isvc("llama") | {"status": status})
+    aliased = service_view(isvc("other", servedName="llama:8b"))
+    table = build_table([adapter_owner, aliased], [], home="ns")
+    assert table["llama:8b"].service.name == "other" and table["llama:8b"].adapter is None

@@ -399,3 +399,49 @@ def test_a_loader_job_without_a_pod_says_so_after_the_bound_and_is_looked_at_aga
     )
     late = planning.Observed(claim=None, job=created_job(seconds_ago=61), gpu_memory_mib=None)
     assert planning.recheck_after(late, now=NOW, start_seconds=60) is None
+
+
+# -- LoRA adapters: downloaded into their base Model's volume ----------------------------------------
+
+
+def adapter(**spec: Any) -> dict[str, Any]:
+    found = body(source="hf://acme/qwen-sql", type="LoRA", baseModelRef={"name": "qwen"}, **spec)
+    found["metadata"]["name"] = "qwen-sql"
+    return found
+
+
+def test_an_adapter_waits_for_its_base_model_and_says_so() -> None:
+    missing = planning.plan(adapter(), settings=SETTINGS, observed=observed())
+    assert missing.objects == [] and missing.waiting_for is not None
+    assert "qwen does not exist" in missing.waiting_for and "baseModelRef" in missing.waiting_for
+    base = body(status={"claimName": "qwen-model", "conditions": [condition("Ready", "False")]})
+    downloading = planning.Observed(claim=None, job=None, gpu_memory_mib=None, base=base)
+    plan = planning.plan(adapter(), settings=SETTINGS, observed=downloading)
+    assert plan.objects == [] and "Waiting for base Model qwen" in str(plan.waiting_for)
+    status = planning.compute_status(adapter(), plan=plan, observed=downloading, now=NOW)
+    ready = next(c for c in status.conditions if c.type == "Ready")
+    assert (ready.reason, status.phase) == ("BaseModelNotReady", "Pending")
+
+
+def test_an_adapter_is_downloaded_into_its_base_models_volume_and_owns_none() -> None:
+    base = downloaded()
+    base["status"]["claimName"] = "qwen-model"
+    ready = planning.Observed(claim=None, job=None, gpu_memory_mib=None, base=base)
+    plan = planning.plan(adapter(), settings=SETTINGS, observed=ready)
+    children = by_kind(plan)
+    assert "PersistentVolumeClaim" not in children
+    pod = children["Job"]["spec"]["template"]["spec"]
+    assert pod["volumes"][0]["persistentVolumeClaim"]["claimName"] == base["status"]["claimName"]
+    args = pod["containers"][0]["args"]
+    assert args[args.index("--dest") + 1] == "/models/adapters/qwen-sql"
+    assert (plan.claim_name, plan.path) == (base["status"]["claimName"], "adapters/qwen-sql")
+
+
+def condition(type_: str, status: str) -> dict[str, Any]:
+    return {
+        "type": type_,
+        "status": status,
+        "reason": "R",
+        "message": "",
+        "lastTransitionTime": NOW.isoformat(),
+    }

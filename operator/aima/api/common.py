@@ -195,6 +195,9 @@ class ConditionType(StrEnum):
     """kstatus: present (True) only while work is in progress; Argo CD and Flux read it."""
     STALLED = "Stalled"
     """kstatus: present (True) only when progress needs a person (a failed download, a crash loop)."""
+    ADAPTERS_READY = "AdaptersReady"
+    """Every LoRA adapter a service lists is loaded on every ready replica (present only while it
+    lists some)."""
 
 
 class Reason(StrEnum):
@@ -235,6 +238,9 @@ class Reason(StrEnum):
     NO_NODE_LARGE_ENOUGH = "NoNodeLargeEnough"
     CONTAINER_WAITING = "ContainerWaiting"
     LOADER_NOT_STARTED = "LoaderNotStarted"
+    ADAPTERS_LOADING = "AdaptersLoading"
+    ADAPTER_FAILED = "AdapterFailed"
+    BASE_MODEL_NOT_READY = "BaseModelNotReady"
 
 
 class Condition(ApiModel):

@@ -33,8 +33,10 @@ __all__ = [
     "CRD",
     "TEMPLATE_VARIABLES",
     "Accelerator",
+    "AdapterApi",
     "Architecture",
     "Engine",
+    "EngineAdapters",
     "EngineArgsStyle",
     "EngineHealth",
     "EngineResources",
@@ -159,6 +161,30 @@ class EngineResources(ApiModel):
     """Size of the /dev/shm memory volume; PyTorch engines need more than the container default."""
 
 
+class AdapterApi(StrEnum):
+    """The HTTP API an engine loads and unloads LoRA adapters through."""
+
+    VLLM = "vLLM"
+    """POST /v1/load_lora_adapter {lora_name, lora_path}, POST /v1/unload_lora_adapter {lora_name};
+    GET /v1/models lists the loaded adapters with their base as parent."""
+
+
+class EngineAdapters(ApiModel):
+    """How the engine loads LoRA adapters at runtime, for InferenceServices that list adapters."""
+
+    api: AdapterApi = AdapterApi.VLLM
+    """The engine's adapter API."""
+    args: list[Template] = Field(
+        default_factory=list,
+        max_length=16,
+        description="Arguments added while a service lists adapters, such as --enable-lora. "
+        + TEMPLATE_VARIABLES,
+    )
+    env: EnvVars = Field(default_factory=dict)
+    """Environment variables added while a service lists adapters, such as the switch that turns on
+    the runtime API."""
+
+
 class EngineSpec(ApiModel):
     """Desired state of an Engine."""
 
@@ -205,6 +231,9 @@ class EngineSpec(ApiModel):
     """The one model name the engine answers to, for engines that take none from their command line
     (fastkokoro and Kokoro-FastAPI answer only to `kokoro`): the gateway sends it upstream whatever
     the client asked for. Unset: the engine serves the InferenceService's served name."""
+    adapters: EngineAdapters | None = None
+    """How the engine loads LoRA adapters at runtime; unset: it cannot, and services listing
+    adapters say so."""
     model_types: list[ModelType] = Field(
         min_length=1, max_length=8, json_schema_extra={"x-kubernetes-list-type": "set"}
     )

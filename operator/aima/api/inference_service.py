@@ -33,6 +33,9 @@ from aima.api.common import (
 
 __all__ = [
     "CRD",
+    "AdapterReference",
+    "AdapterState",
+    "AdapterStatus",
     "Autoscaling",
     "EngineReference",
     "EnvFromSource",
@@ -199,6 +202,45 @@ class Scheduling(ApiModel):
     the node's default."""
 
 
+class AdapterReference(ApiModel):
+    """A LoRA adapter the service's replicas load at runtime."""
+
+    name: str = Field(min_length=1, max_length=63, pattern=r"^[a-z0-9]([-a-z0-9_.]*[a-z0-9])?$")
+    """Clients ask for `<the service's model id>:<name>`."""
+    model_ref: LocalObjectReference
+    """A LoRA Model whose baseModelRef is this service's Model."""
+
+
+class AdapterState(StrEnum):
+    """Where one adapter stands on the service's replicas."""
+
+    PENDING = "Pending"
+    """Its Model is not downloaded yet, or no replica is ready to load it."""
+    LOADING = "Loading"
+    """Loaded on some ready replicas, not yet on all."""
+    READY = "Ready"
+    """Loaded on every ready replica."""
+    FAILED = "Failed"
+    """It cannot be loaded: the message says why, in the engine's words where the engine refused."""
+
+
+class AdapterStatus(ApiModel):
+    """One adapter as the controller last saw it on the replicas."""
+
+    name: str = Field(max_length=63)
+    """The adapter's name, as in spec.adapters."""
+    model: str = Field(max_length=320)
+    """The model id clients ask the gateway for."""
+    state: AdapterState
+    """Pending, Loading, Ready or Failed."""
+    ready_replicas: int = Field(default=0, ge=0)
+    """Ready replicas that hold the adapter."""
+    pods: list[str] = Field(default_factory=list, max_length=1000)
+    """The pods that hold it; the gateway sends the adapter's requests only to these."""
+    message: str = Field(default="", max_length=4096)
+    """What is happening, and for a failure why and what to do."""
+
+
 class InferenceServiceSpec(ApiModel):
     """Desired state of an InferenceService."""
 
@@ -238,6 +280,17 @@ class InferenceServiceSpec(ApiModel):
     """Secrets and ConfigMaps whose keys become environment variables, such as API tokens."""
     scheduling: Scheduling | None = None
     """Node selection, tolerations and priority."""
+    adapters: list[AdapterReference] = Field(
+        default_factory=list,
+        max_length=32,
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel("self.all(a, self.exists_one(b, b.name == a.name))", "adapter names must be unique")
+            ]
+        },
+    )
+    """LoRA adapters every ready replica loads at runtime; only the first restarts pods (turning the
+    engine's adapter support on)."""
 
 
 class InferenceServiceStatus(ApiModel):
@@ -271,6 +324,8 @@ class InferenceServiceStatus(ApiModel):
     modelName, else the served name."""
     gpus: int | None = Field(default=None, ge=0)
     """GPUs per replica in use."""
+    adapters: list[AdapterStatus] | None = Field(default=None, max_length=32)
+    """Each listed adapter: its state, the replicas that hold it, and why it fails if it does."""
 
 
 class InferenceService(ApiModel):

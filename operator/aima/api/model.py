@@ -17,6 +17,7 @@ from aima.api.common import (
     ApiModel,
     Condition,
     CustomResource,
+    LocalObjectReference,
     ObjectMeta,
     PrinterColumn,
     Quantity,
@@ -58,6 +59,9 @@ class ModelType(StrEnum):
     RERANK = "Rerank"
     DIFFUSION = "Diffusion"
     DETECTION = "Detection"
+    LORA = "LoRA"
+    """A LoRA adapter of another Model (spec.baseModelRef), loaded by InferenceServices of that
+    Model at runtime (spec.adapters)."""
 
 
 class ModelFormat(StrEnum):
@@ -186,6 +190,17 @@ class ModelSpec(ApiModel):
                     "a pvc:// source is used in place; remove cache, which is for downloaded sources",
                     field_path=".cache",
                 ),
+                cel(
+                    "(self.type == 'LoRA') == has(self.baseModelRef)",
+                    "a LoRA Model names the Model it adapts in baseModelRef, and only a LoRA Model does",
+                    field_path=".baseModelRef",
+                ),
+                cel(
+                    "self.type != 'LoRA' || (!self.source.startsWith('pvc://') && !has(self.cache))",
+                    "a LoRA adapter is downloaded into its base Model's volume: give it a downloadable"
+                    " source (hf://, s3://, https://, ...) and no cache",
+                    field_path=".source",
+                ),
             ]
         }
     )
@@ -194,8 +209,12 @@ class ModelSpec(ApiModel):
     """Where the weights come from: hf://org/repo[@revision], modelscope://org/repo[@revision],
     ollama://name[:tag], https://host/path/file, s3://bucket/prefix or pvc://claim/path."""
     type: ModelType
-    """What the model does (LLM, VLM, ASR, TTS, Embedding, Rerank, Diffusion, Detection); engines
-    are chosen by it."""
+    """What the model does (LLM, VLM, ASR, TTS, Embedding, Rerank, Diffusion, Detection, or LoRA for
+    an adapter of another Model); engines are chosen by it."""
+    base_model_ref: LocalObjectReference | None = None
+    """For a LoRA adapter: the Model it adapts, in the same namespace. The adapter's files go into
+    that Model's volume (under adapters/<name>), so the replicas already serving it can load the
+    adapter without a restart."""
     format: ModelFormat | None = None
     """How the weights are stored; detected from the files when empty."""
     files: ModelFiles | None = None

@@ -8,9 +8,13 @@ from collections.abc import Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
+import aiohttp
+
 from aima.api.common import ConditionStatus, ConditionType, Keys, Reason
-from aima.api.inference_service import InferenceService
+from aima.api.inference_service import AdapterState, AdapterStatus, InferenceService
+from aima.controllers import adapters as adapter_engines
 from aima.controllers.runtime import ClusterView, Reconciler
+from aima.domain import adapters as adapter_planning
 from aima.domain import conditions, network_policy, pod_health
 from aima.domain import inference_service as planning
 from aima.kube import KubeClient, resources
@@ -18,6 +22,7 @@ from aima.kube.cache import WatchedList
 from aima.settings import Settings
 
 Body = dict[str, Any]
+_ADAPTER_RETRY_SECONDS = 15.0
 
 # Ready=False reasons expected on the way up or asked for: Normal rather than Warning Events.
 _NORMAL_REASONS = frozenset(
@@ -85,7 +90,7 @@ async def reconcile(
     cluster: ClusterView,
     plans: Plans,
     ingress: network_policy.EngineIngress | None,
-) -> None:
+) -> float | None:
     """Bring one InferenceService's Deployment, Service, NetworkPolicy and status in line; writes
     only what differs.
 
@@ -102,11 +107,13 @@ async def reconcile(
     await _remove_obsolete_policy(body, observed=observed, ingress=ingress, kube=kube)
     # The status describes the Deployment as just written, not as it was before this pass.
     deployment = next((w for w in written if w and w["kind"] == "Deployment"), observed.deployment)
+    adapters = await _adapters(service, plan=plan, observed=observed, cluster=cluster)
     status = planning.compute_status(
         body,
         plan=plan,
         observed=dataclasses.replace(observed, deployment=deployment),
         now=datetime.datetime.now(datetime.UTC),
+        adapters=adapters,
     )
     patch = planning.status_patch(status, observed=body.get("status"))
     if patch is not None:
@@ -119,17 +126,49 @@ async def reconcile(
             )
         )
     before = service.status.conditions if service.status else []
-    if changed := conditions.transition(before, status.conditions, ConditionType.READY):
-        normal = changed.status is ConditionStatus.TRUE or changed.reason in _NORMAL_REASONS
-        # A change is news, and so is a first state that is a warning; a first state on the way up
-        # is not (a thousand services applied at once post no thousand Events).
-        if not normal or conditions.find(before, ConditionType.READY) is not None:
-            await kube.event(
-                regarding=body,
-                type_="Normal" if normal else "Warning",
-                reason=changed.reason,
-                message=changed.message,
-            )
+    for type_ in (ConditionType.READY, ConditionType.ADAPTERS_READY):
+        if changed := conditions.transition(before, status.conditions, type_):
+            normal = changed.status is ConditionStatus.TRUE or changed.reason in _NORMAL_REASONS
+            # A change is news, and so is a first state that is a warning; a first state on the way
+            # up is not (a thousand services applied at once post no thousand Events).
+            if not normal or conditions.find(before, type_) is not None:
+                await kube.event(
+                    regarding=body,
+                    type_="Normal" if normal else "Warning",
+                    reason=changed.reason,
+                    message=changed.message,
+                )
+    # An adapter not yet everywhere is looked at again: an engine that refused may take it later.
+    waiting = any(a.state is not AdapterState.READY for a in adapters)
+    return _ADAPTER_RETRY_SECONDS if waiting else None
+
+
+async def _adapters(
+    service: InferenceService, *, plan: planning.Plan, observed: planning.Observed, cluster: ClusterView
+) -> list[AdapterStatus]:
+    """Load and unload adapters on the ready replicas as the spec lists them; each one's status.
+    Asks the engines only while the spec lists adapters or the last status showed some."""
+    shown = service.status.adapters if service.status else None
+    if not service.spec.adapters and not shown:
+        return []
+    namespace = service.metadata.namespace
+    models = {
+        a.model_ref.name: found
+        for a in service.spec.adapters
+        if (found := cluster.models.get(namespace, a.model_ref.name)) is not None
+    }
+    wanted = adapter_planning.wanted(service, models=models, engine=plan.engine)
+    if plan.engine is None or plan.engine.spec.adapters is None:
+        replicas: list[adapter_planning.Replica] = []
+        failures: dict[tuple[str, str], str] = {}
+    else:
+        async with aiohttp.ClientSession() as http:
+            replicas = await adapter_engines.observe(observed.pods, engine=plan.engine, http=http)
+            actions = adapter_planning.actions(wanted, replicas)
+            changed, failures = await adapter_engines.perform(actions, engine=plan.engine, http=http)
+        replicas = list({r.pod: r for r in [*replicas, *changed]}.values())
+    model_id = service.spec.served_name or str(service.metadata.name)
+    return adapter_planning.report(wanted, replicas=replicas, failures=failures, model_id=model_id)
 
 
 async def _observe(service: InferenceService, *, kube: KubeClient, cluster: ClusterView) -> planning.Observed:
@@ -202,7 +241,9 @@ def watch(cluster: ClusterView, *, reconciler: Reconciler, plans: Plans) -> None
     def users(model: Body) -> None:
         namespace, name = model["metadata"].get("namespace"), model["metadata"]["name"]
         for service in cluster.inference_services.items(namespace):
-            if service["spec"]["modelRef"]["name"] == name:
+            spec = service["spec"]
+            adapters = {a["modelRef"]["name"] for a in spec.get("adapters") or []}
+            if spec["modelRef"]["name"] == name or name in adapters:
                 reconciler.enqueue_object(service)
 
     for children in (cluster.deployments, cluster.services, cluster.network_policies, cluster.pods):

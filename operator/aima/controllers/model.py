@@ -84,6 +84,14 @@ async def _observe(
 ) -> planning.Observed:
     namespace = model.metadata.namespace
     job = cluster.loader_jobs.get(namespace, planning.loader_job_name(model))
+    if model.spec.base_model_ref is not None:  # an adapter: its base Model's volume, which it does not own
+        return planning.Observed(
+            claim=None,
+            job=job,
+            pods=cluster.loader_pods.indexed(namespace, str(model.metadata.name)),
+            gpu_memory_mib=None,
+            base=cluster.models.get(namespace, model.spec.base_model_ref.name),
+        )
     claim = await kube.get(
         resources.PERSISTENT_VOLUME_CLAIMS, name=planning.claim_name(model), namespace=namespace
     )
@@ -127,11 +135,20 @@ async def _largest_gpu_memory_mib(kube: KubeClient, *, default: int) -> int:
 
 
 def watch(cluster: ClusterView, *, reconciler: Reconciler) -> None:
-    """Queue a Model when it changes (the reconciler's own cache) and when its loader Job or pods do."""
+    """Queue a Model when it changes (the reconciler's own cache), when its loader Job or pods do,
+    and, for a LoRA adapter, when its base Model does."""
 
     def owner(job: Body) -> None:
         if name := job["metadata"].get("labels", {}).get(Keys.MODEL):
             reconciler.enqueue(namespace=job["metadata"].get("namespace"), name=name)
+
+    def adapters(base: Body) -> None:
+        namespace, name = base["metadata"].get("namespace"), base["metadata"]["name"]
+        for model in cluster.models.items(namespace):
+            if (model["spec"].get("baseModelRef") or {}).get("name") == name:
+                reconciler.enqueue_object(model)
+
+    cluster.models.subscribe(adapters)
 
     cluster.loader_jobs.subscribe(owner, own_writes=False)  # its own Job writes need no further pass
     cluster.loader_pods.subscribe(owner)

@@ -12,14 +12,21 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from aima.api.common import ConditionStatus, ConditionType, Keys, Reason
 from aima.api.engine import Accelerator, Engine, EngineVariant
-from aima.api.inference_service import InferenceService, InferenceServicePhase, InferenceServiceStatus
+from aima.api.inference_service import (
+    AdapterStatus,
+    InferenceService,
+    InferenceServicePhase,
+    InferenceServiceStatus,
+)
 from aima.api.model import Model
+from aima.domain import adapters as adapter_planning
 from aima.domain import conditions, engine_args, engine_choice, network_policy, objects, pod_health
 from aima.domain.engine_choice import GPU_PRODUCT_LABEL, GPU_RESOURCE
 from aima.domain.pod_health import Finding
@@ -318,9 +325,13 @@ def _container(
         model_path=_model_path(model, engine=engine),
         gpus=gpus,
     )
-    args = engine_args.render_args([*spec.args, *variant.extra_args], engine=name, context=context)
+    # Adapter support only while the service lists adapters: it costs engines memory and speed.
+    adapters = spec.adapters if service.spec.adapters else None
+    templates = [*spec.args, *variant.extra_args, *(adapters.args if adapters else [])]
+    args = engine_args.render_args(templates, engine=name, context=context)
     args += engine_args.render_flags(service.spec.engine_args, style=spec.engine_args_style, engine=name)
-    env = engine_args.render_env(spec.env | variant.env, engine=name, context=context) | service.spec.env
+    env_templates = spec.env | variant.env | (adapters.env if adapters else {})
+    env = engine_args.render_env(env_templates, engine=name, context=context) | service.spec.env
     probe = {
         "httpGet": {"path": spec.health.path, "port": "http"},
         "periodSeconds": spec.health.period_seconds,
@@ -430,20 +441,31 @@ def _compact(values: Body) -> Body:
 # ---- status ---------------------------------------------------------------------------------
 
 
-def compute_status(body: Body, *, plan: Plan, observed: Observed, now: datetime) -> InferenceServiceStatus:
-    """The whole status from the plan and the observations (pure)."""
+def compute_status(
+    body: Body,
+    *,
+    plan: Plan,
+    observed: Observed,
+    now: datetime,
+    adapters: Sequence[AdapterStatus] = (),
+) -> InferenceServiceStatus:
+    """The whole status from the plan, the observations and this pass's ``adapters`` (pure)."""
     service = InferenceService.model_validate(body)
     previous = service.status or InferenceServiceStatus()
     scheduled = _scheduled(plan, observed=observed)
     ready = _ready(service, plan=plan, observed=observed, scheduled=scheduled, now=now)
     generation = service.metadata.generation
-    found = previous.conditions
-    for type_, finding in (
+    # AdaptersReady is there only while the spec lists adapters.
+    found = [c for c in previous.conditions if adapters or c.type != ConditionType.ADAPTERS_READY]
+    findings = [
         (ConditionType.MODEL_READY, plan.model_ready),
         (ConditionType.ENGINE_RESOLVED, plan.engine_resolved),
         (ConditionType.SCHEDULED, scheduled),
         (ConditionType.READY, ready),
-    ):
+    ]
+    if (loaded := adapter_planning.finding(adapters)) is not None:
+        findings.append((ConditionType.ADAPTERS_READY, loaded))
+    for type_, finding in findings:
         found = conditions.set_condition(
             found,
             type_=type_,
@@ -473,6 +495,7 @@ def compute_status(body: Body, *, plan: Plan, observed: Observed, now: datetime)
         served_name=service.spec.served_name or service.metadata.name,
         engine_model=engine_model(service, engine=engine) if engine else None,
         gpus=plan.gpus,
+        adapters=list(adapters) or None,
     )
 
 

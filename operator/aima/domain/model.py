@@ -23,6 +23,8 @@ from aima.domain.sources import parse_source
 Body = dict[str, Any]
 
 MOUNT_PATH = "/models"
+ADAPTERS_DIRECTORY = "adapters"
+"""Inside a base Model's volume, the directory of its LoRA adapters' files."""
 DEFAULT_CACHE_SIZE = "50Gi"
 LOADER_ACCOUNT = "aima-loader"
 """ServiceAccount (and RoleBinding to the ClusterRole of the same name) that loader Jobs run as:
@@ -51,6 +53,7 @@ _WAITING_REASONS = frozenset(
         Reason.IMAGE_PULL_BACK_OFF,
         Reason.CONTAINER_WAITING,
         Reason.LOADER_NOT_STARTED,
+        Reason.BASE_MODEL_NOT_READY,
     }
 )
 """Reasons of a loader that has not started: the Model is Pending."""
@@ -87,6 +90,8 @@ class Observed:
     """GPU memory per GPU on the cluster's GPU nodes (the largest); read only when an estimate is due."""
     pods: list[Body] = field(default_factory=list)
     """The Model's loader pods (of any of its Jobs): why a loader does not run is read from them."""
+    base: Body | None = None
+    """For a LoRA adapter, its base Model (spec.baseModelRef), whose volume receives its files."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -96,8 +101,10 @@ class Plan:
 
     objects: list[Body]
     job_name: str
-    claim_name: str
+    claim_name: str | None
     path: str
+    waiting_for: str | None = None
+    """Why nothing can start yet (an adapter whose base Model is not downloaded), in words."""
 
 
 def claim_name(model: Model) -> str:
@@ -116,6 +123,8 @@ def loader_job_name(model: Model) -> str:
 def plan(body: Body, *, settings: LoaderSettings, observed: Observed) -> Plan:
     """The children a Model needs now (pure)."""
     model = Model.model_validate(body)
+    if model.spec.base_model_ref is not None:
+        return _adapter_plan(body, model=model, settings=settings, base=observed.base)
     source = parse_source(model.spec.source)
     name = claim_name(model)
     path = (source.path or "") if source.scheme == "pvc" else ""
@@ -132,6 +141,39 @@ def plan(body: Body, *, settings: LoaderSettings, observed: Observed) -> Plan:
             _job(body, model=model, settings=settings, job_name=job, claim=name, path=path),
         ]
     return Plan(objects=children, job_name=job, claim_name=name, path=path)
+
+
+def adapter_path(model: Model) -> str:
+    """Where a LoRA adapter's files go inside its base Model's volume."""
+    return f"{ADAPTERS_DIRECTORY}/{model.metadata.name}"
+
+
+def _adapter_plan(body: Body, *, model: Model, settings: LoaderSettings, base: Body | None) -> Plan:
+    """A LoRA adapter is downloaded into its base Model's volume once the base is there: replicas
+    serving the base mount that volume already, so they load the adapter without a restart. It owns
+    no volume of its own."""
+    job, path = loader_job_name(model), adapter_path(model)
+    base_model = Model.model_validate(base) if base else None
+    status = base_model.status if base_model else None
+    claim = status.claim_name if status else None
+    if status is None or claim is None or not conditions.is_true(status.conditions, ConditionType.READY):
+        name = model.spec.base_model_ref.name if model.spec.base_model_ref else ""
+        waiting = (
+            f"Base Model {name} does not exist in namespace {model.metadata.namespace}; create it or "
+            "correct spec.baseModelRef"
+            if base_model is None
+            else f"Waiting for base Model {name} to be downloaded: the adapter goes into its volume"
+        )
+        return Plan(objects=[], job_name=job, claim_name=claim, path=path, waiting_for=waiting)
+    children = (
+        []
+        if _downloaded(model, job_name=job)
+        else [
+            *_loader_rbac(model),
+            _job(body, model=model, settings=settings, job_name=job, claim=claim, path=path),
+        ]
+    )
+    return Plan(objects=children, job_name=job, claim_name=claim, path=path)
 
 
 def compute_status(
@@ -257,6 +299,8 @@ def _download_state(model: Model, *, plan: Plan, observed: Observed, waited: boo
     reported_ready = progress is not None and progress.phase == ModelPhase.READY
     if job_status.get("succeeded") and reported_ready:
         return True, Reason.READY, "Files downloaded and verified"
+    if plan.waiting_for is not None:
+        return False, Reason.BASE_MODEL_NOT_READY, plan.waiting_for
     if progress is None and not _job_started(job):
         reason, message = _waiting(model, plan=plan, observed=observed, waited=waited)
         return False, reason, message

@@ -67,19 +67,27 @@ class Signals:
     """Mean share of the KV cache in use over the replicas that report it."""
 
 
+def requests_in_flight(backend: Backend, in_flight: Mapping[str, int]) -> int:
+    """Requests in flight to ``backend``'s service: to its model and to each of its adapters."""
+    adapters = (f"{backend.model}:{name}" for name, _ in backend.service.adapters)
+    return in_flight.get(backend.model, 0) + sum(in_flight.get(model, 0) for model in adapters)
+
+
 def signals(
     backends: Iterable[Backend], *, in_flight: Mapping[str, int], reports: Mapping[str, EngineReport]
 ) -> list[Signals]:
-    """Each service's signals (pure)."""
+    """Each service's signals (pure); an adapter counts towards its service."""
     result = []
     for backend in backends:
+        if backend.adapter is not None:
+            continue
         loads = [r.load for e in backend.endpoints if (r := reports.get(e)) is not None]
         kv = [load.kv_usage for load in loads if load.kv_usage is not None]
         result.append(
             Signals(
                 namespace=backend.service.namespace,
                 service=backend.service.name,
-                in_flight=in_flight.get(backend.model, 0),
+                in_flight=requests_in_flight(backend, in_flight),
                 replicas=backend.service.replicas,
                 ready=len(backend.endpoints),
                 reporting=len(loads),
@@ -159,7 +167,7 @@ class Autoscaler:
         now, seen = self._clock(), set()
         for backend in self._routes.backends():
             service, bounds = backend.service, backend.service.autoscaling
-            if bounds is None or service.suspended:
+            if bounds is None or service.suspended or backend.adapter is not None:
                 continue
             key = service_key(service)
             seen.add(key)
@@ -167,7 +175,7 @@ class Autoscaler:
             if wishes is None:  # first sight: the present count counts as a wish, so no early drain
                 wishes = self._wishes[key] = Wishes()
                 wishes.add(now, service.replicas, window=bounds.scale_down_delay_seconds)
-            load = self._in_flight[backend.model] * self._gateway_replicas
+            load = requests_in_flight(backend, self._in_flight) * self._gateway_replicas
             target = wishes.add(now, wish(load, bounds), window=bounds.scale_down_delay_seconds)
             if target != service.replicas:
                 await write_replicas(self._kube, service, target, why="for the requests in flight")

@@ -172,9 +172,9 @@ class Proxy:
             label = backend.model
             await self._admit(request, key, backend.model, payload, body)
             rename = None
-            if payload is not None and model != backend.service.engine_model:
-                body = bodies.with_model(payload, backend.service.engine_model)
-                rename = ModelRename(served=backend.service.engine_model, asked=model)
+            if payload is not None and model != backend.upstream_model:
+                body = bodies.with_model(payload, backend.upstream_model)
+                rename = ModelRename(served=backend.upstream_model, asked=model)
             self.metrics.in_flight[label] += 1
             try:
                 endpoints = await self._waker.endpoints(backend, request=request, payload=payload)
@@ -439,4 +439,7 @@ def _too_large(limit: int) -> GatewayError:
 
 
 def _model_object(backend: Backend) -> dict[str, Any]:
-    return {"id": backend.model, "object": "model", "created": backend.service.created, "owned_by": "aima"}
+    found = {"id": backend.model, "object": "model", "created": backend.service.created, "owned_by": "aima"}
+    if backend.adapter is not None:  # as vLLM lists an adapter: its base model is its parent
+        found["parent"] = backend.model.removesuffix(f":{backend.adapter}")
+    return found

@@ -64,6 +64,8 @@ class ServiceView:
     """Request-based autoscaling bounds; None leaves replicas as they are set."""
     answers_to: str | None = None
     """The one model name the engine answers to (status.engineModel), when the Engine fixes it."""
+    adapters: tuple[tuple[str, frozenset[str]], ...] = ()
+    """LoRA adapters (status.adapters): each one's name and the pods that hold it."""
 
     @property
     def engine_model(self) -> str:
@@ -80,6 +82,8 @@ class SliceView:
     service: str
     endpoints: tuple[str, ...]
     """Base URLs such as http://10.244.0.5:8000."""
+    pods: tuple[str, ...] = ()
+    """The pod behind each endpoint, in the same order ("" where the slice does not say)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +94,14 @@ class Backend:
     endpoints: tuple[str, ...]
     model: str
     """The id clients see in /v1/models: the alias if there is one, else the name (qualified by the
-    namespace outside the home namespace)."""
+    namespace outside the home namespace); ``<that>:<adapter>`` for a LoRA adapter."""
+    adapter: str | None = None
+    """The LoRA adapter this backend serves; its endpoints are the replicas that hold it."""
+
+    @property
+    def upstream_model(self) -> str:
+        """The ``model`` the engine is sent: the adapter's name, else the service's engine model."""
+        return self.adapter or self.service.engine_model
 
 
 class Routes(Protocol):
@@ -136,6 +147,11 @@ def service_view(body: Body) -> ServiceView:
         scale_from_zero=bool(autoscaling) and int(autoscaling.get("minReplicas", 1)) == 0,
         created=_unix(meta.get("creationTimestamp")),
         autoscaling=_autoscaling(autoscaling) if autoscaling else None,
+        adapters=tuple(
+            (str(a["name"]), frozenset(a.get("pods") or ()))
+            for a in (body.get("status") or {}).get("adapters") or []
+            if a.get("name")
+        ),
     )
 
 
@@ -161,14 +177,20 @@ def slice_view(body: Body) -> SliceView | None:
     if not port or not port.get("port"):
         return SliceView(namespace=namespace, service=service, endpoints=())
     ipv6 = body.get("addressType") == "IPv6"
-    urls = tuple(
-        f"http://[{address}]:{port['port']}" if ipv6 else f"http://{address}:{port['port']}"
+    ready = [
+        (address, (endpoint.get("targetRef") or {}).get("name") or "")
         for endpoint in body.get("endpoints") or []
         # An absent `ready` means ready (discovery.k8s.io/v1); terminating endpoints are not ready.
         if (endpoint.get("conditions") or {}).get("ready", True) is not False
         for address in endpoint.get("addresses", [])[:1]
+    ]
+    urls = tuple(
+        f"http://[{address}]:{port['port']}" if ipv6 else f"http://{address}:{port['port']}"
+        for address, _ in ready
     )
-    return SliceView(namespace=namespace, service=service, endpoints=urls)
+    return SliceView(
+        namespace=namespace, service=service, endpoints=urls, pods=tuple(pod for _, pod in ready)
+    )
 
 
 def build_table(
@@ -176,20 +198,29 @@ def build_table(
 ) -> dict[str, Backend]:
     """Model id (name and alias, qualified outside ``home``) to backend; a name always wins over
     another service's alias."""
-    endpoints: dict[tuple[str, str], list[str]] = {}
+    endpoints: dict[tuple[str, str], list[tuple[str, str]]] = {}
     for view in slices:
-        endpoints.setdefault((view.namespace, view.service), []).extend(view.endpoints)
+        pods = view.pods or ("",) * len(view.endpoints)
+        endpoints.setdefault((view.namespace, view.service), []).extend(
+            zip(view.endpoints, pods, strict=True)
+        )
     names: dict[str, Backend] = {}
     aliases: dict[str, Backend] = {}
+    adapters: dict[str, Backend] = {}
     for service in services:
         prefix = "" if service.namespace == home else f"{service.namespace}/"
-        ready = tuple(sorted(set(endpoints.get((service.namespace, service.name), []))))
+        found = endpoints.get((service.namespace, service.name), [])
         model = prefix + (service.served_name or service.name)
-        backend = Backend(service=service, endpoints=ready, model=model)
+        backend = Backend(service=service, endpoints=tuple(sorted({url for url, _ in found})), model=model)
         names[prefix + service.name] = backend
         if service.served_name:
             aliases[model] = backend
-    return aliases | names
+        for adapter, holders in service.adapters:
+            ready = tuple(sorted({url for url, pod in found if pod in holders}))
+            served = f"{model}:{adapter}"
+            adapters[served] = Backend(service=service, endpoints=ready, model=served, adapter=adapter)
+    # A service's name or alias wins over an adapter id that happens to look the same.
+    return adapters | aliases | names
 
 
 def distinct(table: Mapping[str, Backend]) -> list[Backend]:

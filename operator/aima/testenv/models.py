@@ -196,6 +196,45 @@ def write_tiny_llama_safetensors(folder: Path, *, seed: int = 0) -> Path:
     return folder
 
 
+LORA_RANK = 8
+
+
+def write_tiny_llama_lora(folder: Path, *, base: str, seed: int = 1, rank: int = LORA_RANK) -> Path:
+    """A LoRA adapter for the tiny llama in PEFT's layout (adapter_config.json and
+    adapter_model.safetensors, rank 8 on every attention projection), as vLLM loads it: about 35 KB.
+
+    Its updates are large beside the base's noise, so greedy replies with and without it differ.
+    ``base`` is the base model's name as the adapter's config records it; a ``rank`` above the
+    engine's maximum makes an adapter the engine refuses."""
+    rng = np.random.default_rng(seed)
+    embedding = _LLAMA_SHAPE["embedding"]
+    folder.mkdir(parents=True, exist_ok=True)
+    targets = ("q_proj", "k_proj", "v_proj", "o_proj")
+    config = {
+        "peft_type": "LORA",
+        "task_type": "CAUSAL_LM",
+        "base_model_name_or_path": base,
+        "r": rank,
+        "lora_alpha": 2 * rank,
+        "lora_dropout": 0.0,
+        "target_modules": list(targets),
+        "bias": "none",
+        "fan_in_fan_out": False,
+        "modules_to_save": None,
+        "use_rslora": False,
+        "use_dora": False,
+    }
+    (folder / "adapter_config.json").write_text(json.dumps(config, indent=1))
+    tensors: dict[str, Any] = {}
+    for layer in range(_LLAMA_SHAPE["layers"]):
+        for projection in targets:
+            prefix = f"base_model.model.model.layers.{layer}.self_attn.{projection}"
+            tensors[f"{prefix}.lora_A.weight"] = rng.standard_normal((rank, embedding)).astype(np.float32)
+            tensors[f"{prefix}.lora_B.weight"] = rng.standard_normal((embedding, rank)).astype(np.float32)
+    _write_safetensors(folder / "adapter_model.safetensors", tensors)
+    return folder
+
+
 def _write_safetensors(path: Path, tensors: dict[str, Any]) -> None:
     """The SafeTensors format by its specification (a little-endian u64 header length, a JSON header
     of dtypes, shapes and offsets padded to 8 bytes, then the raw data), for float32 tensors."""
