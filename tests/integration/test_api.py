@@ -182,6 +182,21 @@ INVALID: list[tuple[str, dict[str, Any], str]] = [
         "spec.adapters[0].name in body should match",
     ),
     (
+        "traffic weights that do not sum to 100",
+        isvc(traffic=[{"service": "chat", "weight": 90}, {"service": "chat-v2", "weight": 20}]),
+        "weights must sum to 100",
+    ),
+    (
+        "traffic naming a service twice",
+        isvc(traffic=[{"service": "chat-v2", "weight": 50}, {"service": "chat-v2", "weight": 50}]),
+        "traffic names each service once",
+    ),
+    (
+        "traffic weight over 100",
+        isvc(traffic=[{"service": "chat-v2", "weight": 101}]),
+        "spec.traffic[0].weight",
+    ),
+    (
         "pvc source with bad claim",
         model(source="pvc://Bad_Claim/x"),
         "PVC sources look like pvc://claim-name/path",

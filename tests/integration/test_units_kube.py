@@ -211,6 +211,33 @@ def test_service_create_scale_stop_and_start_change_the_custom_resource(
     assert call(aima_crds, "service.stop", namespace, name="svc")["error"]["code"] == "SERVICE_NOT_FOUND"
 
 
+def test_rollout_and_rollback_set_and_clear_the_traffic_split(
+    aima_crds: ControlPlane, namespace: str
+) -> None:
+    ok(call(aima_crds, "model.create", namespace, name="tiny", **LLM))
+    for name in ("chat", "chat-v2"):
+        ok(call(aima_crds, "service.create", namespace, name=name, modelRef={"name": "tiny"}, replicas=0))
+
+    def traffic() -> Any:
+        return kubectl_json(aima_crds, "get", "inferenceservice", "chat", "-n", namespace)["spec"].get(
+            "traffic"
+        )
+
+    canary = ok(call(aima_crds, "service.rollout", namespace, name="chat", to="chat-v2", weight=10))
+    split = [{"service": "chat", "weight": 90}, {"service": "chat-v2", "weight": 10}]
+    assert canary["traffic"] == split and traffic() == split
+    ok(call(aima_crds, "service.rollout", namespace, name="chat", to="chat-v2", weight=100))
+    assert traffic() == [{"service": "chat", "weight": 0}, {"service": "chat-v2", "weight": 100}]
+    assert ok(call(aima_crds, "service.rollback", namespace, name="chat"))["traffic"] == []
+    assert traffic() is None
+
+    missing = call(aima_crds, "service.rollout", namespace, name="chat", to="chat-v3", weight=10)["error"]
+    assert missing["code"] == "SERVICE_NOT_FOUND" and "create it with service.create" in missing["message"]
+    itself = call(aima_crds, "service.rollout", namespace, name="chat", to="chat", weight=10)["error"]
+    assert itself["code"] == "INVALID_INPUT" and "service.rollback" in itself["message"]
+    assert traffic() is None
+
+
 def test_a_replica_no_node_can_hold_is_refused(aima_crds: ControlPlane, namespace: str) -> None:
     ok(call(aima_crds, "model.create", namespace, name="tiny", **LLM))
     huge = {"name": "huge", "modelRef": {"name": "tiny"}, "resources": {"gpus": 16}}

@@ -198,6 +198,9 @@ class ConditionType(StrEnum):
     ADAPTERS_READY = "AdaptersReady"
     """Every LoRA adapter a service lists is loaded on every ready replica (present only while it
     lists some)."""
+    TRAFFIC_READY = "TrafficReady"
+    """Every InferenceService a traffic split names exists and is Ready (present only while
+    spec.traffic is set)."""
 
 
 class Reason(StrEnum):
@@ -241,6 +244,8 @@ class Reason(StrEnum):
     ADAPTERS_LOADING = "AdaptersLoading"
     ADAPTER_FAILED = "AdapterFailed"
     BASE_MODEL_NOT_READY = "BaseModelNotReady"
+    TRAFFIC_TARGET_NOT_FOUND = "TrafficTargetNotFound"
+    TRAFFIC_TARGET_NOT_READY = "TrafficTargetNotReady"
 
 
 class Condition(ApiModel):

@@ -48,6 +48,7 @@ __all__ = [
     "TaintEffect",
     "Toleration",
     "TolerationOperator",
+    "TrafficTarget",
 ]
 
 
@@ -211,6 +212,15 @@ class AdapterReference(ApiModel):
     """A LoRA Model whose baseModelRef is this service's Model."""
 
 
+class TrafficTarget(ApiModel):
+    """One InferenceService behind this service's model id, and its share of the requests."""
+
+    service: str = Field(min_length=1, max_length=63, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    """An InferenceService of this namespace; this one's own name means its own replicas."""
+    weight: int = Field(ge=0, le=100)
+    """Percent of the requests."""
+
+
 class AdapterState(StrEnum):
     """Where one adapter stands on the service's replicas."""
 
@@ -291,6 +301,23 @@ class InferenceServiceSpec(ApiModel):
     )
     """LoRA adapters every ready replica loads at runtime; only the first restarts pods (turning the
     engine's adapter support on)."""
+    traffic: list[TrafficTarget] = Field(
+        default_factory=list,
+        max_length=8,
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "self.size() == 0 || self.map(t, t.weight).sum() == 100",
+                    "traffic weights must sum to 100",
+                ),
+                cel(
+                    "self.all(t, self.exists_one(u, u.service == t.service))",
+                    "traffic names each service once",
+                ),
+            ]
+        },
+    )
+    """Split this service's model id by weight (90/10 for a canary); empty: all to its own replicas."""
 
 
 class InferenceServiceStatus(ApiModel):

@@ -17,6 +17,7 @@ from aima.controllers.runtime import ClusterView, Reconciler
 from aima.domain import adapters as adapter_planning
 from aima.domain import conditions, network_policy, pod_health
 from aima.domain import inference_service as planning
+from aima.domain import traffic as traffic_planning
 from aima.kube import KubeClient, resources
 from aima.kube.cache import WatchedList
 from aima.settings import Settings
@@ -98,6 +99,7 @@ async def reconcile(
     plans from it even before the watch delivers it.
     """
     service = InferenceService.model_validate(body)
+    namespace = service.metadata.namespace
     observed = await _observe(service, kube=kube, cluster=cluster)
     plan = plans.plan(body, observed=observed, cluster=cluster, ingress=ingress)
     # One child after the other, in the plan's order: the policy before the Deployment whose pods it
@@ -114,6 +116,9 @@ async def reconcile(
         observed=dataclasses.replace(observed, deployment=deployment),
         now=datetime.datetime.now(datetime.UTC),
         adapters=adapters,
+        traffic=traffic_planning.finding(
+            service, services={s["metadata"]["name"]: s for s in cluster.inference_services.items(namespace)}
+        ),
     )
     patch = planning.status_patch(status, observed=body.get("status"))
     if patch is not None:
@@ -126,7 +131,7 @@ async def reconcile(
             )
         )
     before = service.status.conditions if service.status else []
-    for type_ in (ConditionType.READY, ConditionType.ADAPTERS_READY):
+    for type_ in (ConditionType.READY, ConditionType.ADAPTERS_READY, ConditionType.TRAFFIC_READY):
         if changed := conditions.transition(before, status.conditions, type_):
             normal = changed.status is ConditionStatus.TRUE or changed.reason in _NORMAL_REASONS
             # A change is news, and so is a first state that is a warning; a first state on the way
@@ -252,3 +257,25 @@ def watch(cluster: ClusterView, *, reconciler: Reconciler, plans: Plans) -> None
         children.subscribe(owner, own_writes=False)
     cluster.models.subscribe(users)
     cluster.inference_services.subscribe(gone)
+    _watch_splits(cluster, reconciler=reconciler)
+
+
+def _watch_splits(cluster: ClusterView, *, reconciler: Reconciler) -> None:
+    """Queue a service with a traffic split when a service it names changes."""
+    # Each splitting service's targets, kept from the same events: few services split, and a scan
+    # of every service on every change would not scale to thousands.
+    split_targets: dict[tuple[str, str], set[str]] = {}
+
+    def splits(changed: Body) -> None:
+        """A service that comes, goes or turns Ready changes the splits that name it."""
+        namespace, name = changed["metadata"].get("namespace", ""), changed["metadata"]["name"]
+        there = cluster.inference_services.get(namespace, name) is not None
+        if there and (targets := traffic_planning.targets(changed.get("spec") or {})):
+            split_targets[(namespace, name)] = targets
+        else:
+            split_targets.pop((namespace, name), None)
+        for (where, splitter), targets in list(split_targets.items()):
+            if where == namespace and name in targets and splitter != name:
+                reconciler.enqueue(namespace=where, name=splitter)
+
+    cluster.inference_services.subscribe(splits)

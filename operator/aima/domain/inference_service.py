@@ -448,15 +448,22 @@ def compute_status(
     observed: Observed,
     now: datetime,
     adapters: Sequence[AdapterStatus] = (),
+    traffic: Finding | None = None,
 ) -> InferenceServiceStatus:
-    """The whole status from the plan, the observations and this pass's ``adapters`` (pure)."""
+    """The whole status from the plan, the observations, this pass's ``adapters`` and what became
+    of the traffic split's targets (pure)."""
     service = InferenceService.model_validate(body)
     previous = service.status or InferenceServiceStatus()
     scheduled = _scheduled(plan, observed=observed)
     ready = _ready(service, plan=plan, observed=observed, scheduled=scheduled, now=now)
     generation = service.metadata.generation
-    # AdaptersReady is there only while the spec lists adapters.
-    found = [c for c in previous.conditions if adapters or c.type != ConditionType.ADAPTERS_READY]
+    # AdaptersReady and TrafficReady are there only while the spec lists adapters, or a split.
+    found = [
+        c
+        for c in previous.conditions
+        if (adapters or c.type != ConditionType.ADAPTERS_READY)
+        and (traffic or c.type != ConditionType.TRAFFIC_READY)
+    ]
     findings = [
         (ConditionType.MODEL_READY, plan.model_ready),
         (ConditionType.ENGINE_RESOLVED, plan.engine_resolved),
@@ -465,6 +472,8 @@ def compute_status(
     ]
     if (loaded := adapter_planning.finding(adapters)) is not None:
         findings.append((ConditionType.ADAPTERS_READY, loaded))
+    if traffic is not None:
+        findings.append((ConditionType.TRAFFIC_READY, traffic))
     for type_, finding in findings:
         found = conditions.set_condition(
             found,

@@ -52,6 +52,8 @@ class GatewayMetrics:
         """Requests refused (429), by key and the kind of window that was spent."""
         self.quota_store_errors: Counter[str] = Counter()
         """Failed calls of the quota store, by operation (reserve, adjust)."""
+        self.split_requests: Counter[tuple[str, ...]] = Counter()
+        """Requests for a model id with a traffic split, by the InferenceService that took each."""
         self.duration = Histogram(
             "aima_gateway_request_duration_seconds",
             "Time from request to the end of the reply.",
@@ -126,6 +128,12 @@ class GatewayMetrics:
             "Failed calls of the quota store (requests then pass unchecked), by operation.",
             ("operation",),
             {(o,): n for o, n in self.quota_store_errors.items()},
+        )
+        lines += counter_lines(
+            "aima_gateway_split_requests_total",
+            "Requests for a model with a traffic split, by the InferenceService that took each.",
+            ("model", "service"),
+            self.split_requests,
         )
         lines += [line for source in self.sources for line in source()]
         lines += self.duration.render() + self.first_byte.render()

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import re
 import time
 import uuid
@@ -36,7 +37,7 @@ from aima.gateway.keys import ApiKey, KeyStore, UnitsAccess, presented_token
 from aima.gateway.metrics import GatewayMetrics, usage_tokens
 from aima.gateway.quotas import Admission, Quotas, StoreError, estimate
 from aima.gateway.replies import ModelRename
-from aima.gateway.routes import Backend, Routes
+from aima.gateway.routes import Backend, Routes, pick
 from aima.gateway.scaling import Waker
 
 __all__ = ["GET_ROUTES", "POST_ROUTES", "Proxy", "ProxyOptions", "request_id", "stamp_response"]
@@ -82,6 +83,8 @@ _SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:+=/-]{1,128}")
 _REQUEST_ID = web.RequestKey("request_id", str)
 _KEY = web.RequestKey("api_key", ApiKey)
 _ADMISSION = web.RequestKey("admission", Admission)
+_SERVED_BY = web.RequestKey("served_by", str)
+"""The InferenceService (namespace/name) whose replicas took the request."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -168,21 +171,23 @@ class Proxy:
             key = await self._authenticate(request)
             body = await self._read(request)
             model, payload = self._model_of(request, body)
-            backend = self._backend(model, key)
-            label = backend.model
-            await self._admit(request, key, backend.model, payload, body)
+            asked = self._backend(model, key)
+            label = asked.model
+            await self._admit(request, key, asked.model, payload, body)
+            backend = self._serving(request, asked)
             rename = None
             if payload is not None and model != backend.upstream_model:
                 body = bodies.with_model(payload, backend.upstream_model)
                 rename = ModelRename(served=backend.upstream_model, asked=model)
-            self.metrics.in_flight[label] += 1
+            # In flight to the service that takes it: what that service's autoscaling counts.
+            self.metrics.in_flight[backend.model] += 1
             try:
                 endpoints = await self._waker.endpoints(backend, request=request, payload=payload)
                 response = await self._send(
                     request, body, endpoints, label=label, payload=payload, rename=rename, started=started
                 )
             finally:
-                self.metrics.in_flight[label] -= 1
+                self.metrics.in_flight[backend.model] -= 1
             status = 499 if _client_gone(request) else response.status
             return response
         except GatewayError as error:
@@ -286,6 +291,15 @@ class Proxy:
             raise GatewayError(
                 403, f"This API key may not use the model '{model}'", code="model_not_allowed", param="model"
             )
+        return backend
+
+    def _serving(self, request: web.Request, asked: Backend) -> Backend:
+        """The backend that takes this request (a traffic split's target, by weight), named in the
+        reply's X-AIMA-Service header and, for a split, counted per target."""
+        backend = pick(asked, random.random())  # noqa: S311 - a share of requests, not a secret
+        request[_SERVED_BY] = f"{backend.service.namespace}/{backend.service.name}"
+        if asked.split:
+            self.metrics.split_requests[(asked.model, backend.service.name)] += 1
         return backend
 
     async def _send(
@@ -422,6 +436,8 @@ def request_id(request: web.Request) -> str:
 async def stamp_response(request: web.Request, response: web.StreamResponse) -> None:
     """Before any response's headers go out (errors too): its X-Request-ID and x-ratelimit-* headers."""
     response.headers["X-Request-ID"] = request_id(request)
+    if (served_by := request.get(_SERVED_BY)) is not None:
+        response.headers["X-AIMA-Service"] = served_by
     if (admission := request.get(_ADMISSION)) is not None:
         response.headers.update(admission.headers)
 

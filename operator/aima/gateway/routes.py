@@ -13,6 +13,7 @@ and never change meaning as services come and go.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -66,6 +67,8 @@ class ServiceView:
     """The one model name the engine answers to (status.engineModel), when the Engine fixes it."""
     adapters: tuple[tuple[str, frozenset[str]], ...] = ()
     """LoRA adapters (status.adapters): each one's name and the pods that hold it."""
+    traffic: tuple[tuple[str, int], ...] = ()
+    """A traffic split (spec.traffic): each target service's name and weight."""
 
     @property
     def engine_model(self) -> str:
@@ -97,6 +100,8 @@ class Backend:
     namespace outside the home namespace); ``<that>:<adapter>`` for a LoRA adapter."""
     adapter: str | None = None
     """The LoRA adapter this backend serves; its endpoints are the replicas that hold it."""
+    split: tuple[tuple[int, Backend], ...] = ()
+    """For a traffic split, each target with its weight."""
 
     @property
     def upstream_model(self) -> str:
@@ -152,6 +157,7 @@ def service_view(body: Body) -> ServiceView:
             for a in (body.get("status") or {}).get("adapters") or []
             if a.get("name")
         ),
+        traffic=tuple((str(t["service"]), int(t.get("weight", 0))) for t in spec.get("traffic") or []),
     )
 
 
@@ -219,8 +225,45 @@ def build_table(
             ready = tuple(sorted({url for url, pod in found if pod in holders}))
             served = f"{model}:{adapter}"
             adapters[served] = Backend(service=service, endpoints=ready, model=served, adapter=adapter)
+    for service in services:
+        if service.traffic:
+            prefix = "" if service.namespace == home else f"{service.namespace}/"
+            split = _split(names[prefix + service.name], service.traffic, names=names, prefix=prefix)
+            names[prefix + service.name] = split
+            if service.served_name:
+                aliases[split.model] = split
     # A service's name or alias wins over an adapter id that happens to look the same.
     return adapters | aliases | names
+
+
+def _split(
+    own: Backend, traffic: Iterable[tuple[str, int]], *, names: Mapping[str, Backend], prefix: str
+) -> Backend:
+    """``own`` with its traffic split: each target that exists, with its weight. A target keeps its
+    own model id (its autoscaling counts the requests it takes), and its own split does not count:
+    splits do not chain."""
+    targets = tuple(
+        (weight, dataclasses.replace(names[prefix + target], split=()))
+        for target, weight in traffic
+        if prefix + target in names
+    )
+    return dataclasses.replace(own, split=targets)
+
+
+def pick(backend: Backend, draw: float) -> Backend:
+    """The backend one request goes to, ``draw`` uniform in [0, 1): ``backend`` itself, or one target
+    of its split by weight. Targets without ready replicas are passed over while another has some:
+    their share goes to the others."""
+    if not backend.split:
+        return backend
+    weighted = [(w, b) for w, b in backend.split if w > 0]
+    live = [(w, b) for w, b in weighted if b.endpoints] or weighted
+    point = draw * sum(w for w, _ in live)
+    for weight, target in live:
+        if point < weight:
+            return target
+        point -= weight
+    return live[-1][1] if live else backend
 
 
 def distinct(table: Mapping[str, Backend]) -> list[Backend]:

@@ -30,6 +30,7 @@ from aima.api.inference_service import (
     InferenceServicePhase,
     InferenceServiceSpec,
     ServiceResources,
+    TrafficTarget,
 )
 from aima.api.model import Model
 from aima.domain import engine_choice
@@ -75,6 +76,15 @@ class ServiceScale(ServiceRef):
     the count)."""
 
 
+class ServiceRollout(ServiceRef):
+    """Part of a service's requests for another service."""
+
+    to: str = Field(min_length=1, max_length=63, pattern=NAME_PATTERN)
+    """The InferenceService (same namespace) that takes the share."""
+    weight: int = Field(ge=0, le=100)
+    """Its percent; 100 promotes it fully."""
+
+
 class ServiceListInput(Input):
     """Which InferenceServices to list."""
 
@@ -105,6 +115,8 @@ class ServiceSummary(ApiModel):
     gpus: int | None = None
     """GPUs per replica."""
     endpoint: str | None = None
+    traffic: list[TrafficTarget] = Field(default_factory=list)
+    """The split of its requests, when it has one."""
     warning: str | None = None
     """What the change just made will run into, such as replicas the free GPUs cannot hold now."""
 
@@ -283,6 +295,45 @@ async def stop(context: Context, request: ServiceRef) -> ServiceSummary:
 )
 async def start(context: Context, request: ServiceRef) -> ServiceSummary:
     return await _patch(context, request, {"spec": {"suspend": False}})
+
+
+@command(
+    "service.rollout",
+    description="Send weight % of a service's requests to another service (a canary); raise it step by "
+    "step, 100 promotes. Sets spec.traffic.",
+    examples=[Example(description="10 % to a canary", input={"name": "chat", "to": "chat-v2", "weight": 10})],
+    idempotent=True,
+)
+async def rollout(context: Context, request: ServiceRollout) -> ServiceSummary:
+    namespace = context.namespace_of(request.namespace)
+    if request.to == request.name:
+        raise UnitError(
+            ErrorCode.INVALID_INPUT,
+            f"to names {request.name} itself; service.rollback sends all its requests back to it",
+            {"name": request.name, "to": request.to},
+        )
+    if await context.kube.get(resources.INFERENCE_SERVICES, name=request.to, namespace=namespace) is None:
+        raise UnitError(
+            ErrorCode.SERVICE_NOT_FOUND,
+            f"InferenceService {request.to} not found in namespace {namespace}; create it with "
+            "service.create first",
+            {"name": request.to, "namespace": namespace},
+        )
+    split = [
+        {"service": request.name, "weight": 100 - request.weight},
+        {"service": request.to, "weight": request.weight},
+    ]
+    return await _patch(context, request, {"spec": {"traffic": split}})
+
+
+@command(
+    "service.rollback",
+    description="Send all of a service's requests back to its own replicas (clears spec.traffic).",
+    examples=[Example(description="End a canary", input={"name": "chat"})],
+    idempotent=True,
+)
+async def rollback(context: Context, request: ServiceRef) -> ServiceSummary:
+    return await _patch(context, request, {"spec": {"traffic": None}})
 
 
 @query(
@@ -493,6 +544,7 @@ def summarize(service: InferenceService) -> ServiceSummary:
         message=condition.message or None if condition else None,
         gpus=(status.gpus if status else None) or service.spec.resources.gpus,
         endpoint=status.endpoint if status else None,
+        traffic=service.spec.traffic,
     )
 
 
@@ -605,4 +657,4 @@ def _placed(pods: list[dict[str, Any]]) -> int:
     return sum(1 for p in pods if p["spec"].get("nodeName") and p.get("status", {}).get("phase") not in done)
 
 
-UNITS = (create, delete, scale, stop, start, get, list_, logs, recommend)
+UNITS = (create, delete, scale, stop, start, rollout, rollback, get, list_, logs, recommend)
