@@ -42,6 +42,8 @@ def local_llama_cpp(image: str) -> dict[str, Any]:
         {"name": "cpu", "accelerator": "CPU", "architecture": "amd64", "image": image}
     ]
     local["spec"]["health"]["periodSeconds"] = 1
+    # Its streams last well under a second: a stopping replica drains them in 3 s, not the default 30.
+    local["spec"]["health"]["drainSeconds"] = 3
     return dict(local)
 
 

@@ -730,6 +730,43 @@ def test_replicas_the_quota_refuses_beside_ready_ones_leave_the_service_ready() 
     assert condition(status, "Scheduled").reason == "FailedCreate"
 
 
+def test_replicas_serve_on_while_the_model_they_change_to_downloads() -> None:
+    body = service()
+    seen = observed(model=model(ready=False), deployment=with_conditions(ready=2))
+    plan = planned(body, observed=seen)
+    assert plan.objects == []  # the Deployment stays as it is: nothing rolls before the files are there
+    status = planning.compute_status(body, plan=plan, observed=seen, now=NOW)
+    ready = condition(status, "Ready")
+    assert (ready.status, status.phase) == ("True", "Running")
+    assert ready.message.startswith("2 replicas serve as before until Model tiny is ready: ")
+    assert condition(status, "ModelReady").status == "False"
+
+
+def test_a_change_rolls_new_replicas_in_before_old_ones_drain_out() -> None:
+    deployment = deployment_of(planned(service(), observed=observed()))
+    assert deployment["spec"]["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": 0},
+    }
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["terminationGracePeriodSeconds"] == 60
+    assert pod["containers"][0]["lifecycle"] == {"preStop": {"sleep": {"seconds": 30}}}
+
+
+def test_an_engine_that_drains_itself_gets_no_pre_stop_sleep() -> None:
+    engines = [e if e["metadata"]["name"] != "vllm" else with_drain(e, 0) for e in ENGINES]
+    deployment = deployment_of(
+        planned(service(engineRef={"name": "vllm"}), observed=observed(engines=engines))
+    )
+    pod = deployment["spec"]["template"]["spec"]
+    assert "lifecycle" not in pod["containers"][0] and pod["terminationGracePeriodSeconds"] == 30
+
+
+def with_drain(engine: dict[str, Any], seconds: int) -> dict[str, Any]:
+    spec = engine["spec"] | {"health": engine["spec"].get("health", {}) | {"drainSeconds": seconds}}
+    return engine | {"spec": spec}
+
+
 def test_a_rollout_past_its_deadline_is_explained() -> None:
     body = service()
     seen = observed(deployment=with_conditions(DEADLINE_EXCEEDED))

@@ -146,6 +146,10 @@ class EngineHealth(ApiModel):
     """How long loading may take before the container is restarted; large models need long budgets."""
     period_seconds: int = Field(default=10, ge=1, le=300)
     """Seconds between probes."""
+    drain_seconds: int = Field(default=30, ge=0, le=3600)
+    """Seconds a stopping replica, already out of the routing, keeps serving the requests it has
+    before the engine gets SIGTERM: rolling updates, scale-downs and deletions do not cut streams
+    shorter than this. The pod's grace period is this plus 30 s."""
 
 
 class EngineResources(ApiModel):

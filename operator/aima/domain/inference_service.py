@@ -39,6 +39,8 @@ _MODEL_VOLUME = "model"
 _SHM_VOLUME = "shm"
 _SHM_PATH = "/dev/shm"  # noqa: S108 (a mount point inside the container, not a temporary file)
 _PROGRESS_HEADROOM_SECONDS = 600
+_SHUTDOWN_SECONDS = 30
+"""What an engine gets after SIGTERM, past its drain, to exit before the kubelet kills it."""
 _WAITING = frozenset(
     {
         Reason.MODEL_NOT_READY,
@@ -242,6 +244,7 @@ def desired_deployment(
             # Service links would put VLLM_PORT=tcp://... into the environment of a service named
             # vllm, which vLLM reads as its own setting (vllm-project/vllm#10002).
             "enableServiceLinks": False,
+            "terminationGracePeriodSeconds": engine.spec.health.drain_seconds + _SHUTDOWN_SECONDS,
         }
     )
     return {
@@ -255,6 +258,9 @@ def desired_deployment(
             "progressDeadlineSeconds": engine.spec.health.startup_timeout_seconds
             + _PROGRESS_HEADROOM_SECONDS,
             "revisionHistoryLimit": 3,
+            # A change (another Model, Engine or image) starts new replicas before it stops old ones,
+            # which drain first: serving never pauses, if the nodes hold the extra replicas.
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": 0}},
             "template": {"metadata": _pod_metadata(labels, engine=engine), "spec": pod_spec},
         },
     }
@@ -360,9 +366,18 @@ def _container(
             "livenessProbe": probe | {"failureThreshold": 3},
             # The kubelet copies the last log lines into the termination message; status shows them.
             "terminationMessagePolicy": "FallbackToLogsOnError",
+            "lifecycle": _drain(engine),
             "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
         }
     )
+
+
+def _drain(engine: Engine) -> Body | None:
+    """Sleep before SIGTERM, no shell needed: a stopping pod leaves the EndpointSlices (and so the
+    gateway's routing) at once, and its engine finishes the streams it has meanwhile; most engines
+    cut them on SIGTERM."""
+    seconds = engine.spec.health.drain_seconds
+    return {"preStop": {"sleep": {"seconds": seconds}}} if seconds else None
 
 
 def _model_path(model: Model, *, engine: Engine) -> str:
@@ -588,19 +603,26 @@ def _ready(
         return plan.model_ready  # the root cause; no engine can be chosen without the Model either
     if plan.engine_resolved.status is not ConditionStatus.TRUE:
         return plan.engine_resolved
+    serving = (observed.deployment or {}).get("status", {}).get("readyReplicas", 0)
     if plan.model_ready.status is not ConditionStatus.TRUE:
+        if serving and plan.replicas:  # the Deployment is left as it was until the new Model is there
+            return Finding(
+                status=ConditionStatus.TRUE,
+                reason=Reason.READY,
+                message=f"{serving} replicas serve as before until Model {service.spec.model_ref.name} "
+                f"is ready: {plan.model_ready.message}",
+            )
         return plan.model_ready
     if plan.replicas == 0:
         why = "spec.suspend is true" if service.spec.suspend else "spec.replicas is 0"
         return Finding(
             status=ConditionStatus.FALSE, reason=_zero_reason(plan), message=f"No replicas run: {why}"
         )
-    ready = (observed.deployment or {}).get("status", {}).get("readyReplicas", 0)
-    if ready > 0 and plan.engine is not None:
+    if serving > 0 and plan.engine is not None:
         return Finding(
             status=ConditionStatus.TRUE,
             reason=Reason.READY,
-            message=f"{ready} of {plan.replicas} replicas ready at {endpoint(service, engine=plan.engine)}",
+            message=f"{serving} of {plan.replicas} replicas ready at {endpoint(service, engine=plan.engine)}",
         )
     assert plan.probe is not None  # set whenever an engine resolved
     trouble = pod_health.problem(observed.pods, probe=plan.probe, now=now)

@@ -45,7 +45,9 @@ def upstream_session(settings: Settings) -> aiohttp.ClientSession:
     connector = aiohttp.TCPConnector(
         limit=settings.gateway_upstream_connections,
         limit_per_host=0,
-        keepalive_timeout=60,
+        # Shorter than the engines' own idle timeouts (uvicorn's and cpp-httplib's are 5 s): a
+        # connection the engine may be closing is not taken for the next request.
+        keepalive_timeout=4,
         enable_cleanup_closed=True,
     )
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=settings.gateway_connect_timeout_seconds)

@@ -318,6 +318,7 @@ class Proxy:
             affinity = bodies.affinity_key(payload, chars=self._options.affinity_prefix_chars)
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _DROP_REQUEST}
         tried: list[str] = []
+        unanswered = 0
         while (endpoint := self._balancer.pick(endpoints, exclude=tried, affinity=affinity)) is not None:
             self._balancer.acquire(endpoint)
             try:
@@ -329,6 +330,21 @@ class Proxy:
                 logger.warning("Could not connect to %s for %s: %s", endpoint, label, error.os_error)
                 tried.append(endpoint)
                 self._balancer.failed(endpoint)
+                self.metrics.retries[label] += 1
+            except _Unanswered as error:
+                # A kept-alive connection the engine closed as the request went out (its idle timeout,
+                # or its exit): nothing came back, so once more on a new connection.
+                unanswered += 1
+                if unanswered > 1:
+                    raise GatewayError(
+                        502, f"The replica of '{label}' failed: {error}", code="upstream_error"
+                    ) from None
+                logger.info(
+                    "Replica %s of %s closed the connection unanswered (%s); once more",
+                    endpoint,
+                    label,
+                    error,
+                )
                 self.metrics.retries[label] += 1
             except aiohttp.ClientError as error:
                 logger.warning("Replica %s of %s failed: %s", endpoint, label, error)
@@ -356,9 +372,15 @@ class Proxy:
         started: float,
     ) -> web.StreamResponse:
         headers["X-Request-ID"] = request_id(request)
-        async with self._session.request(
-            request.method, endpoint + request.path_qs, data=body or None, headers=headers
-        ) as upstream:
+        try:
+            sent = await self._session.request(
+                request.method, endpoint + request.path_qs, data=body or None, headers=headers
+            )
+        except aiohttp.ClientConnectorError:
+            raise
+        except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as error:
+            raise _Unanswered(str(error)) from error
+        async with sent as upstream:
             if (held := holding.held_stream(request)) is not None:
                 # Its 200 and SSE head are sent: only a stream may follow, an error goes in as an event.
                 if upstream.status != 200 or upstream.content_type != "text/event-stream":
@@ -421,6 +443,10 @@ class Proxy:
         await self._charge(request, label, usage, keep=keep)
         await response.write_eof(b"" if rename is None else rename.flush())
         return response
+
+
+class _Unanswered(Exception):
+    """The replica closed the connection before any reply to the request."""
 
 
 def request_id(request: web.Request) -> str:

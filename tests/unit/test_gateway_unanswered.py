@@ -1,0 +1,87 @@
+"""A replica that closes a connection without answering (an engine's keep-alive timeout meeting the
+next request, or an engine that exits): the gateway sends the request once more on a new connection,
+and answers 502 only when the second try goes unanswered too."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import pytest
+
+from aima.gateway import create_app, open_gateway
+from aima.gateway.routes import Backend, ServiceView, StaticRoutes
+from aima.settings import Settings
+from fakes.serving import running
+
+pytestmark = pytest.mark.unit
+
+REPLY = json.dumps({"object": "chat.completion", "model": "chat", "choices": []}).encode()
+
+
+@contextlib.asynccontextmanager
+async def replica(unanswered: int) -> AsyncIterator[tuple[str, list[str]]]:
+    """An HTTP server that closes its first ``unanswered`` connections once a request came in."""
+    seen: list[str] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = next(
+            (
+                int(line.split(b":")[1])
+                for line in head.split(b"\r\n")
+                if line.lower().startswith(b"content-length")
+            ),
+            0,
+        )
+        await reader.readexactly(length)
+        seen.append("closed" if len(seen) < unanswered else "answered")
+        if seen[-1] == "answered":
+            writer.write(
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                + f"Content-Length: {len(REPLY)}\r\n\r\n".encode()
+                + REPLY
+            )
+            await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    async with server:
+        yield f"http://127.0.0.1:{port}", seen
+
+
+async def ask(unanswered: int) -> tuple[int, dict[str, Any], list[str]]:
+    async with replica(unanswered) as (url, seen):
+        view = ServiceView(
+            name="chat", namespace="ns", served_name=None, replicas=1, suspended=False, scale_from_zero=False
+        )
+        routes = StaticRoutes({"chat": Backend(service=view, endpoints=(url,), model="chat")})
+        options = Settings(
+            gateway_require_api_key=False,
+            gateway_autoscale_interval_seconds=0,
+            gateway_engine_metrics_interval_seconds=0,
+        )
+        async with (
+            open_gateway(options, kube=None, routes=routes) as proxy,
+            running(create_app(proxy)) as gateway,
+            aiohttp.ClientSession() as session,
+            session.post(gateway + "/v1/chat/completions", json={"model": "chat", "messages": []}) as reply,
+        ):
+            return reply.status, await reply.json(), seen
+
+
+def test_a_request_the_replica_closed_unanswered_is_sent_once_more() -> None:
+    status, body, seen = asyncio.run(ask(unanswered=1))
+    assert (status, body["object"], seen) == (200, "chat.completion", ["closed", "answered"])
+
+
+def test_a_second_unanswered_try_is_a_502_in_openai_shape() -> None:
+    status, body, seen = asyncio.run(ask(unanswered=5))
+    assert status == 502 and seen == ["closed", "closed"]
+    assert body["error"]["code"] == "upstream_error"
+    assert body["error"]["message"].startswith("The replica of 'chat' failed: ")
