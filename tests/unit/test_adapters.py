@@ -77,6 +77,17 @@ def test_an_adapter_that_cannot_load_says_why_and_what_to_do(
     assert status.state is AdapterState.FAILED and status.message == wanted.problem
 
 
+def test_an_adapter_id_another_service_serves_under_is_refused_with_both_names() -> None:
+    taken = {"chat:sql": "sql-chat", "chat:other": "x"}
+    sql, fine = planning.wanted(
+        chat("sql", "fine"), models={"sql-lora": lora("sql-lora")}, engine=VLLM, taken=taken
+    )
+    assert sql.problem is not None and sql.problem.startswith(
+        "chat:sql is the servedName of InferenceService sql-chat"
+    )
+    assert fine.problem is not None and "fine-lora does not exist" in fine.problem  # judged on its own
+
+
 def test_an_adapter_still_downloading_is_pending() -> None:
     (wanted,) = planning.wanted(chat("sql"), models={"sql-lora": lora("sql-lora", ready=False)}, engine=VLLM)
     assert wanted.path is None and "Waiting for Model sql-lora" in str(wanted.pending)

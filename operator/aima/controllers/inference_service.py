@@ -162,7 +162,12 @@ async def _adapters(
         for a in service.spec.adapters
         if (found := cluster.models.get(namespace, a.model_ref.name)) is not None
     }
-    wanted = adapter_planning.wanted(service, models=models, engine=plan.engine)
+    taken = {
+        served: other["metadata"]["name"]
+        for other in cluster.inference_services.items(namespace)
+        if ":" in (served := (other.get("spec") or {}).get("servedName") or "")
+    }
+    wanted = adapter_planning.wanted(service, models=models, engine=plan.engine, taken=taken)
     if plan.engine is None or plan.engine.spec.adapters is None:
         replicas: list[adapter_planning.Replica] = []
         failures: dict[tuple[str, str], str] = {}

@@ -68,13 +68,34 @@ class Action:
     path: str | None = None
 
 
-def wanted(service: InferenceService, *, models: Mapping[str, Body], engine: Engine | None) -> list[Wanted]:
+def wanted(
+    service: InferenceService,
+    *,
+    models: Mapping[str, Body],
+    engine: Engine | None,
+    taken: Mapping[str, str] | None = None,
+) -> list[Wanted]:
     """Each adapter of the spec with its path in the container, or what keeps it from loading.
-    ``models`` holds the adapters' Models by name (those that exist)."""
-    return [
-        _wanted(service, name=a.name, model_name=a.model_ref.name, models=models, engine=engine)
-        for a in service.spec.adapters
-    ]
+    ``models`` holds the adapters' Models by name (those that exist); ``taken`` the served names of
+    the namespace's other services (each to its service), which an adapter's id must not repeat."""
+    model_id = service.spec.served_name or str(service.metadata.name)
+    found = []
+    for adapter in service.spec.adapters:
+        if (owner := (taken or {}).get(f"{model_id}:{adapter.name}")) is not None:
+            found.append(
+                Wanted(
+                    name=adapter.name,
+                    problem=f"{model_id}:{adapter.name} is the servedName of InferenceService {owner}, which "
+                    "the gateway serves under it; rename the adapter or change that servedName",
+                )
+            )
+            continue
+        found.append(
+            _wanted(
+                service, name=adapter.name, model_name=adapter.model_ref.name, models=models, engine=engine
+            )
+        )
+    return found
 
 
 def _wanted(
