@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 from suite import FIGURES, SERVING_NAMESPACE
+from test_inference_sim import vllm_simulator
 from test_llama_cpp import isvc, llama  # noqa: F401 - a fixture the services need
 
 from aima.testenv import ControlPlane
@@ -109,3 +110,67 @@ def test_promotion_and_rollback_are_edits_of_the_spec(
     set_traffic(real_cluster, None)
     eventually(lambda: served_by(gateway_url, keys["gateway"], 20) == {MAIN: 20}, what="all requests back")
     eventually(lambda: not traffic_ready(real_cluster), what="TrafficReady to go with the split")
+
+
+BROKEN = "split-broken"
+
+
+def failing_simulator(image: str) -> dict[str, Any]:
+    """llm-d's simulator answering every request 503, as a canary that came up broken would."""
+    engine = vllm_simulator(image)
+    engine["metadata"]["name"] = "vllm-sim-failing"
+    engine["spec"]["args"] += ["--failure-injection-rate=100", "--failure-types=server_error"]
+    return engine
+
+
+@pytest.mark.usefixtures("services")
+def test_a_canary_that_fails_past_its_guard_is_halted_and_gets_nothing_more(
+    real_cluster: ControlPlane, gateway_url: str, keys: dict[str, str], downloaded: dict[str, Any]
+) -> None:
+    assert real_cluster.real_node is not None and downloaded["metadata"]["name"] == "tiny"
+    real_cluster.apply(
+        [
+            failing_simulator(real_cluster.real_node.images["llm-d-inference-sim"]),
+            isvc(BROKEN, model="tiny", engine="vllm-sim-failing"),
+        ]
+    )
+    ready_seconds(real_cluster, "isvc", BROKEN, SERVING_NAMESPACE, since=0)
+    guard = {"maxErrorPercent": 20, "windowRequests": 10}
+    patch = {
+        "traffic": [{"service": MAIN, "weight": 50}, {"service": BROKEN, "weight": 50}],
+        "rolloutGuard": guard,
+    }
+    real_cluster.kubectl(
+        "patch", "isvc", MAIN, "-n", SERVING_NAMESPACE, "--type=merge", "-p", json.dumps({"spec": patch})
+    )
+    eventually(lambda: traffic_ready(real_cluster).get("status") == "True", what="TrafficReady", timeout=60)
+
+    headers = {"Authorization": f"Bearer {keys['gateway']}"}
+    with httpx.Client(base_url=gateway_url, headers=headers, timeout=30) as http:
+
+        def ask() -> tuple[int, str]:
+            reply = http.post("/completions", json={"model": MODEL_ID, "prompt": "Hi", "max_tokens": 1})
+            return reply.status_code, reply.headers.get("X-AIMA-Service", "").removeprefix(
+                f"{SERVING_NAMESPACE}/"
+            )
+
+        before = Counter(ask() for _ in range(40))
+        halted = eventually(
+            lambda: c if (c := traffic_ready(real_cluster)).get("reason") == "RolloutHalted" else None,
+            what="the rollout guard to halt the broken canary",
+        )
+        # The operator saw the halt; the gateway's own watch of the service may be a moment behind.
+        eventually(lambda: {ask() for _ in range(5)} == {(200, MAIN)}, what="the gateway to route around it")
+        after = Counter(ask() for _ in range(40))
+    assert before[(503, BROKEN)] >= 10 and before[(200, MAIN)] > 0, before
+    assert after == {(200, MAIN): 40}, after
+    annotations = get_json(real_cluster, "isvc", MAIN, "-n", SERVING_NAMESPACE)["metadata"]["annotations"]
+    assert (
+        annotations["aima.dev/rollout-halted"]
+        == f"{BROKEN}: 10 of its last 10 requests failed (100 % > 20 %)"
+    )
+    assert halted["message"].startswith(f"The gateway halted {BROKEN}: 10 of its last 10 requests failed")
+    events = get_json(
+        real_cluster, "events", "", "-n", SERVING_NAMESPACE, f"--field-selector=involvedObject.name={MAIN}"
+    )
+    assert any(e["reason"] == "RolloutHalted" and e["type"] == "Warning" for e in events["items"])

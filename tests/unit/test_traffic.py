@@ -13,6 +13,7 @@ from test_inference_service_plan import NOW, observed, planned, service
 from aima.api.inference_service import InferenceService
 from aima.domain import inference_service as service_planning
 from aima.domain import traffic
+from aima.gateway.rollout_guard import Judge
 from aima.gateway.routes import build_table, pick, service_view, slice_view
 
 pytestmark = pytest.mark.unit
@@ -107,3 +108,59 @@ def test_the_condition_is_there_only_while_the_spec_splits() -> None:
 
 def test_the_split_targets_are_read_from_a_spec() -> None:
     assert traffic.targets({"traffic": CANARY}) == {"chat", "chat-v2"} and traffic.targets({}) == set()
+
+
+GUARD = {"maxErrorPercent": 10, "maxTimeToFirstTokenSeconds": 0.5, "windowRequests": 10}
+
+
+def guarded(*, halted: str | None = None) -> dict[str, Any]:
+    routes_for = [isvc("chat", traffic=CANARY, rolloutGuard=GUARD), isvc("chat-v2")]
+    if halted is not None:
+        routes_for[0]["metadata"]["annotations"] = {"aima.dev/rollout-halted": halted}  # type: ignore[index]
+    slices = [slice_view(endpoint_slice(name, "10.0.0.1")) for name in ("chat", "chat-v2")]
+    return build_table([service_view(s) for s in routes_for], [s for s in slices if s], home="ns")
+
+
+def test_a_target_that_fails_past_its_guard_is_halted_once_its_window_is_full() -> None:
+    judge, split = Judge(), guarded()["chat"]
+    canary, own = pick(split, 0.95), pick(split, 0.05)
+    outcomes = [judge.record(split, canary, failed=i % 5 == 0, first_byte=0.1) for i in range(9)]
+    assert outcomes == [None] * 9  # judged only on a whole window
+    assert (
+        judge.record(split, own, failed=True, first_byte=None) is None
+    )  # the service's own replicas are not judged
+    found = judge.record(split, canary, failed=False, first_byte=0.1)
+    assert found is not None and (found.namespace, found.service, found.target) == ("ns", "chat", "chat-v2")
+    assert found.reason == "2 of its last 10 requests failed (20 % > 10 %)"
+    assert found.annotation.startswith("chat-v2: 2 of its last 10")
+    assert judge.record(split, canary, failed=True, first_byte=0.1) is None  # a new window after a halt
+
+
+def test_a_target_slower_than_its_guard_is_halted() -> None:
+    judge, split = Judge(), guarded()["chat"]
+    canary = pick(split, 0.95)
+    found = [judge.record(split, canary, failed=False, first_byte=0.8) for _ in range(10)][-1]
+    assert (
+        found is not None
+        and found.reason == "median time to first token 0.800 s over its last 10 streams > 0.5 s"
+    )
+
+
+def test_a_halted_target_gets_nothing_and_the_condition_says_what_to_do() -> None:
+    routes = guarded(halted="chat-v2: 2 of its last 10 requests failed (20 % > 10 %)")
+    assert shares(routes["chat"]) == {"chat": 1000}
+    body = service(traffic=[{"service": "chat", "weight": 90}, {"service": "chat-v2", "weight": 10}])
+    body["metadata"]["annotations"] = {"aima.dev/rollout-halted": "chat-v2: 2 of its last 10 requests failed"}
+    found = traffic.finding(
+        InferenceService.model_validate(body), services={"chat-v2": target("chat-v2", ready=True)}
+    )
+    assert found is not None and (found.status, found.reason) == ("False", "RolloutHalted")
+    assert found.message.startswith("The gateway halted chat-v2: 2 of its last 10 requests failed")
+    assert "service.rollback" in found.message and "service.rollout" in found.message
+
+
+def test_an_unguarded_split_is_never_judged() -> None:
+    judge, split = Judge(), table()["assistant"]
+    assert all(
+        judge.record(split, pick(split, 0.95), failed=True, first_byte=None) is None for _ in range(100)
+    )

@@ -69,6 +69,10 @@ class Keys:
     """Annotation on an Engine: a non-root UID its image runs as; its pods then run with runAsNonRoot."""
     METRICS_PATH: Final = "aima.dev/metrics-path"
     """Annotation on an engine pod: the path of its Prometheus metrics (the Engine's metricsPath)."""
+    ROLLOUT_HALTED: Final = "aima.dev/rollout-halted"
+    """Annotation on an InferenceService with a traffic split, written by the gateway when a target
+    crossed spec.rolloutGuard: `<target>: <why>`. The gateway sends that target nothing while it is
+    there; service.rollout and service.rollback remove it."""
     KOPF_PREFIX: Final = "kopf.aima.dev"
     """Prefix of kopf's bookkeeping annotations; kopf never writes into our `status`."""
 
@@ -246,6 +250,7 @@ class Reason(StrEnum):
     BASE_MODEL_NOT_READY = "BaseModelNotReady"
     TRAFFIC_TARGET_NOT_FOUND = "TrafficTargetNotFound"
     TRAFFIC_TARGET_NOT_READY = "TrafficTargetNotReady"
+    ROLLOUT_HALTED = "RolloutHalted"
 
 
 class Condition(ApiModel):

@@ -43,6 +43,7 @@ __all__ = [
     "InferenceServicePhase",
     "InferenceServiceSpec",
     "InferenceServiceStatus",
+    "RolloutGuard",
     "Scheduling",
     "ServiceResources",
     "TaintEffect",
@@ -221,6 +222,17 @@ class TrafficTarget(ApiModel):
     """Percent of the requests."""
 
 
+class RolloutGuard(ApiModel):
+    """Bounds past which the gateway stops sending a traffic split's other targets anything."""
+
+    max_error_percent: float = Field(default=5, ge=0, le=100)
+    """A target whose 5xx replies pass this share of its last requests is halted."""
+    max_time_to_first_token_seconds: float | None = Field(default=None, ge=0.001, le=3600)
+    """A target whose median time to the first byte of its streams passes this is halted."""
+    window_requests: int = Field(default=50, ge=5, le=10000)
+    """A target is judged on its last this many requests, once it has had them."""
+
+
 class AdapterState(StrEnum):
     """Where one adapter stands on the service's replicas."""
 
@@ -318,6 +330,8 @@ class InferenceServiceSpec(ApiModel):
         },
     )
     """Split this service's model id by weight (90/10 for a canary); empty: all to its own replicas."""
+    rollout_guard: RolloutGuard | None = None
+    """Halt a target of the split that fails or slows down (the aima.dev/rollout-halted annotation)."""
 
 
 class InferenceServiceStatus(ApiModel):

@@ -1,5 +1,6 @@
 """A service's traffic split (pure): whether every InferenceService it names is there to take its
-share. The gateway does the splitting; the status says when a share has nowhere to go.
+share, and whether the gateway's rollout guard halted one. The gateway does the splitting; the
+status says when a share has nowhere to go.
 """
 
 from __future__ import annotations
@@ -7,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from aima.api.common import ConditionStatus, ConditionType, Reason
+from aima.api.common import ConditionStatus, ConditionType, Keys, Reason
 from aima.api.inference_service import InferenceService, InferenceServiceStatus
 from aima.domain import conditions
 from aima.domain.pod_health import Finding
@@ -28,6 +29,13 @@ def finding(service: InferenceService, *, services: Mapping[str, Body]) -> Findi
     if not service.spec.traffic:
         return None
     own = str(service.metadata.name)
+    if halted := (service.metadata.annotations or {}).get(Keys.ROLLOUT_HALTED):
+        return Finding(
+            status=ConditionStatus.FALSE,
+            reason=Reason.ROLLOUT_HALTED,
+            message=f"The gateway halted {halted}; it gets no requests. service.rollback ends the split; "
+            "service.rollout (or removing the annotation aima.dev/rollout-halted) tries again",
+        )
     others = [t for t in service.spec.traffic if t.service != own and t.weight > 0]
     missing = [t.service for t in others if t.service not in services]
     if missing:

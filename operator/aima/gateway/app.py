@@ -147,6 +147,7 @@ async def open_gateway(
             waker=waker,
             metrics=metrics,
             balancer=balancer,
+            kube=kube,
             options=ProxyOptions(
                 max_body_bytes=settings.gateway_max_body_bytes,
                 prefix_affinity=settings.gateway_prefix_affinity,

@@ -37,8 +37,10 @@ from aima.gateway.keys import ApiKey, KeyStore, UnitsAccess, presented_token
 from aima.gateway.metrics import GatewayMetrics, usage_tokens
 from aima.gateway.quotas import Admission, Quotas, StoreError, estimate
 from aima.gateway.replies import ModelRename
+from aima.gateway.rollout_guard import Judge, halt
 from aima.gateway.routes import Backend, Routes, pick
 from aima.gateway.scaling import Waker
+from aima.kube import KubeClient
 
 __all__ = ["GET_ROUTES", "POST_ROUTES", "Proxy", "ProxyOptions", "request_id", "stamp_response"]
 
@@ -85,6 +87,10 @@ _KEY = web.RequestKey("api_key", ApiKey)
 _ADMISSION = web.RequestKey("admission", Admission)
 _SERVED_BY = web.RequestKey("served_by", str)
 """The InferenceService (namespace/name) whose replicas took the request."""
+_FIRST_BYTE = web.RequestKey("first_byte", float)
+"""Seconds from the request to the first byte of its streamed reply."""
+_SPLIT = web.RequestKey("split", tuple)
+"""For a request to a split model id: the backend asked for and the one that took it."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -111,9 +117,13 @@ class Proxy:
         metrics: GatewayMetrics,
         balancer: Balancer,
         options: ProxyOptions,
+        kube: KubeClient | None = None,
     ) -> None:
         self.routes, self.keys, self.quotas, self.metrics = routes, keys, quotas, metrics
         self._session, self._waker, self._balancer, self._options = session, waker, balancer, options
+        self._kube = kube
+        self._judge_state = Judge()
+        self._halting: set[asyncio.Task[None]] = set()  # held until done: the loop keeps weak references
 
     # -- handlers --------------------------------------------------------------------------------
 
@@ -204,6 +214,8 @@ class Proxy:
             self.metrics.finish(
                 model=label, route=request.path, code=status, seconds=time.perf_counter() - started
             )
+            if (split := request.get(_SPLIT)) is not None:
+                self._judge(request, *split, status=status)
 
     # -- steps -----------------------------------------------------------------------------------
 
@@ -300,7 +312,18 @@ class Proxy:
         request[_SERVED_BY] = f"{backend.service.namespace}/{backend.service.name}"
         if asked.split:
             self.metrics.split_requests[(asked.model, backend.service.name)] += 1
+            request[_SPLIT] = (asked, backend)
         return backend
+
+    def _judge(self, request: web.Request, asked: Backend, served: Backend, *, status: int) -> None:
+        """Count a split request towards its target's rollout guard; write a halt it completes."""
+        found = self._judge_state.record(
+            asked, served, failed=status >= 500, first_byte=request.get(_FIRST_BYTE)
+        )
+        if found is not None and self._kube is not None:
+            task = asyncio.create_task(halt(self._kube, found), name=f"halt-{found.service}")
+            self._halting.add(task)
+            task.add_done_callback(self._halting.discard)
 
     async def _send(
         self,
@@ -425,7 +448,8 @@ class Proxy:
         try:
             async for chunk in upstream.content.iter_any():
                 if first:
-                    self.metrics.first_byte.observe((label, request.path), time.perf_counter() - started)
+                    request[_FIRST_BYTE] = time.perf_counter() - started
+                    self.metrics.first_byte.observe((label, request.path), request[_FIRST_BYTE])
                     first = False
                 usage = usage_tokens(chunk) or usage
                 await response.write(chunk if rename is None else rename.feed(chunk))

@@ -19,16 +19,20 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
+from aima.api.common import Keys
+
 __all__ = [
     "SERVICE_NAME_LABEL",
     "Autoscaling",
     "Backend",
+    "Guard",
     "Routes",
     "ServiceView",
     "SliceView",
     "StaticRoutes",
     "build_table",
     "distinct",
+    "pick",
     "service_view",
     "slice_view",
 ]
@@ -46,6 +50,15 @@ class Autoscaling:
     max_replicas: int
     target_active_requests: int
     scale_down_delay_seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class Guard:
+    """An InferenceService's spec.rolloutGuard: the bounds its split's other targets are held to."""
+
+    max_error_percent: float
+    max_time_to_first_token_seconds: float | None
+    window_requests: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +82,9 @@ class ServiceView:
     """LoRA adapters (status.adapters): each one's name and the pods that hold it."""
     traffic: tuple[tuple[str, int], ...] = ()
     """A traffic split (spec.traffic): each target service's name and weight."""
+    guard: Guard | None = None
+    halted: str | None = None
+    """The split target a rollout guard halted (the aima.dev/rollout-halted annotation): it gets nothing."""
 
     @property
     def engine_model(self) -> str:
@@ -158,6 +174,20 @@ def service_view(body: Body) -> ServiceView:
             if a.get("name")
         ),
         traffic=tuple((str(t["service"]), int(t.get("weight", 0))) for t in spec.get("traffic") or []),
+        guard=_guard(spec["rolloutGuard"]) if spec.get("rolloutGuard") is not None else None,
+        halted=halted.split(":", 1)[0]
+        if (halted := meta.get("annotations", {}).get(Keys.ROLLOUT_HALTED))
+        else None,
+    )
+
+
+def _guard(spec: Body) -> Guard:
+    # Defaults as in aima.api.inference_service.RolloutGuard (the API server fills them in too).
+    bound = spec.get("maxTimeToFirstTokenSeconds")
+    return Guard(
+        max_error_percent=float(spec.get("maxErrorPercent", 5)),
+        max_time_to_first_token_seconds=float(bound) if bound is not None else None,
+        window_requests=max(1, int(spec.get("windowRequests", 50))),
     )
 
 
@@ -239,11 +269,12 @@ def build_table(
 def _split(
     own: Backend, traffic: Iterable[tuple[str, int]], *, names: Mapping[str, Backend], prefix: str
 ) -> Backend:
-    """``own`` with its traffic split: each target that exists, with its weight. A target keeps its
+    """``own`` with its traffic split: each target that exists, with its weight (none for one a rollout
+    guard halted). A target keeps its
     own model id (its autoscaling counts the requests it takes), and its own split does not count:
     splits do not chain."""
     targets = tuple(
-        (weight, dataclasses.replace(names[prefix + target], split=()))
+        (0 if target == own.service.halted else weight, dataclasses.replace(names[prefix + target], split=()))
         for target, weight in traffic
         if prefix + target in names
     )

@@ -46,6 +46,8 @@ __all__ = ["UNITS", "ServiceSummary"]
 NAME_PATTERN = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
 logger = logging.getLogger("aima.units.service")
 _POLL_SECONDS = 0.25
+_UNHALTED = {"annotations": {Keys.ROLLOUT_HALTED: None}}
+"""A rollout or rollback starts afresh: a rollout guard's halt goes."""
 
 
 class ServiceRef(Input):
@@ -300,7 +302,7 @@ async def start(context: Context, request: ServiceRef) -> ServiceSummary:
 @command(
     "service.rollout",
     description="Send weight % of a service's requests to another service (a canary); raise it step by "
-    "step, 100 promotes. Sets spec.traffic.",
+    "step, 100 promotes. Sets spec.traffic, lifts a rollout guard's halt.",
     examples=[Example(description="10 % to a canary", input={"name": "chat", "to": "chat-v2", "weight": 10})],
     idempotent=True,
 )
@@ -323,7 +325,7 @@ async def rollout(context: Context, request: ServiceRollout) -> ServiceSummary:
         {"service": request.name, "weight": 100 - request.weight},
         {"service": request.to, "weight": request.weight},
     ]
-    return await _patch(context, request, {"spec": {"traffic": split}})
+    return await _patch(context, request, {"metadata": _UNHALTED, "spec": {"traffic": split}})
 
 
 @command(
@@ -333,7 +335,7 @@ async def rollout(context: Context, request: ServiceRollout) -> ServiceSummary:
     idempotent=True,
 )
 async def rollback(context: Context, request: ServiceRef) -> ServiceSummary:
-    return await _patch(context, request, {"spec": {"traffic": None}})
+    return await _patch(context, request, {"metadata": _UNHALTED, "spec": {"traffic": None}})
 
 
 @query(
