@@ -238,6 +238,60 @@ def test_rollout_and_rollback_set_and_clear_the_traffic_split(
     assert traffic() is None
 
 
+def test_update_merges_into_the_spec_and_refuses_what_would_not_serve(
+    aima_crds: ControlPlane, namespace: str
+) -> None:
+    for name in ("tiny", "next"):
+        ok(call(aima_crds, "model.create", namespace, name=name, **LLM))
+    ok(
+        call(
+            aima_crds,
+            "service.create",
+            namespace,
+            name="svc",
+            modelRef={"name": "tiny"},
+            replicas=0,
+            servedName="chat",
+        )
+    )
+
+    def spec() -> Any:
+        return kubectl_json(aima_crds, "get", "inferenceservice", "svc", "-n", namespace)["spec"]
+
+    adapters = [{"name": "sql", "modelRef": {"name": "sql-lora"}}]
+    updated = ok(
+        call(
+            aima_crds,
+            "service.update",
+            namespace,
+            name="svc",
+            spec={"modelRef": {"name": "next"}, "adapters": adapters},
+        )
+    )
+    assert updated["model"] == "next"
+    assert (spec()["modelRef"], spec()["adapters"], spec()["servedName"]) == (
+        {"name": "next"},
+        adapters,
+        "chat",
+    )
+    ok(call(aima_crds, "service.update", namespace, name="svc", spec={"servedName": None}))
+    assert "servedName" not in spec()
+
+    def refused(change: dict[str, Any]) -> dict[str, Any]:
+        error: dict[str, Any] = call(aima_crds, "service.update", namespace, name="svc", spec=change)["error"]
+        return error
+
+    missing = refused({"modelRef": {"name": "nowhere"}})
+    assert missing["code"] == "MODEL_NOT_FOUND" and "model.pull" in missing["message"]
+    assert refused({"engineRef": {"name": "nowhere"}})["code"] == "ENGINE_NOT_FOUND"
+    unknown = refused({"modelref": {"name": "next"}})
+    assert unknown["code"] == "INVALID_INPUT" and "modelref: unknown field" in unknown["message"]
+    assert "modelRef" in unknown["message"]  # what the spec does take
+    bad_split = refused({"traffic": [{"service": "svc", "weight": 90}]})
+    assert bad_split["code"] == "INVALID_INPUT" and "weights must sum to 100" in bad_split["message"]
+    assert spec()["modelRef"] == {"name": "next"}
+
+
 def test_a_replica_no_node_can_hold_is_refused(aima_crds: ControlPlane, namespace: str) -> None:
     ok(call(aima_crds, "model.create", namespace, name="tiny", **LLM))
     huge = {"name": "huge", "modelRef": {"name": "tiny"}, "resources": {"gpus": 16}}

@@ -128,8 +128,8 @@ def test_the_tool_list_fits_the_agents_budget() -> None:
     async def scenario(client: Client) -> None:
         listed = await client.list_tools()
         wire = ListToolsResult(tools=listed.tools).model_dump_json(by_alias=True, exclude_none=True)
-        # About 6,600 tokens for 56 tools: a small part of an agent's context, kept so as each tool is added.
-        assert len(wire) < 26_500
+        # About 6,700 tokens for 57 tools: a small part of an agent's context, kept so as each tool is added.
+        assert len(wire) < 27_000
         assert "x-kubernetes" not in wire and "$defs" not in wire and '"title"' not in wire
 
     with_client(scenario, units=registry())

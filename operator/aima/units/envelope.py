@@ -14,7 +14,6 @@ import asyncio
 import logging
 import secrets
 import time
-import typing
 from typing import Any
 
 import aiohttp
@@ -23,7 +22,7 @@ from pydantic import BaseModel, Field, ValidationError
 from aima.api.common import Keys
 from aima.kube import KubeError, resources
 from aima.units.core import Context, Kind, Registry, Unit
-from aima.units.errors import ErrorCode, UnitError
+from aima.units.errors import ErrorCode, UnitError, first_error
 
 __all__ = ["ErrorInfo", "Meta", "Options", "Request", "Response", "execute", "from_kube_error"]
 
@@ -129,7 +128,7 @@ async def _run(registry: Registry, context: Context, request: Request) -> Any:
     except ValidationError as invalid:
         raise UnitError(
             ErrorCode.INVALID_INPUT,
-            f"Invalid input for {unit.name}: {_first_error(invalid, model=unit.input)}",
+            f"Invalid input for {unit.name}: {first_error(invalid, model=unit.input)}",
             {"errors": invalid.errors(include_url=False, include_context=False, include_input=False)},
         ) from invalid
     except KubeError as refused:
@@ -246,34 +245,3 @@ def from_kube_error(error: KubeError) -> UnitError:
     if error.status >= 500 or error.status == 429:
         return UnitError(ErrorCode.UNAVAILABLE, error.message, details)
     return UnitError(ErrorCode.INTERNAL, error.message, details)
-
-
-def _first_error(invalid: ValidationError, *, model: type[BaseModel]) -> str:
-    first = invalid.errors(include_url=False)[0]
-    where = ".".join(str(p) for p in first["loc"])
-    if first["type"] == "extra_forbidden":
-        # Naming what the object does take is the fix an agent needs (a dropped field never is).
-        owner = ".".join(str(p) for p in first["loc"][:-1]) or "the input"
-        return f"{where}: unknown field; {owner} takes {', '.join(_fields_at(model, first['loc'][:-1]))}"
-    return f"{where}: {first['msg']}" if where else str(first["msg"])
-
-
-def _fields_at(model: type[BaseModel], loc: tuple[int | str, ...]) -> list[str]:
-    """The wire names of the fields the object at `loc` of `model`'s input takes (pure)."""
-    current = model
-    for step in loc:
-        info = next((f for n, f in current.model_fields.items() if step in (n, f.alias)), None)
-        if info is None:
-            continue  # a list index or a map key: the item is of the field's model still
-        nested = _model_in(info.annotation)
-        if nested is None:
-            return []
-        current = nested
-    return sorted(info.alias or name for name, info in current.model_fields.items())
-
-
-def _model_in(annotation: Any) -> type[BaseModel] | None:
-    """The model a field holds, itself or inside Optional, list or dict."""
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    return next((m for a in typing.get_args(annotation) if (m := _model_in(a)) is not None), None)

@@ -6,11 +6,14 @@ and clients branch on the code, never on the message.
 
 from __future__ import annotations
 
+import typing
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-__all__ = ["ErrorCode", "UnitError", "exit_code", "http_status"]
+from pydantic import BaseModel, ValidationError
+
+__all__ = ["ErrorCode", "UnitError", "exit_code", "first_error", "http_status"]
 
 
 class ErrorCode(StrEnum):
@@ -78,3 +81,36 @@ class UnitError(Exception):
 
     def __str__(self) -> str:
         return f"{self.code}: {self.message}"
+
+
+def first_error(invalid: ValidationError, *, model: type[BaseModel]) -> str:
+    """The first problem of ``invalid`` (an input of ``model``) in words; for an unknown field, the
+    fields its object does take."""
+    first = invalid.errors(include_url=False)[0]
+    where = ".".join(str(p) for p in first["loc"])
+    if first["type"] == "extra_forbidden":
+        # Naming what the object does take is the fix an agent needs (a dropped field never is).
+        owner = ".".join(str(p) for p in first["loc"][:-1]) or "the input"
+        return f"{where}: unknown field; {owner} takes {', '.join(_fields_at(model, first['loc'][:-1]))}"
+    return f"{where}: {first['msg']}" if where else str(first["msg"])
+
+
+def _fields_at(model: type[BaseModel], loc: tuple[int | str, ...]) -> list[str]:
+    """The wire names of the fields the object at `loc` of `model`'s input takes (pure)."""
+    current = model
+    for step in loc:
+        info = next((f for n, f in current.model_fields.items() if step in (n, f.alias)), None)
+        if info is None:
+            continue  # a list index or a map key: the item is of the field's model still
+        nested = _model_in(info.annotation)
+        if nested is None:
+            return []
+        current = nested
+    return sorted(info.alias or name for name, info in current.model_fields.items())
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    """The model a field holds, itself or inside Optional, list or dict."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    return next((m for a in typing.get_args(annotation) if (m := _model_in(a)) is not None), None)

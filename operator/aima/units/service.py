@@ -21,7 +21,7 @@ import logging
 import time
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, ValidationError
 
 from aima.api.common import API_VERSION, ApiModel, ConditionStatus, Keys
 from aima.api.engine import Accelerator, Engine
@@ -38,7 +38,7 @@ from aima.domain.inference_service import CONTAINER
 from aima.kube import KubeError, resources
 from aima.units import resource, shared
 from aima.units.core import Context, Example, Input, command, query
-from aima.units.errors import ErrorCode, UnitError
+from aima.units.errors import ErrorCode, UnitError, first_error
 from aima.units.shared import Deleted
 
 __all__ = ["UNITS", "ServiceSummary"]
@@ -76,6 +76,13 @@ class ServiceScale(ServiceRef):
     replicas: int = Field(ge=0, le=1000)
     """Desired replicas; 0 keeps the service but runs nothing (service.stop does the same and keeps
     the count)."""
+
+
+class ServiceUpdate(ServiceRef):
+    """Changes to a service's spec."""
+
+    spec: dict[str, Any] = Field(min_length=1)
+    """Fields of service.create to change, as a merge patch; null removes one."""
 
 
 class ServiceRollout(ServiceRef):
@@ -222,22 +229,9 @@ class Recommendation(ApiModel):
 )
 async def create(context: Context, request: ServiceCreate) -> ServiceSummary:
     namespace = context.namespace_of(request.namespace)
-    if await context.kube.get(resources.MODELS, name=request.model_ref.name, namespace=namespace) is None:
-        raise UnitError(
-            ErrorCode.MODEL_NOT_FOUND,
-            f"Model {request.model_ref.name} not found in namespace {namespace}; "
-            "create it first with model.pull",
-            {"name": request.model_ref.name, "namespace": namespace},
-        )
-    if (
-        request.engine_ref is not None
-        and await context.kube.get(resources.ENGINES, name=request.engine_ref.name) is None
-    ):
-        raise UnitError(
-            ErrorCode.ENGINE_NOT_FOUND,
-            f"Engine {request.engine_ref.name} not found; engine.list lists them",
-            {"name": request.engine_ref.name},
-        )
+    await _require_model(context, request.model_ref.name, namespace)
+    if request.engine_ref is not None:
+        await _require_engine(context, request.engine_ref.name)
     spec = InferenceServiceSpec.model_validate(
         request.model_dump(include=set(InferenceServiceSpec.model_fields), exclude_unset=True)
     )
@@ -297,6 +291,37 @@ async def stop(context: Context, request: ServiceRef) -> ServiceSummary:
 )
 async def start(context: Context, request: ServiceRef) -> ServiceSummary:
     return await _patch(context, request, {"spec": {"suspend": False}})
+
+
+@command(
+    "service.update",
+    description="Change a service's spec (Model, Engine, adapters, ...); serving never pauses: new replicas "
+    "start (once a new Model is downloaded) before old ones drain.",
+    examples=[
+        Example(
+            description="Serve another Model",
+            input={"name": "qwen", "spec": {"modelRef": {"name": "qwen3-8b"}}},
+        ),
+    ],
+    idempotent=True,
+)
+async def update(context: Context, request: ServiceUpdate) -> ServiceSummary:
+    namespace = context.namespace_of(request.namespace)
+    current = InferenceService.model_validate(await _get(context, request.name, namespace))
+    merged = merge_patch(current.spec.model_dump(mode="json", by_alias=True, exclude_none=True), request.spec)
+    try:
+        spec = InferenceServiceSpec.model_validate(merged)
+    except ValidationError as invalid:
+        raise UnitError(
+            ErrorCode.INVALID_INPUT,
+            f"Invalid spec for service.update: {first_error(invalid, model=InferenceServiceSpec)}",
+            {"name": request.name, "namespace": namespace},
+        ) from None
+    if spec.model_ref != current.spec.model_ref:
+        await _require_model(context, spec.model_ref.name, namespace)
+    if spec.engine_ref is not None and spec.engine_ref != current.spec.engine_ref:
+        await _require_engine(context, spec.engine_ref.name)
+    return await _patch(context, request, {"spec": request.spec})
 
 
 @command(
@@ -550,6 +575,35 @@ def summarize(service: InferenceService) -> ServiceSummary:
     )
 
 
+async def _require_model(context: Context, name: str, namespace: str) -> None:
+    if await context.kube.get(resources.MODELS, name=name, namespace=namespace) is None:
+        raise UnitError(
+            ErrorCode.MODEL_NOT_FOUND,
+            f"Model {name} not found in namespace {namespace}; create it first with model.pull",
+            {"name": name, "namespace": namespace},
+        )
+
+
+async def _require_engine(context: Context, name: str) -> None:
+    if await context.kube.get(resources.ENGINES, name=name) is None:
+        raise UnitError(
+            ErrorCode.ENGINE_NOT_FOUND, f"Engine {name} not found; engine.list lists them", {"name": name}
+        )
+
+
+def merge_patch(target: Any, patch: Any) -> Any:
+    """``patch`` applied to ``target`` as a JSON merge patch (RFC 7386), as the API server will (pure)."""
+    if not isinstance(patch, dict):
+        return patch
+    merged = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            merged.pop(key, None)
+        else:
+            merged[key] = merge_patch(merged.get(key), value)
+    return merged
+
+
 async def _get(context: Context, name: str, namespace: str) -> dict[str, Any]:
     body = await context.kube.get(resources.INFERENCE_SERVICES, name=name, namespace=namespace)
     if body is None:
@@ -659,4 +713,4 @@ def _placed(pods: list[dict[str, Any]]) -> int:
     return sum(1 for p in pods if p["spec"].get("nodeName") and p.get("status", {}).get("phase") not in done)
 
 
-UNITS = (create, delete, scale, stop, start, rollout, rollback, get, list_, logs, recommend)
+UNITS = (create, delete, scale, stop, start, update, rollout, rollback, get, list_, logs, recommend)
