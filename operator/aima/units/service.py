@@ -299,8 +299,8 @@ async def start(context: Context, request: ServiceRef) -> ServiceSummary:
     "start (once a new Model is downloaded) before old ones drain.",
     examples=[
         Example(
-            description="Serve another Model",
-            input={"name": "qwen", "spec": {"modelRef": {"name": "qwen3-8b"}}},
+            description="Cap the context length",
+            input={"name": "qwen", "spec": {"engineArgs": {"max-model-len": "8192"}}},
         ),
     ],
     idempotent=True,
@@ -328,7 +328,9 @@ async def update(context: Context, request: ServiceUpdate) -> ServiceSummary:
     "service.rollout",
     description="Send weight % of a service's requests to another service (a canary); raise it step by "
     "step, 100 promotes. Sets spec.traffic, lifts a rollout guard's halt.",
-    examples=[Example(description="10 % to a canary", input={"name": "chat", "to": "chat-v2", "weight": 10})],
+    examples=[
+        Example(description="10 % to a canary", input={"name": "qwen", "to": "qwen-tp2", "weight": 10})
+    ],
     idempotent=True,
 )
 async def rollout(context: Context, request: ServiceRollout) -> ServiceSummary:
@@ -356,7 +358,7 @@ async def rollout(context: Context, request: ServiceRollout) -> ServiceSummary:
 @command(
     "service.rollback",
     description="Send all of a service's requests back to its own replicas (clears spec.traffic).",
-    examples=[Example(description="End a canary", input={"name": "chat"})],
+    examples=[Example(description="End a canary", input={"name": "qwen"})],
     idempotent=True,
 )
 async def rollback(context: Context, request: ServiceRef) -> ServiceSummary:
