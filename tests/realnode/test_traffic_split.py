@@ -127,7 +127,7 @@ def failing_simulator(image: str) -> dict[str, Any]:
 def test_a_canary_that_fails_past_its_guard_is_halted_and_gets_nothing_more(
     real_cluster: ControlPlane, gateway_url: str, keys: dict[str, str], downloaded: dict[str, Any]
 ) -> None:
-    assert real_cluster.real_node is not None and downloaded["metadata"]["name"] == "tiny"
+    assert real_cluster.real_node is not None and downloaded["status"]["claimName"] == "tiny-model"
     real_cluster.apply(
         [
             failing_simulator(real_cluster.real_node.images["llm-d-inference-sim"]),
