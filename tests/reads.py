@@ -6,6 +6,8 @@ import json
 import time
 from typing import Any
 
+import pytest
+
 from aima.testenv import ControlPlane
 from waiting import eventually
 
@@ -39,15 +41,21 @@ def condition_of(obj: dict[str, Any], kind: str) -> dict[str, Any] | None:
     return next((dict(c) for c in conditions if c["type"] == kind), None)
 
 
-def ready_seconds(plane: ControlPlane, kind: str, name: str, namespace: str, *, since: float) -> float:
-    """Wait until the object is Ready (a Deployment: Available); the seconds since ``since``."""
-    eventually(
-        lambda: (
-            condition(get_json(plane, kind, name, "-n", namespace, check=False), _ready_type(kind)) == "True"
-        ),
-        what=f"{kind} {name} to be Ready",
-        timeout=180,
-    )
+def ready_seconds(
+    plane: ControlPlane, kind: str, name: str, namespace: str, *, since: float, timeout: float = 180
+) -> float:
+    """Wait until the object is Ready (a Deployment: Available); the seconds since ``since``. A
+    timeout says the condition as last seen: what the object itself said it waited on."""
+    seen: list[dict[str, Any] | None] = [None]
+
+    def ready() -> bool:
+        seen[0] = condition_of(get_json(plane, kind, name, "-n", namespace, check=False), _ready_type(kind))
+        return seen[0] is not None and seen[0]["status"] == "True"
+
+    try:
+        eventually(ready, what=f"{kind} {name} to be Ready", timeout=timeout)
+    except pytest.fail.Exception:
+        pytest.fail(f"{kind} {name} not Ready after {timeout:.0f} s; last seen: {seen[0]}")
     return time.monotonic() - since
 
 

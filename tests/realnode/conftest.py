@@ -261,7 +261,12 @@ def engine(image: str) -> dict[str, Any]:
             "command": ["python", "-m", "aima.testenv.engines"],
             "args": ["--port", "{{ engine.port }}", "--model", "{{ service.servedName }}", "--tokens", "5"],
             "port": 8000,
-            "health": {"path": "/health", "startupTimeoutSeconds": 120, "periodSeconds": 1},
+            "health": {
+                "path": "/health",
+                "startupTimeoutSeconds": 120,
+                "periodSeconds": 1,
+                "drainSeconds": 1,
+            },
             "modelTypes": ["LLM"],
             "modelFormats": ["SafeTensors"],
             "endpoints": ["/v1/chat/completions", "/v1/completions"],

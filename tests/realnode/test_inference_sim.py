@@ -45,7 +45,7 @@ def vllm_simulator(image: str) -> dict[str, Any]:
                 "--force-dummy-tokenizer",
             ],
             "port": 8000,
-            "health": {"path": "/health", "startupTimeoutSeconds": 60, "periodSeconds": 1},
+            "health": {"path": "/health", "startupTimeoutSeconds": 60, "periodSeconds": 1, "drainSeconds": 1},
             "metricsPath": "/metrics",
             "modelTypes": ["LLM"],
             "modelFormats": ["SafeTensors"],

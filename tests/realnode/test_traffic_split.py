@@ -23,7 +23,7 @@ from waiting import eventually
 
 pytestmark = pytest.mark.realnode
 
-MAIN, CANARY = "split-main", "split-canary"
+MAIN, CANARY, BROKEN = "split-main", "split-canary", "split-broken"
 MODEL_ID = f"{SERVING_NAMESPACE}/{MAIN}"
 
 
@@ -35,7 +35,9 @@ def services(real_cluster: ControlPlane, request: pytest.FixtureRequest) -> Iter
     for name in (MAIN, CANARY):
         ready_seconds(real_cluster, "isvc", name, SERVING_NAMESPACE, since=0)
     yield
-    real_cluster.kubectl("delete", "isvc", MAIN, CANARY, "-n", SERVING_NAMESPACE, "--wait=false")
+    real_cluster.kubectl(
+        "delete", "isvc", MAIN, CANARY, BROKEN, "-n", SERVING_NAMESPACE, "--wait=false", "--ignore-not-found"
+    )
 
 
 def traffic_ready(plane: ControlPlane) -> dict[str, Any]:
@@ -110,9 +112,6 @@ def test_promotion_and_rollback_are_edits_of_the_spec(
     set_traffic(real_cluster, None)
     eventually(lambda: served_by(gateway_url, keys["gateway"], 20) == {MAIN: 20}, what="all requests back")
     eventually(lambda: not traffic_ready(real_cluster), what="TrafficReady to go with the split")
-
-
-BROKEN = "split-broken"
 
 
 def failing_simulator(image: str) -> dict[str, Any]:

@@ -41,6 +41,7 @@ def local_fastkokoro(image: str) -> dict[str, Any]:
     (cpu,) = engine["spec"]["variants"]
     local["spec"]["variants"] = [cpu | {"image": image}]
     local["spec"]["health"]["periodSeconds"] = 1
+    local["spec"]["health"]["drainSeconds"] = 1  # its replies take milliseconds
     return dict(local)
 
 

@@ -45,6 +45,7 @@ def local_vllm(image: str) -> dict[str, Any]:
     (cpu,) = [v for v in engine["spec"]["variants"] if v["accelerator"] == "CPU"]
     local["spec"]["variants"] = [cpu | {"image": image}]
     local["spec"]["health"]["periodSeconds"] = 1
+    local["spec"]["health"]["drainSeconds"] = 3  # its test streams take well under a second
     return dict(local)
 
 

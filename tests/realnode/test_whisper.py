@@ -16,8 +16,7 @@ from suite import FIGURES, SERVING_NAMESPACE, WHISPER_REPO
 from aima.testenv import ControlPlane
 from aima.testenv.chart import Release
 from aima.testenv.engines import wav_bytes
-from reads import condition, get_json, ready_seconds
-from waiting import eventually
+from reads import get_json, ready_seconds
 
 pytestmark = pytest.mark.realnode
 
@@ -37,7 +36,12 @@ def faster_whisper(image: str) -> dict[str, Any]:
             "args": ["{{ model.path }}", "--host=0.0.0.0", "--port={{ engine.port }}"],
             "env": {"HF_HUB_OFFLINE": "1"},
             "port": 8000,
-            "health": {"path": "/health", "startupTimeoutSeconds": 120, "periodSeconds": 1},
+            "health": {
+                "path": "/health",
+                "startupTimeoutSeconds": 120,
+                "periodSeconds": 1,
+                "drainSeconds": 1,
+            },
             "modelTypes": ["ASR"],
             "modelFormats": ["CTranslate2"],
             "endpoints": ["/v1/audio/transcriptions", "/v1/audio/translations"],
@@ -60,14 +64,7 @@ def whisper(real_cluster: ControlPlane, platform: Release, downloaded: dict[str,
             },
         ]
     )
-    eventually(
-        lambda: (
-            condition(get_json(real_cluster, "model", "tiny-whisper", "-n", SERVING_NAMESPACE), "Ready")
-            == "True"
-        ),
-        what="the Whisper Model to be downloaded",
-        timeout=120,
-    )
+    ready_seconds(real_cluster, "model", "tiny-whisper", SERVING_NAMESPACE, since=0)
     model = get_json(real_cluster, "model", "tiny-whisper", "-n", SERVING_NAMESPACE)
     assert model["status"]["format"] == "CTranslate2"
     start = time.monotonic()
