@@ -109,7 +109,10 @@ def vllm(real_cluster: ControlPlane, platform: Release, downloaded: dict[str, An
         ]
     )
     seconds = ready_seconds(real_cluster, "isvc", SERVICE, SERVING_NAMESPACE, since=start)
-    FIGURES["vLLM CPU InferenceService apply -> Ready (tiny SafeTensors, eager)"] = f"{seconds:.1f} s"
+    # Other modules use this fixture too: the first, which made the service, measured the apply.
+    FIGURES.setdefault(
+        "vLLM CPU InferenceService apply -> Ready (tiny SafeTensors, eager)", f"{seconds:.1f} s"
+    )
     return SERVICE
 
 
