@@ -16,7 +16,7 @@ import pytest
 from aiohttp.http_exceptions import LineTooLong
 
 from aima.kube import resources, watch
-from aima.kube.cache import WatchedList
+from aima.kube.cache import WatchedList, by_label
 from aima.kube.client import json_lines
 
 pytestmark = pytest.mark.unit
@@ -67,7 +67,7 @@ def test_the_cache_follows_the_watch_and_tells_subscribers() -> None:
             kube,  # type: ignore[arg-type]
             resources.PODS,
             label_selector="app.kubernetes.io/component=inference-service",
-            index_label="aima.dev/inference-service",
+            index=by_label("aima.dev/inference-service"),
         )
         told: list[str] = []
         cache.subscribe(lambda obj: told.append(obj["metadata"]["name"]))

@@ -13,7 +13,7 @@ import aiohttp
 from aima.api.common import ConditionStatus, ConditionType, Keys, Reason
 from aima.api.inference_service import AdapterState, AdapterStatus, InferenceService
 from aima.controllers import adapters as adapter_engines
-from aima.controllers.runtime import ClusterView, Reconciler
+from aima.controllers.runtime import SERVED_AS, SPLITS_TO, USES_MODEL, ClusterView, Reconciler
 from aima.domain import adapters as adapter_planning
 from aima.domain import conditions, network_policy, pod_health
 from aima.domain import inference_service as planning
@@ -117,7 +117,12 @@ async def reconcile(
         now=datetime.datetime.now(datetime.UTC),
         adapters=adapters,
         traffic=traffic_planning.finding(
-            service, services={s["metadata"]["name"]: s for s in cluster.inference_services.items(namespace)}
+            service,
+            services={
+                t.service: found
+                for t in service.spec.traffic
+                if (found := cluster.inference_services.get(namespace, t.service)) is not None
+            },
         ),
     )
     patch = planning.status_patch(status, observed=body.get("status"))
@@ -162,10 +167,12 @@ async def _adapters(
         for a in service.spec.adapters
         if (found := cluster.models.get(namespace, a.model_ref.name)) is not None
     }
+    model_id = service.spec.served_name or str(service.metadata.name)
+    ids = [f"{model_id}:{a.name}" for a in service.spec.adapters]
     taken = {
-        served: other["metadata"]["name"]
-        for other in cluster.inference_services.items(namespace)
-        if ":" in (served := (other.get("spec") or {}).get("servedName") or "")
+        i: o["metadata"]["name"]
+        for i in ids
+        for o in cluster.inference_services.indexed(namespace, SERVED_AS + i)
     }
     wanted = adapter_planning.wanted(service, models=models, engine=plan.engine, taken=taken)
     if plan.engine is None or plan.engine.spec.adapters is None:
@@ -177,7 +184,6 @@ async def _adapters(
             actions = adapter_planning.actions(wanted, replicas)
             changed, failures = await adapter_engines.perform(actions, engine=plan.engine, http=http)
         replicas = list({r.pod: r for r in [*replicas, *changed]}.values())
-    model_id = service.spec.served_name or str(service.metadata.name)
     return adapter_planning.report(wanted, replicas=replicas, failures=failures, model_id=model_id)
 
 
@@ -250,10 +256,14 @@ def watch(cluster: ClusterView, *, reconciler: Reconciler, plans: Plans) -> None
 
     def users(model: Body) -> None:
         namespace, name = model["metadata"].get("namespace"), model["metadata"]["name"]
-        for service in cluster.inference_services.items(namespace):
-            spec = service["spec"]
-            adapters = {a["modelRef"]["name"] for a in spec.get("adapters") or []}
-            if spec["modelRef"]["name"] == name or name in adapters:
+        for service in cluster.inference_services.indexed(namespace, USES_MODEL + name):
+            reconciler.enqueue_object(service)
+
+    def splits(changed: Body) -> None:
+        """A service that comes, goes or turns Ready changes the splits that name it."""
+        namespace, name = changed["metadata"].get("namespace"), changed["metadata"]["name"]
+        for service in cluster.inference_services.indexed(namespace, SPLITS_TO + name):
+            if service["metadata"]["name"] != name:
                 reconciler.enqueue_object(service)
 
     for children in (cluster.deployments, cluster.services, cluster.network_policies, cluster.pods):
@@ -262,25 +272,4 @@ def watch(cluster: ClusterView, *, reconciler: Reconciler, plans: Plans) -> None
         children.subscribe(owner, own_writes=False)
     cluster.models.subscribe(users)
     cluster.inference_services.subscribe(gone)
-    _watch_splits(cluster, reconciler=reconciler)
-
-
-def _watch_splits(cluster: ClusterView, *, reconciler: Reconciler) -> None:
-    """Queue a service with a traffic split when a service it names changes."""
-    # Each splitting service's targets, kept from the same events: few services split, and a scan
-    # of every service on every change would not scale to thousands.
-    split_targets: dict[tuple[str, str], set[str]] = {}
-
-    def splits(changed: Body) -> None:
-        """A service that comes, goes or turns Ready changes the splits that name it."""
-        namespace, name = changed["metadata"].get("namespace", ""), changed["metadata"]["name"]
-        there = cluster.inference_services.get(namespace, name) is not None
-        if there and (targets := traffic_planning.targets(changed.get("spec") or {})):
-            split_targets[(namespace, name)] = targets
-        else:
-            split_targets.pop((namespace, name), None)
-        for (where, splitter), targets in list(split_targets.items()):
-            if where == namespace and name in targets and splitter != name:
-                reconciler.enqueue(namespace=where, name=splitter)
-
     cluster.inference_services.subscribe(splits)

@@ -143,10 +143,8 @@ def watch(cluster: ClusterView, *, reconciler: Reconciler) -> None:
             reconciler.enqueue(namespace=job["metadata"].get("namespace"), name=name)
 
     def adapters(base: Body) -> None:
-        namespace, name = base["metadata"].get("namespace"), base["metadata"]["name"]
-        for model in cluster.models.items(namespace):
-            if (model["spec"].get("baseModelRef") or {}).get("name") == name:
-                reconciler.enqueue_object(model)
+        for model in cluster.models.indexed(base["metadata"].get("namespace"), base["metadata"]["name"]):
+            reconciler.enqueue_object(model)
 
     cluster.models.subscribe(adapters)
 

@@ -23,9 +23,10 @@ from typing import Any
 
 from aima.api.common import Keys
 from aima.domain import inference_service as service_planning
+from aima.domain import traffic
 from aima.exposition import Histogram, counter_lines
 from aima.kube import KubeClient, KubeError, Resource, resources
-from aima.kube.cache import WatchedList
+from aima.kube.cache import Index, WatchedList, by_label
 
 Body = dict[str, Any]
 Key = tuple[str, str]
@@ -79,7 +80,9 @@ class ClusterView:
     engines: WatchedList
     nodes: WatchedList
     models: WatchedList
+    """Models, indexed by the Model a LoRA adapter adapts (its baseModelRef)."""
     inference_services: WatchedList
+    """InferenceServices, indexed by what they name (`service_references`)."""
     deployments: WatchedList
     """Deployments of InferenceServices."""
     services: WatchedList
@@ -101,14 +104,16 @@ class ClusterView:
         """Caches of the served namespaces (all when empty); :meth:`start` fills them; watch breaks
         are counted in ``restarts``."""
 
-        def cache(resource: Resource, component: str | None = None, index: str | None = None) -> WatchedList:
+        def cache(
+            resource: Resource, component: str | None = None, index: Index | None = None
+        ) -> WatchedList:
             selector = f"{Keys.COMPONENT}={component}" if component else None
             return WatchedList(
                 kube,
                 resource,
                 namespaces=namespaces,
                 label_selector=selector,
-                index_label=index,
+                index=index,
                 restarts=restarts,
             )
 
@@ -116,14 +121,14 @@ class ClusterView:
         return cls(
             engines=cache(resources.ENGINES),
             nodes=cache(resources.NODES),
-            models=cache(resources.MODELS),
-            inference_services=cache(resources.INFERENCE_SERVICES),
+            models=cache(resources.MODELS, index=_adapted_model),
+            inference_services=cache(resources.INFERENCE_SERVICES, index=service_references),
             deployments=cache(resources.DEPLOYMENTS, children),
             services=cache(resources.SERVICES, children),
             network_policies=cache(resources.NETWORK_POLICIES, children),
-            pods=cache(resources.PODS, children, index=Keys.INFERENCE_SERVICE),
+            pods=cache(resources.PODS, children, index=by_label(Keys.INFERENCE_SERVICE)),
             loader_jobs=cache(resources.JOBS, "loader"),
-            loader_pods=cache(resources.PODS, "loader", index=Keys.MODEL),
+            loader_pods=cache(resources.PODS, "loader", index=by_label(Keys.MODEL)),
         )
 
     def _all(self) -> list[WatchedList]:
@@ -147,6 +152,33 @@ class ClusterView:
     async def stop(self) -> None:
         """Stop watching."""
         await asyncio.gather(*(c.stop() for c in self._all()))
+
+
+USES_MODEL = "model/"
+"""Prefix of the index values of an InferenceService's Model and its adapters' Models."""
+SPLITS_TO = "split/"
+"""Prefix of the index values of the services an InferenceService's traffic split names."""
+SERVED_AS = "served/"
+"""Prefix of the index value of an InferenceService's servedName."""
+
+
+def service_references(service: Body) -> list[str]:
+    """What an InferenceService names, as the services cache files it: each lookup that would
+    otherwise scan every service on every event (a Model's users, a split's other targets, the owner
+    of a served name) is one read."""
+    spec = service.get("spec") or {}
+    models = [
+        spec.get("modelRef", {}).get("name"),
+        *(a["modelRef"]["name"] for a in spec.get("adapters") or []),
+    ]
+    found = [USES_MODEL + m for m in models if m]
+    found += [SPLITS_TO + t for t in traffic.targets(spec)]
+    return found + ([SERVED_AS + spec["servedName"]] if spec.get("servedName") else [])
+
+
+def _adapted_model(model: Body) -> list[str]:
+    base = ((model.get("spec") or {}).get("baseModelRef") or {}).get("name")
+    return [base] if base else []
 
 
 @dataclass

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import functools
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from aima.kube.client import KubeClient
@@ -23,6 +23,18 @@ Body = dict[str, Any]
 Key = tuple[str, str]
 Handler = Callable[[Body], None]
 """Called with each object that changed (or went) after the cache took the change; must not block."""
+Index = Callable[[Body], Iterable[str]]
+"""The values an object is filed under in its namespace, for :meth:`WatchedList.indexed`."""
+
+
+def by_label(key: str) -> Index:
+    """An index of objects by the value of their label ``key``."""
+
+    def values(obj: Body) -> Iterable[str]:
+        value = obj["metadata"].get("labels", {}).get(key)
+        return (value,) if value else ()
+
+    return values
 
 
 class WatchedList:
@@ -37,7 +49,7 @@ class WatchedList:
         *,
         namespaces: Sequence[str] = (),
         label_selector: str | None = None,
-        index_label: str | None = None,
+        index: Index | None = None,
         restarts: Counter[str] | None = None,
     ) -> None:
         self._kube = kube
@@ -47,7 +59,7 @@ class WatchedList:
             tuple(namespaces) if namespaces and resource.namespaced else (None,)
         )
         self._label_selector = label_selector
-        self._index_label = index_label
+        self._index_of = index
         self._objects: dict[Key, Body] = {}
         self._index: dict[Key, set[Key]] = {}
         self._handlers: list[tuple[Handler, bool]] = []
@@ -97,7 +109,7 @@ class WatchedList:
         return [o for (ns, _), o in self._objects.items() if ns == namespace]
 
     def indexed(self, namespace: str | None, value: str) -> list[Body]:
-        """The objects in ``namespace`` whose ``index_label`` is ``value``."""
+        """The objects in ``namespace`` that the cache's ``index`` files under ``value``."""
         keys = self._index.get((namespace or "", value), set())
         return [self._objects[k] for k in sorted(keys)]
 
@@ -151,9 +163,9 @@ class WatchedList:
 
     def _put(self, obj: Body) -> None:
         key = _key(obj)
-        if self._index_label is not None:
+        if self._index_of is not None:
             self._unindex(key)
-            if value := obj["metadata"].get("labels", {}).get(self._index_label):
+            for value in self._index_of(obj):
                 self._index.setdefault((key[0], value), set()).add(key)
         self._objects[key] = obj
         self.changes += 1
@@ -166,9 +178,9 @@ class WatchedList:
 
     def _unindex(self, key: Key) -> None:
         old = self._objects.get(key)
-        if old is None or self._index_label is None:
+        if old is None or self._index_of is None:
             return
-        if value := old["metadata"].get("labels", {}).get(self._index_label):
+        for value in self._index_of(old):
             self._index.get((key[0], value), set()).discard(key)
 
     def _notify(self, obj: Body, *, own_write: bool = False) -> None:
