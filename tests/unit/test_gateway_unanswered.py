@@ -1,6 +1,7 @@
 """A replica that closes a connection without answering (an engine's keep-alive timeout meeting the
 next request, or an engine that exits): the gateway sends the request once more on a new connection,
-and answers 502 only when the second try goes unanswered too."""
+to another replica where there is one, and answers 502 only when the replicas left it unanswered
+twice each (or three times in all)."""
 
 from __future__ import annotations
 
@@ -55,12 +56,20 @@ async def replica(unanswered: int) -> AsyncIterator[tuple[str, list[str]]]:
         yield f"http://127.0.0.1:{port}", seen
 
 
-async def ask(unanswered: int) -> tuple[int, dict[str, Any], list[str]]:
-    async with replica(unanswered) as (url, seen):
+async def ask(*unanswered: int) -> tuple[int, dict[str, Any], list[list[str]]]:
+    """Ask a service whose replicas close their first ``unanswered`` connections each."""
+    async with contextlib.AsyncExitStack() as stack:
+        replicas = [await stack.enter_async_context(replica(n)) for n in unanswered]
         view = ServiceView(
-            name="chat", namespace="ns", served_name=None, replicas=1, suspended=False, scale_from_zero=False
+            name="chat",
+            namespace="ns",
+            served_name=None,
+            replicas=len(replicas),
+            suspended=False,
+            scale_from_zero=False,
         )
-        routes = StaticRoutes({"chat": Backend(service=view, endpoints=(url,), model="chat")})
+        endpoints = tuple(url for url, _ in replicas)
+        routes = StaticRoutes({"chat": Backend(service=view, endpoints=endpoints, model="chat")})
         options = Settings(
             gateway_require_api_key=False,
             gateway_autoscale_interval_seconds=0,
@@ -72,16 +81,28 @@ async def ask(unanswered: int) -> tuple[int, dict[str, Any], list[str]]:
             aiohttp.ClientSession() as session,
             session.post(gateway + "/v1/chat/completions", json={"model": "chat", "messages": []}) as reply,
         ):
-            return reply.status, await reply.json(), seen
+            return reply.status, await reply.json(), [seen for _, seen in replicas]
 
 
 def test_a_request_the_replica_closed_unanswered_is_sent_once_more() -> None:
-    status, body, seen = asyncio.run(ask(unanswered=1))
-    assert (status, body["object"], seen) == (200, "chat.completion", ["closed", "answered"])
+    status, body, seen = asyncio.run(ask(1))
+    assert (status, body["object"], seen) == (200, "chat.completion", [["closed", "answered"]])
 
 
 def test_a_second_unanswered_try_is_a_502_in_openai_shape() -> None:
-    status, body, seen = asyncio.run(ask(unanswered=5))
-    assert status == 502 and seen == ["closed", "closed"]
+    status, body, seen = asyncio.run(ask(5))
+    assert status == 502 and seen == [["closed", "closed"]]
     assert body["error"]["code"] == "upstream_error"
     assert body["error"]["message"].startswith("The replica of 'chat' failed: ")
+
+
+def test_a_stopping_replica_passes_its_request_to_another() -> None:
+    status, body, seen = asyncio.run(ask(5, 0))
+    assert (status, body["object"]) == (200, "chat.completion")
+    # Whichever the balancer picked first, the stopping replica got the request once at most.
+    assert seen[0] in ([], ["closed"]) and seen[1] == ["answered"]
+
+
+def test_replicas_that_all_stop_leave_three_tries_in_all() -> None:
+    status, _, seen = asyncio.run(ask(5, 5))
+    assert status == 502 and sum(map(len, seen)) == 3

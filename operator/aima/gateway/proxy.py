@@ -23,6 +23,7 @@ import random
 import re
 import time
 import uuid
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -78,6 +79,8 @@ _DROP_RESPONSE = frozenset(
 )
 _BUFFERED_REPLY_BYTES = 2**20
 """A reply with a Content-Length up to this is read whole and sent in one write; others stream."""
+_MOST_UNANSWERED = 3
+"""Tries of one request that replicas may close unanswered before it is a 502 (each one twice at most)."""
 _RENAMED_TYPES = frozenset({"application/json", "text/event-stream"})
 """Replies whose ``"model"`` fields name the model (the others are audio)."""
 _SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:+=/-]{1,128}")
@@ -341,7 +344,7 @@ class Proxy:
             affinity = bodies.affinity_key(payload, chars=self._options.affinity_prefix_chars)
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _DROP_REQUEST}
         tried: list[str] = []
-        unanswered = 0
+        unanswered: Counter[str] = Counter()
         while (endpoint := self._balancer.pick(endpoints, exclude=tried, affinity=affinity)) is not None:
             self._balancer.acquire(endpoint)
             try:
@@ -356,9 +359,14 @@ class Proxy:
                 self.metrics.retries[label] += 1
             except _Unanswered as error:
                 # A kept-alive connection the engine closed as the request went out (its idle timeout,
-                # or its exit): nothing came back, so once more on a new connection.
-                unanswered += 1
-                if unanswered > 1:
+                # or its exit before its endpoint left the routes): nothing came back, so once more on
+                # a new connection, to another replica where there is one. A replica that does it
+                # twice is stopping, and a request all of them left unanswered is a 502.
+                unanswered[endpoint] += 1
+                others = [e for e in endpoints if e != endpoint and e not in tried]
+                if others or unanswered[endpoint] > 1:
+                    tried.append(endpoint)
+                if sum(unanswered.values()) >= _MOST_UNANSWERED or set(tried) >= set(endpoints):
                     raise GatewayError(
                         502, f"The replica of '{label}' failed: {error}", code="upstream_error"
                     ) from None
@@ -401,7 +409,10 @@ class Proxy:
             )
         except aiohttp.ClientConnectorError:
             raise
-        except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as error:
+        except aiohttp.ServerTimeoutError:
+            raise  # the replica has the request and is slow: another try would run it twice
+        except aiohttp.ClientConnectionError as error:
+            # Disconnected, reset, or "Cannot write to closing transport": no reply came.
             raise _Unanswered(str(error)) from error
         async with sent as upstream:
             if (held := holding.held_stream(request)) is not None:
