@@ -52,7 +52,7 @@ def serving_aima_crds(plane: ControlPlane) -> ControlPlane:
         "wait", "--for=condition=Established", "--timeout=60s", "-l", "app.kubernetes.io/part-of=aima", "crd"
     )
     # Established comes before the storage serves ("storage is (re)initializing", 429): wait for it,
-    # so the operator's first watches do not start in kopf's retry backoff.
+    # so the operator's first lists are not refused and tried again only after a pause.
     kinds = ",".join(sorted(path.name.split(".", 1)[0] for path in CRD_DIR.glob("*.aima.dev.yaml")))
     eventually(
         lambda: plane.kubectl("get", kinds, "-A", check=False).returncode == 0,

@@ -31,10 +31,10 @@ import aiohttp
 import yaml
 from aiohttp import web
 
+from aima.doors.http import create_app
 from aima.kube import KubeClient, Resource, resources
 from aima.settings import Settings
 from aima.units import Context, registry
-from aima.units.http import create_app
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests"))

@@ -1,4 +1,5 @@
-"""Composition root of the operator: settings in, kopf with every controller running."""
+"""Composition root of the operator: settings in, every controller running on the caches of one
+:class:`ClusterView` until stopped."""
 
 from __future__ import annotations
 
@@ -6,11 +7,10 @@ import asyncio
 import contextlib
 import functools
 import logging
+import signal
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
-
-import kopf
 
 from aima import catalog
 from aima.api.common import Keys
@@ -21,48 +21,27 @@ from aima.controllers import pipeline as pipeline_controller
 from aima.controllers import pipeline_run as pipeline_run_controller
 from aima.controllers.health import OperatorState, serving_health
 from aima.controllers.runtime import ClusterView, Reconciler, resync_forever
-from aima.kube import KubeClient, connect, leader, resources
-from aima.kube.client import login
+from aima.kube import KubeClient, connect, leader
 from aima.settings import Settings
 from aima.units import catalog as unit_catalog
 
 
-def operator_settings() -> kopf.OperatorSettings:
-    """kopf's settings: bookkeeping in annotations under our prefix, never in our status."""
-    settings = kopf.OperatorSettings()
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=Keys.KOPF_PREFIX)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=Keys.KOPF_PREFIX)
-    settings.persistence.finalizer = f"{Keys.KOPF_PREFIX}/finalizer"
-    settings.posting.enabled = False  # we post our own Events, with reasons people can act on
-    settings.watching.server_timeout = 300
-    return settings
-
-
-def build_registry(
+def build_controllers(
     *, kube: KubeClient, settings: Settings, cluster: ClusterView
-) -> tuple[kopf.OperatorRegistry, list[Reconciler]]:
-    """Every controller: a kopf registry for those driven by kopf handlers, and the reconcilers
-    (whose workers and resync the runner starts). Models and InferenceServices are driven by the
-    caches of ``cluster`` instead (see `aima.controllers.runtime`)."""
-    registry = kopf.OperatorRegistry()
-
-    @kopf.on.login(registry=registry)
-    def on_login(**_: Any) -> kopf.ConnectionInfo:
-        return login(settings.kubeconfig)
-
+) -> tuple[list[Reconciler], pipeline_run_controller.Runs]:
+    """Every controller, subscribed to the caches of ``cluster``: the reconcilers (whose workers and
+    resync the runner starts) and the pipeline runs (which it closes on stop)."""
     models = Reconciler(
-        resource=resources.MODELS,
+        cache=cluster.models,
         reconcile=functools.partial(
             model_controller.reconcile, kube=kube, settings=settings, cluster=cluster
         ),
-        kube=kube,
         retry_seconds=settings.retry_seconds,
-        cache=cluster.models,
     )
     model_controller.watch(cluster, reconciler=models)
     plans = inference_service_controller.Plans()
     services = Reconciler(
-        resource=resources.INFERENCE_SERVICES,
+        cache=cluster.inference_services,
         reconcile=functools.partial(
             inference_service_controller.reconcile,
             kube=kube,
@@ -70,20 +49,18 @@ def build_registry(
             plans=plans,
             ingress=inference_service_controller.engine_ingress(settings),
         ),
-        kube=kube,
         retry_seconds=settings.retry_seconds,
-        cache=cluster.inference_services,
     )
     inference_service_controller.watch(cluster, reconciler=services, plans=plans)
-    alerts = alert_controller.register(registry, kube=kube, settings=settings, cluster=cluster)
+    alerts = alert_controller.register(kube=kube, settings=settings, cluster=cluster)
     units = unit_catalog.registry()
     pipelines = pipeline_controller.register(
-        registry, kube=kube, settings=settings, cluster=cluster, units={u.name: u for u in units}
+        kube=kube, settings=settings, cluster=cluster, units={u.name: u for u in units}
     )
-    runs = pipeline_run_controller.register(
-        registry, kube=kube, settings=settings, cluster=cluster, units=units
+    runs_reconciler, runs = pipeline_run_controller.register(
+        kube=kube, settings=settings, cluster=cluster, units=units
     )
-    return registry, [models, services, alerts, pipelines, runs]
+    return [models, services, alerts, pipelines, runs_reconciler], runs
 
 
 async def install_engines(kube: KubeClient, *, catalog_dir: Path) -> int:
@@ -141,13 +118,17 @@ async def _lead(
         await kube.close()
 
 
-async def _first(acquired: Coroutine[Any, Any, None], stopped: Coroutine[Any, Any, bool]) -> bool:
-    """Wait for the Lease or for a stop; True when the Lease came first."""
-    lease_task, stop_task = asyncio.create_task(acquired), asyncio.create_task(stopped)
-    done, pending = await asyncio.wait({lease_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
+async def _first(awaited: Coroutine[Any, Any, None], stopped: Coroutine[Any, Any, bool]) -> bool:
+    """Wait for ``awaited`` (the Lease, the caches' first lists) or for a stop; True when
+    ``awaited`` came first."""
+    awaited_task, stop_task = asyncio.create_task(awaited), asyncio.create_task(stopped)
+    done, pending = await asyncio.wait({awaited_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
     for task in pending:
         task.cancel()
-    return lease_task in done
+    if awaited_task not in done:
+        return False
+    awaited_task.result()  # raises what it raised: a Lease or a cache never had is no start
+    return True
 
 
 async def _operate(
@@ -163,33 +144,39 @@ async def _operate(
     cluster = ClusterView.watching(
         kube, namespaces=settings.namespaces, restarts=state.metrics.watch_restarts
     )
-    registry, reconcilers = build_registry(kube=kube, settings=settings, cluster=cluster)
+    reconcilers, runs = build_controllers(kube=kube, settings=settings, cluster=cluster)
     for reconciler in reconcilers:
         reconciler.metrics = state.metrics
-    # Every cache is full before any pass runs: a pass that missed a child would write it again.
-    await cluster.start()
-    for reconciler in reconcilers:
-        reconciler.start()
-    resync = asyncio.create_task(resync_forever(reconcilers, interval=settings.resync_seconds))
+    resync: asyncio.Task[None] | None = None
     try:
-        await kopf.operator(
-            registry=registry,
-            settings=operator_settings(),
-            clusterwide=not settings.namespaces,
-            namespaces=list(settings.namespaces),
-            standalone=True,
-            stop_flag=stop,
-            ready_flag=ready_flag,
-        )
+        # Every cache is full before any pass runs: a pass that missed a child would write it again.
+        if not await _first(cluster.start(), stop.wait()):
+            return
+        for reconciler in reconcilers:
+            reconciler.start()
+        resync = asyncio.create_task(resync_forever(reconcilers, interval=settings.resync_seconds))
+        if ready_flag is not None:
+            ready_flag.set()
+        await stop.wait()
     finally:
-        resync.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await resync
+        if resync is not None:
+            resync.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await resync
         await asyncio.gather(*(r.stop() for r in reconcilers))
+        await runs.close()
         await cluster.stop()
 
 
 def main(settings: Settings) -> None:
-    """Blocking entry point for `aima operator run`."""
+    """Blocking entry point for `aima operator run`: runs until SIGTERM (the kubelet's stop) or
+    SIGINT, then stops the controllers and gives up the Lease."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    asyncio.run(run(settings))
+    asyncio.run(_run_until_signalled(settings))
+
+
+async def _run_until_signalled(settings: Settings) -> None:
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        asyncio.get_running_loop().add_signal_handler(signum, stop.set)
+    await run(settings, stop_flag=stop)

@@ -48,7 +48,7 @@ class Settings(BaseModel):
     resync_seconds: float = Field(default=300.0, gt=0)
     """How often every object is reconciled even without events (drift is corrected by then)."""
     retry_seconds: float = Field(default=5.0, gt=0)
-    """How soon a failed reconcile is tried again (kopf's default would be 60 s)."""
+    """How soon a failed reconcile is tried again (twice as late after each failure, up to 300 s)."""
     loader_backoff_limit: int = Field(default=3, ge=0)
     """Retries of a failed loader Job before the Model reports Failed."""
     loader_start_seconds: float = Field(default=60.0, gt=0)

@@ -25,9 +25,9 @@ import pytest
 from mcp import Client
 from mcp.types import ListToolsResult, TextContent
 
+from aima.doors.mcp import Policy, build_server
+from aima.doors.mcp.server import RESULT_LIMIT
 from aima.kube import connect
-from aima.mcp import Policy, build_server
-from aima.mcp.server import RESULT_LIMIT
 from aima.settings import Settings
 from aima.testenv import ControlPlane
 from aima.testenv.engines import FakeEngine

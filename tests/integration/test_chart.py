@@ -94,7 +94,8 @@ def refusals() -> Iterator[Refusals]:
 def chart_operator(installed: ControlPlane, refusals: Refusals) -> Iterator[OperatorThread]:
     """The real operator in this process, authenticated only by the chart's ServiceAccount token,
     with the chart's settings (leader Lease in the release namespace, catalog installed at start);
-    ``refusals`` collects anything the API server refused it, also in kopf's own retries."""
+    ``refusals`` collects anything the API server refused it, also the lists and watches that its
+    watch engine retries."""
     settings = Settings(
         kubeconfig=installed.service_account_kubeconfig(namespace=NAMESPACE, name=OPERATOR_ACCOUNT),
         catalog_dir=ROOT / "catalog",

@@ -18,8 +18,8 @@ from mcp import Client
 from mcp.server import MCPServer
 from mcp.types import CallToolResult
 
+from aima.doors.mcp import build_server, tool_name
 from aima.kube import connect
-from aima.mcp import build_server, tool_name
 from aima.settings import Settings
 from aima.testenv import ControlPlane
 from aima.units import Context, ErrorCode, registry

@@ -14,11 +14,11 @@ from aiohttp.test_utils import TestClient
 from hypothesis import given
 from hypothesis import strategies as st
 
+from aima.doors.http import create_app
 from aima.kube import connect
 from aima.settings import Settings
 from aima.testenv import ControlPlane
 from aima.units import Context, ErrorCode, registry
-from aima.units.http import create_app
 from aima.units.schema import openapi
 from fuzzing import (
     DEEP,

@@ -18,12 +18,12 @@ import aiohttp
 import pytest
 import yaml
 
+from aima.doors.http import create_app
 from aima.kube import connect
 from aima.settings import Settings
 from aima.testenv import ControlPlane
 from aima.testenv.engines import EngineOptions, FakeEngine, wav_bytes
 from aima.units import Context, registry
-from aima.units.http import create_app
 from fakes.serving import running
 
 pytestmark = pytest.mark.integration

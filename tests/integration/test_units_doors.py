@@ -11,10 +11,10 @@ from aiohttp.test_utils import TestClient, TestServer
 from click.testing import CliRunner
 
 from aima.cli.main import cli
+from aima.doors.http import create_app
 from aima.kube import connect
 from aima.testenv import ControlPlane
 from aima.units import Context, registry
-from aima.units.http import create_app
 
 pytestmark = pytest.mark.integration
 

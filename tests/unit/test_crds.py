@@ -120,8 +120,6 @@ def test_every_kind_has_status_conditions_and_observed_generation(kind: str) -> 
     assert set(condition["required"]) == {"type", "status", "reason", "lastTransitionTime"}
     assert condition["properties"]["status"]["enum"] == ["True", "False", "Unknown"]
     assert condition["properties"]["lastTransitionTime"]["format"] == "date-time"
-    # kopf keeps its bookkeeping in annotations; nothing of it belongs to our status.
-    assert "kopf" not in status
 
 
 @pytest.mark.parametrize("kind", KINDS)

@@ -12,9 +12,10 @@ import pytest
 from aima.api.common import Keys
 from aima.api.network import LabelSelector, NetworkPolicyPeer
 from aima.catalog import load_catalog
+from aima.domain import capacity, network_policy
 from aima.domain import inference_service as planning
-from aima.domain import network_policy, pod_health
-from aima.domain.engine_choice import node_info
+from aima.domain.objects import status_patch
+from aima.units.resource import status_of
 
 pytestmark = pytest.mark.unit
 
@@ -683,6 +684,32 @@ def test_more_gpus_than_any_node_has_can_never_fit_and_is_not_told_to_free_gpus(
     assert condition(status, "Stalled").reason == "NoNodeLargeEnough"
 
 
+def test_a_gpu_init_container_counts_the_same_in_the_explanation_and_in_resource_status() -> None:
+    # The scheduler reserves the larger of the app containers' sum and the largest init container.
+    warming = pod("warm-0", node="gpu-node-0", gpus=1)
+    warming["spec"]["initContainers"] = [{"name": "warmup", "resources": {"limits": {"nvidia.com/gpu": "4"}}}]
+    waiting = pod(node=None, gpus=6, **UNSCHEDULABLE)
+    body = service(resources={"gpus": 6})
+    seen = observed(pods=[waiting], all_pods=[warming, waiting])
+    status = planning.compute_status(body, plan=planned(body, observed=seen), observed=seen, now=NOW)
+    found = condition(status, "Scheduled")
+    assert found.reason == "InsufficientGPU"
+    assert "free now: gpu-node-0 4, gpu-node-1 8" in found.message
+    counted = status_of(GPU_NODES, [warming, waiting])
+    assert {n.name: n.free for n in counted.nodes} == {"gpu-node-0": 4, "gpu-node-1": 8}
+
+
+def test_only_nodes_of_the_asked_gpu_product_can_be_large_enough() -> None:
+    nodes = [node("h100-0", gpus=8), node("a100-0", gpus=4, product="NVIDIA-A100-SXM4-80GB")]
+    body = service(resources={"gpus": 6, "gpuProduct": "NVIDIA-A100-SXM4-80GB"})
+    waiting = pod(node=None, gpus=6, **UNSCHEDULABLE)
+    seen = observed(nodes=nodes, pods=[waiting], all_pods=[waiting])
+    status = planning.compute_status(body, plan=planned(body, observed=seen), observed=seen, now=NOW)
+    found = condition(status, "Scheduled")
+    assert found.reason == "NoNodeLargeEnough"
+    assert "the largest node has 4 (a100-0 4)" in found.message
+
+
 QUOTA_REFUSED = {
     "type": "ReplicaFailure",
     "status": "True",
@@ -802,9 +829,9 @@ def test_conditions_about_an_older_deployment_spec_are_not_shown() -> None:
 
 
 def test_free_gpus_ignore_finished_pods() -> None:
-    nodes = [node_info(n) for n in GPU_NODES]
     done = pod("done", gpus=8) | {"status": {"phase": "Succeeded"}}
-    assert pod_health.free_gpus(nodes, pods=[done, pod("a", gpus=2)]) == {"gpu-node-0": 6, "gpu-node-1": 8}
+    nodes = capacity.node_gpus(GPU_NODES, [done, pod("a", gpus=2)])
+    assert capacity.free_by_node(nodes) == {"gpu-node-0": 6, "gpu-node-1": 8}
 
 
 def test_recomputing_an_unchanged_state_changes_nothing() -> None:
@@ -814,14 +841,14 @@ def test_recomputing_an_unchanged_state_changes_nothing() -> None:
     body["status"] = first.model_dump(mode="json", by_alias=True, exclude_none=True)
     later = datetime(2026, 1, 2, tzinfo=UTC)
     again = planning.compute_status(body, plan=planned(body, observed=seen), observed=seen, now=later)
-    assert planning.status_patch(again, observed=body["status"]) is None
+    assert status_patch(again, observed=body["status"]) is None
 
 
 def test_a_status_patch_clears_fields_that_went_away() -> None:
     body = service(engineRef={"name": "gone"})
     seen = observed()
     status = planning.compute_status(body, plan=planned(body, observed=seen), observed=seen, now=NOW)
-    patch = planning.status_patch(status, observed={"endpoint": "http://old", "engine": "vllm"})
+    patch = status_patch(status, observed={"endpoint": "http://old", "engine": "vllm"})
     assert patch is not None
     assert patch["endpoint"] is None
     assert patch["engine"] is None
@@ -942,7 +969,7 @@ def test_a_stalled_service_that_recovers_drops_the_condition() -> None:
     healthy = observed(deployment=rolled_out(body, observed()))
     later = planning.compute_status(body, plan=planned(body, observed=healthy), observed=healthy, now=NOW)
     assert [c.type for c in later.conditions] == ["ModelReady", "EngineResolved", "Scheduled", "Ready"]
-    patch = planning.status_patch(later, observed=body["status"])
+    patch = status_patch(later, observed=body["status"])
     assert patch is not None
     assert [c["type"] for c in patch["conditions"]] == ["ModelReady", "EngineResolved", "Scheduled", "Ready"]
 

@@ -14,9 +14,9 @@ from mcp.types import ListToolsResult
 from pydantic import Field
 
 from aima.api.common import ApiModel
+from aima.doors.mcp import Policy, build_server, tool_name
+from aima.doors.mcp.server import RESULT_LIMIT, instructions
 from aima.kube import KubeClient
-from aima.mcp import Policy, build_server, tool_name
-from aima.mcp.server import RESULT_LIMIT, instructions
 from aima.units import Context, Example, Input, Registry, UnitError, command, query, registry
 from aima.units.errors import ErrorCode
 from aima.units.schema import compact_schema

@@ -232,7 +232,7 @@ def test_a_downloaded_model_needs_no_children_and_its_status_is_stable() -> None
     again = planning.compute_status(
         stored, plan=later, observed=observed(None), now=NOW + datetime.timedelta(hours=1)
     )
-    assert planning.status_patch(again, observed=stored["status"]) is None
+    assert objects.status_patch(again, observed=stored["status"], others=planning.LOADER_FIELDS) is None
 
 
 def test_a_downloaded_model_keeps_only_its_volume_in_the_plan() -> None:

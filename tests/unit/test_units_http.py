@@ -9,10 +9,10 @@ from typing import Any, cast
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from aima.doors.http import create_app
 from aima.kube import KubeClient
 from aima.units import Context, Example, Input, Registry, UnitError, command, query, registry
 from aima.units.errors import ErrorCode
-from aima.units.http import create_app
 
 pytestmark = pytest.mark.unit
 

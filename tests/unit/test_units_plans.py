@@ -14,9 +14,10 @@ from aima.api.engine import Engine
 from aima.api.model import Model
 from aima.api.pipeline import PipelineRun
 from aima.cli.model_cmd import name_from_source
+from aima.doors import watch
+from aima.doors.http import create_app
 from aima.kube import KubeClient
-from aima.units import Context, Registry, Request, execute, query, registry, watch
-from aima.units.http import create_app
+from aima.units import Context, Registry, Request, execute, query, registry
 from aima.units.model import ModelImport, model_issues
 from aima.units.pipeline import step_progress
 from aima.units.resource import ResourceStatus, StatusInput

@@ -74,7 +74,8 @@ class Keys:
     crossed spec.rolloutGuard: `<target>: <why>`. The gateway sends that target nothing while it is
     there; service.rollout and service.rollback remove it."""
     KOPF_PREFIX: Final = "kopf.aima.dev"
-    """Prefix of kopf's bookkeeping annotations; kopf never writes into our `status`."""
+    """Prefix of the bookkeeping annotations of kopf, which drove some controllers before the
+    operator's own watch engine did; objects written then may still carry them (units strip them)."""
 
 
 class ApiModel(BaseModel):

@@ -1,8 +1,8 @@
 """Entry point of the `aima` console script.
 
 Subcommands are imported only when called: `aima loader` runs in every loader Job and
-`aima device-agent` on every GPU node, and neither should pay for importing kopf, the MCP SDK and
-the unit registry (seconds of start-up and tens of MiB on a small pod).
+`aima device-agent` on every GPU node, and neither should pay for importing the controllers, the MCP
+SDK and the unit registry (seconds of start-up and tens of MiB on a small pod).
 """
 
 from __future__ import annotations

@@ -10,8 +10,8 @@ import anyio
 import click
 import uvicorn
 
+from aima.doors.mcp import McpDoor, Policy
 from aima.kube import connect
-from aima.mcp import McpDoor, Policy
 from aima.settings import Settings
 from aima.units import Context, registry
 

@@ -19,6 +19,6 @@ def run() -> None:
     Configured from AIMA_* environment variables (see aima.settings.Settings), e.g.
     AIMA_NAMESPACES=team-a,team-b to serve only those namespaces.
     """
-    from aima import runner  # kopf is imported only when the operator runs
+    from aima import runner  # the controllers are imported only when the operator runs
 
     runner.main(Settings.from_env())

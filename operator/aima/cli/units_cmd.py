@@ -24,12 +24,12 @@ from pydantic.fields import FieldInfo
 from rich.console import Console
 from rich.table import Table
 
+from aima.doors.http import create_app
 from aima.kube import connect
 from aima.settings import Settings
 from aima.units import Context, Request, Response, Unit, execute, registry
 from aima.units.envelope import ErrorInfo, Meta
 from aima.units.errors import ErrorCode, exit_code
-from aima.units.http import create_app
 from aima.units.schema import describe
 
 __all__ = ["EXIT_CODES", "call", "exec_group", "finish", "output_flag", "output_option", "session", "table"]

@@ -1,1 +1,2 @@
-"""kopf wiring: one module per kind; `run` starts them all."""
+"""The controllers, one module per kind, each fed by the caches of `runtime.ClusterView`;
+`aima.runner` starts them all."""

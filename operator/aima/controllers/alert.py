@@ -14,14 +14,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
-import kopf
 
 from aima.api.alert import AlertRecord, AlertRule, AlertRuleStatus, AlertState, Channel, SecretKeyRef
 from aima.api.device import NodeDevices
-from aima.controllers.runtime import ClusterView, Reconciler
+from aima.controllers.runtime import ClusterView, Key, Reconciler, when_gone, write_status
 from aima.domain import alert as evaluation
 from aima.domain import alert_channels
 from aima.kube import KubeClient, resources
+from aima.kube.cache import WatchedList
 from aima.settings import Settings
 
 __all__ = ["AlertController", "register"]
@@ -33,7 +33,6 @@ _RETRIABLE = frozenset({408, 425, 429})
 """Client errors that say "later", not "never"."""
 
 Body = dict[str, Any]
-Key = tuple[str, str]
 
 
 @dataclass(frozen=True)
@@ -70,13 +69,13 @@ class AlertController:
         before = rule.status or AlertRuleStatus()
         if rule.spec.suspend:
             status = evaluation.with_outcome(before, [], suspended=True, generation=generation, now=now)
-            await self._write(body, status)
+            await write_status(self.kube, self.cluster.alert_rules, body, status)
             return
         targets, problems = await self._targets(rule)
         result = evaluation.evaluate(
             rule.spec,
             before,
-            await self._observe(rule),
+            self._observe(rule),
             requests=evaluation.Requests.from_annotations(rule.metadata.annotations),
             generation=generation,
             history_limit=self.settings.alert_history_limit,
@@ -88,7 +87,7 @@ class AlertController:
         status = evaluation.delivered(result.status, sent, now=now)
         problems += failures
         status = evaluation.with_outcome(status, problems, suspended=False, generation=generation, now=now)
-        await self._write(body, status)
+        await write_status(self.kube, self.cluster.alert_rules, body, status)
         await self._record(body, result.recorded)
         # Failing channels are retried, and Secrets (not watched) looked for again, each interval.
         self._wake_later(key, result.wake_after, retry=bool(problems), active=status.firing > 0)
@@ -112,10 +111,7 @@ class AlertController:
     def _fire(self, key: Key) -> None:
         self._timers.pop(key, None)
         if self.reconciler is not None:
-            namespace, name = key
-            asyncio.get_running_loop().create_task(
-                self.reconciler.handle_by_name(namespace=namespace, name=name)
-            )
+            self.reconciler.enqueue(namespace=key[0], name=key[1])
 
     def _wake_later(self, key: Key, wake_after: float | None, *, retry: bool, active: bool) -> None:
         delays = [wake_after] if wake_after is not None else []
@@ -126,26 +122,18 @@ class AlertController:
                 key, min(delays) + 0.05
             )  # just past the moment, so it has come when the pass reads the clock
 
-    async def _observe(self, rule: AlertRule) -> list[evaluation.Observation]:
-        condition, namespace = rule.spec.condition, rule.metadata.namespace
+    def _observe(self, rule: AlertRule) -> list[evaluation.Observation]:
+        condition, namespace = rule.spec.condition, rule.metadata.namespace or ""
         if condition.gpu is not None:
-            nodes = [NodeDevices.model_validate(b) for b in await self.kube.list(resources.NODE_DEVICES)]
+            nodes = [NodeDevices.model_validate(b) for b in self.cluster.node_devices.items()]
             return evaluation.gpu_observations(condition.gpu, nodes)
         if condition.service_not_ready is not None:
             named = condition.service_not_ready
-            services = await self._named(resources.INFERENCE_SERVICES, namespace, named.name)
+            services = _named(self.cluster.inference_services, namespace, named.name)
             return evaluation.service_observations(named, services)
         assert condition.model_failed is not None  # the CRD requires exactly one member
-        models = await self._named(resources.MODELS, namespace, condition.model_failed.name)
+        models = _named(self.cluster.models, namespace, condition.model_failed.name)
         return evaluation.model_observations(condition.model_failed, models)
-
-    async def _named(
-        self, resource: resources.Resource, namespace: str | None, name: str | None
-    ) -> list[Body]:
-        if name is None:
-            return await self.kube.list(resource, namespace=namespace)
-        found = await self.kube.get(resource, name=name, namespace=namespace)
-        return [found] if found is not None else []
 
     async def _targets(self, rule: AlertRule) -> tuple[list[_Target], list[evaluation.ChannelProblem]]:
         """Every channel with its URL and signing key read from its Secrets, and the channels whose
@@ -243,17 +231,6 @@ class AlertController:
             raise LookupError(f"Secret {ref.name} has no key {ref.key}")
         return base64.b64decode(value).decode().strip()
 
-    async def _write(self, body: Body, status: AlertRuleStatus) -> None:
-        desired = status.model_dump(mode="json", by_alias=True, exclude_none=True)
-        observed = body.get("status") or {}
-        if desired == observed:
-            return
-        patch = desired | {key: None for key in observed if key not in desired}
-        meta = body["metadata"]
-        await self.kube.patch_status(
-            resources.ALERT_RULES, name=meta["name"], namespace=meta["namespace"], status=patch
-        )
-
     async def _record(self, body: Body, records: Sequence[AlertRecord]) -> None:
         """Every transition as an Event, which outlives the bounded history for the Event TTL."""
         for record in records:
@@ -265,46 +242,35 @@ class AlertController:
             )
 
 
-def register(
-    registry: kopf.OperatorRegistry, *, kube: KubeClient, settings: Settings, cluster: ClusterView
-) -> Reconciler:
-    """Attach the AlertRule handlers to ``registry`` and to the caches of InferenceServices and
-    Models; return the reconciler, which the runner starts and resyncs."""
+def register(*, kube: KubeClient, settings: Settings, cluster: ClusterView) -> Reconciler:
+    """Wake AlertRules from the caches: a rule when it changes, and the rules watching GPUs, services
+    or Models when a NodeDevices, an InferenceService or a Model changes; return the reconciler,
+    which the runner starts and resyncs."""
     controller = AlertController(kube=kube, settings=settings, cluster=cluster)
     reconciler = Reconciler(
-        resource=resources.ALERT_RULES,
-        reconcile=controller.reconcile,
-        kube=kube,
-        retry_seconds=settings.retry_seconds,
+        cache=cluster.alert_rules, reconcile=controller.reconcile, retry_seconds=settings.retry_seconds
     )
     controller.reconciler = reconciler
-
-    @kopf.on.event(*_gvr(resources.ALERT_RULES), registry=registry)
-    async def on_rule_event(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> None:
-        key = (body.metadata.namespace or "", body.metadata.name or "")
-        if event["type"] == "DELETED" or body.metadata.get("deletionTimestamp"):
-            controller.forget(key)
-        else:
-            await reconciler.handle(dict(body))
+    when_gone(cluster.alert_rules, controller.forget)
 
     def wake_watchers(watching: str, *, namespace: str | None) -> None:
         for key, watched in list(controller.watches.items()):
             if watched == watching and (namespace is None or key[0] == namespace):
                 controller.wake(key, _COALESCE_SECONDS)
 
-    @kopf.on.event(*_gvr(resources.NODE_DEVICES), registry=registry)
-    async def on_node_devices_event(**_: Any) -> None:
-        wake_watchers("gpu", namespace=None)
-
+    cluster.node_devices.subscribe(lambda _: wake_watchers("gpu", namespace=None))
     cluster.inference_services.subscribe(
         lambda body: wake_watchers("serviceNotReady", namespace=body["metadata"].get("namespace"))
     )
     cluster.models.subscribe(
         lambda body: wake_watchers("modelFailed", namespace=body["metadata"].get("namespace"))
     )
-
     return reconciler
 
 
-def _gvr(resource: resources.Resource) -> tuple[str, str, str]:
-    return resource.group, resource.version, resource.plural
+def _named(cache: WatchedList, namespace: str, name: str | None) -> list[Body]:
+    """The object ``name`` of ``namespace``, or (no name) every one there."""
+    if name is None:
+        return cache.items(namespace)
+    found = cache.get(namespace, name)
+    return [found] if found is not None else []

@@ -10,13 +10,21 @@ from typing import Any
 
 import aiohttp
 
-from aima.api.common import ConditionStatus, ConditionType, Keys, Reason
+from aima.api.common import ConditionType, Keys, Reason
 from aima.api.inference_service import AdapterState, AdapterStatus, InferenceService
 from aima.controllers import adapters as adapter_engines
-from aima.controllers.runtime import SERVED_AS, SPLITS_TO, USES_MODEL, ClusterView, Reconciler
+from aima.controllers.runtime import (
+    SERVED_AS,
+    SPLITS_TO,
+    USES_MODEL,
+    ClusterView,
+    Reconciler,
+    announce_changes,
+    write_status,
+)
 from aima.domain import adapters as adapter_planning
-from aima.domain import conditions, network_policy, pod_health
 from aima.domain import inference_service as planning
+from aima.domain import network_policy, pod_health
 from aima.domain import traffic as traffic_planning
 from aima.kube import KubeClient, resources
 from aima.kube.cache import WatchedList
@@ -125,29 +133,15 @@ async def reconcile(
             },
         ),
     )
-    patch = planning.status_patch(status, observed=body.get("status"))
-    if patch is not None:
-        cluster.inference_services.observe(
-            await kube.patch_status(
-                resources.INFERENCE_SERVICES,
-                name=str(service.metadata.name),
-                namespace=service.metadata.namespace,
-                status=patch,
-            )
-        )
-    before = service.status.conditions if service.status else []
-    for type_ in (ConditionType.READY, ConditionType.ADAPTERS_READY, ConditionType.TRAFFIC_READY):
-        if changed := conditions.transition(before, status.conditions, type_):
-            normal = changed.status is ConditionStatus.TRUE or changed.reason in _NORMAL_REASONS
-            # A change is news, and so is a first state that is a warning; a first state on the way
-            # up is not (a thousand services applied at once post no thousand Events).
-            if not normal or conditions.find(before, type_) is not None:
-                await kube.event(
-                    regarding=body,
-                    type_="Normal" if normal else "Warning",
-                    reason=changed.reason,
-                    message=changed.message,
-                )
+    await write_status(kube, cluster.inference_services, body, status)
+    await announce_changes(
+        kube,
+        body,
+        before=service.status.conditions if service.status else [],
+        after=status.conditions,
+        types=(ConditionType.READY, ConditionType.ADAPTERS_READY, ConditionType.TRAFFIC_READY),
+        normal_reasons=_NORMAL_REASONS,
+    )
     # An adapter not yet everywhere is looked at again: an engine that refused may take it later.
     waiting = any(a.state is not AdapterState.READY for a in adapters)
     return _ADAPTER_RETRY_SECONDS if waiting else None

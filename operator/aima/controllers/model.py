@@ -5,10 +5,10 @@ from __future__ import annotations
 import datetime
 from typing import Any
 
-from aima.api.common import ConditionStatus, ConditionType, Keys, Reason
+from aima.api.common import Keys, Reason
 from aima.api.model import Model
-from aima.controllers.runtime import ClusterView, Reconciler
-from aima.domain import conditions
+from aima.controllers.runtime import ClusterView, Reconciler, announce_changes, write_status
+from aima.domain import capacity
 from aima.domain import model as planning
 from aima.kube import KubeClient, resources
 from aima.loader import sizing
@@ -38,7 +38,6 @@ async def reconcile(
 ) -> float | None:
     """Bring one Model's children and status in line with its spec; writes only what differs.
     Returns when to look again: once its loader Job has had the time to start a pod."""
-    namespace = body["metadata"]["namespace"]
     model = Model.model_validate(body)
     observed = await _observe(model, kube=kube, settings=settings, cluster=cluster)
     plan = planning.plan(body, settings=loader_settings(settings), observed=observed)
@@ -56,26 +55,14 @@ async def reconcile(
     status = planning.compute_status(
         body, plan=plan, observed=observed, now=now, start_seconds=settings.loader_start_seconds
     )
-    patch = planning.status_patch(status, observed=body.get("status"))
-    if patch is not None:
-        written = await kube.patch_status(
-            resources.MODELS, name=body["metadata"]["name"], namespace=namespace, status=patch
-        )
-        cluster.models.observe(written)
-    before = model.status.conditions if model.status else []
-    if changed := conditions.transition(before, status.conditions, ConditionType.READY):
-        normal = changed.status is ConditionStatus.TRUE or changed.reason in (
-            Reason.PENDING,
-            Reason.DOWNLOADING,
-        )
-        # A change is news, and so is a first state that is a warning; a download starting is not.
-        if not normal or conditions.find(before, ConditionType.READY) is not None:
-            await kube.event(
-                regarding=body,
-                type_="Normal" if normal else "Warning",
-                reason=changed.reason,
-                message=changed.message,
-            )
+    await write_status(kube, cluster.models, body, status, others=planning.LOADER_FIELDS)
+    await announce_changes(
+        kube,
+        body,
+        before=model.status.conditions if model.status else [],
+        after=status.conditions,
+        normal_reasons=(Reason.PENDING, Reason.DOWNLOADING),
+    )
     return planning.recheck_after(observed, now=now, start_seconds=settings.loader_start_seconds)
 
 
@@ -130,8 +117,7 @@ async def _listed_bytes(model: Model, claim: Body | None, settings: Settings) ->
 
 async def _largest_gpu_memory_mib(kube: KubeClient, *, default: int) -> int:
     nodes = await kube.list(resources.NODES, label_selector="nvidia.com/gpu.present=true")
-    sizes = [int(n["metadata"]["labels"].get("nvidia.com/gpu.memory", "0") or 0) for n in nodes]
-    return max(sizes, default=0) or default
+    return capacity.largest_gpu_memory_mib(nodes, default=default)
 
 
 def watch(cluster: ClusterView, *, reconciler: Reconciler) -> None:

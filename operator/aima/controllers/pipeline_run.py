@@ -19,12 +19,19 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 import aiohttp
-import kopf
 
 from aima.api.common import API_VERSION, ConditionStatus, Keys, Reason
 from aima.api.pipeline import Pipeline, PipelineRun, PipelineRunStatus, PipelineSpec, StepPhase, StepStatus
 from aima.controllers.pipeline import observe_services
-from aima.controllers.runtime import ClusterView, Reconciler
+from aima.controllers.runtime import (
+    UNSTARTED,
+    ClusterView,
+    Key,
+    Reconciler,
+    key_of,
+    when_gone,
+    write_status,
+)
 from aima.domain.pipeline import binary_fields, bounded, validate
 from aima.domain.pipeline_refs import UnresolvedError, resolve
 from aima.domain.pipeline_status import (
@@ -36,7 +43,6 @@ from aima.domain.pipeline_status import (
     problems_text,
     run_condition,
     services_text,
-    status_patch,
     with_generation,
 )
 from aima.kube import KubeClient, KubeError, resources
@@ -67,20 +73,19 @@ class Runs:
     units: Registry
     cluster: ClusterView
     http: aiohttp.ClientSession
-    active: dict[tuple[str, str], _Active] = field(default_factory=dict)
-    waiting: set[tuple[str, str]] = field(default_factory=set)
-    """Runs waiting for their Pipeline's services; service events queue them again."""
+    active: dict[Key, _Active] = field(default_factory=dict)
 
     async def close(self) -> None:
-        """Stop every run (their status is left Running: the next start reports them Interrupted)."""
+        """Stop every run (their status is left Running: the next start reports them Interrupted)
+        and close the HTTP session; the runner calls it when the operator stops."""
         for active in list(self.active.values()):
             active.task.cancel()
             with contextlib.suppress(BaseException):
                 await active.task
         await self.http.close()
 
-    def abandon(self, key: tuple[str, str]) -> None:
-        """Stop a run whose object is being deleted."""
+    def abandon(self, key: Key) -> None:
+        """Stop a run whose object is deleted or being deleted."""
         if (active := self.active.get(key)) is not None:
             active.task.cancel()
 
@@ -90,8 +95,7 @@ async def reconcile(body: Body, *, runs: Runs) -> None:
     run = PipelineRun.model_validate(body)
     key = _key(run)
     if run.status is not None and finished(run.status):
-        runs.waiting.discard(key)
-        await _write(run, with_generation(run.status, run.metadata.generation), runs.kube)
+        await _write(run, with_generation(run.status, run.metadata.generation), runs)
         return
     if (active := runs.active.get(key)) is not None:
         if run.spec.cancel:
@@ -102,7 +106,7 @@ async def reconcile(body: Body, *, runs: Runs) -> None:
     if status.start_time is not None:
         await _orphaned(run, status, runs=runs, now=now)
     elif run.spec.cancel:
-        await _end(run, status, runs.kube, Reason.CANCELLED, "The run was cancelled before it started")
+        await _end(run, status, runs, Reason.CANCELLED, "The run was cancelled before it started")
     else:
         await _try_start(body, run, status, runs=runs, now=now)
 
@@ -111,26 +115,24 @@ async def _try_start(
     body: Body, run: PipelineRun, status: PipelineRunStatus, *, runs: Runs, now: datetime.datetime
 ) -> None:
     namespace = str(run.metadata.namespace)
-    found = await runs.kube.get(resources.PIPELINES, name=run.spec.pipeline_ref.name, namespace=namespace)
+    found = await _pipeline(runs, namespace, run.spec.pipeline_ref.name)
     if found is None:
         message = f"Pipeline {run.spec.pipeline_ref.name} not found in namespace {namespace}; create it first"
-        await _end(run, status, runs.kube, Reason.PIPELINE_NOT_FOUND, message)
+        await _end(run, status, runs, Reason.PIPELINE_NOT_FOUND, message)
         return
     pipeline = Pipeline.model_validate(found)
     problems = validate(pipeline.spec, {unit.name: unit for unit in runs.units})
     if problems:
         message = f"Pipeline {pipeline.metadata.name} is not valid: {problems_text(problems)}"
-        await _end(run, status, runs.kube, Reason.INVALID_SPEC, message)
+        await _end(run, status, runs, Reason.INVALID_SPEC, message)
         return
     if problem := run_problem(pipeline.spec, run.spec.inputs, run.spec.config):
-        await _end(run, status, runs.kube, Reason.INVALID_SPEC, problem[0].upper() + problem[1:])
+        await _end(run, status, runs, Reason.INVALID_SPEC, problem[0].upper() + problem[1:])
         return
     services = observe_services(runs.cluster, pipeline, run.spec.config)
     if waiting := blocking(services, require_services=runs.settings.pipeline_require_services):
-        runs.waiting.add(_key(run))
-        await _wait_for_services(body, run, status, runs.kube, services_text(waiting), now=now)
+        await _wait_for_services(body, run, status, runs, services_text(waiting), now=now)
         return
-    runs.waiting.discard(_key(run))
     await _start(body, run, pipeline, status, runs=runs, now=now)
 
 
@@ -138,7 +140,7 @@ async def _wait_for_services(
     body: Body,
     run: PipelineRun,
     status: PipelineRunStatus,
-    kube: KubeClient,
+    runs: Runs,
     why: str,
     *,
     now: datetime.datetime,
@@ -147,7 +149,7 @@ async def _wait_for_services(
         str(body["metadata"]["creationTimestamp"]).replace("Z", "+00:00")
     )
     if run.spec.timeout_seconds and (now - created).total_seconds() > run.spec.timeout_seconds:
-        await _end(run, status, kube, Reason.TIMED_OUT, f"Timed out waiting for services: {why}")
+        await _end(run, status, runs, Reason.TIMED_OUT, f"Timed out waiting for services: {why}")
         return
     message = f"Waiting for services before starting: {why}"
     waiting = run_condition(
@@ -158,8 +160,8 @@ async def _wait_for_services(
         generation=run.metadata.generation,
         now=now,
     )
-    if await _write(run, waiting, kube):
-        await kube.event(regarding=body, type_="Warning", reason=SERVICES_NOT_READY, message=message)
+    if await _write(run, waiting, runs):
+        await runs.kube.event(regarding=body, type_="Warning", reason=SERVICES_NOT_READY, message=message)
 
 
 async def _start(
@@ -187,7 +189,7 @@ async def _start(
         generation=run.metadata.generation,
         now=now,
     )
-    await _write(run, started, runs.kube)
+    await _write(run, started, runs)
     await runs.kube.event(regarding=body, type_="Normal", reason="Started", message=message)
     key = _key(run)
     cancel = asyncio.Event()
@@ -268,17 +270,15 @@ async def _orphaned(
             "The operator stopped while the run was executing; steps cannot be resumed, "
             "create a new PipelineRun"
         )
-        await _end(run, status, runs.kube, INTERRUPTED, message)
+        await _end(run, status, runs, INTERRUPTED, message)
         return
     limit = run.spec.timeout_seconds or runs.settings.pipeline_max_run_seconds
     if status.start_time is not None and (now - status.start_time).total_seconds() > limit:
         message = f"Replica {status.executor} did not finish the run within {limit:g} s"
-        await _end(run, status, runs.kube, Reason.TIMED_OUT, message)
+        await _end(run, status, runs, Reason.TIMED_OUT, message)
 
 
-async def _end(
-    run: PipelineRun, status: PipelineRunStatus, kube: KubeClient, reason: str, message: str
-) -> None:
+async def _end(run: PipelineRun, status: PipelineRunStatus, runs: Runs, reason: str, message: str) -> None:
     """Fail (or cancel) a run that never executed, or whose executor is gone."""
     now = _now()
     steps = [
@@ -295,9 +295,9 @@ async def _end(
         generation=run.metadata.generation,
         now=now,
     )
-    if await _write(run, ended, kube):
+    if await _write(run, ended, runs):
         body = run.model_dump(mode="json", by_alias=True)
-        await kube.event(
+        await runs.kube.event(
             regarding=body,
             type_="Warning" if reason != Reason.CANCELLED else "Normal",
             reason=reason,
@@ -305,16 +305,10 @@ async def _end(
         )
 
 
-async def _write(run: PipelineRun, status: PipelineRunStatus, kube: KubeClient) -> bool:
+async def _write(run: PipelineRun, status: PipelineRunStatus, runs: Runs) -> bool:
     """Patch the run's status when it differs from the status read; True when written."""
-    current = run.status.model_dump(mode="json", by_alias=True, exclude_none=True) if run.status else None
-    patch = status_patch(status.model_dump(mode="json", by_alias=True, exclude_none=True), observed=current)
-    if patch is None:
-        return False
-    await kube.patch_status(
-        resources.PIPELINE_RUNS, name=str(run.metadata.name), namespace=run.metadata.namespace, status=patch
-    )
-    return True
+    body = run.model_dump(mode="json", by_alias=True, exclude_none=True)
+    return await write_status(runs.kube, runs.cluster.pipeline_runs, body, status)
 
 
 @dataclass
@@ -469,21 +463,15 @@ class _Recorder:
             self.status = self.status.model_copy(update={"current_step": running})
 
     async def _flush(self) -> None:
-        mine = self.status.model_dump(mode="json", by_alias=True, exclude_none=True)
-        patch = status_patch(mine, observed=self.written)
-        if patch is None:
-            return
+        # Once written, the cache knows it before the task ends: a pass over a run no task executes,
+        # started by this replica and not finished, would report it Interrupted.
+        cache = self.runs.cluster.pipeline_runs
         try:
-            await self.runs.kube.patch_status(
-                resources.PIPELINE_RUNS,
-                name=str(self.run.metadata.name),
-                namespace=self.run.metadata.namespace,
-                status=patch,
-            )
+            await write_status(self.runs.kube, cache, self.body, self.status, observed=self.written or {})
         except KubeError as error:
             if error.status != 404:  # a deleted run: its task is being cancelled
                 raise
-        self.written = mine
+        self.written = self.status.model_dump(mode="json", by_alias=True, exclude_none=True)
 
     async def _event(self, type_: str, reason: str, message: str) -> None:
         with contextlib.suppress(KubeError):
@@ -494,54 +482,36 @@ def _now() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC)
 
 
-def _key(run: PipelineRun) -> tuple[str, str]:
+def _key(run: PipelineRun) -> Key:
     return str(run.metadata.namespace), str(run.metadata.name)
 
 
+async def _pipeline(runs: Runs, namespace: str, name: str) -> Body | None:
+    """The run's Pipeline, as cached; one not cached yet is asked of the API server, since a run
+    applied together with its Pipeline may come first, and a run without one fails for good."""
+    cached = runs.cluster.pipelines.get(namespace, name)
+    return cached or await runs.kube.get(resources.PIPELINES, name=name, namespace=namespace)
+
+
 def register(
-    registry: kopf.OperatorRegistry,
-    *,
-    kube: KubeClient,
-    settings: Settings,
-    cluster: ClusterView,
-    units: Registry,
-) -> Reconciler:
-    """Attach the PipelineRun handlers: runs themselves, and the Pipelines and InferenceServices
-    that waiting runs wait for; return the reconciler, which the runner starts and resyncs."""
+    *, kube: KubeClient, settings: Settings, cluster: ClusterView, units: Registry
+) -> tuple[Reconciler, Runs]:
+    """Wake PipelineRuns from the caches: a run when it changes, and the runs of a namespace that
+    have not started when a Pipeline or an InferenceService there changes; stop a run's task when
+    its object goes. Return the reconciler, which the runner starts and resyncs, and the runs, which
+    it closes on stop."""
     runs = Runs(kube=kube, settings=settings, units=units, cluster=cluster, http=aiohttp.ClientSession())
     reconciler = Reconciler(
-        resource=resources.PIPELINE_RUNS,
+        cache=cluster.pipeline_runs,
         reconcile=functools.partial(reconcile, runs=runs),
-        kube=kube,
         retry_seconds=settings.retry_seconds,
     )
+    when_gone(cluster.pipeline_runs, runs.abandon)
 
-    @kopf.on.event(*_gvr(resources.PIPELINE_RUNS), registry=registry)
-    async def on_run_event(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> None:
-        key = (body.metadata.namespace or "", body.metadata.name or "")
-        if event["type"] == "DELETED" or body.metadata.get("deletionTimestamp"):
-            runs.waiting.discard(key)
-            runs.abandon(key)
-        else:
-            await reconciler.handle(dict(body))
+    def nudge_unstarted(body: Body) -> None:
+        for run in cluster.pipeline_runs.indexed(key_of(body)[0], UNSTARTED):
+            reconciler.enqueue_object(run)
 
-    def nudge_waiting(namespace: str | None) -> None:
-        for run_namespace, name in list(runs.waiting):
-            if run_namespace == (namespace or ""):
-                reconciler.enqueue(namespace=run_namespace, name=name)
-
-    @kopf.on.event(*_gvr(resources.PIPELINES), registry=registry)
-    async def on_pipeline_event(body: kopf.Body, **_: Any) -> None:
-        nudge_waiting(body.metadata.namespace)
-
-    cluster.inference_services.subscribe(lambda body: nudge_waiting(body["metadata"].get("namespace")))
-
-    @kopf.on.cleanup(registry=registry)
-    async def on_cleanup(**_: Any) -> None:
-        await runs.close()
-
-    return reconciler
-
-
-def _gvr(resource: resources.Resource) -> tuple[str, str, str]:
-    return resource.group, resource.version, resource.plural
+    cluster.pipelines.subscribe(nudge_unstarted)
+    cluster.inference_services.subscribe(nudge_unstarted)
+    return reconciler, runs

@@ -1,13 +1,12 @@
 """What every controller shares: the watch-fed caches it reads, a work queue of object keys served by
 a few workers, retries with backoff, and a periodic resync.
 
-kopf's state-changing handlers write a diff-base annotation per change and its timers add a
-finalizer; both are writes a steady state must not make, and kopf watches every Pod and Deployment
-of the cluster to filter them in Python. So AIMA's own kinds and their children are watched here,
-with label selectors, into caches (`aima.kube.cache`); an event queues the key of the object it
-concerns, and a pass reads everything it needs from the caches and writes only what differs.
-kopf still runs the handlers other controllers register with it: those queue keys through
-:meth:`Reconciler.handle`, and such a reconciler, having no cache, reads its object afresh.
+Every kind the operator reconciles, its children and what its passes read are watched, with label
+selectors where they are children, into caches (`aima.kube.cache`, fed by the watch engine of
+`aima.kube.watch`); an event queues the key of the object it concerns, and a pass reads everything
+it needs from the caches and writes only what differs. A controller takes what its writes return
+into its cache at once: its next pass never plans from an older state, and the watch's echoes of
+its writes do not wake it.
 """
 
 from __future__ import annotations
@@ -17,13 +16,16 @@ import contextlib
 import logging
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from aima.api.common import Keys
+from pydantic import BaseModel
+
+from aima.api.common import Condition, ConditionStatus, ConditionType, Keys
+from aima.domain import conditions, traffic
 from aima.domain import inference_service as service_planning
-from aima.domain import traffic
+from aima.domain.objects import status_patch
 from aima.exposition import Histogram, counter_lines
 from aima.kube import KubeClient, KubeError, Resource, resources
 from aima.kube.cache import Index, WatchedList, by_label
@@ -96,6 +98,12 @@ class ClusterView:
     """Loader Jobs of Models."""
     loader_pods: WatchedList
     """Pods of loader Jobs, indexed by the Model's name."""
+    alert_rules: WatchedList
+    node_devices: WatchedList
+    """What the device agents publish about each node's GPUs."""
+    pipelines: WatchedList
+    pipeline_runs: WatchedList
+    """PipelineRuns, those that have neither started nor ended indexed under :data:`UNSTARTED`."""
 
     @classmethod
     def watching(
@@ -129,6 +137,10 @@ class ClusterView:
             pods=cache(resources.PODS, children, index=by_label(Keys.INFERENCE_SERVICE)),
             loader_jobs=cache(resources.JOBS, "loader"),
             loader_pods=cache(resources.PODS, "loader", index=by_label(Keys.MODEL)),
+            alert_rules=cache(resources.ALERT_RULES),
+            node_devices=cache(resources.NODE_DEVICES),
+            pipelines=cache(resources.PIPELINES),
+            pipeline_runs=cache(resources.PIPELINE_RUNS, index=_unstarted_run),
         )
 
     def _all(self) -> list[WatchedList]:
@@ -143,6 +155,10 @@ class ClusterView:
             self.pods,
             self.loader_jobs,
             self.loader_pods,
+            self.alert_rules,
+            self.node_devices,
+            self.pipelines,
+            self.pipeline_runs,
         ]
 
     async def start(self) -> None:
@@ -160,6 +176,9 @@ SPLITS_TO = "split/"
 """Prefix of the index values of the services an InferenceService's traffic split names."""
 SERVED_AS = "served/"
 """Prefix of the index value of an InferenceService's servedName."""
+UNSTARTED = "unstarted"
+"""Index value of the PipelineRuns that have neither started nor ended: those waiting for their
+Pipeline or its services, which their events wake."""
 
 
 def service_references(service: Body) -> list[str]:
@@ -181,6 +200,87 @@ def _adapted_model(model: Body) -> list[str]:
     return [base] if base else []
 
 
+def _unstarted_run(run: Body) -> list[str]:
+    status = run.get("status") or {}
+    return [] if status.get("startTime") or status.get("completionTime") else [UNSTARTED]
+
+
+def key_of(body: Body) -> Key:
+    """The namespace ("" for a cluster-scoped object) and name of an object."""
+    return body["metadata"].get("namespace") or "", body["metadata"]["name"]
+
+
+def when_gone(cache: WatchedList, forget: Callable[[Key], None]) -> None:
+    """Call ``forget`` with the key of each object of ``cache`` that is deleted or being deleted, so
+    that what a controller keeps about an object (timers, tasks) goes with it; it may be called more
+    than once for one object."""
+
+    def heard(body: Body) -> None:
+        key = key_of(body)
+        if body["metadata"].get("deletionTimestamp") or cache.get(*key) is None:
+            forget(key)
+
+    cache.subscribe(heard)
+
+
+def observe_written(cache: WatchedList, written: Body) -> None:
+    """Take what a write returned into ``cache``, unless the object left it meanwhile: an answer that
+    comes after the watch told of the object's deletion must not bring it back."""
+    if cache.get(*key_of(written)) is not None:
+        cache.observe(written)
+
+
+async def write_status(
+    kube: KubeClient,
+    cache: WatchedList,
+    body: Body,
+    status: BaseModel,
+    *,
+    observed: Body | None = None,
+    others: Collection[str] = (),
+) -> bool:
+    """The one status writer: patch ``body``'s status to ``status`` where it differs from the status
+    read (``observed``, else the body's), clearing fields that went away and leaving ``others``' fields
+    alone (see `aima.domain.objects.status_patch`); the written object goes into ``cache``. True when
+    something was written."""
+    current = body.get("status") if observed is None else observed
+    patch = status_patch(status, observed=current, others=others)
+    if patch is None:
+        return False
+    meta = body["metadata"]
+    written = await kube.patch_status(
+        cache.resource, name=meta["name"], namespace=meta.get("namespace"), status=patch
+    )
+    observe_written(cache, written)
+    return True
+
+
+async def announce_changes(
+    kube: KubeClient,
+    body: Body,
+    *,
+    before: Sequence[Condition],
+    after: Sequence[Condition],
+    types: Sequence[str] = (ConditionType.READY,),
+    normal_reasons: Collection[str] = (),
+) -> None:
+    """Each condition of ``types`` that changed as an Event: Normal when it became True or its reason
+    is in ``normal_reasons``, else Warning. A change is news, and so is a first state that is a warning;
+    a first state on the way up is not (a thousand objects applied at once post no thousand Events)."""
+    for type_ in types:
+        changed = conditions.transition(before, after, type_)
+        if changed is None:
+            continue
+        normal = changed.status is ConditionStatus.TRUE or changed.reason in normal_reasons
+        if not normal or conditions.find(before, type_) is not None:
+            await kube.event(
+                regarding=body,
+                type_="Normal" if normal else "Warning",
+                reason=changed.reason,
+                message=changed.message,
+            )
+
+
 @dataclass
 class Reconciler:
     """Runs one kind's reconcile for queued keys: one pass at a time per object, ``workers`` objects
@@ -190,13 +290,11 @@ class Reconciler:
     pod and Deployment events costs two passes, not twenty, and no pass misses the last change.
     """
 
-    resource: Resource
+    cache: WatchedList
+    """The kind's objects, watched: each of their events queues the object (but for the versions the
+    controller wrote and observed itself), and passes read it from here."""
     reconcile: ReconcileFn
-    kube: KubeClient
     retry_seconds: float
-    cache: WatchedList | None = None
-    """The kind's objects, watched: each of their events queues the object, and passes read it from
-    here. Without one, something else queues keys (kopf handlers) and each pass reads it afresh."""
     workers: int = 16
     max_retry_seconds: float = 300.0
     metrics: ReconcileMetrics = field(default_factory=ReconcileMetrics)
@@ -210,8 +308,12 @@ class Reconciler:
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        if self.cache is not None:
-            self.cache.subscribe(self.enqueue_object, own_writes=False)
+        self.cache.subscribe(self.enqueue_object, own_writes=False)
+
+    @property
+    def resource(self) -> Resource:
+        """The kind reconciled."""
+        return self.cache.resource
 
     def enqueue(self, *, namespace: str | None, name: str) -> None:
         """Queue a pass over the object (once, however often it is asked for before it runs)."""
@@ -228,14 +330,6 @@ class Reconciler:
         """Queue a pass over the object ``body`` is a version of."""
         self.enqueue(namespace=body["metadata"].get("namespace"), name=body["metadata"]["name"])
 
-    async def handle(self, body: Body) -> None:
-        """Queue the object of a kopf event."""
-        self.enqueue_object(body)
-
-    async def handle_by_name(self, *, namespace: str | None, name: str) -> None:
-        """Queue an object by name (from a kopf event of one of its children)."""
-        self.enqueue(namespace=namespace, name=name)
-
     def start(self) -> None:
         """Start the workers."""
         self._tasks = [asyncio.create_task(self._work()) for _ in range(self.workers)]
@@ -250,9 +344,9 @@ class Reconciler:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
-    async def resync(self) -> None:
+    def resync(self) -> None:
         """Queue every object of the kind (the level-triggered safety net)."""
-        for body in self.cache.items() if self.cache is not None else await self.kube.list(self.resource):
+        for body in self.cache.items():
             self.enqueue_object(body)
 
     async def _work(self) -> None:
@@ -273,11 +367,7 @@ class Reconciler:
         namespace, name = key
         started, ok = time.monotonic(), False
         try:
-            body = (
-                self.cache.get(namespace, name)
-                if self.cache is not None
-                else await self.kube.get(self.resource, name=name, namespace=namespace or None)
-            )
+            body = self.cache.get(namespace, name)
             again = None
             if body is not None and not body["metadata"].get("deletionTimestamp"):
                 again = await self.reconcile(body)
@@ -321,7 +411,4 @@ async def resync_forever(reconcilers: list[Reconciler], *, interval: float) -> N
     while True:
         await asyncio.sleep(interval)
         for reconciler in reconcilers:
-            try:
-                await reconciler.resync()
-            except Exception:
-                logger.exception("Resync failed: kind=%s", reconciler.resource.kind)
+            reconciler.resync()

@@ -18,14 +18,15 @@ from aiohttp import web
 
 from aima import __version__
 from aima.api.common import API_VERSION
-from aima.api.device import NodeDevices, NodeDevicesStatus, PowerLimitResult, PowerLimitState
+from aima.api.device import NodeDevices, PowerLimitResult, PowerLimitState
 from aima.device import metrics
 from aima.device.nvml import GpuSource, PowerLimitRefused
 from aima.domain import devices
+from aima.domain.objects import status_patch
 from aima.kube import KubeClient, resources
 from aima.settings import Settings
 
-__all__ = ["DeviceAgent", "status_patch"]
+__all__ = ["DeviceAgent"]
 
 logger = logging.getLogger("aima.device")
 
@@ -68,12 +69,10 @@ class DeviceAgent:
         since = (now - previous.updated_at).total_seconds() if previous and previous.updated_at else None
         if not devices.should_publish(previous, status, seconds_since=since, policy=self.policy):
             return False
-        await self.kube.patch_status(
-            resources.NODE_DEVICES,
-            name=self.node,
-            namespace=None,
-            status=status_patch(status, body.get("status")),
-        )
+        patch = status_patch(status, observed=body.get("status"))
+        if patch is None:
+            return False
+        await self.kube.patch_status(resources.NODE_DEVICES, name=self.node, namespace=None, status=patch)
         return True
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -146,11 +145,3 @@ class DeviceAgent:
 
     async def _healthz(self, _: web.Request) -> web.Response:
         return web.Response(text="ok\n")
-
-
-def status_patch(status: NodeDevicesStatus, previous: Body | None) -> Body:
-    """A merge patch that writes ``status`` whole: fields it no longer has are set to null."""
-    patch: Body = status.model_dump(mode="json", by_alias=True, exclude_none=True)
-    for key in previous or {}:
-        patch.setdefault(key, None)
-    return patch

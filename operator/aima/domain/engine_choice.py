@@ -17,17 +17,16 @@ from aima.api.common import Reason
 from aima.api.engine import Accelerator, Architecture, Engine, EngineVariant
 from aima.api.inference_service import InferenceService
 from aima.api.model import Model, ModelFormat
+from aima.domain import capacity
 
 Body = dict[str, Any]
 
-GPU_RESOURCE = "nvidia.com/gpu"
-GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
 ARCH_LABEL = "kubernetes.io/arch"
 
 
 @dataclass(frozen=True, kw_only=True)
 class NodeInfo:
-    """What engine choice and scheduling diagnosis need to know about one node."""
+    """What engine choice needs to know about one node."""
 
     name: str
     architecture: str
@@ -47,14 +46,12 @@ class Choice:
 
 
 def node_info(node: Body) -> NodeInfo:
-    """The parts of a Node object that matter here (pure)."""
-    labels = node.get("metadata", {}).get("labels", {})
-    allocatable = node.get("status", {}).get("allocatable", {})
+    """The parts of a Node object that matter here (pure); GPUs as the capacity model counts them."""
     return NodeInfo(
         name=node["metadata"]["name"],
-        architecture=labels.get(ARCH_LABEL, Architecture.AMD64),
-        gpu_product=labels.get(GPU_PRODUCT_LABEL),
-        gpus=_int(allocatable.get(GPU_RESOURCE, 0)),
+        architecture=node.get("metadata", {}).get("labels", {}).get(ARCH_LABEL, Architecture.AMD64),
+        gpu_product=capacity.gpu_product(node),
+        gpus=capacity.allocatable_gpus(node),
     )
 
 
@@ -209,10 +206,3 @@ def _architectures(
     else:
         fitting = list(nodes)
     return {n.architecture for n in fitting} or {str(Architecture.AMD64)}
-
-
-def _int(value: Any) -> int:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return 0

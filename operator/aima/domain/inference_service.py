@@ -27,8 +27,8 @@ from aima.api.inference_service import (
 )
 from aima.api.model import Model
 from aima.domain import adapters as adapter_planning
-from aima.domain import conditions, engine_args, engine_choice, network_policy, objects, pod_health
-from aima.domain.engine_choice import GPU_PRODUCT_LABEL, GPU_RESOURCE
+from aima.domain import capacity, conditions, engine_args, engine_choice, network_policy, objects, pod_health
+from aima.domain.capacity import GPU, GPU_PRODUCT_LABEL
 from aima.domain.pod_health import Finding
 
 Body = dict[str, Any]
@@ -394,7 +394,7 @@ def _resources(service: InferenceService, *, engine: Engine, gpus: int) -> Body:
     limits = {k: str(v) for k, v in defaults.limits.items() if k not in wanted.requests}
     limits |= {k: str(v) for k, v in wanted.limits.items()}
     if gpus > 0:
-        requests[GPU_RESOURCE] = limits[GPU_RESOURCE] = str(gpus)
+        requests[GPU] = limits[GPU] = str(gpus)
     return _compact({"requests": requests, "limits": limits})
 
 
@@ -431,7 +431,7 @@ def _node_selector(service: InferenceService, *, variant: EngineVariant, gpus: i
 
 
 def _tolerations(service: InferenceService, *, gpus: int) -> list[Body]:
-    found = [{"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}] if gpus > 0 else []
+    found = [{"key": GPU, "operator": "Exists", "effect": "NoSchedule"}] if gpus > 0 else []
     scheduling = service.spec.scheduling
     for toleration in scheduling.tolerations if scheduling else []:
         found.append(toleration.model_dump(mode="json", by_alias=True, exclude_none=True))
@@ -469,7 +469,7 @@ def compute_status(
     of the traffic split's targets (pure)."""
     service = InferenceService.model_validate(body)
     previous = service.status or InferenceServiceStatus()
-    scheduled = _scheduled(plan, observed=observed)
+    scheduled = _scheduled(service, plan=plan, observed=observed)
     ready = _ready(service, plan=plan, observed=observed, scheduled=scheduled, now=now)
     generation = service.metadata.generation
     # AdaptersReady and TrafficReady are there only while the spec lists adapters, or a split.
@@ -523,16 +523,6 @@ def compute_status(
     )
 
 
-def status_patch(status: InferenceServiceStatus, *, observed: Body | None) -> Body | None:
-    """``status`` as a merge patch over ``observed`` (fields now absent become null), or None when
-    nothing changed: a steady state writes nothing."""
-    mine = status.model_dump(mode="json", by_alias=True, exclude_none=True)
-    current = observed or {}
-    if mine == current:
-        return None
-    return {k: None for k in current if k not in mine} | mine
-
-
 def _progress(
     ready: Finding, *, plan: Plan, observed: Observed
 ) -> tuple[conditions.Progress | None, Finding]:
@@ -578,7 +568,7 @@ def _rolling_out(plan: Plan, *, observed: Observed) -> str | None:
     return None
 
 
-def _scheduled(plan: Plan, *, observed: Observed) -> Finding:
+def _scheduled(service: InferenceService, *, plan: Plan, observed: Observed) -> Finding:
     if not plan.objects:
         return Finding(
             status=ConditionStatus.UNKNOWN, reason=Reason.PENDING, message="No pods until the service can run"
@@ -590,10 +580,11 @@ def _scheduled(plan: Plan, *, observed: Observed) -> Finding:
     # A pod that was never created (quota, admission) is not among the pods; the Deployment says why.
     if (refused := pod_health.creation_failure(observed.deployment)) is not None:
         return refused
-    nodes = [engine_choice.node_info(n) for n in observed.nodes]
-    free = pod_health.free_gpus(nodes, pods=observed.all_pods) if observed.all_pods is not None else None
-    capacity = {n.name: n.gpus for n in nodes if n.gpus > 0}
-    return pod_health.scheduling(observed.pods, gpus=plan.gpus or 0, free=free, capacity=capacity)
+    # Only nodes of the GPU product the pods select can take them, as the scheduler sees it.
+    candidates = capacity.nodes_with_product(observed.nodes, service.spec.resources.gpu_product)
+    nodes = capacity.node_gpus(candidates, observed.all_pods or [])
+    free = capacity.free_by_node(nodes) if observed.all_pods is not None else None
+    return pod_health.scheduling(observed.pods, gpus=plan.gpus or 0, free=free, nodes=nodes)
 
 
 def _ready(

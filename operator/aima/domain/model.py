@@ -238,17 +238,6 @@ def compute_status(
     )
 
 
-def status_patch(status: ModelStatus, *, observed: Body | None) -> Body | None:
-    """The controller's fields of ``status`` as a merge patch, or None when they are unchanged."""
-    mine = {
-        k: v
-        for k, v in status.model_dump(mode="json", by_alias=True, exclude_none=True).items()
-        if k not in LOADER_FIELDS
-    }
-    current = {k: v for k, v in (observed or {}).items() if k not in LOADER_FIELDS}
-    return mine if mine != current else None
-
-
 def estimate_resources(*, weights_bytes: int, gpu_memory_mib: int) -> ResourceEstimate:
     """GPU memory to serve weights of this size with KV-cache headroom, and GPUs of the given size
     needed, rounded up to a tensor-parallel size (1, 2, 4, 8, ...)."""

@@ -1,9 +1,12 @@
-"""Helpers for desired child objects (pure): owner references, and whether an observed object
-already holds everything a desired one says."""
+"""Helpers for desired objects (pure): owner references, whether an observed object already holds
+everything a desired one says, and the one way a status is written (a merge patch over the status read)."""
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
+
+from pydantic import BaseModel
 
 from aima.api.common import Keys
 
@@ -49,3 +52,19 @@ def is_satisfied(desired: Any, observed: Any) -> bool:
     if isinstance(desired, int | float) and not isinstance(desired, bool) and isinstance(observed, str):
         return str(desired) == observed  # quantities come back as strings
     return bool(desired == observed)
+
+
+def status_patch(status: BaseModel, *, observed: Body | None, others: Collection[str] = ()) -> Body | None:
+    """``status`` as a merge patch over ``observed``, or None when nothing changed (a steady state
+    writes nothing). Fields ``status`` no longer has become null, so a field that went away does not
+    linger; fields another writer owns (``others``: the loader's progress of a Model) are neither
+    compared nor written, so this writer cannot undo a newer report of theirs."""
+    mine = {
+        key: value
+        for key, value in status.model_dump(mode="json", by_alias=True, exclude_none=True).items()
+        if key not in others
+    }
+    current = {key: value for key, value in (observed or {}).items() if key not in others}
+    if mine == current:
+        return None
+    return {key: None for key in current if key not in mine} | mine

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any, Final
+from typing import Final
 
 from aima.api.common import Condition, ConditionStatus, ConditionType, Reason
 from aima.api.pipeline import (
@@ -37,7 +37,6 @@ __all__ = [
     "problems_text",
     "run_condition",
     "services_text",
-    "status_patch",
     "with_generation",
 ]
 
@@ -172,11 +171,3 @@ def _phase(state: ConditionStatus, reason: str) -> PipelineRunPhase:
     if state is ConditionStatus.FALSE:
         return PipelineRunPhase.CANCELLED if reason == Reason.CANCELLED else PipelineRunPhase.FAILED
     return PipelineRunPhase.RUNNING if reason == RUNNING else PipelineRunPhase.PENDING
-
-
-def status_patch(mine: dict[str, Any], *, observed: dict[str, Any] | None) -> dict[str, Any] | None:
-    """`mine` (a dumped status) as a merge patch over `observed`, or None when nothing changed."""
-    current = observed or {}
-    if mine == current:
-        return None
-    return {key: None for key in current if key not in mine} | mine

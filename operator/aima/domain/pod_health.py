@@ -4,8 +4,8 @@ Reads what the scheduler and the kubelet already wrote on the pods: the PodSched
 (`0/3 nodes are available: 2 Insufficient nvidia.com/gpu ...`), container waiting reasons
 (ImagePullBackOff, CrashLoopBackOff), the last termination (OOMKilled, exit code and, with
 terminationMessagePolicy FallbackToLogsOnError, the last log lines) and readiness. Free GPUs per
-node are computed from node allocatable minus the GPU requests of the pods bound there, so an
-`Insufficient nvidia.com/gpu` message can say how many GPUs are free and where.
+node come from the capacity model (aima.domain.capacity, which resource.status uses too), so an
+`Insufficient nvidia.com/gpu` message can say how many GPUs are free and where, in the same figures.
 
 Some failures leave no pod to read: a ResourceQuota or an admission webhook refuses the pod, or a
 rollout never finishes. The Deployment controller records those in the Deployment's own conditions
@@ -22,12 +22,12 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from aima.api.common import ConditionStatus, Reason
-from aima.domain.engine_choice import GPU_RESOURCE, NodeInfo
+from aima.domain import capacity
+from aima.domain.capacity import GPU, NodeGpus
 
 Body = dict[str, Any]
 
 _PULL_FAILURES = frozenset({"ImagePullBackOff", "ErrImagePull", "InvalidImageName", "ErrImageNeverPull"})
-_DONE_PHASES = frozenset({"Succeeded", "Failed"})
 _STARTING_UP = frozenset({"ContainerCreating", "PodInitializing"})
 # Most severe first: the one a person should fix first is the one the Ready condition shows.
 _SEVERITY = (
@@ -60,28 +60,6 @@ class Probe:
     startup_seconds: int
 
 
-def free_gpus(nodes: Sequence[NodeInfo], *, pods: Sequence[Body]) -> dict[str, int]:
-    """GPUs not requested by any running or pending pod, per GPU node (pure)."""
-    used: dict[str, int] = {}
-    for pod in pods:
-        node = pod.get("spec", {}).get("nodeName")
-        if node and pod.get("status", {}).get("phase") not in _DONE_PHASES:
-            used[node] = used.get(node, 0) + pod_gpus(pod)
-    return {n.name: n.gpus - used.get(n.name, 0) for n in nodes if n.gpus > 0}
-
-
-def pod_gpus(pod: Body) -> int:
-    """nvidia.com/gpu a pod requests (extended resources: requests equal limits)."""
-    total = 0
-    for container in pod.get("spec", {}).get("containers", []):
-        resources = container.get("resources", {})
-        value = resources.get("requests", {}).get(GPU_RESOURCE) or resources.get("limits", {}).get(
-            GPU_RESOURCE
-        )
-        total += int(value or 0)
-    return total
-
-
 def unscheduled(pods: Sequence[Body]) -> bool:
     """Whether any pod waits for a node, so free GPUs are worth computing."""
     return any(_unschedulable_condition(p) is not None for p in pods)
@@ -92,12 +70,13 @@ def scheduling(
     *,
     gpus: int,
     free: Mapping[str, int] | None,
-    capacity: Mapping[str, int] | None = None,
+    nodes: Sequence[NodeGpus] | None = None,
 ) -> Finding:
     """The Scheduled condition: True when every live pod has a node, else the scheduler's reason.
 
-    ``capacity`` (allocatable GPUs per GPU node) tells a pod that waits for GPUs to be freed apart
-    from one that asks more than any node has, which no amount of waiting or freeing helps."""
+    ``free`` is the free GPUs per node, when known. ``nodes`` (the GPU nodes the pods may land on)
+    tell a pod that waits for GPUs to be freed apart from one that asks more than any node has,
+    which no amount of waiting or freeing helps."""
     live = _live(pods)
     for pod in live:
         condition = _unschedulable_condition(pod)
@@ -105,19 +84,13 @@ def scheduling(
             continue
         said = str(condition.get("message", "")).strip()
         name = pod["metadata"]["name"]
-        if (
-            f"Insufficient {GPU_RESOURCE}" in said
-            and capacity is not None
-            and gpus > max(capacity.values(), default=0)
-        ):
-            return _false(
-                Reason.NO_NODE_LARGE_ENOUGH, _never_fits(name, gpus=gpus, capacity=capacity, said=said)
-            )
-        if f"Insufficient {GPU_RESOURCE}" in said:
+        if f"Insufficient {GPU}" in said and nodes is not None and capacity.never_fits(nodes, gpus=gpus):
+            return _false(Reason.NO_NODE_LARGE_ENOUGH, _never_fits(name, gpus=gpus, nodes=nodes, said=said))
+        if f"Insufficient {GPU}" in said:
             return Finding(
                 status=ConditionStatus.FALSE,
                 reason=Reason.INSUFFICIENT_GPU,
-                message=f"Pod {name} needs {gpus} {GPU_RESOURCE} on one node, but no node has that many "
+                message=f"Pod {name} needs {gpus} {GPU} on one node, but no node has that many "
                 f"free ({_describe_free(free)}); lower spec.resources.gpus or free GPUs. "
                 f"Scheduler: {said}",
             )
@@ -281,34 +254,31 @@ def _deployment_condition(deployment: Body | None, type_: str) -> Body | None:
     return next((c for c in status.get("conditions", []) if c.get("type") == type_), None)
 
 
-def _never_fits(pod: str, *, gpus: int, capacity: Mapping[str, int], said: str) -> str:
-    if not capacity:
+def _never_fits(pod: str, *, gpus: int, nodes: Sequence[NodeGpus], said: str) -> str:
+    largest = capacity.largest_node(nodes)
+    if largest is None:
         return (
-            f"Pod {pod} needs {gpus} {GPU_RESOURCE} on one node, but no node offers {GPU_RESOURCE}: it can "
+            f"Pod {pod} needs {gpus} {GPU} on one node, but no node offers {GPU}: it can "
             f"never be scheduled, and waiting does not help; add GPU nodes or set spec.resources.gpus to 0. "
             f"Scheduler: {said}"
         )
-    largest = max(capacity.values())
-    nodes = ", ".join(f"{node} {count}" for node, count in sorted(capacity.items()))
+    offered = ", ".join(f"{n.name} {n.allocatable}" for n in sorted(nodes, key=lambda n: n.name))
     return (
-        f"Pod {pod} needs {gpus} {GPU_RESOURCE} on one node, but the largest node has {largest} ({nodes}): "
-        f"it can never be scheduled, and freeing GPUs does not help; lower spec.resources.gpus to {largest} "
-        f"or fewer, or add a node with {gpus} GPUs. Scheduler: {said}"
+        f"Pod {pod} needs {gpus} {GPU} on one node, but the largest node has {largest.allocatable} "
+        f"({offered}): it can never be scheduled, and freeing GPUs does not help; lower "
+        f"spec.resources.gpus to {largest.allocatable} or fewer, or add a node with {gpus} GPUs. "
+        f"Scheduler: {said}"
     )
 
 
 def _describe_free(free: Mapping[str, int] | None) -> str:
     if not free:
-        return f"no node offers {GPU_RESOURCE}"
+        return f"no node offers {GPU}"
     return "free now: " + ", ".join(f"{node} {count}" for node, count in sorted(free.items()))
 
 
 def _live(pods: Sequence[Body]) -> list[Body]:
-    return [
-        p
-        for p in pods
-        if not p["metadata"].get("deletionTimestamp") and p.get("status", {}).get("phase") not in _DONE_PHASES
-    ]
+    return [p for p in pods if not p["metadata"].get("deletionTimestamp") and not capacity.finished(p)]
 
 
 def _name(pod: Body) -> str:

@@ -11,7 +11,8 @@ is never logged. Tokens are held only as SHA-256 digests, so a lookup is one has
 access and its timing says nothing about how much of a guess was right.
 
 :class:`KeyStore` is shared with the units HTTP door; besides the Secrets' keys it accepts what its
-``review`` callable vouches for (trusted ServiceAccount tokens, :mod:`aima.gateway.identity`).
+``review`` callable vouches for (trusted ServiceAccount tokens, :mod:`aima.gateway.identity`). A
+request presents its token as every door reads one (:func:`aima.doors.auth.presented_token`).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import binascii
 import enum
 import hashlib
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,7 +32,6 @@ __all__ = [
     "KeyStore",
     "UnitsAccess",
     "key_from_secret",
-    "presented_token",
 ]
 
 logger = logging.getLogger("aima.gateway.keys")
@@ -129,12 +129,6 @@ def _per_model(text: str) -> tuple[tuple[str, int], ...]:
                 raise ValueError(f"not model=limit: {item!r}")
             pairs.append((model.strip(), limit))
     return tuple(pairs)
-
-
-def presented_token(headers: Mapping[str, str]) -> str:
-    """The key a request presents: ``Authorization: Bearer <key>`` or ``X-API-Key: <key>``."""
-    header = headers.get("Authorization", "")
-    return header[7:].strip() if header[:7].lower() == "bearer " else headers.get("X-API-Key", "")
 
 
 def _decode(value: str | None) -> str:

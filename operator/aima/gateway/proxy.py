@@ -31,10 +31,11 @@ import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 
+from aima.doors.auth import presented_token
 from aima.gateway import bodies, holding
 from aima.gateway.balancer import Balancer
 from aima.gateway.errors import GatewayError, upstream_error
-from aima.gateway.keys import ApiKey, KeyStore, UnitsAccess, presented_token
+from aima.gateway.keys import ApiKey, KeyStore, UnitsAccess
 from aima.gateway.metrics import GatewayMetrics, usage_tokens
 from aima.gateway.quotas import Admission, Quotas, StoreError, estimate
 from aima.gateway.replies import ModelRename

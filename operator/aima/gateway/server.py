@@ -10,25 +10,22 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import Awaitable, Callable
 
 from aiohttp import web
-from aiohttp.typedefs import Middleware
 from pydantic import SecretStr
 
+from aima.doors.auth import Check, guard, key_required, presented_token
+from aima.doors.http import create_app
 from aima.gateway.app import install
-from aima.gateway.keys import ApiKey, KeyStore, UnitsAccess, presented_token
+from aima.gateway.keys import ApiKey, KeyStore, UnitsAccess
 from aima.gateway.proxy import Proxy
 from aima.kube import KubeClient
 from aima.settings import Settings
 from aima.units import Context, registry
-from aima.units.envelope import ErrorInfo, Meta, Response
-from aima.units.errors import ErrorCode, http_status
-from aima.units.http import create_app
+from aima.units.errors import ErrorCode, UnitError
 
 __all__ = ["gateway_server_app", "loopback_url"]
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _QUERY_PATHS = ("/api/v2/query/", "/api/v2/units", "/api/v2/resources")
 
 
@@ -57,34 +54,30 @@ def gateway_server_app(
     # The units door keeps /healthz and /metrics; the gateway's metrics join its exposition.
     app = create_app(registry=registry(), context=context, extra_metrics=proxy.metrics.render)
     install(app, proxy)
-    app.middlewares.append(_units_guard(proxy.keys))
+    if proxy.keys is not None:  # /api/ needs a key whenever /v1 does
+        app.middlewares.append(guard(_units_access(proxy.keys)))
     return app
 
 
-def _units_guard(keys: KeyStore | None) -> Middleware:
-    """The units door takes the gateway's keys that grant it: /api/ needs one whenever /v1 needs a key."""
+def _units_access(keys: KeyStore) -> Check:
+    """The units door takes the gateway's keys that grant it, and a read key for queries only."""
 
-    @web.middleware
-    async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if keys is None or not request.path.startswith("/api/"):
-            return await handler(request)
+    async def check(request: web.Request) -> UnitError | None:
         key = await keys.authenticate(presented_token(request.headers))
         if key is None:
-            return _refusal(
-                ErrorCode.UNAUTHORIZED, "A valid API key is required: Authorization: Bearer <key>"
-            )
+            return key_required()
         if key.units is UnitsAccess.NONE:
-            return _refusal(
+            return UnitError(
                 ErrorCode.FORBIDDEN,
                 f"The API key {key.name} has no access to /api/v2: give its Secret data.units: read or write",
             )
         if key.units is UnitsAccess.READ and not await _is_query(request):
-            return _refusal(
+            return UnitError(
                 ErrorCode.FORBIDDEN, f"The API key {key.name} may run queries only (its data.units is read)"
             )
-        return await handler(request)
+        return None
 
-    return guard
+    return check
 
 
 async def _is_query(request: web.Request) -> bool:
@@ -98,12 +91,3 @@ async def _is_query(request: web.Request) -> bool:
     except (ValueError, RecursionError):  # no JSON (or nested too deeply): the handler says so
         return False
     return isinstance(envelope, dict) and envelope.get("type") == "query"
-
-
-def _refusal(code: ErrorCode, message: str) -> web.Response:
-    reply = Response(
-        success=False,
-        error=ErrorInfo(code=code, message=message),
-        meta=Meta(request_id=code.lower(), duration_ms=0),
-    )
-    return web.json_response(reply.dump(), status=http_status(code))

@@ -1,28 +1,23 @@
 """A small async client on aiohttp: get, list, server-side apply, status patch, delete, events.
 
-Why not the `kubernetes` package: it is synchronous and its import alone is most of a kopf
-operator's memory; kopf already authenticates, so we reuse its credentials.
+Why not the `kubernetes` package: it is synchronous, and its import alone would be most of the
+operator's memory. Who the client is comes from `aima.kube.auth`.
 """
 
 from __future__ import annotations
 
-import base64
 import datetime
 import json
-import os
-import ssl
-import tempfile
 from collections.abc import AsyncGenerator, AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-import kopf
 
 from aima import __version__
 from aima.api.common import FIELD_MANAGER
 from aima.domain import objects
-from aima.kube import resources
+from aima.kube import auth, resources
 from aima.kube.resources import Resource
 
 Body = dict[str, Any]
@@ -290,63 +285,14 @@ async def json_lines(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
 
 
 async def connect(*, kubeconfig: Path | None = None) -> KubeClient:
-    """Authenticate in-cluster (service account) or from a kubeconfig, as kopf does."""
-    info = login(kubeconfig)
+    """A client logged in by :func:`aima.kube.auth.login`: as ``kubeconfig`` says, else as the pod's
+    ServiceAccount, else as kubectl's kubeconfig."""
+    credentials = auth.login(kubeconfig)
     # A user agent of our own tells AIMA's requests apart in the API server's audit log.
     headers = {"User-Agent": f"aima/{__version__}"}
-    headers |= {"Authorization": f"Bearer {info.token}"} if info.token else {}
-    connector = aiohttp.TCPConnector(ssl=_ssl_context(info), limit=64)
+    headers |= {"Authorization": f"Bearer {credentials.token}"} if credentials.token else {}
+    connector = aiohttp.TCPConnector(ssl=credentials.tls, limit=64)
     session = aiohttp.ClientSession(
         connector=connector, headers=headers, timeout=aiohttp.ClientTimeout(total=60)
     )
-    return KubeClient(server=info.server, session=session)
-
-
-def login(kubeconfig: Path | None) -> kopf.ConnectionInfo:
-    """Credentials from the service account, or from a kubeconfig (kopf reads both)."""
-    if kubeconfig is not None:
-        previous = os.environ.get("KUBECONFIG")
-        os.environ["KUBECONFIG"] = str(kubeconfig)
-        try:
-            info = kopf.login_with_kubeconfig(settings=kopf.OperatorSettings())
-        finally:
-            if previous is None:
-                os.environ.pop("KUBECONFIG", None)
-            else:
-                os.environ["KUBECONFIG"] = previous
-    else:
-        info = kopf.login_with_service_account(
-            settings=kopf.OperatorSettings()
-        ) or kopf.login_with_kubeconfig(settings=kopf.OperatorSettings())
-    if info is None:
-        raise kopf.LoginError("no service account and no kubeconfig to log in with")
-    return info
-
-
-def _ssl_context(info: kopf.ConnectionInfo) -> ssl.SSLContext | bool:
-    if info.insecure:
-        return False
-    context = ssl.create_default_context(
-        cafile=os.fsdecode(info.ca_path) if info.ca_path else None,
-        cadata=_text(info.ca_data) if info.ca_data else None,
-    )
-    if info.certificate_path and info.private_key_path:
-        context.load_cert_chain(os.fsdecode(info.certificate_path), os.fsdecode(info.private_key_path))
-    elif info.certificate_data and info.private_key_data:
-        # ssl only loads client keys from files: keep them in a private folder for the load.
-        with tempfile.TemporaryDirectory() as private:
-            cert, key = Path(private) / "client.crt", Path(private) / "client.key"
-            cert.write_bytes(_bytes(info.certificate_data))
-            key.write_bytes(_bytes(info.private_key_data))
-            context.load_cert_chain(str(cert), str(key))
-    return context
-
-
-def _bytes(value: str | bytes) -> bytes:
-    # kubeconfig *-data values are base64; kopf passes them through as given.
-    raw = value.encode() if isinstance(value, str) else value
-    return raw if raw.lstrip().startswith(b"-----") else base64.b64decode(raw)
-
-
-def _text(value: str | bytes) -> str:
-    return _bytes(value).decode()
+    return KubeClient(server=credentials.server, session=session)

@@ -1,9 +1,8 @@
 """Leader election on a coordination.k8s.io Lease, so that of several operator replicas one acts.
 
-kopf's own peering freezes every replica when two share a priority, so replicas of one
-Deployment (equal by construction) elect a leader here instead and run kopf standalone.
-Updates carry the Lease's resourceVersion: of two replicas racing for it, the API server lets
-exactly one win.
+Replicas of one Deployment are equal by construction, so none is preferred: the first to take the
+Lease acts, and the others wait until it is released or expires. Updates carry the Lease's
+resourceVersion: of two replicas racing for it, the API server lets exactly one win.
 """
 
 from __future__ import annotations

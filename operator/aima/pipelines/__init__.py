@@ -1,2 +1,2 @@
-"""Running pipelines: the executor, the step runner on the unit registry, the streaming voice flow
-and the HTTP door `POST /api/v2/pipelines/{name}/run`."""
+"""Running pipelines: the executor, the step runner on the unit registry and the streaming voice
+flow; the controller and the door `POST /api/v2/pipelines/{name}/run` (`aima.doors.pipelines`) use them."""

@@ -1,4 +1,4 @@
-"""Units: every operation of AIMA as a typed `{domain}.{action}`, and the doors generated from them."""
+"""Units: every operation of AIMA as a typed `{domain}.{action}`; the doors (`aima.doors`) serve them."""
 
 from aima.units.catalog import registry
 from aima.units.core import Context, Example, Input, Kind, Registry, Unit, command, query

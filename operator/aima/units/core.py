@@ -71,6 +71,9 @@ class Context:
     None drops the reports."""
     known_namespaces: set[str] = field(default_factory=set)
     """Namespaces seen to exist, so that `execute` asks the API server about each one once."""
+    registry: Registry | None = None
+    """The registry the call came through, set by `execute`: a unit that checks other units' shapes
+    (pipeline.validate) reads them here, as importing the catalog would import that unit itself."""
 
     async def report(self, done: float, total: float | None, message: str) -> None:
         """Report progress, if the caller listens."""

@@ -11,33 +11,21 @@ from __future__ import annotations
 import asyncio
 import datetime
 from collections.abc import Sequence
-from enum import StrEnum
 from typing import Any
 
 from pydantic import Field
 
 from aima.api.common import ApiModel
 from aima.api.device import Gpu, GpuHealth, NodeDevices, PowerLimitState
+from aima.domain import capacity
+from aima.domain.capacity import AgentState, agent_state
 from aima.kube import KubeClient, KubeError, resources
 from aima.units.core import Context, Example, Input, command, query
 from aima.units.errors import ErrorCode, UnitError
 
 __all__ = ["UNITS", "AgentState", "NodeReport", "agent_state", "node_devices", "reports_of"]
 
-GPU = "nvidia.com/gpu"
 _POLL_SECONDS = 0.5
-
-
-class AgentState(StrEnum):
-    """What is known of a node's device agent."""
-
-    REPORTING = "Reporting"
-    STALE = "Stale"
-    """It reported, but not lately: its figures are old."""
-    NO_NVML = "NoNvml"
-    """It runs, and NVML is not available on the node (the message says why)."""
-    MISSING = "Missing"
-    """The node advertises GPUs and no agent reports for it."""
 
 
 class NodeReport(ApiModel):
@@ -167,15 +155,6 @@ class PowerLimitOutput(ApiModel):
     message: str
 
 
-def agent_state(report: NodeDevices | None, *, now: datetime.datetime, stale_seconds: float) -> AgentState:
-    """The agent's state from its NodeDevices object (pure)."""
-    if report is None or report.status is None or report.status.updated_at is None:
-        return AgentState.MISSING
-    if (now - report.status.updated_at).total_seconds() > stale_seconds:
-        return AgentState.STALE
-    return AgentState.REPORTING if report.status.nvml else AgentState.NO_NVML
-
-
 def reports_of(
     nodes: Sequence[dict[str, Any]],
     devices: Sequence[NodeDevices],
@@ -188,16 +167,16 @@ def reports_of(
     reports = []
     for node in nodes:
         name = node["metadata"]["name"]
-        capacity = _quantity(node.get("status", {}).get("capacity", {}).get(GPU))
+        advertised = capacity.advertised_gpus(node)
         report = by_node.pop(name, None)
-        if capacity or report is not None:
-            reports.append(_report(name, capacity, node, report, now=now, stale_seconds=stale_seconds))
+        if advertised or report is not None:
+            reports.append(_report(name, advertised, node, report, now=now, stale_seconds=stale_seconds))
     return sorted(reports, key=lambda r: r.node)
 
 
 def _report(
     name: str,
-    capacity: int,
+    advertised: int,
     node: dict[str, Any],
     report: NodeDevices | None,
     *,
@@ -213,8 +192,8 @@ def _report(
         message = "no device agent reports for this node; is the aima-device-agent DaemonSet running here?"
     return NodeReport(
         node=name,
-        capacity=capacity,
-        product=node["metadata"].get("labels", {}).get("nvidia.com/gpu.product"),
+        capacity=advertised,
+        product=capacity.gpu_product(node),
         agent=state,
         message=message,
         driver_version=status.driver_version if status else None,
@@ -442,13 +421,6 @@ async def node_devices(kube: KubeClient) -> list[NodeDevices]:
         if error.status == 404:
             return []
         raise
-
-
-def _quantity(value: Any) -> int:
-    try:
-        return int(value) if value is not None else 0
-    except (TypeError, ValueError):
-        return 0
 
 
 UNITS = (detect, info, metrics, health, set_power_limit)

@@ -11,6 +11,7 @@ when the unit has done its part.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import secrets
 import time
@@ -24,7 +25,16 @@ from aima.kube import KubeError, resources
 from aima.units.core import Context, Kind, Registry, Unit
 from aima.units.errors import ErrorCode, UnitError, first_error
 
-__all__ = ["ErrorInfo", "Meta", "Options", "Request", "Response", "execute", "from_kube_error"]
+__all__ = [
+    "ErrorInfo",
+    "Meta",
+    "Options",
+    "Request",
+    "Response",
+    "execute",
+    "from_kube_error",
+    "new_request_id",
+]
 
 _log = logging.getLogger(__name__)
 
@@ -57,6 +67,11 @@ class ErrorInfo(BaseModel):
     message: str
     details: dict[str, Any] | None = None
 
+    @classmethod
+    def of(cls, failure: UnitError) -> ErrorInfo:
+        """The wire form of a unit error."""
+        return cls(code=failure.code, message=failure.message, details=failure.details)
+
 
 class Meta(BaseModel):
     """About the call itself."""
@@ -83,7 +98,7 @@ class Response(BaseModel):
 async def execute(registry: Registry, context: Context, request: Request) -> Response:
     """Run one request; never raises: every failure becomes an error envelope with a stable code."""
     started = time.monotonic()
-    request_id = f"req_{secrets.token_hex(8)}"
+    request_id = new_request_id()
     trace = request.options.trace_id
     if trace:
         _log.info("Unit call unit=%s request_id=%s trace_id=%s", request.unit, request_id, trace)
@@ -93,7 +108,7 @@ async def execute(registry: Registry, context: Context, request: Request) -> Res
         success, error = True, None
     except UnitError as failure:
         data, success = None, False
-        error = ErrorInfo(code=failure.code, message=failure.message, details=failure.details)
+        error = ErrorInfo.of(failure)
     except TimeoutError:
         data, success = None, False
         limit = request.options.timeout_seconds
@@ -105,6 +120,11 @@ async def execute(registry: Registry, context: Context, request: Request) -> Res
         trace_id=trace,
     )
     return Response(success=success, data=data, error=error, meta=meta)
+
+
+def new_request_id() -> str:
+    """A fresh id for meta.request_id: `req_` and 16 hex digits."""
+    return f"req_{secrets.token_hex(8)}"
 
 
 async def _run(registry: Registry, context: Context, request: Request) -> Any:
@@ -124,7 +144,8 @@ async def _run(registry: Registry, context: Context, request: Request) -> Any:
     try:
         parsed = unit.input.model_validate(_scoped(unit, context, request.input))
         await _require_namespace(context, parsed)
-        output = await unit.handler(context, parsed)
+        acting = context if context.registry is registry else dataclasses.replace(context, registry=registry)
+        output = await unit.handler(acting, parsed)
     except ValidationError as invalid:
         raise UnitError(
             ErrorCode.INVALID_INPUT,
@@ -145,13 +166,15 @@ async def _run(registry: Registry, context: Context, request: Request) -> Any:
     return _trimmed(output.model_dump(mode="json", by_alias=True, exclude_none=True))
 
 
+# kopf's annotations (ours under Keys.KOPF_PREFIX, other kopf operators' under kopf.*) stay noise
+# although the operator no longer runs kopf: objects written while it did may still carry them.
 _NOISE = ("kopf.", Keys.KOPF_PREFIX, "kubectl.kubernetes.io/last-applied-configuration")
 
 
 def _trimmed(data: dict[str, Any]) -> dict[str, Any]:
-    """The output without the API server's and kopf's bookkeeping (managedFields, kopf's and kubectl's
-    annotations) and without a condition's message said again by the next: nobody acts on them, and
-    they cost an agent's context more than the object itself."""
+    """The output without the API server's and other tools' bookkeeping (managedFields, kopf's and
+    kubectl's annotations) and without a condition's message said again by the next: nobody acts on
+    them, and they cost an agent's context more than the object itself."""
     _said_once(data.get("status"))
     metadata = data.get("metadata")
     if not isinstance(metadata, dict):

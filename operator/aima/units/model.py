@@ -12,6 +12,7 @@ from pydantic import Field, model_validator
 
 from aima.api.common import API_VERSION, ApiModel, ConditionStatus
 from aima.api.model import Model, ModelFormat, ModelPhase, ModelSpec, ModelType, ResourceEstimate
+from aima.domain import capacity
 from aima.domain import model as model_domain
 from aima.domain.sources import parse_source
 from aima.kube import resources
@@ -315,7 +316,9 @@ async def estimate_resources(context: Context, request: EstimateInput) -> Estima
             )
         weights = manifest.total_bytes
     assert weights is not None  # the input validator requires one subject
-    gpu_memory = request.gpu_memory_mib or await _largest_gpu_memory(context)
+    gpu_memory = request.gpu_memory_mib or capacity.largest_gpu_memory_mib(
+        await context.kube.list(resources.NODES), default=context.settings.default_gpu_memory_mib
+    )
     return Estimate(
         weights_bytes=weights,
         gpu_memory_mib=gpu_memory,
@@ -544,16 +547,6 @@ async def _wait_ready(context: Context, model: Model, *, timeout: float) -> Mode
             )
         await asyncio.sleep(1)
         model = Model.model_validate(await _get(context, name, namespace))
-
-
-async def _largest_gpu_memory(context: Context) -> int:
-    nodes = await context.kube.list(resources.NODES)
-    sizes = [
-        int(label)
-        for node in nodes
-        if (label := node["metadata"].get("labels", {}).get("nvidia.com/gpu.memory", "")).isdigit()
-    ]
-    return max(sizes, default=context.settings.default_gpu_memory_mib)
 
 
 UNITS = (create, pull, import_, verify, get, list_, search, delete, estimate_resources)

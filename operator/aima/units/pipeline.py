@@ -488,11 +488,10 @@ async def delete_run(context: Context, request: RunRef) -> Deleted:
     ],
 )
 async def validate(context: Context, request: PipelineDefinition) -> Validation:
-    # Imported here: the catalog imports this module to build the registry.
-    from aima.units.catalog import registry
-
+    if context.registry is None:
+        raise UnitError(ErrorCode.INTERNAL, "pipeline.validate runs through execute, which names the units")
     spec = PipelineSpec.model_validate(request.model_dump(include=set(PipelineSpec.model_fields)))
-    problems = validate_spec(spec, {unit.name: unit for unit in registry()})
+    problems = validate_spec(spec, {unit.name: unit for unit in context.registry})
     return Validation(valid=not problems, problems=problems)
 
 

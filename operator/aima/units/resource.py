@@ -1,14 +1,14 @@
 """resource.*: GPU capacity and use, read from Nodes and Pods, and whether a workload fits.
 
-GPUs are counted as the scheduler counts them: a node offers `status.allocatable["nvidia.com/gpu"]`,
-and every pod bound to it that has not finished uses its effective request (the larger of the sum over
-containers and the largest init container). Where a node's device agent reports (NodeDevices),
-its figures join in: GPUs it finds Unhealthy are not counted free (whether or not the device plugin
-has withdrawn them yet), and memory in use is shown. Namespaces with a ResourceQuota on
+GPUs are counted as the scheduler counts them (aima.domain.capacity, which the InferenceService
+controller's scheduling explanations use too): a node offers `status.allocatable["nvidia.com/gpu"]`,
+and every pod bound to it that has not finished uses its effective request (init containers and
+sidecars included). Where a node's device agent reports (NodeDevices), its figures join in: GPUs it
+finds Unhealthy are not counted free, and memory in use is shown. Namespaces with a ResourceQuota on
 `requests.nvidia.com/gpu` get their quota's word in `resource.budget`. `never_fits` is what
 `service.create`, `service.scale` and `service.start` refuse with: a replica larger than any node.
-The pure functions below do the arithmetic; the units only read Nodes, Pods, NodeDevices and
-ResourceQuotas.
+The units only read Nodes, Pods, NodeDevices and ResourceQuotas; the functions below put the
+capacity model's figures in words.
 """
 
 from __future__ import annotations
@@ -22,11 +22,13 @@ from typing import Any
 from pydantic import Field
 
 from aima.api.common import ApiModel, Keys
-from aima.api.device import GpuHealth, NodeDevices
+from aima.api.device import NodeDevices
+from aima.domain import capacity
+from aima.domain.capacity import GPU, GPU_PRODUCT_LABEL, NodeGpus, pod_gpus
 from aima.kube import KubeError, resources
 from aima.kube.resources import Resource
 from aima.units.core import Context, Example, Input, query
-from aima.units.device import AgentState, agent_state, node_devices
+from aima.units.device import node_devices
 from aima.units.errors import ErrorCode, UnitError
 
 __all__ = [
@@ -45,35 +47,8 @@ __all__ = [
     "status_of",
 ]
 
-GPU = "nvidia.com/gpu"
-GPU_PRODUCT = "nvidia.com/gpu.product"
-QUOTA_KEY = f"requests.{GPU}"
-_DONE = frozenset({"Succeeded", "Failed"})
 RESOURCE_QUOTAS = Resource("", "v1", "resourcequotas", "ResourceQuota")
 logger = logging.getLogger("aima.units.resource")
-
-
-class NodeGpus(ApiModel):
-    """GPUs of one node."""
-
-    name: str
-    product: str | None = None
-    """GPU model, from the nvidia.com/gpu.product label."""
-    memory_mib: int | None = None
-    """Memory per GPU, from the nvidia.com/gpu.memory label."""
-    allocatable: int
-    used: int
-    free: int
-    schedulable: bool
-    """Ready and not cordoned; new pods can land here."""
-    agent: AgentState = AgentState.MISSING
-    """Whether the node's device agent reports (Reporting, Stale, NoNvml, Missing)."""
-    unhealthy: int = 0
-    """GPUs the agent reports Unhealthy; they are not counted free."""
-    memory_used_mib: int | None = None
-    """GPU memory in use on the node, from the agent."""
-    memory_total_mib: int | None = None
-    """GPU memory of the node, from the agent."""
 
 
 class ResourceStatus(ApiModel):
@@ -222,7 +197,7 @@ async def budget(context: Context, request: BudgetInput) -> Budget:
     (nodes, pods, devices), quotas = await asyncio.gather(
         _observe(context), context.kube.list(RESOURCE_QUOTAS, namespace=namespace)
     )
-    current = _status(context, _matching(nodes, request.gpu_product), pods, devices)
+    current = _status(context, capacity.nodes_with_product(nodes, request.gpu_product), pods, devices)
     return budget_of(current, quotas, namespace=namespace)
 
 
@@ -240,21 +215,12 @@ async def allocations(context: Context, request: AllocationsInput) -> Allocation
     return AllocationList(items=items)
 
 
-def pod_gpus(pod: dict[str, Any]) -> int:
-    """GPUs a pod requests: the larger of its containers' sum and its largest init container."""
-    spec = pod.get("spec", {})
-    main = sum(_container_gpus(c) for c in spec.get("containers", []))
-    init = max((_container_gpus(c) for c in spec.get("initContainers", [])), default=0)
-    return max(main, init)
-
-
 def allocations_of(pods: Iterable[dict[str, Any]]) -> list[Allocation]:
     """The pods that request GPUs and have not finished."""
     found = []
     for pod in pods:
         gpus = pod_gpus(pod)
-        phase = pod.get("status", {}).get("phase")
-        if not gpus or phase in _DONE:
+        if not gpus or capacity.finished(pod):
             continue
         meta = pod["metadata"]
         found.append(
@@ -263,7 +229,7 @@ def allocations_of(pods: Iterable[dict[str, Any]]) -> list[Allocation]:
                 pod=meta["name"],
                 node=pod["spec"].get("nodeName"),
                 gpus=gpus,
-                phase=phase,
+                phase=pod.get("status", {}).get("phase"),
                 service=meta.get("labels", {}).get(Keys.INFERENCE_SERVICE),
             )
         )
@@ -279,69 +245,26 @@ def status_of(
     stale_seconds: float = 900.0,
 ) -> ResourceStatus:
     """GPU capacity and use of `nodes`, given every pod of the cluster and the device agents'
-    reports by node name (pure; reports older than ``stale_seconds`` before ``now`` are ignored)."""
-    held = allocations_of(pods)
-    used: dict[str, int] = {}
-    for allocation in held:
-        if allocation.node:
-            used[allocation.node] = used.get(allocation.node, 0) + allocation.gpus
-    rows = []
-    for node in nodes:
-        allocatable = _quantity(node.get("status", {}).get("allocatable", {}).get(GPU))
-        if not allocatable:
-            continue
-        name = node["metadata"]["name"]
-        labels = node["metadata"].get("labels", {})
-        taken = used.get(name, 0)
-        memory = labels.get("nvidia.com/gpu.memory", "")
-        report = (devices or {}).get(name)
-        state = agent_state(
-            report, now=now or datetime.datetime.now(datetime.UTC), stale_seconds=stale_seconds
-        )
-        gpus = report.status.gpus if report and report.status and state is AgentState.REPORTING else []
-        unhealthy = sum(1 for g in gpus if g.health is GpuHealth.UNHEALTHY)
-        # An unhealthy GPU the device plugin still offers would be handed to a pod: not free.
-        healthy = min(allocatable, len(gpus) - unhealthy) if gpus else allocatable
-        rows.append(
-            NodeGpus(
-                name=name,
-                product=labels.get("nvidia.com/gpu.product"),
-                memory_mib=int(memory) if memory.isdigit() else _first_memory(gpus),
-                allocatable=allocatable,
-                used=taken,
-                free=max(0, healthy - taken),
-                schedulable=_schedulable(node),
-                agent=state,
-                unhealthy=unhealthy,
-                memory_used_mib=_sum_or_none(g.memory_used_mib for g in gpus),
-                memory_total_mib=_sum_or_none(g.memory_total_mib for g in gpus),
-            )
-        )
-    rows.sort(key=lambda r: r.name)
-    total = sum(r.allocatable for r in rows)
-    free = sum(r.free for r in rows if r.schedulable)
-    pending = sum(1 for a in held if a.node is None)
+    reports by node name (reports older than ``stale_seconds`` before ``now`` are ignored)."""
+    agents = capacity.AgentReports(
+        by_node=devices or {},
+        now=now or datetime.datetime.now(datetime.UTC),
+        stale_seconds=stale_seconds,
+    )
+    rows = capacity.node_gpus(nodes, pods, agents=agents)
     return ResourceStatus(
-        total=total,
+        total=capacity.total_allocatable(rows),
         used=sum(r.used for r in rows),
-        free=free,
-        pending_pods=pending,
+        free=capacity.total_free(rows),
+        pending_pods=sum(1 for a in allocations_of(pods) if a.node is None),
         nodes=rows,
-        summary=_free_sentence(rows, free=free, total=total),
+        summary=_free_sentence(rows),
     )
 
 
 def place(status: ResourceStatus, *, gpus: int, replicas: int) -> Placement:
-    """Place each replica on the schedulable node with the most free GPUs that holds it whole (pure)."""
-    free = {n.name: n.free for n in status.nodes if n.schedulable}
-    chosen: list[str] = []
-    for _ in range(replicas):
-        fitting = [name for name, left in free.items() if left >= gpus]
-        if not fitting:
-            break
-        best = max(sorted(fitting), key=lambda name: free[name])  # ties: the first name
-        free[best] -= gpus
-        chosen.append(best)
+    """Where replicas of ``gpus`` each go in the free GPUs now (see capacity.place), in words (pure)."""
+    chosen = capacity.place(status.nodes, gpus=gpus, replicas=replicas)
     fits = len(chosen) == replicas
     want = f"{replicas} replica{'s' if replicas > 1 else ''} of {gpus} GPU{'s' if gpus > 1 else ''}"
     need = "needs" if replicas == 1 else "need"
@@ -367,17 +290,17 @@ def never_fits(status: ResourceStatus, *, gpus: int, gpu_product: str | None) ->
     GPUs that are only busy now are no reason to refuse: they free up, and the service's status
     explains the wait. Cordoned or unhealthy GPUs count as capacity for the same reason.
     """
-    rows = [n for n in status.nodes if gpu_product is None or n.product == gpu_product]
-    largest = max(rows, key=lambda n: n.allocatable, default=None)  # ties: the first name
-    if largest is not None and largest.allocatable >= gpus:
+    if not capacity.never_fits(status.nodes, gpus=gpus, gpu_product=gpu_product):
         return None
+    rows = capacity.rows_with_product(status.nodes, gpu_product)
+    largest = capacity.largest_node(rows)
     message = _never_fits_message(status, rows=rows, largest=largest, gpus=gpus, gpu_product=gpu_product)
     details = {
         "gpusPerReplica": gpus,
         "gpuProduct": gpu_product,
         "largestNode": largest.name if largest else None,
         "largestNodeCapacity": largest.allocatable if largest else 0,
-        "freeByNode": {n.name: n.free for n in rows},
+        "freeByNode": capacity.free_by_node(rows),
     }
     return UnitError(ErrorCode.INSUFFICIENT_RESOURCES, message, details)
 
@@ -394,57 +317,47 @@ def _never_fits_message(
     if largest is None and gpu_product is not None:
         products = ", ".join(sorted({n.product for n in status.nodes if n.product})) or "none"
         return (
-            f"No node has GPU product {gpu_product} (label {GPU_PRODUCT}); products in the cluster: "
-            f"{products}. Choose one of those in resources.gpuProduct, or leave it empty"
+            f"No node has GPU product {gpu_product} (label {GPU_PRODUCT_LABEL}); products in the "
+            f"cluster: {products}. Choose one of those in resources.gpuProduct, or leave it empty"
         )
     if largest is None:
         return f"{want}, but no node offers {GPU}; set resources.gpus to 0 to run on CPU, or add GPU nodes"
     kind = f"{gpu_product} node" if gpu_product else "GPU node"
-    free = sum(r.free for r in rows if r.schedulable)
-    total = sum(r.allocatable for r in rows)
     return (
         f"{want}, but the largest {kind} ({largest.name}) has {largest.allocatable}: it can never be "
-        f"scheduled; lower resources.gpus to at most {largest.allocatable}. "
-        f"{_free_sentence(rows, free=free, total=total)}"
+        f"scheduled; lower resources.gpus to at most {largest.allocatable}. {_free_sentence(rows)}"
     )
 
 
 def budget_of(status: ResourceStatus, quotas: Sequence[dict[str, Any]], *, namespace: str) -> Budget:
     """What ``namespace`` may start now, from the cluster's GPUs and its ResourceQuotas (pure)."""
-    limits = [
-        (
-            _quantity(q.get("status", {}).get("hard", {}).get(QUOTA_KEY)),
-            _quantity(q.get("status", {}).get("used", {}).get(QUOTA_KEY)),
-        )
-        for q in quotas
-        if QUOTA_KEY in q.get("status", {}).get("hard", {})
-    ]
-    hard, used = min(limits, key=lambda limit: limit[0] - limit[1]) if limits else (None, None)
-    left = None if hard is None or used is None else max(0, hard - used)
-    available = status.free if left is None else min(status.free, left)
-    best = max((n for n in status.nodes if n.schedulable), key=lambda n: (n.free, n.name), default=None)
-    largest = min(best.free, available) if best else 0
-    quota = "no GPU quota" if left is None else f"its quota leaves {left} ({used} of {hard} used)"
-    where = f"; at most {largest} on one node ({best.name})" if best and largest else ""
+    found = capacity.budget(status.nodes, quotas)
+    quota, node = found.quota, found.largest_node
+    said = (
+        "no GPU quota"
+        if quota is None
+        else f"its quota leaves {quota.left} ({quota.used} of {quota.hard} used)"
+    )
+    where = f"; at most {found.largest_on_one_node} on one node ({node.name})" if node else ""
     return Budget(
         namespace=namespace,
-        free=status.free,
-        quota_hard=hard,
-        quota_used=used,
-        available=available,
-        largest_on_one_node=largest,
-        largest_node=best.name if best and largest else None,
-        gpu_memory_mib=best.memory_mib if best and largest else None,
-        summary=f"{namespace} may start {available} GPUs now: {status.free} free in the cluster, "
-        f"{quota}{where}",
+        free=found.free,
+        quota_hard=quota.hard if quota else None,
+        quota_used=quota.used if quota else None,
+        available=found.available,
+        largest_on_one_node=found.largest_on_one_node,
+        largest_node=node.name if node else None,
+        gpu_memory_mib=node.memory_mib if node else None,
+        summary=f"{namespace} may start {found.available} GPUs now: {found.free} free in the cluster, "
+        f"{said}{where}",
     )
 
 
-def _free_sentence(rows: Sequence[NodeGpus], *, free: int, total: int) -> str:
+def _free_sentence(rows: Sequence[NodeGpus]) -> str:
     if not rows:
-        return "No node offers nvidia.com/gpu"
+        return f"No node offers {GPU}"
     per_node = ", ".join(f"{r.name} has {r.free}" + _remarks(r) for r in rows)
-    return f"{free} of {total} GPUs free: {per_node}"
+    return f"{capacity.total_free(rows)} of {capacity.total_allocatable(rows)} GPUs free: {per_node}"
 
 
 def _remarks(row: NodeGpus) -> str:
@@ -454,23 +367,14 @@ def _remarks(row: NodeGpus) -> str:
     return f" ({', '.join(remarks)})" if remarks else ""
 
 
-def _first_memory(gpus: Sequence[Any]) -> int | None:
-    return next((g.memory_total_mib for g in gpus if g.memory_total_mib), None)
-
-
-def _sum_or_none(values: Iterable[int | None]) -> int | None:
-    known = [v for v in values if v is not None]
-    return sum(known) if known else None
-
-
 async def observe(context: Context, *, gpu_product: str | None = None) -> ResourceStatus:
     """The cluster's GPUs now, as resource.status reports them (only nodes with ``gpu_product``)."""
     nodes, pods, devices = await _observe(context)
-    return _status(context, _matching(nodes, gpu_product), pods, devices)
+    return _status(context, capacity.nodes_with_product(nodes, gpu_product), pods, devices)
 
 
 def _status(
-    context: Context, nodes: list[dict[str, Any]], pods: list[dict[str, Any]], devices: list[NodeDevices]
+    context: Context, nodes: Sequence[dict[str, Any]], pods: list[dict[str, Any]], devices: list[NodeDevices]
 ) -> ResourceStatus:
     return status_of(
         nodes,
@@ -478,32 +382,6 @@ def _status(
         devices={d.spec.node_name: d for d in devices},
         stale_seconds=context.settings.device_stale_seconds,
     )
-
-
-def _container_gpus(container: dict[str, Any]) -> int:
-    # Extended resources may be given as limits only; requests then default to them.
-    wanted = container.get("resources", {})
-    return _quantity(wanted.get("requests", {}).get(GPU) or wanted.get("limits", {}).get(GPU))
-
-
-def _quantity(value: Any) -> int:
-    try:
-        return int(value) if value is not None else 0
-    except (TypeError, ValueError):
-        return 0
-
-
-def _schedulable(node: dict[str, Any]) -> bool:
-    if node.get("spec", {}).get("unschedulable"):
-        return False
-    conditions = node.get("status", {}).get("conditions", [])
-    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
-
-
-def _matching(nodes: list[dict[str, Any]], product: str | None) -> list[dict[str, Any]]:
-    if product is None:
-        return nodes
-    return [n for n in nodes if n["metadata"].get("labels", {}).get("nvidia.com/gpu.product") == product]
 
 
 async def _observe(

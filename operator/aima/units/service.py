@@ -33,7 +33,7 @@ from aima.api.inference_service import (
     TrafficTarget,
 )
 from aima.api.model import Model
-from aima.domain import engine_choice
+from aima.domain import capacity, engine_choice
 from aima.domain.inference_service import CONTAINER
 from aima.kube import KubeError, resources
 from aima.units import resource, shared
@@ -477,7 +477,7 @@ def plan_recommendation(
     gpus = 0
     if choice.variant is not None and choice.variant.accelerator is Accelerator.NVIDIA_GPU:
         gpus = wanted or (choice.engine.spec.resources.gpus if choice.engine else 1)
-    matching = [n for n in nodes if gpu_product is None or _product(n) == gpu_product]
+    matching = capacity.nodes_with_product(nodes, gpu_product)
     placement = resource.place(resource.status_of(matching, pods), gpus=max(gpus, 1), replicas=replicas)
     fits = choice.engine is not None and (gpus == 0 or placement.fits)
     where = "it runs on CPU nodes" if gpus == 0 else placement.message
@@ -541,11 +541,6 @@ async def _pod_log(
         return found
     found.lines = [line for line in text.splitlines() if contains is None or contains in line]
     return found
-
-
-def _product(node: dict[str, Any]) -> str | None:
-    product: str | None = node["metadata"].get("labels", {}).get(engine_choice.GPU_PRODUCT_LABEL)
-    return product
 
 
 def _service_name(model: str) -> str:
@@ -711,8 +706,7 @@ def capacity_warning(status: resource.ResourceStatus, *, gpus: int, replicas: in
 
 def _placed(pods: list[dict[str, Any]]) -> int:
     """Replicas bound to a node and not finished: they hold their GPUs already."""
-    done = ("Succeeded", "Failed")
-    return sum(1 for p in pods if p["spec"].get("nodeName") and p.get("status", {}).get("phase") not in done)
+    return sum(1 for p in pods if capacity.holding_node(p))
 
 
 UNITS = (create, delete, scale, stop, start, update, rollout, rollback, get, list_, logs, recommend)

@@ -1,7 +1,7 @@
 """Resources by URI: `aima://models/{name}` and friends, each read by running a query unit.
 
 One table serves both doors that address resources: MCP lists them as resources and resource
-templates, and the HTTP door reads and watches them (`aima.units.watch`). A URI names a query unit
+templates, and the HTTP door reads and watches them (`aima.doors.watch`). A URI names a query unit
 and its input; an address whose unit is not in the registry is not offered.
 """
 

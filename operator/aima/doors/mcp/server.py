@@ -4,7 +4,7 @@ Tools are named after their unit (`model.pull` -> `model_pull`); their input sch
 models in compact form (`aima.units.schema.compact_schema`), their hints the unit's (queries
 read-only; deletes and stops destructive). A call goes through `execute` like every other door, so
 validation, error codes and the namespace allow-list are the same everywhere; a result is compact
-JSON text within the agent's budget (`aima.mcp.budget`), a failure a tool error whose text starts
+JSON text within the agent's budget (`aima.doors.mcp.budget`), a failure a tool error whose text starts
 with its stable code.
 
 A `Policy` narrows what an agent sees: read-only mode offers only queries, `allow_destructive=False`
@@ -30,9 +30,10 @@ from mcp.types import CallToolResult, InputRequiredResult, TextContent, ToolAnno
 from pydantic import ConfigDict
 
 from aima import __version__
-from aima.mcp.budget import DETAIL, fit
+from aima.doors.mcp.budget import DETAIL, fit
 from aima.units.core import Context, Registry, Unit
-from aima.units.envelope import Request, Response, execute
+from aima.units.envelope import ErrorInfo, Request, Response, execute
+from aima.units.errors import ErrorCode
 from aima.units.schema import compact_schema
 from aima.units.uris import Address, offered
 
@@ -131,7 +132,7 @@ class _Door(MCPServer[Any]):
         self, name: str, arguments: dict[str, Any], context: McpContext[Any, Any] | None = None
     ) -> CallToolResult | InputRequiredResult:
         if (why := self._withheld.get(name)) is not None:
-            return CallToolResult(content=[TextContent(type="text", text=f"FORBIDDEN: {why}")], is_error=True)
+            return _failed(ErrorInfo(code=ErrorCode.FORBIDDEN, message=why))
         return await super().call_tool(name, arguments, context)
 
 
@@ -217,10 +218,14 @@ def _hints(unit: Unit[Any, Any]) -> ToolAnnotations:
 
 
 def _result(response: Response, *, limit: int | None) -> CallToolResult:
-    if response.error is None:
-        text = fit(response.data, limit=limit) if limit else json.dumps(response.data, separators=(",", ":"))
-        return CallToolResult(content=[TextContent(type="text", text=text)])
-    error = response.error
+    if response.error is not None:
+        return _failed(response.error)
+    text = fit(response.data, limit=limit) if limit else json.dumps(response.data, separators=(",", ":"))
+    return CallToolResult(content=[TextContent(type="text", text=text)])
+
+
+def _failed(error: ErrorInfo) -> CallToolResult:
+    """A tool error: MCP's form of the units envelope, its text starting with the stable code."""
     text = f"{error.code}: {error.message}"
     if error.details:
         text += "\ndetails: " + json.dumps(error.details, separators=(",", ":"))

@@ -2,31 +2,30 @@
 
 Routes: `POST /api/v2/execute` ({type, unit, input}); `POST /api/v2/command/{unit}` and
 `POST /api/v2/query/{unit}` (the body is the input); `GET /api/v2/units[/{unit}]`; `GET /openapi.json`;
-`GET /healthz`; `GET /metrics`; `GET /api/v2/resources[/watch]?uri=aima://...` (`aima.units.watch`).
-With API keys configured, `/api/v2/*` requires `Authorization: Bearer <key>` or `X-API-Key: <key>`;
-health, metrics and OpenAPI stay open.
+`GET /healthz`; `GET /metrics`; `GET /api/v2/resources[/watch]?uri=aima://...` (`aima.doors.watch`);
+`POST /api/v2/pipelines/{name}/run` (`aima.doors.pipelines`). With API keys configured, `/api/v2/*`
+requires `Authorization: Bearer <key>` or `X-API-Key: <key>` (`aima.doors.auth`); health, metrics
+and OpenAPI stay open.
 """
 
 from __future__ import annotations
 
-import hmac
-import json
-import secrets
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, Final
 
 from aiohttp import web
-from aiohttp.typedefs import Middleware
 from pydantic import ValidationError
 
+from aima.doors import watch
+from aima.doors.auth import DoorKeys, guard
+from aima.doors.pipelines import add_pipeline_routes
+from aima.doors.wire import read_json, refuse, reply
 from aima.exposition import Histogram, counter_lines
-from aima.pipelines.http import add_pipeline_routes
-from aima.units import watch
 from aima.units.core import Context, Kind, Registry
-from aima.units.envelope import ErrorInfo, Meta, Request, Response, execute
-from aima.units.errors import ErrorCode, http_status
+from aima.units.envelope import Request, execute
+from aima.units.errors import ErrorCode, UnitError
 from aima.units.schema import describe, openapi
 
 __all__ = ["Metrics", "create_app"]
@@ -75,7 +74,8 @@ def create_app(
 ) -> web.Application:
     """The HTTP door for `registry`, acting through `context`; keys empty means no authentication.
     `extra_metrics` adds exposition text to /metrics (the gateway's, when one process serves both)."""
-    app = web.Application(middlewares=[_authenticate(frozenset(api_keys))])
+    keys = DoorKeys(api_keys)
+    app = web.Application(middlewares=[guard(keys.check)] if keys else [])
     app[_EXTRA_METRICS] = extra_metrics or (lambda: "")
     app[_REGISTRY] = registry
     app[_CONTEXT] = context
@@ -93,45 +93,24 @@ def create_app(
     return app
 
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-def _authenticate(keys: frozenset[str]) -> Middleware:
-    @web.middleware
-    async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if keys and request.path.startswith("/api/") and not _authorized(request, keys):
-            return _failure(
-                ErrorCode.UNAUTHORIZED, "A valid API key is required: Authorization: Bearer <key>"
-            )
-        return await handler(request)
-
-    return authenticate
-
-
-def _authorized(request: web.Request, keys: frozenset[str]) -> bool:
-    header = request.headers.get("Authorization", "")
-    given = header[7:] if header.lower().startswith("bearer ") else request.headers.get("X-API-Key", "")
-    # Compare with every key in constant time, so timing tells nothing about which prefix matched.
-    return any(hmac.compare_digest(given.encode(), key.encode()) for key in keys) if given else False
-
-
 async def _execute(request: web.Request) -> web.Response:
-    body = await _json(request)
-    if isinstance(body, web.Response):
-        return body
     try:
-        call = Request.model_validate(body)
+        call = Request.model_validate(await read_json(request))
+    except UnitError as refused:
+        return refuse(refused)
     except ValidationError as invalid:
-        return _failure(ErrorCode.INVALID_INPUT, f"Invalid request envelope: {invalid.errors()[0]['msg']}")
+        message = f"Invalid request envelope: {invalid.errors()[0]['msg']}"
+        return refuse(UnitError(ErrorCode.INVALID_INPUT, message))
     return await _run(request, call)
 
 
 async def _execute_unit(request: web.Request) -> web.Response:
-    body = await _json(request, empty={})
-    if isinstance(body, web.Response):
-        return body
+    try:
+        body = await read_json(request, empty={})
+    except UnitError as refused:
+        return refuse(refused)
     if not isinstance(body, dict):
-        return _failure(ErrorCode.INVALID_INPUT, "The body is the unit's input: a JSON object")
+        return refuse(UnitError(ErrorCode.INVALID_INPUT, "The body is the unit's input: a JSON object"))
     kind = Kind(request.match_info["kind"])
     return await _run(request, Request(type=kind, unit=request.match_info["unit"], input=body))
 
@@ -146,8 +125,7 @@ async def _run(request: web.Request, call: Request) -> web.Response:
         request.app[_METRICS].observe(
             unit=unit.name, kind=str(unit.kind), code=code, seconds=time.monotonic() - started
         )
-    status = http_status(response.error.code) if response.error else 200
-    return web.json_response(response.dump(), status=status)
+    return reply(response)
 
 
 async def _units(request: web.Request) -> web.Response:
@@ -157,7 +135,7 @@ async def _units(request: web.Request) -> web.Response:
 async def _unit(request: web.Request) -> web.Response:
     unit = request.app[_REGISTRY].get(request.match_info["unit"])
     if unit is None:
-        return _failure(ErrorCode.UNIT_NOT_FOUND, f"No unit named {request.match_info['unit']}")
+        return refuse(UnitError(ErrorCode.UNIT_NOT_FOUND, f"No unit named {request.match_info['unit']}"))
     return _ok(describe(unit))
 
 
@@ -174,21 +152,5 @@ async def _metrics(request: web.Request) -> web.Response:
     return web.Response(text=text, content_type="text/plain", charset="utf-8")
 
 
-async def _json(request: web.Request, *, empty: Any = None) -> Any:
-    raw = await request.read()
-    if not raw.strip() and empty is not None:
-        return empty
-    try:
-        return json.loads(raw)
-    except (ValueError, RecursionError) as invalid:  # not JSON, no Unicode, or nested too deeply
-        return _failure(ErrorCode.INVALID_INPUT, f"The body is not JSON: {invalid}")
-
-
 def _ok(payload: Any) -> web.Response:
     return web.json_response(payload)
-
-
-def _failure(code: ErrorCode, message: str) -> web.Response:
-    meta = Meta(request_id=f"req_{secrets.token_hex(8)}", duration_ms=0)
-    response = Response(success=False, error=ErrorInfo(code=code, message=message), meta=meta)
-    return web.json_response(response.dump(), status=http_status(code))

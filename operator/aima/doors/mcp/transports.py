@@ -2,12 +2,12 @@
 
 The API server client lives on the event loop that serves: it is connected when serving starts and
 closed when it stops, so the server object can be built before any loop exists. Over HTTP every
-request to /mcp presents one of the door's API keys as a Bearer token (/healthz needs none).
+request to /mcp presents one of the door's API keys as a Bearer token (/healthz needs none), checked
+as every door checks keys (`aima.doors.auth`).
 """
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -15,15 +15,13 @@ from typing import Any
 from mcp.server import MCPServer
 from mcp.server.transport_security import TransportSecuritySettings
 from starlette.applications import Starlette
-from starlette.datastructures import Headers
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Mount, Route
-from starlette.types import ASGIApp, Receive, Scope, Send
 
-from aima.gateway.keys import presented_token
-from aima.mcp.server import Policy, build_server
+from aima.doors.auth import AsgiGuard, DoorKeys
+from aima.doors.mcp.server import Policy, build_server
 from aima.units.core import Context, Registry
 
 __all__ = ["McpDoor"]
@@ -93,38 +91,13 @@ class McpDoor:
             async with self.connected(), self.server.session_manager.run():
                 yield
 
-        keys = [key.encode() for key in api_keys]
-        middleware = [Middleware(_BearerKeys, keys=keys)] if keys else []
+        keys = DoorKeys(api_keys)
+        middleware = [Middleware(AsgiGuard, keys=keys, open_paths=["/healthz"])] if keys else []
         return Starlette(
             routes=[Route("/healthz", _health), Mount("/", app=mcp_app)],
             lifespan=lifespan,
             middleware=middleware,
         )
-
-
-class _BearerKeys:
-    """ASGI middleware: every HTTP request but /healthz presents one of ``keys`` as ``Authorization:
-    Bearer <key>`` (or ``X-API-Key``, as the gateway takes them). Plain ASGI, not BaseHTTPMiddleware,
-    so the SSE streams pass through untouched."""
-
-    def __init__(self, app: ASGIApp, *, keys: list[bytes]) -> None:
-        self._app, self._keys = app, keys
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] == "/healthz" or self._accepts(Headers(scope=scope)):
-            await self._app(scope, receive, send)
-            return
-        refusal = JSONResponse(
-            {"error": "unauthorized", "message": "A valid API key is required: Authorization: Bearer <key>"},
-            status_code=401,
-            headers={"WWW-Authenticate": "Bearer"},
-        )
-        await refusal(scope, receive, send)
-
-    def _accepts(self, headers: Headers) -> bool:
-        given = presented_token(headers).encode()
-        # Compared with every key in constant time: timing says nothing about which prefix matched.
-        return bool(given) and any(hmac.compare_digest(given, key) for key in self._keys)
 
 
 async def _health(_: Request) -> JSONResponse:

@@ -17,10 +17,11 @@ from typing import Any, Final
 import aiohttp
 from aiohttp import web
 
+from aima.doors.wire import refuse, reply
 from aima.kube.watch import Sink, keep_watching
 from aima.units.core import Context, Registry
-from aima.units.envelope import ErrorInfo, Meta, Request, Response, execute
-from aima.units.errors import ErrorCode, http_status
+from aima.units.envelope import Request, execute
+from aima.units.errors import ErrorCode, UnitError
 from aima.units.uris import Address, offered, resolve
 
 __all__ = ["add_routes"]
@@ -53,9 +54,7 @@ async def _read(request: web.Request) -> web.Response:
     if isinstance(found, web.Response):
         return found
     address, parameters = found
-    response = await execute(registry, request.app[_CONTEXT], Request(unit=address.unit, input=parameters))
-    status = http_status(response.error.code) if response.error else 200
-    return web.json_response(response.dump(), status=status)
+    return reply(await execute(registry, request.app[_CONTEXT], Request(unit=address.unit, input=parameters)))
 
 
 async def _watch(request: web.Request) -> web.StreamResponse:
@@ -119,12 +118,6 @@ def _resolve(request: web.Request) -> tuple[Address, dict[str, Any]] | web.Respo
     uri = request.query.get("uri", "")
     found = resolve(request.app[_REGISTRY], uri)
     if found is None:
-        meta = Meta(request_id="req_resources", duration_ms=0)
-        error = ErrorInfo(
-            code=ErrorCode.NOT_FOUND,
-            message=f"No resource {uri!r}; GET /api/v2/resources lists the URIs",
-            details={"uri": uri},
-        )
-        body = Response(success=False, error=error, meta=meta).dump()
-        return web.json_response(body, status=404)
+        message = f"No resource {uri!r}; GET /api/v2/resources lists the URIs"
+        return refuse(UnitError(ErrorCode.NOT_FOUND, message, {"uri": uri}))
     return found

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import secrets
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -32,12 +31,13 @@ from pydantic import BaseModel, Field, ValidationError
 from aima.api.pipeline import Pipeline
 from aima.domain.pipeline import binary_fields, step_models, step_services, validate
 from aima.domain.pipeline_status import blocking, problems_text, services_text
+from aima.doors.wire import door_meta, read_json, refuse, reply
 from aima.kube import KubeError, resources
 from aima.pipelines.executor import Emit, Event, EventType, Executor, RunResult, run_problem
 from aima.pipelines.steps import StreamingSteps, UnitSteps
 from aima.units.core import Context, Registry
-from aima.units.envelope import ErrorInfo, Meta, Response, from_kube_error
-from aima.units.errors import ErrorCode, UnitError, http_status
+from aima.units.envelope import Response, from_kube_error
+from aima.units.errors import ErrorCode, UnitError
 
 __all__ = ["RunRequest", "add_pipeline_routes"]
 
@@ -58,6 +58,8 @@ class _Door:
 
 
 _DOOR: Final = web.AppKey("pipeline_door", _Door)
+_UNIT = "pipeline.run"
+"""The unit a run through this door stands for, named in its replies' meta."""
 
 
 def add_pipeline_routes(app: web.Application, *, registry: Registry, context: Context) -> None:
@@ -69,19 +71,18 @@ def add_pipeline_routes(app: web.Application, *, registry: Registry, context: Co
 async def _run(request: web.Request) -> web.StreamResponse:
     door, started = request.app[_DOOR], time.monotonic()
     try:
-        body = RunRequest.model_validate(await _json(request))
+        body = RunRequest.model_validate(await read_json(request, empty={}))
         namespace = door.context.namespace_of(body.namespace)
         if not door.context.allows(namespace):
             raise UnitError(ErrorCode.FORBIDDEN, f"Namespace {namespace} is not allowed for this caller")
         pipeline = await _startable(door, request.match_info["name"], namespace, body)
     except ValidationError as invalid:
-        return _failure(
-            UnitError(ErrorCode.INVALID_INPUT, f"Invalid body: {invalid.errors()[0]['msg']}"), started
-        )
+        message = f"Invalid body: {invalid.errors()[0]['msg']}"
+        return refuse(UnitError(ErrorCode.INVALID_INPUT, message), unit=_UNIT, started=started)
     except UnitError as failure:
-        return _failure(failure, started)
+        return refuse(failure, unit=_UNIT, started=started)
     except KubeError as refused:
-        return _failure(from_kube_error(refused), started)
+        return refuse(from_kube_error(refused), unit=_UNIT, started=started)
     context = Context(
         kube=door.context.kube,
         settings=door.context.settings,
@@ -219,27 +220,4 @@ def _result(result: RunResult, started: float) -> web.Response:
         ],
         "outputs": result.outputs,
     }
-    response = Response(success=True, data=data, meta=_meta(started))
-    return web.json_response(response.dump())
-
-
-def _failure(failure: UnitError, started: float) -> web.Response:
-    error = ErrorInfo(code=failure.code, message=failure.message, details=failure.details)
-    response = Response(success=False, error=error, meta=_meta(started))
-    return web.json_response(response.dump(), status=http_status(failure.code))
-
-
-def _meta(started: float) -> Meta:
-    return Meta(
-        request_id=f"req_{secrets.token_hex(8)}",
-        duration_ms=round((time.monotonic() - started) * 1000),
-        unit="pipeline.run",
-    )
-
-
-async def _json(request: web.Request) -> Any:
-    raw = await request.read()
-    try:
-        return json.loads(raw) if raw.strip() else {}
-    except (ValueError, RecursionError) as invalid:  # not JSON, no Unicode, or nested too deeply
-        raise UnitError(ErrorCode.INVALID_INPUT, f"The body is not JSON: {invalid}") from None
+    return reply(Response(success=True, data=data, meta=door_meta(unit=_UNIT, started=started)))
