@@ -11,7 +11,10 @@ with a static routing table, once per policy, on fresh replicas (empty caches):
 - ``in-flight``: least outstanding requests through the gateway (engine metrics off);
 - ``engine-score``: the score of aima.gateway.engine_load (queue, batch, KV cache; the default);
 - ``affinity``: prefix affinity with the load bounded by requests in flight (as the gateway does;
-  bounding it by the score instead served 848 tokens/s against 985 at 32 clients, so it was dropped).
+  bounding it by the score instead served 848 tokens/s against 985 at 32 clients, so it was dropped);
+- ``vllm-router``: the peer users would pick for this, vllm-project/router (Rust, PyPI's
+  ``vllm-router``, installed as hack/bench/gateway_peers.py installs it) with its ``cache_aware``
+  policy (an approximate radix tree of the prefixes sent to each worker, with load balancing).
 
 The workload is a shared-prefix ladder: --groups system prompts of --prefix-words words (more than
 one replica's cache holds, fewer than all of them together), each request one group's prompt (a
@@ -48,7 +51,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
-POLICIES = ("round-robin", "in-flight", "engine-score", "affinity")
+POLICIES = ("round-robin", "in-flight", "engine-score", "affinity", "vllm-router")
 MODEL = "sim"
 
 
@@ -113,12 +116,39 @@ def replicas(args: argparse.Namespace) -> Iterator[list[str]]:
 
 @contextlib.contextmanager
 def gateway(policy: str, urls: Sequence[str]) -> Iterator[str]:
-    """The gateway process for ``policy``; its base URL."""
+    """The gateway process for ``policy`` (or the peer router); its base URL."""
+    if policy == "vllm-router":
+        with vllm_router(urls) as url:
+            yield url
+        return
     port = free_port()
     command = [sys.executable, __file__, "gateway", "--port", str(port), "--policy", policy, *urls]
     process = subprocess.Popen(command, cwd=ROOT)
     try:
         asyncio.run(_until_ready([f"http://127.0.0.1:{port}/healthz"]))
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        process.wait()
+
+
+@contextlib.contextmanager
+def vllm_router(urls: Sequence[str]) -> Iterator[str]:
+    """vllm-router with its cache-aware policy over ``urls``; its base URL."""
+    import gateway_peers  # beside this file
+
+    peer = gateway_peers.PEERS["vllm-router"]
+    if (reason := gateway_peers.install(peer)) is not None:
+        raise RuntimeError(f"{peer.label} could not be installed: {reason}")
+    port = free_port()
+    command = [
+        str(peer.venv / "bin" / "vllm-router"), "--host", "127.0.0.1", "--port", str(port),
+        "--worker-urls", *urls, "--policy", "cache_aware", "--log-level", "warning",
+        "--prometheus-host", "127.0.0.1", "--prometheus-port", str(free_port()),
+    ]  # fmt: skip
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        asyncio.run(_until_ready([f"http://127.0.0.1:{port}/health"]))
         yield f"http://127.0.0.1:{port}"
     finally:
         process.terminate()
@@ -279,16 +309,26 @@ def main() -> None:
         f"{'policy':20} {'clients':>7} {'tokens/s':>9} {'TTFT p50':>9} {'TTFT p90':>9}"
         f" {'requests':>8} {'hits':>5}"
     )
+    served: dict[tuple[str, int], float] = {}
     for policy in args.policies.split(","):
         with replicas(args) as urls, gateway(policy, urls) as url:
             for clients in ladder:
                 result = asyncio.run(rung(url, clients, args, systems, direct=urls[0]))
                 hits = asyncio.run(hit_rate(urls))
+                served[policy, clients] = result["tokens_s"]
                 print(
                     f"{policy:20} {clients:>7} {result['tokens_s']:>9.0f} {result['ttft_p50'] * 1000:>7.0f}ms"
                     f" {result['ttft_p90'] * 1000:>7.0f}ms {result['requests']:>8.0f} {hits:>5.0%}",
                     flush=True,
                 )
+    for baseline in ("round-robin", "vllm-router"):
+        ratios = [
+            f"{clients} clients {served['affinity', clients] / served[baseline, clients]:.2f}x"
+            for clients in ladder
+            if ("affinity", clients) in served and served.get((baseline, clients))
+        ]
+        if ratios:
+            print(f"affinity tokens/s against {baseline}: " + ", ".join(ratios))
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ from collections import Counter
 
 import pytest
 
-from aima.gateway.balancer import Balancer, least_outstanding, prefix_affinity
+from aima.gateway.balancer import Balancer, PrefixOwners, least_outstanding, prefix_affinity
 
 pytestmark = pytest.mark.unit
 
@@ -83,3 +83,47 @@ def test_affinity_through_the_balancer_is_bounded_by_its_requests_in_flight() ->
     for _ in range(3):
         balancer.acquire(first)
     assert balancer.pick(REPLICAS, affinity=key) != first
+
+
+def test_new_prefixes_go_to_the_replica_owning_fewest_so_each_holds_its_share() -> None:
+    replicas = [f"http://10.0.0.{n}:8000" for n in range(1, 5)]
+    balancer = Balancer()
+    owners = Counter(balancer.pick(replicas, affinity=f"system prompt {g}".encode()) for g in range(16))
+    assert sorted(owners.values()) == [4, 4, 4, 4]  # hashing alone gives shares such as 6/5/3/2
+    again = [balancer.pick(replicas, affinity=f"system prompt {g}".encode()) for g in range(16)]
+    assert Counter(again) == owners
+
+
+def test_a_busy_owner_passes_one_request_on_and_keeps_its_prefix() -> None:
+    balancer = Balancer(load_factor=1.25)
+    key = b"conversation"
+    owner = balancer.pick(REPLICAS, affinity=key)
+    assert owner is not None
+    for _ in range(4):
+        balancer.acquire(owner)
+    assert balancer.pick(REPLICAS, affinity=key) != owner
+    for _ in range(4):
+        balancer.release(owner)
+    assert balancer.pick(REPLICAS, affinity=key) == owner
+
+
+def test_a_prefix_whose_replica_left_gets_a_new_owner() -> None:
+    balancer = Balancer()
+    key = b"conversation"
+    owner = balancer.pick(REPLICAS, affinity=key)
+    rest = [r for r in REPLICAS if r != owner]
+    successor = balancer.pick(rest, affinity=key)
+    assert successor in rest
+    assert balancer.pick(REPLICAS, affinity=key) == successor
+
+
+def test_prefix_owners_forget_the_least_recently_used_and_the_stale() -> None:
+    owners = PrefixOwners(capacity=2, ttl=60.0)
+    owners.give(b"a", "r1", now=0.0)
+    owners.give(b"b", "r2", now=1.0)
+    assert owners.owner(b"a", now=2.0) == "r1"  # now b is the least recently used
+    owners.give(b"c", "r1", now=3.0)
+    assert owners.owner(b"b", now=3.0) is None
+    assert owners.owned == Counter({"r1": 2})
+    assert owners.owner(b"a", now=62.5) is None  # used last at 2 s, c at 3 s: only a is stale
+    assert owners.owned == Counter({"r1": 1})
