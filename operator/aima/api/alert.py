@@ -17,12 +17,11 @@ from typing import Final, Literal
 from pydantic import ConfigDict, Field
 
 from aima.api.common import (
-    API_VERSION,
     ApiModel,
     Condition,
     CustomResource,
-    ObjectMeta,
     PrinterColumn,
+    StoredObject,
     cel,
     conditions_field,
     ready_columns,
@@ -274,14 +273,10 @@ class AlertRuleStatus(ApiModel):
     transition is also an Event on the rule."""
 
 
-class AlertRule(ApiModel):
+class AlertRule(StoredObject[AlertRuleSpec, AlertRuleStatus]):
     """An AlertRule object as stored in the API server."""
 
-    api_version: Literal["aima.dev/v1alpha1"] = API_VERSION
     kind: Literal["AlertRule"] = "AlertRule"
-    metadata: ObjectMeta = Field(default_factory=ObjectMeta)
-    spec: AlertRuleSpec
-    status: AlertRuleStatus | None = None
 
 
 CRD = CustomResource(

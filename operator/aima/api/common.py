@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Any, Final
+from typing import Annotated, Any, Final, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 from pydantic.alias_generators import to_camel
@@ -301,6 +301,21 @@ class ObjectMeta(BaseModel):
     generation: int | None = None
     uid: str | None = None
     resource_version: str | None = None
+
+
+SpecT = TypeVar("SpecT", bound=BaseModel)
+StatusT = TypeVar("StatusT", bound=BaseModel)
+
+
+class StoredObject(ApiModel, Generic[SpecT, StatusT]):
+    """An object of one of AIMA's kinds as stored in the API server; each kind narrows ``kind`` to its
+    own name."""
+
+    api_version: Literal["aima.dev/v1alpha1"] = API_VERSION
+    kind: str
+    metadata: ObjectMeta = Field(default_factory=ObjectMeta)
+    spec: SpecT
+    status: StatusT | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -20,13 +20,12 @@ from typing import Literal
 from pydantic import ConfigDict, Field
 
 from aima.api.common import (
-    API_VERSION,
     ApiModel,
     Condition,
     CustomResource,
-    ObjectMeta,
     PrinterColumn,
     Scope,
+    StoredObject,
     cel,
     conditions_field,
     ready_columns,
@@ -186,14 +185,10 @@ class NodeDevicesStatus(ApiModel):
     """When the agent last wrote this status; older than a few publish periods means a silent agent."""
 
 
-class NodeDevices(ApiModel):
+class NodeDevices(StoredObject[NodeDevicesSpec, NodeDevicesStatus]):
     """A NodeDevices object as stored in the API server."""
 
-    api_version: Literal["aima.dev/v1alpha1"] = API_VERSION
     kind: Literal["NodeDevices"] = "NodeDevices"
-    metadata: ObjectMeta = Field(default_factory=ObjectMeta)
-    spec: NodeDevicesSpec
-    status: NodeDevicesStatus | None = None
 
 
 CRD = CustomResource(

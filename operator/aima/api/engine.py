@@ -13,16 +13,15 @@ from typing import Annotated, Literal
 from pydantic import ConfigDict, Field
 
 from aima.api.common import (
-    API_VERSION,
     ApiModel,
     Condition,
     CustomResource,
     EnvVars,
-    ObjectMeta,
     PrinterColumn,
     Quantity,
     ResourceList,
     Scope,
+    StoredObject,
     cel,
     conditions_field,
     ready_columns,
@@ -270,14 +269,10 @@ class EngineStatus(ApiModel):
     """Ready is True when every template parses."""
 
 
-class Engine(ApiModel):
+class Engine(StoredObject[EngineSpec, EngineStatus]):
     """An Engine object as stored in the API server."""
 
-    api_version: Literal["aima.dev/v1alpha1"] = API_VERSION
     kind: Literal["Engine"] = "Engine"
-    metadata: ObjectMeta = Field(default_factory=ObjectMeta)
-    spec: EngineSpec
-    status: EngineStatus | None = None
 
 
 CRD = CustomResource(

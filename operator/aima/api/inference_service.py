@@ -15,17 +15,16 @@ from typing import Literal
 from pydantic import ConfigDict, Field
 
 from aima.api.common import (
-    API_VERSION,
     ApiModel,
     Condition,
     CustomResource,
     EnvVars,
     IntOrString,
     LocalObjectReference,
-    ObjectMeta,
     PrinterColumn,
     Quantity,
     ResourceList,
+    StoredObject,
     cel,
     conditions_field,
     ready_columns,
@@ -369,14 +368,10 @@ class InferenceServiceStatus(ApiModel):
     """Each listed adapter: its state, the replicas that hold it, and why it fails if it does."""
 
 
-class InferenceService(ApiModel):
+class InferenceService(StoredObject[InferenceServiceSpec, InferenceServiceStatus]):
     """An InferenceService object as stored in the API server."""
 
-    api_version: Literal["aima.dev/v1alpha1"] = API_VERSION
     kind: Literal["InferenceService"] = "InferenceService"
-    metadata: ObjectMeta = Field(default_factory=ObjectMeta)
-    spec: InferenceServiceSpec
-    status: InferenceServiceStatus | None = None
 
 
 CRD = CustomResource(

@@ -13,14 +13,13 @@ from typing import Annotated, Literal
 from pydantic import ConfigDict, Field
 
 from aima.api.common import (
-    API_VERSION,
     ApiModel,
     Condition,
     CustomResource,
     LocalObjectReference,
-    ObjectMeta,
     PrinterColumn,
     Quantity,
+    StoredObject,
     cel,
     conditions_field,
     ready_columns,
@@ -333,14 +332,10 @@ class ModelStatus(ApiModel):
     """What was downloaded and verified: every file with its size and sha256."""
 
 
-class Model(ApiModel):
+class Model(StoredObject[ModelSpec, ModelStatus]):
     """A Model object as stored in the API server."""
 
-    api_version: Literal["aima.dev/v1alpha1"] = API_VERSION
     kind: Literal["Model"] = "Model"
-    metadata: ObjectMeta = Field(default_factory=ObjectMeta)
-    spec: ModelSpec
-    status: ModelStatus | None = None
 
 
 CRD = CustomResource(

@@ -16,14 +16,13 @@ from typing import Annotated, Literal
 from pydantic import ConfigDict, Field
 
 from aima.api.common import (
-    API_VERSION,
     ApiModel,
     Condition,
     CustomResource,
     FreeForm,
     LocalObjectReference,
-    ObjectMeta,
     PrinterColumn,
+    StoredObject,
     cel,
     conditions_field,
     ready_columns,
@@ -240,14 +239,10 @@ class PipelineStatus(ApiModel):
     """The InferenceServices the steps' models are served by, with their readiness."""
 
 
-class Pipeline(ApiModel):
+class Pipeline(StoredObject[PipelineSpec, PipelineStatus]):
     """A Pipeline object as stored in the API server."""
 
-    api_version: Literal["aima.dev/v1alpha1"] = API_VERSION
     kind: Literal["Pipeline"] = "Pipeline"
-    metadata: ObjectMeta = Field(default_factory=ObjectMeta)
-    spec: PipelineSpec
-    status: PipelineStatus | None = None
 
 
 class PipelineRunSpec(ApiModel):
@@ -343,14 +338,10 @@ class PipelineRunStatus(ApiModel):
     """The pipeline's outputs once the run succeeded."""
 
 
-class PipelineRun(ApiModel):
+class PipelineRun(StoredObject[PipelineRunSpec, PipelineRunStatus]):
     """A PipelineRun object as stored in the API server."""
 
-    api_version: Literal["aima.dev/v1alpha1"] = API_VERSION
     kind: Literal["PipelineRun"] = "PipelineRun"
-    metadata: ObjectMeta = Field(default_factory=ObjectMeta)
-    spec: PipelineRunSpec
-    status: PipelineRunStatus | None = None
 
 
 PIPELINE_CRD = CustomResource(

@@ -12,6 +12,7 @@ import base64
 import json
 import mimetypes
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -64,26 +65,16 @@ def pipeline_group() -> None:
 @click.option(
     "--kubeconfig", type=click.Path(path_type=Path, dir_okay=False), envvar="KUBECONFIG", help="Kubeconfig."
 )
-def run_command(
-    name: str,
-    inputs: tuple[str, ...],
-    config: tuple[str, ...],
-    namespace: str | None,
-    timeout: int | None,
-    output_dir: Path,
-    as_json: bool,
-    kubeconfig: Path | None,
-) -> None:
+def run_command(as_json: bool, **options: Any) -> None:
     """Run the Pipeline NAME, e.g. aima pipeline run voice-assistant --input audio=@question.wav"""
+    asked = _RunOptions(**options)
     console = Console(stderr=True)
     state: dict[str, str] = {}
     try:
-        summary = asyncio.run(
-            _run(name, inputs, config, namespace, timeout, output_dir, kubeconfig, console, state)
-        )
+        summary = asyncio.run(_run(asked, console, state))
     except KeyboardInterrupt:
         if "run" in state:
-            asyncio.run(_cancel(state["run"], state["namespace"], kubeconfig))
+            asyncio.run(_cancel(state["run"], state["namespace"], asked.kubeconfig))
             console.print(f"Cancelled {state['run']}")
         raise SystemExit(130) from None
     if as_json:
@@ -93,35 +84,38 @@ def run_command(
     raise SystemExit(0 if summary.phase == "Succeeded" else 1)
 
 
-async def _run(
-    name: str,
-    inputs: tuple[str, ...],
-    config: tuple[str, ...],
-    namespace: str | None,
-    timeout: int | None,
-    output_dir: Path,
-    kubeconfig: Path | None,
-    console: Console,
-    state: dict[str, str],
-) -> RunSummary:
+@dataclass(frozen=True)
+class _RunOptions:
+    """What `aima pipeline run` was asked, as its options name it."""
+
+    name: str
+    inputs: tuple[str, ...]
+    config: tuple[str, ...]
+    namespace: str | None
+    timeout: int | None
+    output_dir: Path
+    kubeconfig: Path | None
+
+
+async def _run(asked: _RunOptions, console: Console, state: dict[str, str]) -> RunSummary:
     settings = Settings.from_env()
-    kube = await connect(kubeconfig=kubeconfig or settings.kubeconfig)
+    kube = await connect(kubeconfig=asked.kubeconfig or settings.kubeconfig)
     try:
-        context = Context(kube=kube, settings=settings, namespace=namespace or "default")
-        pipeline = await _pipeline(kube, name, context.namespace)
+        context = Context(kube=kube, settings=settings, namespace=asked.namespace or "default")
+        pipeline = await _pipeline(kube, asked.name, context.namespace)
         request = {
-            "name": name,
+            "name": asked.name,
             "namespace": context.namespace,
-            "inputs": _inputs(pipeline, inputs),
-            "config": dict(_pair(c, parse_json=True) for c in config),
+            "inputs": _inputs(pipeline, asked.inputs),
+            "config": dict(_pair(c, parse_json=True) for c in asked.config),
             "wait": False,
-        } | ({"timeoutSeconds": timeout} if timeout else {})
+        } | ({"timeoutSeconds": asked.timeout} if asked.timeout else {})
         response = await execute(registry(), context, Request(unit="pipeline.run", input=request))
         if response.error is not None:
             raise click.ClickException(f"{response.error.code}: {response.error.message}")
         state |= {"run": response.data["run"], "namespace": context.namespace}
         summary = await _follow(kube, state["run"], context.namespace, console)
-        await _write_binary(kube, summary, output_dir, console)
+        await _write_binary(kube, summary, asked.output_dir, console)
         return summary
     finally:
         await kube.close()
