@@ -1,5 +1,5 @@
-"""Pure parts of the local control plane (node manifests, certificates, free ports) and the loader
-Job player of `aima dev` against a fake plane."""
+"""Pure parts of the local control plane (node manifests, certificates, free ports), the loader
+Job player of `aima dev` against a fake plane, and the fake engine as the fake-engine image runs it."""
 
 from __future__ import annotations
 
