@@ -28,7 +28,7 @@ import yaml
 
 from aima.api import crds as crd_models
 from aima.api.common import GROUP
-from aima.testenv import ensure_binaries
+from aima_testenv import ensure_binaries
 
 ROOT = Path(__file__).resolve().parents[1]
 CHART = ROOT / "charts" / "aima"

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from aima.settings import Settings
-from aima.testenv import ControlPlane, ensure_binaries
-from aima.testenv.engines import EngineOptions, EngineStats, FakeEngine, failing_models
-from aima.testenv.operator import OperatorProcess, OperatorThread
+from aima_testenv import ControlPlane, ensure_binaries
+from aima_testenv.engines import EngineOptions, EngineStats, FakeEngine, failing_models
+from aima_testenv.operator import OperatorProcess, OperatorThread
 from fakes.serving import running_in_thread
 from waiting import LOADER_START_SECONDS, eventually
 

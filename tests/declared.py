@@ -8,7 +8,7 @@ from typing import Any
 
 from aima.loader.manifest import Manifest, ManifestFile
 from aima.loader.report import final_status
-from aima.testenv import ControlPlane
+from aima_testenv import ControlPlane
 from waiting import eventually
 
 

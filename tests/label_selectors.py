@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from aima.testenv import ControlPlane
+from aima_testenv import ControlPlane
 
 _SET_OPERATORS = {"In": "in", "NotIn": "notin"}
 

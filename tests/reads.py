@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from aima.testenv import ControlPlane
+from aima_testenv import ControlPlane
 from waiting import eventually
 
 # Every component of the local cluster authenticates as the same admin; they differ by user agent.

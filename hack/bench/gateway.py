@@ -22,7 +22,7 @@ balancing), calling upstream once with aiohttp's client and once with plain http
 
 The non-streaming upstream is a minimal asyncio HTTP/1.1 server with a canned chat completion and
 the load generator a minimal keep-alive client, so that on a small machine neither, rather than
-the gateway, sets the pace; the streaming upstream is aima.testenv's FakeEngine (aiohttp).
+the gateway, sets the pace; the streaming upstream is aima_testenv's FakeEngine (aiohttp).
 With --pin (default on 2+ cores) the proxy under test runs on CPU 1 and everything else on CPU 0;
 the paths are measured one after another, each proxy alone on CPU 1.
 
@@ -134,7 +134,7 @@ def _content_length(head: bytes) -> int:
 async def run_upstream(port_fast: int, port_stream: int, *, tokens: int, token_delay: float) -> None:
     from aiohttp import web
 
-    from aima.testenv.engines import EngineOptions, FakeEngine
+    from aima_testenv.engines import EngineOptions, FakeEngine
 
     loop = asyncio.get_running_loop()
     server = await loop.create_server(_CannedServer, "127.0.0.1", port_fast, backlog=4096)
@@ -574,7 +574,7 @@ def _running(process: subprocess.Popen[str]) -> Iterator[subprocess.Popen[str]]:
 
 @contextlib.contextmanager
 def _upstream(tokens: int, delay: float, cpu: int | None) -> Iterator[FakeUpstream]:
-    from aima.testenv.processes import free_port
+    from aima_testenv.processes import free_port
 
     upstream = FakeUpstream(free_port(), free_port())
     ports = ("--port", str(upstream.fast), "--stream-port", str(upstream.stream))
@@ -587,7 +587,7 @@ def _upstream(tokens: int, delay: float, cpu: int | None) -> Iterator[FakeUpstre
 def _serving(
     name: str, upstream: FakeUpstream, options: argparse.Namespace, cpu: int | None, folder: Path
 ) -> Iterator[Target]:
-    from aima.testenv.processes import free_port
+    from aima_testenv.processes import free_port
 
     if name == "direct":
         yield Target(name, {"fast": upstream.fast, "stream": upstream.stream}, ())

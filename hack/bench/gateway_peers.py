@@ -84,7 +84,7 @@ def _litellm_argv(peer: Peer, port: int, upstreams: dict[str, str], folder: Path
 
 
 def _vllm_router_argv(peer: Peer, port: int, upstreams: dict[str, str], folder: Path, key: str) -> list[str]:
-    from aima.testenv.processes import free_port
+    from aima_testenv.processes import free_port
 
     executable = peer.venv / "bin" / "vllm-router"
     return [
@@ -130,7 +130,7 @@ def serve(
     peer: Peer, *, upstreams: dict[str, str], key: str, cpu: int | None, folder: Path
 ) -> Iterator[dict[str, Instance]]:
     """Run the peer against ``upstreams`` ({model: URL}); yield the instance serving each model."""
-    from aima.testenv.processes import free_port
+    from aima_testenv.processes import free_port
 
     groups = [{model: url} for model, url in upstreams.items()] if peer.per_upstream else [upstreams]
     with contextlib.ExitStack() as stack:

@@ -41,8 +41,8 @@ from aima.domain import inference_service as planning
 from aima.domain import model as model_planning
 from aima.kube import KubeClient, connect, resources
 from aima.settings import Settings
-from aima.testenv import ControlPlane, ensure_binaries, fleet
-from aima.testenv.operator import OperatorProcess
+from aima_testenv import ControlPlane, ensure_binaries, fleet
+from aima_testenv.operator import OperatorProcess
 
 ROOT = Path(__file__).resolve().parents[2]
 NAMESPACE = "bench"

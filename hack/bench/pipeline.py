@@ -39,7 +39,7 @@ from aima.units import Context, registry
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests"))
 
-from aima.testenv.engines import EngineOptions, FakeEngine, wav_bytes  # noqa: E402
+from aima_testenv.engines import EngineOptions, FakeEngine, wav_bytes  # noqa: E402
 from fakes.serving import running  # noqa: E402
 
 VOICE = yaml.safe_load((ROOT / "catalog" / "pipelines" / "voice-assistant.yaml").read_text())

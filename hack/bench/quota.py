@@ -32,8 +32,8 @@ import aiohttp
 
 from aima.gateway import Backend, KeyStore, ServiceView, StaticRoutes
 from aima.gateway.keys import ApiKey
-from aima.testenv.engines import EngineOptions, FakeEngine
-from aima.testenv.quotas import Replica, gateway_replicas, redis_server
+from aima_testenv.engines import EngineOptions, FakeEngine
+from aima_testenv.quotas import Replica, gateway_replicas, redis_server
 
 TOKEN = "sk-bench"  # noqa: S105 - a key of the benchmark's own
 COMPLETION = 20

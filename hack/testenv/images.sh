@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
 # Builds the real node's images with no registry and no network during any build: a Debian base
 # made from Debian's packages (mmdebstrap), a static pause image, CoreDNS and the local-path
-# provisioner from the binaries build.sh made, and the project's own Dockerfile built on the Debian
-# base with its Python dependencies from a wheelhouse made on the host; then the real engines
+# provisioner from the binaries build.sh made, the project's own Dockerfile built on the Debian
+# base with its Python dependencies from a wheelhouse made on the host, and the test control
+# plane's fake OpenAI engine on the project's image (fake-engine); then the real engines
 # pinned in engines.env (llama.cpp's server, llm-d's vLLM simulator, faster-whisper-server,
 # fastkokoro, vLLM's CPU build). Each image is saved as a docker archive under a versioned cache
 # folder, named by the hash of its inputs, so a warm run rebuilds only what changed. Prints the
 # folder; its `images` file lists "name reference archive".
 #   hack/testenv/images.sh BIN_DIR
-#   hack/testenv/images.sh --project-only   (the base and the project image, which need no Go
-#                                            build: hack/setup runs it beside build.sh)
+#   hack/testenv/images.sh --project-only   (the base, the project image and fake-engine, which
+#                                            need no Go build: hack/setup runs it beside build.sh)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
@@ -141,6 +142,20 @@ PY
   podman build -q --network none --layers --build-arg "PYTHON_IMAGE=$base_ref" \
     -v "$wheels:/wheels:ro" -v "$cache/pip.conf:/etc/pip.conf:ro" -t "$aima_ref" "$root" >/dev/null
   save aima "$aima_ref"
+fi
+
+# -- fake-engine: the test control plane's fake OpenAI engine on the project's image -----------
+# The real-node tests' Engine for the platform's own pods. The project's image carries only what
+# runs in the cluster; engines.py needs only its Python and aiohttp, so this image adds that one
+# file, run as a script: python /opt/aima-fake/engines.py --port ...
+engines_py="$root/testenv/aima_testenv/engines.py"
+fake_engine_ref="localhost/fake-engine:$(printf '%s\n%s\nv1' "$aima_ref" "$(sha256sum <"$engines_py")" | key_of)"
+if ! have fake-engine "$fake_engine_ref"; then
+  ensure_loaded "$aima_ref" aima
+  ctr=$(buildah from -q "$aima_ref")
+  buildah copy -q --chmod 0644 "$ctr" "$engines_py" /opt/aima-fake/engines.py >/dev/null
+  buildah commit -q --rm "$ctr" "$fake_engine_ref" >/dev/null
+  save fake-engine "$fake_engine_ref"
 fi
 
 if [ "$bin_dir" = --project-only ]; then rm -f "$listing"; exit 0; fi

@@ -22,9 +22,9 @@ from mcp import Client, StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
 from mcp.types import CallToolResult, TextContent
 
-from aima.testenv import ControlPlane
-from aima.testenv.operator import OperatorThread
-from aima.testenv.processes import free_port
+from aima_testenv import ControlPlane
+from aima_testenv.operator import OperatorThread
+from aima_testenv.processes import free_port
 from declared import mark_downloaded
 
 pytestmark = pytest.mark.e2e

@@ -29,10 +29,10 @@ from aima.doors.mcp import Policy, build_server
 from aima.doors.mcp.server import RESULT_LIMIT
 from aima.kube import connect
 from aima.settings import Settings
-from aima.testenv import ControlPlane
-from aima.testenv.engines import FakeEngine
-from aima.testenv.operator import OperatorThread
 from aima.units import Context, registry
+from aima_testenv import ControlPlane
+from aima_testenv.engines import FakeEngine
+from aima_testenv.operator import OperatorThread
 from declared import mark_downloaded
 
 pytestmark = pytest.mark.e2e

@@ -16,7 +16,7 @@ import pytest
 from mcp import Client, StdioServerParameters
 from mcp.types import CallToolResult
 
-from aima.testenv import ensure_binaries
+from aima_testenv import ensure_binaries
 from waiting import read_until
 
 pytestmark = pytest.mark.e2e

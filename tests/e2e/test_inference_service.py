@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 
 from aima.settings import Settings
-from aima.testenv import ControlPlane
-from aima.testenv.operator import OperatorThread
+from aima_testenv import ControlPlane
+from aima_testenv.operator import OperatorThread
 from declared import get, make_model
 from reads import writes_since
 from waiting import eventually

@@ -19,8 +19,8 @@ from aima.api.engine import Engine
 from aima.api.inference_service import InferenceService
 from aima.api.model import Model
 from aima.domain.engine_args import render_args, template_context
-from aima.testenv import ControlPlane
-from aima.testenv.operator import OperatorThread
+from aima_testenv import ControlPlane
+from aima_testenv.operator import OperatorThread
 from declared import get
 from fakes.hub import FakeHub, HubFile
 from fakes.serving import generate_file, running_in_thread

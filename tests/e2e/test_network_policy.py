@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 from aima.settings import Settings
-from aima.testenv import ControlPlane
-from aima.testenv.operator import OperatorThread
+from aima_testenv import ControlPlane
+from aima_testenv.operator import OperatorThread
 from declared import get, make_model
 from label_selectors import deployment_pods, selected
 from waiting import eventually

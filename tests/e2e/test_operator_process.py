@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 
 from aima.kube import connect
-from aima.testenv import ControlPlane, fleet
-from aima.testenv.operator import OperatorProcess
+from aima_testenv import ControlPlane, fleet
+from aima_testenv.operator import OperatorProcess
 from declared import make_model
 from reads import writes_since
 from waiting import eventually

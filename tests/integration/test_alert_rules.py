@@ -21,9 +21,9 @@ import pytest
 from aiohttp import web
 
 from aima.kube import connect
-from aima.testenv import ControlPlane
-from aima.testenv.operator import OperatorThread
 from aima.units import Context, Request, execute, registry
+from aima_testenv import ControlPlane
+from aima_testenv.operator import OperatorThread
 from fakes.serving import running_in_thread
 from waiting import eventually
 

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from aima.api import crds
-from aima.testenv import ControlPlane
+from aima_testenv import ControlPlane
 
 pytestmark = pytest.mark.integration
 

@@ -19,9 +19,9 @@ from aima.api import crds as crd_models
 from aima.domain import inference_service
 from aima.domain.objects import managed_labels
 from aima.settings import Settings
-from aima.testenv import ControlPlane
-from aima.testenv.gateway import LocalGateway
-from aima.testenv.operator import OperatorThread
+from aima_testenv import ControlPlane
+from aima_testenv.gateway import LocalGateway
+from aima_testenv.operator import OperatorThread
 from label_selectors import selects
 from waiting import eventually
 

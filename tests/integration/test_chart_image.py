@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from aima.cli.main import cli
-from aima.testenv import ensure_binaries
+from aima_testenv import ensure_binaries
 
 pytestmark = pytest.mark.integration
 

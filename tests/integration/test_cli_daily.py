@@ -11,8 +11,8 @@ import pytest
 from click.testing import CliRunner
 
 from aima.cli.main import cli
-from aima.testenv import ControlPlane
-from aima.testenv.operator import OperatorThread
+from aima_testenv import ControlPlane
+from aima_testenv.operator import OperatorThread
 from declared import get, mark_downloaded
 from waiting import eventually
 

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from aima.testenv import ControlPlane, Profile, ensure_binaries, processes
-from aima.testenv.processes import port_is_open
+from aima_testenv import ControlPlane, Profile, ensure_binaries, processes
+from aima_testenv.processes import port_is_open
 from waiting import eventually
 
 pytestmark = pytest.mark.integration

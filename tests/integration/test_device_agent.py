@@ -18,9 +18,9 @@ from aima.device.agent import DeviceAgent
 from aima.device.nvml import NvmlSource
 from aima.kube import KubeClient, connect, resources
 from aima.settings import Settings
-from aima.testenv import ControlPlane
-from aima.testenv.processes import free_port
 from aima.units import Context, Request, execute, registry
+from aima_testenv import ControlPlane
+from aima_testenv.processes import free_port
 from fakes.nvml import NO_PERMISSION, FakeGpu, write_config
 from waiting import eventually
 

@@ -25,7 +25,7 @@ from aima.api.engine import Engine
 from aima.api.inference_service import InferenceService
 from aima.api.model import Model
 from aima.api.pipeline import Pipeline, PipelineRun
-from aima.testenv import ControlPlane
+from aima_testenv import ControlPlane
 from fuzzing import fuzz, instances
 
 pytestmark = pytest.mark.integration

@@ -21,8 +21,8 @@ from mcp.types import CallToolResult
 from aima.doors.mcp import build_server, tool_name
 from aima.kube import connect
 from aima.settings import Settings
-from aima.testenv import ControlPlane
 from aima.units import Context, ErrorCode, registry
+from aima_testenv import ControlPlane
 from fuzzing import JSON, UNKNOWN_FIELD, Loop, fuzz, instances, odd, without_waits
 
 pytestmark = pytest.mark.integration

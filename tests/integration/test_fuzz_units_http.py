@@ -17,9 +17,9 @@ from hypothesis import strategies as st
 from aima.doors.http import create_app
 from aima.kube import connect
 from aima.settings import Settings
-from aima.testenv import ControlPlane
 from aima.units import Context, ErrorCode, registry
 from aima.units.schema import openapi
+from aima_testenv import ControlPlane
 from fuzzing import (
     DEEP,
     JSON,

@@ -3,7 +3,7 @@
 Everything the gateway knows comes from the real API server: InferenceServices the operator
 reconciles, pods kwok runs to Ready, EndpointSlices the kube-controller-manager builds, API keys
 in Secrets. One hop cannot be real here: kwok's pod IPs are not on this machine, so
-:class:`aima.testenv.gateway.LocalReplicas` plays the network, answering every ready endpoint the
+:class:`aima_testenv.gateway.LocalReplicas` plays the network, answering every ready endpoint the
 gateway's watch sees with a fake engine on 127.0.0.1.
 """
 
@@ -32,11 +32,11 @@ from aima.gateway.server import gateway_server_app
 from aima.gateway.watching import ClusterRoutes
 from aima.kube import KubeClient, connect
 from aima.settings import Settings
-from aima.testenv import ControlPlane
-from aima.testenv.engines import EngineOptions, wav_bytes
-from aima.testenv.gateway import LocalReplicas
-from aima.testenv.operator import OperatorThread
-from aima.testenv.processes import free_port
+from aima_testenv import ControlPlane
+from aima_testenv.engines import EngineOptions, wav_bytes
+from aima_testenv.gateway import LocalReplicas
+from aima_testenv.operator import OperatorThread
+from aima_testenv.processes import free_port
 from declared import get, make_model
 from waiting import eventually
 

@@ -18,9 +18,9 @@ import pytest
 
 from aima.gateway import Backend, KeyStore, ServiceView, StaticRoutes
 from aima.gateway.keys import ApiKey
-from aima.testenv.engines import EngineOptions, FakeEngine
-from aima.testenv.processes import free_port
-from aima.testenv.quotas import Replica, gateway_replicas, redis_server
+from aima_testenv.engines import EngineOptions, FakeEngine
+from aima_testenv.processes import free_port
+from aima_testenv.quotas import Replica, gateway_replicas, redis_server
 
 pytestmark = pytest.mark.integration
 

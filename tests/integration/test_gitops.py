@@ -23,8 +23,8 @@ from aima.api.common import ConditionStatus
 from aima.api.pipeline import PipelineProblem, PipelineRunStatus, StepService
 from aima.domain import alert, pipeline_status
 from aima.settings import Settings
-from aima.testenv import ControlPlane
-from aima.testenv.operator import OperatorThread
+from aima_testenv import ControlPlane
+from aima_testenv.operator import OperatorThread
 from waiting import eventually
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -14,8 +14,8 @@ import pytest
 
 from aima.kube import KubeClient
 from aima.settings import Settings
-from aima.testenv.engines import EngineOptions, FakeEngine, wav_bytes
 from aima.units import Context, Request, Response, execute, registry
+from aima_testenv.engines import EngineOptions, FakeEngine, wav_bytes
 
 pytestmark = pytest.mark.integration
 

@@ -9,9 +9,9 @@ import httpx
 import pytest
 
 from aima.settings import Settings
-from aima.testenv import ControlPlane
-from aima.testenv.operator import OperatorThread
-from aima.testenv.processes import free_port
+from aima_testenv import ControlPlane
+from aima_testenv.operator import OperatorThread
+from aima_testenv.processes import free_port
 
 pytestmark = pytest.mark.integration
 

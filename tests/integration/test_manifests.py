@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from aima.testenv import ensure_binaries
+from aima_testenv import ensure_binaries
 
 pytestmark = pytest.mark.integration
 

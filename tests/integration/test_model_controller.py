@@ -12,8 +12,8 @@ import pytest
 
 from aima import runner
 from aima.kube import connect
-from aima.testenv import ControlPlane
-from aima.testenv.operator import OperatorThread
+from aima_testenv import ControlPlane
+from aima_testenv.operator import OperatorThread
 from declared import mark_downloaded
 from waiting import LOADER_START_SECONDS, eventually
 

@@ -21,9 +21,9 @@ import yaml
 from aima.doors.http import create_app
 from aima.kube import connect
 from aima.settings import Settings
-from aima.testenv import ControlPlane
-from aima.testenv.engines import EngineOptions, FakeEngine, wav_bytes
 from aima.units import Context, registry
+from aima_testenv import ControlPlane
+from aima_testenv.engines import EngineOptions, FakeEngine, wav_bytes
 from fakes.serving import running
 
 pytestmark = pytest.mark.integration

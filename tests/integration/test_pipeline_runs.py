@@ -24,10 +24,10 @@ from click.testing import CliRunner
 from aima.cli.main import cli
 from aima.kube import connect
 from aima.settings import Settings
-from aima.testenv import ControlPlane
-from aima.testenv.engines import FakeEngine, wav_bytes
-from aima.testenv.operator import OperatorThread
 from aima.units import Context, Request, execute, registry
+from aima_testenv import ControlPlane
+from aima_testenv.engines import FakeEngine, wav_bytes
+from aima_testenv.operator import OperatorThread
 from waiting import eventually
 
 pytestmark = pytest.mark.integration

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from aima.testenv.binaries import BUILD_SCRIPT
+from aima_testenv.binaries import BUILD_SCRIPT
 
 pytestmark = pytest.mark.integration
 

@@ -13,8 +13,8 @@ from click.testing import CliRunner
 from aima.cli.main import cli
 from aima.doors.http import create_app
 from aima.kube import connect
-from aima.testenv import ControlPlane
 from aima.units import Context, registry
+from aima_testenv import ControlPlane
 
 pytestmark = pytest.mark.integration
 

@@ -28,11 +28,11 @@ from aima.device.agent import DeviceAgent
 from aima.device.nvml import NvmlSource
 from aima.kube import connect
 from aima.settings import Settings
-from aima.testenv import ControlPlane
-from aima.testenv.engines import EngineOptions, FakeEngine
-from aima.testenv.operator import OperatorThread
-from aima.testenv.threads import LoopThread
 from aima.units import Context, Example, Request, Unit, execute, registry
+from aima_testenv import ControlPlane
+from aima_testenv.engines import EngineOptions, FakeEngine
+from aima_testenv.operator import OperatorThread
+from aima_testenv.threads import LoopThread
 from fakes.nvml import CONFIG_ENV, FakeGpu, write_config
 from waiting import eventually
 

@@ -11,8 +11,8 @@ import pytest
 
 from aima.kube import connect
 from aima.settings import Settings
-from aima.testenv import ControlPlane
 from aima.units import Context, Request, execute, registry
+from aima_testenv import ControlPlane
 
 pytestmark = pytest.mark.integration
 

@@ -26,7 +26,7 @@ from aima.gateway.watching import ClusterRoutes, Mirror
 from aima.kube import KubeClient, connect
 from aima.kube.cache import WatchedList
 from aima.kube.resources import SECRETS
-from aima.testenv import ControlPlane, Profile, ensure_binaries
+from aima_testenv import ControlPlane, Profile, ensure_binaries
 
 pytestmark = pytest.mark.integration
 

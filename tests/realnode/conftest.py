@@ -30,16 +30,16 @@ from suite import (
     WHISPER_REPO,
 )
 
-from aima.testenv import ControlPlane, ensure_binaries, nodes
-from aima.testenv.chart import RESTRICTED, Release, install
-from aima.testenv.models import (
+from aima_testenv import ControlPlane, ensure_binaries, nodes
+from aima_testenv.chart import RESTRICTED, Release, install
+from aima_testenv.models import (
     write_tiny_kokoro_onnx,
     write_tiny_llama_gguf,
     write_tiny_llama_lora,
     write_tiny_llama_safetensors,
     write_tiny_whisper_ct2,
 )
-from aima.testenv.realnode import NODE_LABEL
+from aima_testenv.realnode import NODE_LABEL
 from fakes.serving import generate_file
 from reads import condition, get_json, ready_seconds
 from waiting import eventually
@@ -249,8 +249,16 @@ def downloaded(real_cluster: ControlPlane, platform: Release) -> dict[str, Any]:
     pytest.fail(f"the Model was not Ready after 240 s; its status: {status}")
 
 
+@pytest.fixture(scope="session")
+def fake_engine_image(real_cluster: ControlPlane) -> str:
+    """The project's image with the test control plane's fake OpenAI engine beside it (images.sh's
+    fake-engine): the project's image itself carries only what runs in the cluster."""
+    assert real_cluster.real_node is not None
+    return real_cluster.real_node.images["fake-engine"]
+
+
 def engine(image: str) -> dict[str, Any]:
-    """An Engine whose one CPU variant runs the fake OpenAI engine from the project's image."""
+    """An Engine whose one CPU variant runs the fake OpenAI engine from the fake-engine image."""
     return {
         "apiVersion": "aima.dev/v1alpha1",
         "kind": "Engine",
@@ -258,7 +266,7 @@ def engine(image: str) -> dict[str, Any]:
         "spec": {
             "description": "The project's fake OpenAI engine, for tests of the platform's own pods.",
             "variants": [{"name": "cpu", "accelerator": "CPU", "architecture": "amd64", "image": image}],
-            "command": ["python", "-m", "aima.testenv.engines"],
+            "command": ["python", "/opt/aima-fake/engines.py"],  # where images.sh puts it
             "args": ["--port", "{{ engine.port }}", "--model", "{{ service.servedName }}", "--tokens", "5"],
             "port": 8000,
             "health": {
@@ -277,10 +285,12 @@ def engine(image: str) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="session")
-def served(real_cluster: ControlPlane, platform: Release, downloaded: dict[str, Any], aima_image: str) -> str:
+def served(
+    real_cluster: ControlPlane, platform: Release, downloaded: dict[str, Any], fake_engine_image: str
+) -> str:
     """The InferenceService `tiny-chat` Ready on the real node; apply -> Ready is recorded beside a
     plain Deployment of the same pod created in the same run (the floor)."""
-    real_cluster.apply([engine(aima_image)])
+    real_cluster.apply([engine(fake_engine_image)])
     start = time.monotonic()
     real_cluster.apply(
         [

@@ -14,8 +14,8 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from suite import SERVING_NAMESPACE
 
-from aima.testenv import ControlPlane
-from aima.testenv.chart import Release
+from aima_testenv import ControlPlane
+from aima_testenv.chart import Release
 from reads import get_json
 from waiting import eventually
 

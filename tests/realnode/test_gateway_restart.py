@@ -18,8 +18,8 @@ from suite import FIGURES, PLATFORM_NAMESPACE, SERVING_NAMESPACE
 from test_inference_sim import vllm_simulator
 from test_llama_cpp import isvc
 
-from aima.testenv import ControlPlane
-from aima.testenv.chart import Release
+from aima_testenv import ControlPlane
+from aima_testenv.chart import Release
 from reads import get_json, ready_seconds
 from waiting import eventually
 

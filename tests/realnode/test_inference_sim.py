@@ -13,8 +13,8 @@ import openai
 import pytest
 from suite import FIGURES, SERVING_NAMESPACE
 
-from aima.testenv import ControlPlane
-from aima.testenv.chart import Release
+from aima_testenv import ControlPlane
+from aima_testenv.chart import Release
 from reads import get_json, ready_seconds
 
 pytestmark = pytest.mark.realnode

@@ -19,10 +19,10 @@ import pytest
 import yaml
 from suite import FIGURES, HUB_REPO, SERVING_NAMESPACE
 
-from aima.testenv import ControlPlane
-from aima.testenv.binaries import REPO_ROOT
-from aima.testenv.chart import CHART, Release, helm
-from aima.testenv.realnode import NODE_NAME
+from aima_testenv import ControlPlane
+from aima_testenv.binaries import REPO_ROOT
+from aima_testenv.chart import CHART, Release, helm
+from aima_testenv.realnode import NODE_NAME
 from reads import condition, condition_of, get_json, ready_seconds
 from waiting import eventually
 
@@ -30,7 +30,7 @@ pytestmark = pytest.mark.realnode
 
 SERVICE = "tiny-llama"
 MODEL_ID = f"{SERVING_NAMESPACE}/{SERVICE}"
-TINY_LLAMA_WIDTH = 64  # the hidden size of aima.testenv.models' tiny llama
+TINY_LLAMA_WIDTH = 64  # the hidden size of aima_testenv.models' tiny llama
 
 
 def local_llama_cpp(image: str) -> dict[str, Any]:

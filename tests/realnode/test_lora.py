@@ -14,7 +14,7 @@ import pytest
 from suite import BROKEN_LORA_REPO, FIGURES, SERVING_NAMESPACE
 from test_vllm_cpu import MODEL_ID, vllm  # noqa: F401 - the service whose adapters these tests change
 
-from aima.testenv import ControlPlane
+from aima_testenv import ControlPlane
 from reads import condition_of, get_json
 from waiting import eventually
 

@@ -16,7 +16,7 @@ import httpx
 import pytest
 from suite import FIGURES
 
-from aima.testenv import ensure_binaries, host
+from aima_testenv import ensure_binaries, host
 from waiting import read_until
 
 pytestmark = pytest.mark.realnode

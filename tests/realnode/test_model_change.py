@@ -16,8 +16,8 @@ import pytest
 from suite import FIGURES, HUB_REPO, SERVING_NAMESPACE
 from test_llama_cpp import isvc, llama  # noqa: F401 - a fixture the service needs
 
-from aima.testenv import ControlPlane
-from aima.testenv.chart import Release
+from aima_testenv import ControlPlane
+from aima_testenv.chart import Release
 from reads import condition, get_json, ready_seconds
 from waiting import eventually
 

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from suite import SERVING_NAMESPACE
 
-from aima.testenv import ControlPlane
-from aima.testenv.chart import Release
+from aima_testenv import ControlPlane
+from aima_testenv.chart import Release
 from reads import condition, get_json, pods_of
 from waiting import eventually
 

@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 from suite import HUB_WEIGHTS_BYTES
 
-from aima.testenv import ControlPlane
-from aima.testenv.chart import Release
-from aima.testenv.realnode import NODE_NAME
+from aima_testenv import ControlPlane
+from aima_testenv.chart import Release
+from aima_testenv.realnode import NODE_NAME
 from reads import condition, get_json, pods_of
 from waiting import eventually
 

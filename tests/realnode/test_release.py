@@ -14,8 +14,8 @@ import pytest
 import yaml
 from suite import SERVING_NAMESPACE
 
-from aima.testenv import ControlPlane
-from aima.testenv.chart import CHART, RELEASE, Release, helm, image_values
+from aima_testenv import ControlPlane
+from aima_testenv.chart import CHART, RELEASE, Release, helm, image_values
 from reads import condition, get_json, pods_of
 from waiting import eventually
 

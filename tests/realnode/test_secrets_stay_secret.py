@@ -13,8 +13,8 @@ import pytest
 from suite import PLATFORM_NAMESPACE, SERVICE, SERVING_NAMESPACE
 
 from aima.api.crds import crds
-from aima.testenv import ControlPlane
-from aima.testenv.chart import RESTRICTED, Release
+from aima_testenv import ControlPlane
+from aima_testenv.chart import RESTRICTED, Release
 from reads import get_json
 
 pytestmark = pytest.mark.realnode

@@ -2,8 +2,9 @@
 openai Python SDK against the chart's gateway Service with an API key from a Secret; its log
 followed with `aima service logs -f`; its start timed against a plain Deployment of the same pod.
 
-The engine is the project's fake OpenAI engine (`python -m aima.testenv.engines`) in the project's
-image until the real engines run here; what is under test is everything around it."""
+The engine is the project's fake OpenAI engine (aima_testenv/engines.py, run as a script in the
+fake-engine image: the project's image and that one file); what is under test is everything around
+it."""
 
 from __future__ import annotations
 
@@ -16,9 +17,9 @@ import openai
 import pytest
 from suite import SERVICE, SERVING_NAMESPACE
 
-from aima.testenv import ControlPlane
-from aima.testenv.chart import Release
-from aima.testenv.realnode import NODE_NAME
+from aima_testenv import ControlPlane
+from aima_testenv.chart import Release
+from aima_testenv.realnode import NODE_NAME
 from label_selectors import deployment_pods, selected
 from reads import condition, get_json
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from aima.testenv import ControlPlane, host
-from aima.testenv.realnode import BRIDGE
+from aima_testenv import ControlPlane, host
+from aima_testenv.realnode import BRIDGE
 
 pytestmark = pytest.mark.realnode
 

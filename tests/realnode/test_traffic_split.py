@@ -17,7 +17,7 @@ from suite import FIGURES, SERVING_NAMESPACE
 from test_inference_sim import vllm_simulator
 from test_llama_cpp import isvc, llama  # noqa: F401 - a fixture the services need
 
-from aima.testenv import ControlPlane
+from aima_testenv import ControlPlane
 from reads import condition_of, get_json, ready_seconds
 from waiting import eventually
 

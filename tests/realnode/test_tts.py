@@ -19,10 +19,10 @@ import pytest
 import yaml
 from suite import FIGURES, KOKORO_REPO, SERVING_NAMESPACE
 
-from aima.testenv import ControlPlane
-from aima.testenv.binaries import REPO_ROOT
-from aima.testenv.chart import Release
-from aima.testenv.models import KOKORO_SAMPLES_PER_PHONEME
+from aima_testenv import ControlPlane
+from aima_testenv.binaries import REPO_ROOT
+from aima_testenv.chart import Release
+from aima_testenv.models import KOKORO_SAMPLES_PER_PHONEME
 from reads import condition, get_json, ready_seconds
 from waiting import eventually
 

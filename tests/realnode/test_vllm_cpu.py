@@ -22,11 +22,11 @@ from aima import catalog
 from aima.api.inference_service import InferenceService
 from aima.api.model import Model, ModelStatus
 from aima.domain import engine_args
-from aima.testenv import ControlPlane
-from aima.testenv.binaries import REPO_ROOT
-from aima.testenv.chart import Release
-from aima.testenv.models import write_tiny_llama_safetensors
-from aima.testenv.realnode import NODE_LABEL
+from aima_testenv import ControlPlane
+from aima_testenv.binaries import REPO_ROOT
+from aima_testenv.chart import Release
+from aima_testenv.models import write_tiny_llama_safetensors
+from aima_testenv.realnode import NODE_LABEL
 from reads import condition, get_json, ready_seconds
 from waiting import eventually
 

@@ -21,10 +21,10 @@ from test_llama_cpp import llama  # noqa: F401 - the services the steps call, as
 from test_tts import KOKORO_RATE, kokoro  # noqa: F401
 from test_whisper import whisper  # noqa: F401
 
-from aima.testenv import ControlPlane
-from aima.testenv.binaries import REPO_ROOT
-from aima.testenv.chart import Release
-from aima.testenv.engines import wav_bytes
+from aima_testenv import ControlPlane
+from aima_testenv.binaries import REPO_ROOT
+from aima_testenv.chart import Release
+from aima_testenv.engines import wav_bytes
 from reads import condition, get_json
 from waiting import eventually
 

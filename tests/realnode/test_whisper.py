@@ -13,9 +13,9 @@ import openai
 import pytest
 from suite import FIGURES, SERVING_NAMESPACE, WHISPER_REPO
 
-from aima.testenv import ControlPlane
-from aima.testenv.chart import Release
-from aima.testenv.engines import wav_bytes
+from aima_testenv import ControlPlane
+from aima_testenv.chart import Release
+from aima_testenv.engines import wav_bytes
 from reads import get_json, ready_seconds
 
 pytestmark = pytest.mark.realnode

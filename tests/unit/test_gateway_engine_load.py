@@ -17,7 +17,7 @@ from aima.gateway.balancer import Balancer, prefix_affinity
 from aima.gateway.engine_load import EngineLoad, EngineReport, EngineScraper, parse, score, scores
 from aima.gateway.routes import Backend, ServiceView, StaticRoutes
 from aima.settings import Settings
-from aima.testenv.engines import EngineOptions, FakeEngine
+from aima_testenv.engines import EngineOptions, FakeEngine
 from fakes.serving import running
 
 pytestmark = pytest.mark.unit

@@ -19,7 +19,7 @@ from aima.gateway.keys import ApiKey
 from aima.gateway.routes import Backend, ServiceView, distinct
 from aima.kube import KubeClient
 from aima.settings import Settings
-from aima.testenv.engines import EngineOptions, FakeEngine
+from aima_testenv.engines import EngineOptions, FakeEngine
 from fakes.serving import running
 
 pytestmark = pytest.mark.unit

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from aima.kube import auth
-from aima.testenv import pki
+from aima_testenv import pki
 
 pytestmark = pytest.mark.unit
 

@@ -25,9 +25,9 @@ from aima.domain.pipeline import (
 from aima.domain.pipeline_refs import UnresolvedError, resolve
 from aima.domain.pipeline_status import blocking
 from aima.pipelines.speech import SentenceSplitter, join_audio
-from aima.testenv.engines import wav_bytes
 from aima.units import registry
 from aima.units.inference import SpeechOutput
+from aima_testenv.engines import wav_bytes
 
 pytestmark = pytest.mark.unit
 

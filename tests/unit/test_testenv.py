@@ -1,13 +1,17 @@
-"""Pure parts of the local control plane (node manifests, certificates, free ports) and the loader
-Job player of `aima dev` against a fake plane."""
+"""Pure parts of the local control plane (node manifests, certificates, free ports), the loader
+Job player of `aima dev` against a fake plane, and the fake engine as the fake-engine image runs it."""
 
 from __future__ import annotations
 
+import ast
 import json
 import logging
+import shutil
 import socket
 import subprocess
+import sys
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +19,9 @@ import pytest
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from aima.testenv import ControlPlaneError, host, nodes, pki, processes, system_pods
-from aima.testenv.loader_jobs import LocalLoaderJobs
-from aima.testenv.realnode import Images
+from aima_testenv import ControlPlaneError, engines, host, nodes, pki, processes, system_pods
+from aima_testenv.loader_jobs import LocalLoaderJobs
+from aima_testenv.realnode import Images
 
 pytestmark = pytest.mark.unit
 
@@ -158,3 +162,26 @@ def test_a_loader_job_that_cannot_be_played_is_logged_and_the_others_still_run(
             time.sleep(0.1)
     assert "Usage: aima" in second.read_text()  # the Job after the bad one ran its command line
     assert any("Loader Job gone/first could not be played" in r.getMessage() for r in caplog.records)
+
+
+def test_the_fake_engine_runs_as_a_lone_script_on_python_and_aiohttp(tmp_path: Path) -> None:
+    """images.sh's fake-engine image is the project's image plus engines.py alone, run as a script:
+    it may import nothing but the standard library and aiohttp, and it serves from a copy anywhere."""
+    source = Path(engines.__file__)
+    tree = ast.parse(source.read_text())
+    imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    imported |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+    assert {name.split(".")[0] for name in imported} - sys.stdlib_module_names == {"aiohttp"}
+    script = tmp_path / "engines.py"
+    shutil.copyfile(source, script)
+    port = processes.free_port()
+    argv = [sys.executable, "-I", str(script), "--port", str(port), "--model", "tiny"]
+    with subprocess.Popen(argv, stderr=subprocess.DEVNULL) as engine:
+        try:
+            deadline = time.monotonic() + 30
+            while not processes.port_is_open(port) and engine.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.1)
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models", timeout=5) as reply:
+                assert [m["id"] for m in json.load(reply)["data"]] == ["tiny"]
+        finally:
+            engine.terminate()

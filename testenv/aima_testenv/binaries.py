@@ -7,7 +7,9 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[3]
+# testenv/aima_testenv/binaries.py: the package runs from a checkout (an editable install), never
+# from a wheel, since the scripts and the chart it drives live beside it.
+REPO_ROOT = Path(__file__).resolve().parents[2]
 BUILD_SCRIPT = REPO_ROOT / "hack" / "testenv" / "build.sh"
 _PROGRAMS = (
     "etcd",

@@ -3,12 +3,12 @@
 etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok run as host processes on
 loopback; kwok stands in for kubelets on fake GPU and CPU nodes. With ``real_node=True`` a real
 kubelet node joins beside them (containerd, runc, CNI, CoreDNS, local-path volumes), running the
-images built with no registry (``aima.testenv.realnode``). Development tooling only: the operator
+images built with no registry (``aima_testenv.realnode``). Development tooling only: the operator
 itself never imports this package.
 """
 
-from aima.testenv import host, nodes
-from aima.testenv.binaries import Binaries, ensure_binaries
-from aima.testenv.cluster import ControlPlane, ControlPlaneError, Profile
+from aima_testenv import host, nodes
+from aima_testenv.binaries import Binaries, ensure_binaries
+from aima_testenv.cluster import ControlPlane, ControlPlaneError, Profile
 
 __all__ = ["Binaries", "ControlPlane", "ControlPlaneError", "Profile", "ensure_binaries", "host", "nodes"]

@@ -14,9 +14,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from aima.testenv.cluster import ControlPlane
+from aima_testenv.cluster import ControlPlane
 
-logger = logging.getLogger("aima.testenv.loader_jobs")
+logger = logging.getLogger("aima_testenv.loader_jobs")
 _POLL_SECONDS = 1.0
 _RETRY_SECONDS = 2.0
 

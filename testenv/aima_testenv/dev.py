@@ -1,4 +1,8 @@
-"""`aima dev`: a local control plane with fake GPU nodes for trying AIMA without a cluster."""
+"""`aima dev`: a local control plane with fake GPU nodes for trying AIMA without a cluster.
+
+A plugin of the `aima` CLI (the entry point ``aima.cli: dev`` of this project), so that the shipped
+package, and with it the image, holds nothing of the test control plane.
+"""
 
 from __future__ import annotations
 
@@ -13,17 +17,21 @@ import subprocess
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import click
 from rich.console import Console
 
+from aima.api.engine import Accelerator, Architecture
+from aima.catalog import load_catalog
 from aima.settings import Settings
-
-if TYPE_CHECKING:
-    from aima.testenv import ControlPlane
-    from aima.testenv.binaries import Binaries
-
+from aima_testenv import ControlPlane, ensure_binaries, nodes
+from aima_testenv.binaries import REPO_ROOT, Binaries
+from aima_testenv.chart import install
+from aima_testenv.gateway import LocalGateway
+from aima_testenv.loader_jobs import LocalLoaderJobs
+from aima_testenv.models import write_tiny_llama_gguf
+from aima_testenv.operator import OperatorThread
+from aima_testenv.realnode import NODE_LABEL
 
 _SAMPLE_TIMEOUT_SECONDS = 90
 _PLATFORM_NAMESPACE = "aima-system"
@@ -40,7 +48,7 @@ _kubeconfig_out = click.option(
 
 @click.group()
 def dev() -> None:
-    """Development helpers (need the `dev` extra: pip install -e '.[dev]')."""
+    """Development helpers: a local cluster from this checkout (the development install)."""
 
 
 @dev.command()
@@ -59,8 +67,6 @@ def up(kubeconfig_out: Path, gateway_port: int, kwok_only: bool) -> None:
     here, and a sample service whose tiny model llama.cpp serves on the node's CPU, behind the
     gateway on 127.0.0.1; until Ctrl-C. With --kwok-only, the operator and the gateway run in this
     process and the sample is served by a fake engine on a fake H100."""
-    from aima.testenv import ensure_binaries  # dev-only dependencies
-
     console = Console(stderr=True)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -75,11 +81,6 @@ def up(kubeconfig_out: Path, gateway_port: int, kwok_only: bool) -> None:
 def _up_kwok_only(
     console: Console, binaries: Binaries, *, kubeconfig_out: Path, gateway_port: int, stop: threading.Event
 ) -> None:
-    from aima.testenv import ControlPlane
-    from aima.testenv.binaries import REPO_ROOT
-    from aima.testenv.loader_jobs import LocalLoaderJobs
-    from aima.testenv.operator import OperatorThread
-
     plane = ControlPlane(binaries=binaries)
     with console.status("Starting etcd, kube-apiserver, controllers, scheduler and kwok nodes"):
         plane.start()
@@ -106,10 +107,6 @@ def _up_kwok_only(
 def _up_real_node(
     console: Console, binaries: Binaries, *, kubeconfig_out: Path, gateway_port: int, stop: threading.Event
 ) -> None:
-    from aima.testenv import ControlPlane, nodes
-    from aima.testenv.binaries import REPO_ROOT
-    from aima.testenv.chart import install
-
     plane = ControlPlane(binaries=binaries, node_specs=nodes.GPU_NODES, real_node=True)
     try:
         with console.status("Starting the control plane and the real node (the first start builds images)"):
@@ -154,9 +151,6 @@ def node(kubeconfig_out: Path) -> None:
     containerd, CNI, CoreDNS and local-path volumes on this host; needs root), build the image with no
     registry and `helm install` the chart into aima-system, until Ctrl-C. What the real-node tests
     run on; the first start builds the images (a few minutes), later ones take about a minute."""
-    from aima.testenv import ControlPlane, ensure_binaries, nodes  # dev-only dependencies
-    from aima.testenv.chart import install
-
     console = Console(stderr=True)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -238,9 +232,6 @@ def _copy_kubeconfig(plane: ControlPlane, kubeconfig_out: Path) -> None:
 def _apply_real_node_sample(plane: ControlPlane, *, sample: Path) -> bool:
     """The sample's weights on a host folder, offered as the PersistentVolume its claim names (as an
     admin offers weights copied onto a node), then the sample; whether it became Ready in time."""
-    from aima.testenv.models import write_tiny_llama_gguf
-    from aima.testenv.realnode import NODE_LABEL
-
     folder = plane.workdir / "dev-weights"
     write_tiny_llama_gguf(folder / "tiny-chat" / "tiny.gguf")
     # The loader's Job runs as 65532 and records a manifest beside the weights it verifies.
@@ -271,9 +262,6 @@ def _apply_real_node_sample(plane: ControlPlane, *, sample: Path) -> bool:
 
 def _catalog_image(catalog: Path, engine: str) -> str:
     """The image of ``engine``'s CPU variant for amd64 in the catalog."""
-    from aima.api.engine import Accelerator, Architecture
-    from aima.catalog import load_catalog
-
     (found,) = [e for e in load_catalog(catalog).engines if e.metadata.name == engine]
     return next(
         v.image
@@ -320,8 +308,6 @@ def _serve_gateway(
     stop: threading.Event,
 ) -> None:
     """Serve the gateway with a fresh API key, say what to try, and wait for Ctrl-C or SIGTERM."""
-    from aima.testenv.gateway import LocalGateway
-
     api_key = _create_api_key(plane)
     with contextlib.ExitStack() as serving:
         try:

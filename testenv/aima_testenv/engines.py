@@ -430,9 +430,10 @@ def failing_models(*models: str) -> Middleware:
 
 
 def main() -> None:
-    """Run one fake engine on a port, as a pod's program: ``python -m aima.testenv.engines --port
-    8000 --model tiny``. Stands in for a real engine where none runs (the real-node tests of the
-    platform's own pods); answers until killed."""
+    """Run one fake engine on a port, as a pod's program: ``python engines.py --port 8000 --model
+    tiny``. Stands in for a real engine where none runs (the real-node tests of the platform's own
+    pods, in images.sh's fake-engine image); answers until killed. Run as a script, outside this
+    package, so it imports nothing but the standard library and aiohttp."""
     import argparse
 
     parser = argparse.ArgumentParser(description=main.__doc__)

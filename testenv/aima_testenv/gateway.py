@@ -23,8 +23,8 @@ from aima.gateway.server import gateway_server_app
 from aima.gateway.watching import ClusterRoutes
 from aima.kube import connect
 from aima.settings import Settings
-from aima.testenv.engines import EngineOptions, FakeEngine
-from aima.testenv.threads import LoopThread
+from aima_testenv.engines import EngineOptions, FakeEngine
+from aima_testenv.threads import LoopThread
 
 __all__ = ["LocalGateway", "LocalReplicas"]
 

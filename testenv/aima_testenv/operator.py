@@ -13,8 +13,8 @@ from pathlib import Path
 
 from aima import runner
 from aima.settings import Settings
-from aima.testenv.processes import free_port
-from aima.testenv.threads import LoopThread
+from aima_testenv.processes import free_port
+from aima_testenv.threads import LoopThread
 
 __all__ = ["OperatorProcess", "OperatorThread"]
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from aima.testenv.realnode import Images
+    from aima_testenv.realnode import Images
 
 DNS_NAMESPACE = "kube-system"
 STORAGE_NAMESPACE = "local-path-storage"

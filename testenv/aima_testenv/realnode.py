@@ -2,7 +2,7 @@
 kubelet and kube-proxy as host processes, a CNI bridge, and CoreDNS and the local-path provisioner
 as pods, running the images ``hack/testenv/images.sh`` built with no registry.
 
-Only one fits a machine (see ``aima.testenv.host``); ``stop()`` leaves the host as it found it.
+Only one fits a machine (see ``aima_testenv.host``); ``stop()`` leaves the host as it found it.
 """
 
 from __future__ import annotations
@@ -19,11 +19,11 @@ from typing import IO, TYPE_CHECKING, Any
 
 import yaml
 
-from aima.testenv import host, processes, system_pods
-from aima.testenv.binaries import REPO_ROOT, Binaries, cache_root
+from aima_testenv import host, processes, system_pods
+from aima_testenv.binaries import REPO_ROOT, Binaries, cache_root
 
 if TYPE_CHECKING:
-    from aima.testenv.cluster import ControlPlane
+    from aima_testenv.cluster import ControlPlane
 
 NODE_NAME = "real-node"
 NODE_LABEL = "aima.dev/real-node"

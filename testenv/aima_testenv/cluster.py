@@ -19,9 +19,9 @@ from typing import Any
 
 import yaml
 
-from aima.testenv import host, nodes, pki, processes
-from aima.testenv.binaries import Binaries
-from aima.testenv.realnode import RealNode, build_images
+from aima_testenv import host, nodes, pki, processes
+from aima_testenv.binaries import Binaries
+from aima_testenv.realnode import RealNode, build_images
 
 _START_TIMEOUT_SECONDS = 120.0
 _START_ATTEMPTS = 3
@@ -467,7 +467,7 @@ class ControlPlane:
         ]
         for relative in _UPSTREAM_STAGES:
             documents += list(yaml.safe_load_all((self.binaries.kwok_stages / relative).read_text()))
-        ours = resources.files("aima.testenv").joinpath("stages.yaml").read_text()
+        ours = resources.files("aima_testenv").joinpath("stages.yaml").read_text()
         documents += list(yaml.safe_load_all(ours))
         path = self.workdir / "kwok.yaml"
         path.write_text(yaml.safe_dump_all([d for d in documents if d]))

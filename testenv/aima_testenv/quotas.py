@@ -22,7 +22,7 @@ from pydantic import SecretStr
 from aima.gateway import KeyStore, Proxy, create_app, open_gateway
 from aima.gateway.routes import Routes
 from aima.settings import Settings
-from aima.testenv.processes import Component, ProcessError, free_port, wait_until
+from aima_testenv.processes import Component, ProcessError, free_port, wait_until
 
 __all__ = ["Replica", "gateway_replicas", "redis_server"]
 

@@ -11,10 +11,10 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from aima.testenv.binaries import REPO_ROOT
+from aima_testenv.binaries import REPO_ROOT
 
 if TYPE_CHECKING:
-    from aima.testenv.cluster import ControlPlane
+    from aima_testenv.cluster import ControlPlane
 
 CHART = REPO_ROOT / "charts" / "aima"
 RELEASE = "aima"
