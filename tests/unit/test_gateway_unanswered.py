@@ -56,20 +56,39 @@ async def replica(unanswered: int) -> AsyncIterator[tuple[str, list[str]]]:
         yield f"http://127.0.0.1:{port}", seen
 
 
-async def ask(*unanswered: int) -> tuple[int, dict[str, Any], list[list[str]]]:
-    """Ask a service whose replicas close their first ``unanswered`` connections each."""
+class Successions(StaticRoutes):
+    """A table that lists the first replica alone until ``succeed()``, then the second alone: a
+    replica that stops once its successor is Ready, seen by a gateway that hears of the successor
+    late."""
+
+    def __init__(self, first: Backend, second: Backend) -> None:
+        super().__init__({"chat": first})
+        self._second = second
+
+    def succeed(self) -> None:
+        self._table["chat"] = self._second
+
+
+def chat(*endpoints: str) -> Backend:
+    view = ServiceView(
+        name="chat", namespace="ns", served_name=None, replicas=1, suspended=False, scale_from_zero=False
+    )
+    return Backend(service=view, endpoints=endpoints, model="chat")
+
+
+async def ask(*unanswered: int, succession: bool = False) -> tuple[int, dict[str, Any], list[list[str]]]:
+    """Ask a service whose replicas close their first ``unanswered`` connections each; with
+    ``succession``, the table lists the second replica only 0.3 s after the request came."""
     async with contextlib.AsyncExitStack() as stack:
         replicas = [await stack.enter_async_context(replica(n)) for n in unanswered]
-        view = ServiceView(
-            name="chat",
-            namespace="ns",
-            served_name=None,
-            replicas=len(replicas),
-            suspended=False,
-            scale_from_zero=False,
-        )
         endpoints = tuple(url for url, _ in replicas)
-        routes = StaticRoutes({"chat": Backend(service=view, endpoints=endpoints, model="chat")})
+        routes = (
+            Successions(chat(endpoints[0]), chat(endpoints[1]))
+            if succession
+            else StaticRoutes({"chat": chat(*endpoints)})
+        )
+        if isinstance(routes, Successions):
+            asyncio.get_running_loop().call_later(0.3, routes.succeed)
         options = Settings(
             gateway_require_api_key=False,
             gateway_autoscale_interval_seconds=0,
@@ -106,3 +125,9 @@ def test_a_stopping_replica_passes_its_request_to_another() -> None:
 def test_replicas_that_all_stop_leave_three_tries_in_all() -> None:
     status, _, seen = asyncio.run(ask(5, 5))
     assert status == 502 and sum(map(len, seen)) == 3
+
+
+def test_a_request_its_stopping_replica_left_goes_to_the_successor_the_table_lists_later() -> None:
+    status, body, seen = asyncio.run(ask(5, 0, succession=True))
+    assert (status, body["object"]) == (200, "chat.completion")
+    assert seen == [["closed", "closed"], ["answered"]]

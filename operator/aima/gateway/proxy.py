@@ -24,6 +24,7 @@ import re
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -81,6 +82,10 @@ _DROP_RESPONSE = frozenset(
 _BUFFERED_REPLY_BYTES = 2**20
 """A reply with a Content-Length up to this is read whole and sent in one write; others stream."""
 _MOST_UNANSWERED = 3
+_SUCCESSOR_WAIT_SECONDS = 2.0
+"""How long a request every listed replica left unanswered waits for the table to list another (an
+EndpointSlice change reaches the gateway within a second, short of a stopping replica's drain)."""
+_SUCCESSOR_POLL_SECONDS = 0.1
 """Tries of one request that replicas may close unanswered before it is a 502 (each one twice at most)."""
 _RENAMED_TYPES = frozenset({"application/json", "text/event-stream"})
 """Replies whose ``"model"`` fields name the model (the others are audio)."""
@@ -198,7 +203,14 @@ class Proxy:
             try:
                 endpoints = await self._waker.endpoints(backend, request=request, payload=payload)
                 response = await self._send(
-                    request, body, endpoints, label=label, payload=payload, rename=rename, started=started
+                    request,
+                    body,
+                    endpoints,
+                    label=label,
+                    payload=payload,
+                    rename=rename,
+                    started=started,
+                    current=lambda: self._current_endpoints(backend),
                 )
             finally:
                 self.metrics.in_flight[backend.model] -= 1
@@ -309,6 +321,11 @@ class Proxy:
             )
         return backend
 
+    def _current_endpoints(self, backend: Backend) -> tuple[str, ...]:
+        """``backend``'s ready replicas as the routing table lists them now."""
+        found = self.routes.lookup(backend.model)
+        return found.endpoints if found is not None and not found.split else backend.endpoints
+
     def _serving(self, request: web.Request, asked: Backend) -> Backend:
         """The backend that takes this request (a traffic split's target, by weight), named in the
         reply's X-AIMA-Service header and, for a split, counted per target."""
@@ -339,7 +356,10 @@ class Proxy:
         payload: dict[str, Any] | None,
         rename: ModelRename | None,
         started: float,
+        current: Callable[[], tuple[str, ...]],
     ) -> web.StreamResponse:
+        """Send the request to a replica of ``endpoints``; ``current`` reads the replicas the routing
+        table lists now, for a retry after every replica of the request's time left it unanswered."""
         affinity = None
         if self._options.prefix_affinity and payload is not None and request.path == _CHAT:
             affinity = bodies.affinity_key(payload, chars=self._options.affinity_prefix_chars)
@@ -367,7 +387,11 @@ class Proxy:
                 others = [e for e in endpoints if e != endpoint and e not in tried]
                 if others or unanswered[endpoint] > 1:
                     tried.append(endpoint)
-                if sum(unanswered.values()) >= _MOST_UNANSWERED or set(tried) >= set(endpoints):
+                if set(tried) >= set(endpoints):
+                    # A replica stops once its successor is Ready, and the table may list that one
+                    # only a moment after the request came in: look again before giving up.
+                    endpoints = await self._successors(current, tried)
+                if sum(unanswered.values()) >= _MOST_UNANSWERED or not endpoints:
                     raise GatewayError(
                         502, f"The replica of '{label}' failed: {error}", code="upstream_error"
                     ) from None
@@ -391,6 +415,17 @@ class Proxy:
             code="upstream_unreachable",
             retry_after=self._options.retry_after_seconds,
         )
+
+    async def _successors(self, current: Callable[[], tuple[str, ...]], tried: list[str]) -> tuple[str, ...]:
+        """The replicas the routing table lists, once it lists one not ``tried`` (polled for up to
+        ``_SUCCESSOR_WAIT_SECONDS``); () when none came."""
+        deadline = time.monotonic() + _SUCCESSOR_WAIT_SECONDS
+        while True:
+            if set(listed := current()) - set(tried):
+                return listed
+            if time.monotonic() >= deadline:
+                return ()
+            await asyncio.sleep(_SUCCESSOR_POLL_SECONDS)
 
     async def _exchange(
         self,
