@@ -128,7 +128,7 @@ class Balancer:
     def __init__(
         self,
         *,
-        load_factor: float = 1.25,
+        load_factor: float = 2.0,
         cool_off: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
         engine_reports: Mapping[str, EngineReport] | None = None,
