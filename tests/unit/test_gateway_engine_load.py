@@ -162,7 +162,7 @@ def test_prefix_affinity_bounds_load_by_requests_in_flight_not_by_the_score() ->
     key = b"a shared system prompt"
     preferred = prefix_affinity([A, B, C], {}, key=key, load_factor=1.25)
     queued = {preferred: EngineReport(load=EngineLoad(waiting=10, running=8, kv_usage=1.0), ours=0)}
-    balancer = Balancer(engine_reports=queued)
+    balancer = Balancer(engine_reports=queued, load_factor=1.25)
     assert balancer.pick([A, B, C], affinity=key) == preferred  # its queue keeps the cached prefix
     assert preferred not in {balancer.pick([A, B, C]) for _ in range(10)}  # without affinity: the score
     for _ in range(3):  # with this request 4 in flight, bound ceil(1.25 * 4/3) + 1 = 3

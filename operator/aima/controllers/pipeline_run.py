@@ -32,7 +32,7 @@ from aima.controllers.runtime import (
     when_gone,
     write_status,
 )
-from aima.domain.pipeline import binary_fields, bounded, validate
+from aima.domain.pipeline import binary_fields, bounded
 from aima.domain.pipeline_refs import UnresolvedError, resolve
 from aima.domain.pipeline_status import (
     INTERRUPTED,
@@ -40,14 +40,13 @@ from aima.domain.pipeline_status import (
     SERVICES_NOT_READY,
     blocking,
     finished,
-    problems_text,
     run_condition,
     services_text,
     with_generation,
 )
 from aima.kube import KubeClient, KubeError, resources
-from aima.pipelines.executor import Event, EventType, Executor, RunResult, run_problem
-from aima.pipelines.steps import StreamingSteps, UnitSteps
+from aima.pipelines.executor import Event, EventType, RunResult
+from aima.pipelines.start import execute, not_startable
 from aima.settings import Settings
 from aima.units.core import Context, Registry
 
@@ -121,13 +120,9 @@ async def _try_start(
         await _end(run, status, runs, Reason.PIPELINE_NOT_FOUND, message)
         return
     pipeline = Pipeline.model_validate(found)
-    problems = validate(pipeline.spec, {unit.name: unit for unit in runs.units})
-    if problems:
-        message = f"Pipeline {pipeline.metadata.name} is not valid: {problems_text(problems)}"
+    if (refused := not_startable(pipeline, runs.units, run.spec.inputs, run.spec.config)) is not None:
+        message = refused.message[0].upper() + refused.message[1:]
         await _end(run, status, runs, Reason.INVALID_SPEC, message)
-        return
-    if problem := run_problem(pipeline.spec, run.spec.inputs, run.spec.config):
-        await _end(run, status, runs, Reason.INVALID_SPEC, problem[0].upper() + problem[1:])
         return
     services = observe_services(runs.cluster, pipeline, run.spec.config)
     if waiting := blocking(services, require_services=runs.settings.pipeline_require_services):
@@ -204,23 +199,20 @@ async def _execute(recorder: _Recorder, *, cancel: asyncio.Event) -> None:
     context = Context(
         kube=runs.kube, settings=runs.settings, namespace=str(run.metadata.namespace), http=runs.http
     )
-    inputs = await _kept_inputs(runs.kube, run)
-    steps = StreamingSteps(UnitSteps(runs.units, context), spec, inputs, run.spec.config)
-    executor = Executor(
-        spec=spec, run_step=steps, emit=recorder.on_event, parallelism=runs.settings.pipeline_parallelism
-    )
     try:
-        result = await executor.run(
-            inputs=inputs,
+        result = await execute(
+            spec,
+            context,
+            runs.units,
+            inputs=await _kept_inputs(runs.kube, run),
             config=run.spec.config,
+            emit=recorder.on_event,
             cancel=cancel,
             timeout=run.spec.timeout_seconds or runs.settings.pipeline_max_run_seconds,
         )
         await recorder.finish(result)
     except Exception:
         logger.exception("PipelineRun failed to record: %s/%s", run.metadata.namespace, run.metadata.name)
-    finally:
-        steps.close()
 
 
 async def _kept_inputs(kube: KubeClient, run: PipelineRun) -> dict[str, Any]:

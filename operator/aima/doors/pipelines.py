@@ -29,12 +29,12 @@ from aiohttp import web
 from pydantic import BaseModel, Field, ValidationError
 
 from aima.api.pipeline import Pipeline
-from aima.domain.pipeline import binary_fields, step_models, step_services, validate
-from aima.domain.pipeline_status import blocking, problems_text, services_text
+from aima.domain.pipeline import binary_fields, step_models, step_services
+from aima.domain.pipeline_status import blocking, services_text
 from aima.doors.wire import door_meta, read_json, refuse, reply
 from aima.kube import KubeError, resources
-from aima.pipelines.executor import Emit, Event, EventType, Executor, RunResult, run_problem
-from aima.pipelines.steps import StreamingSteps, UnitSteps
+from aima.pipelines.executor import Emit, Event, EventType, RunResult
+from aima.pipelines.start import execute, not_startable
 from aima.units.core import Context, Registry
 from aima.units.envelope import Response, from_kube_error
 from aima.units.errors import ErrorCode, UnitError
@@ -105,13 +105,10 @@ async def _startable(door: _Door, name: str, namespace: str, body: RunRequest) -
             f"Pipeline {name} not found in namespace {namespace}; pipeline.list lists them",
         )
     pipeline = Pipeline.model_validate(found)
-    if problems := validate(pipeline.spec, {unit.name: unit for unit in door.registry}):
-        details = {"problems": [p.model_dump(exclude_none=True) for p in problems]}
-        raise UnitError(
-            ErrorCode.INVALID_INPUT, f"Pipeline {name} is not valid: {problems_text(problems)}", details
-        )
-    if problem := run_problem(pipeline.spec, body.inputs, body.config):
-        raise UnitError(ErrorCode.INVALID_INPUT, problem)
+    if (refused := not_startable(pipeline, door.registry, body.inputs, body.config)) is not None:
+        details = {"problems": [p.model_dump(exclude_none=True) for p in refused.problems]}
+        message = refused.message[0].upper() + refused.message[1:] if refused.problems else refused.message
+        raise UnitError(ErrorCode.INVALID_INPUT, message, details if refused.problems else None)
     models = step_models(pipeline.spec, pipeline.spec.config | body.config)
     listed = await door.context.kube.list(resources.INFERENCE_SERVICES, namespace=namespace) if models else []
     required = door.context.settings.pipeline_require_services
@@ -129,21 +126,16 @@ async def _execute(
     emit: Emit,
     cancel: asyncio.Event | None,
 ) -> RunResult:
-    steps = StreamingSteps(
-        UnitSteps(door.registry, context), pipeline.spec, body.inputs, body.config, emit=emit
+    return await execute(
+        pipeline.spec,
+        context,
+        door.registry,
+        inputs=body.inputs,
+        config=body.config,
+        emit=emit,
+        cancel=cancel,
+        timeout=context.settings.pipeline_max_run_seconds,
     )
-    executor = Executor(
-        spec=pipeline.spec, run_step=steps, emit=emit, parallelism=context.settings.pipeline_parallelism
-    )
-    try:
-        return await executor.run(
-            inputs=body.inputs,
-            config=body.config,
-            cancel=cancel,
-            timeout=context.settings.pipeline_max_run_seconds,
-        )
-    finally:
-        steps.close()
 
 
 async def _stream(
