@@ -9,9 +9,9 @@ import functools
 from collections.abc import Mapping
 from typing import Any
 
-from aima.api.pipeline import Pipeline, StepService
+from aima.api.pipeline import Pipeline
 from aima.controllers.runtime import ClusterView, Reconciler, announce_changes, write_status
-from aima.domain.pipeline import UnitShape, step_models, step_services, validate
+from aima.domain.pipeline import UnitShape, validate
 from aima.domain.pipeline_status import pipeline_status
 from aima.kube import KubeClient
 from aima.settings import Settings
@@ -25,7 +25,7 @@ async def reconcile(
     """Validate one Pipeline and write its status; writes only what differs."""
     pipeline = Pipeline.model_validate(body)
     problems = validate(pipeline.spec, units)
-    services = [] if problems else observe_services(cluster, pipeline)
+    services = [] if problems else cluster.step_services(pipeline)
     before = pipeline.status.conditions if pipeline.status else []
     status = pipeline_status(
         generation=pipeline.metadata.generation,
@@ -37,16 +37,6 @@ async def reconcile(
     )
     await write_status(kube, cluster.pipelines, body, status)
     await announce_changes(kube, body, before=before, after=status.conditions)
-
-
-def observe_services(
-    cluster: ClusterView, pipeline: Pipeline, config: Mapping[str, Any] | None = None
-) -> list[StepService]:
-    """The InferenceServices serving the steps' models (config overrides applied), with readiness."""
-    models = step_models(pipeline.spec, pipeline.spec.config | dict(config or {}))
-    return (
-        step_services(models, cluster.inference_services.items(pipeline.metadata.namespace)) if models else []
-    )
 
 
 def register(

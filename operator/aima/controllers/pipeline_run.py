@@ -22,7 +22,6 @@ import aiohttp
 
 from aima.api.common import API_VERSION, ConditionStatus, Keys, Reason
 from aima.api.pipeline import Pipeline, PipelineRun, PipelineRunStatus, PipelineSpec, StepPhase, StepStatus
-from aima.controllers.pipeline import observe_services
 from aima.controllers.runtime import (
     UNSTARTED,
     ClusterView,
@@ -124,7 +123,7 @@ async def _try_start(
         message = refused.message[0].upper() + refused.message[1:]
         await _end(run, status, runs, Reason.INVALID_SPEC, message)
         return
-    services = observe_services(runs.cluster, pipeline, run.spec.config)
+    services = runs.cluster.step_services(pipeline, run.spec.config)
     if waiting := blocking(services, require_services=runs.settings.pipeline_require_services):
         await _wait_for_services(body, run, status, runs, services_text(waiting), now=now)
         return

@@ -16,16 +16,18 @@ import contextlib
 import logging
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Collection, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import BaseModel
 
 from aima.api.common import Condition, ConditionStatus, ConditionType, Keys
+from aima.api.pipeline import Pipeline, StepService
 from aima.domain import conditions, traffic
 from aima.domain import inference_service as service_planning
 from aima.domain.objects import status_patch
+from aima.domain.pipeline import step_models, step_services
 from aima.exposition import Histogram, counter_lines
 from aima.kube import KubeClient, KubeError, Resource, resources
 from aima.kube.cache import Index, WatchedList, by_label
@@ -160,6 +162,13 @@ class ClusterView:
             self.pipelines,
             self.pipeline_runs,
         ]
+
+    def step_services(self, pipeline: Pipeline, config: Mapping[str, Any] | None = None) -> list[StepService]:
+        """The InferenceServices serving ``pipeline``'s steps' models (``config`` overrides applied),
+        with their readiness."""
+        models = step_models(pipeline.spec, pipeline.spec.config | dict(config or {}))
+        namespace = pipeline.metadata.namespace
+        return step_services(models, self.inference_services.items(namespace)) if models else []
 
     async def start(self) -> None:
         """Fill every cache; events from then on reach the subscribers."""
