@@ -117,42 +117,35 @@ def replicas(args: argparse.Namespace) -> Iterator[list[str]]:
 @contextlib.contextmanager
 def gateway(policy: str, urls: Sequence[str]) -> Iterator[str]:
     """The gateway process for ``policy`` (or the peer router); its base URL."""
-    if policy == "vllm-router":
-        with vllm_router(urls) as url:
-            yield url
-        return
     port = free_port()
-    command = [sys.executable, __file__, "gateway", "--port", str(port), "--policy", policy, *urls]
-    process = subprocess.Popen(command, cwd=ROOT)
+    peer = policy == "vllm-router"
+    if peer:
+        command, health = vllm_router_command(port, urls), "/health"
+    else:
+        command = [sys.executable, __file__, "gateway", "--port", str(port), "--policy", policy, *urls]
+        health = "/healthz"
+    quiet = subprocess.DEVNULL if peer else None  # it logs every request at INFO, whatever its level
+    process = subprocess.Popen(command, cwd=ROOT, stdout=quiet, stderr=quiet)
     try:
-        asyncio.run(_until_ready([f"http://127.0.0.1:{port}/healthz"]))
+        asyncio.run(_until_ready([f"http://127.0.0.1:{port}{health}"]))
         yield f"http://127.0.0.1:{port}"
     finally:
         process.terminate()
         process.wait()
 
 
-@contextlib.contextmanager
-def vllm_router(urls: Sequence[str]) -> Iterator[str]:
-    """vllm-router with its cache-aware policy over ``urls``; its base URL."""
+def vllm_router_command(port: int, urls: Sequence[str]) -> list[str]:
+    """vllm-router with its cache-aware policy over ``urls``, installed on first use."""
     import gateway_peers  # beside this file
 
     peer = gateway_peers.PEERS["vllm-router"]
     if (reason := gateway_peers.install(peer)) is not None:
         raise RuntimeError(f"{peer.label} could not be installed: {reason}")
-    port = free_port()
-    command = [
+    return [
         str(peer.venv / "bin" / "vllm-router"), "--host", "127.0.0.1", "--port", str(port),
         "--worker-urls", *urls, "--policy", "cache_aware", "--log-level", "warning",
         "--prometheus-host", "127.0.0.1", "--prometheus-port", str(free_port()),
     ]  # fmt: skip
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        asyncio.run(_until_ready([f"http://127.0.0.1:{port}/health"]))
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        process.terminate()
-        process.wait()
 
 
 async def _until_ready(urls: Sequence[str]) -> None:

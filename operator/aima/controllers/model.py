@@ -87,7 +87,7 @@ async def _observe(
         progress is not None and progress.bytes_total and not (model.status and model.status.estimate)
     )
     gpu_memory = (
-        await _largest_gpu_memory_mib(kube, default=settings.default_gpu_memory_mib)
+        capacity.largest_gpu_memory_mib(cluster.nodes.items(), default=settings.default_gpu_memory_mib)
         if needs_estimate
         else None
     )
@@ -113,11 +113,6 @@ async def _listed_bytes(model: Model, claim: Body | None, settings: Settings) ->
         exclude=tuple(files.exclude) if files else (),
         region=settings.s3_region,
     )
-
-
-async def _largest_gpu_memory_mib(kube: KubeClient, *, default: int) -> int:
-    nodes = await kube.list(resources.NODES, label_selector="nvidia.com/gpu.present=true")
-    return capacity.largest_gpu_memory_mib(nodes, default=default)
 
 
 def watch(cluster: ClusterView, *, reconciler: Reconciler) -> None:

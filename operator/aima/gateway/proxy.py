@@ -24,7 +24,6 @@ import re
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -82,11 +81,11 @@ _DROP_RESPONSE = frozenset(
 _BUFFERED_REPLY_BYTES = 2**20
 """A reply with a Content-Length up to this is read whole and sent in one write; others stream."""
 _MOST_UNANSWERED = 3
+"""Tries of one request that replicas may close unanswered before it is a 502 (each one twice at most)."""
 _SUCCESSOR_WAIT_SECONDS = 2.0
 """How long a request every listed replica left unanswered waits for the table to list another (an
 EndpointSlice change reaches the gateway within a second, short of a stopping replica's drain)."""
 _SUCCESSOR_POLL_SECONDS = 0.1
-"""Tries of one request that replicas may close unanswered before it is a 502 (each one twice at most)."""
 _RENAMED_TYPES = frozenset({"application/json", "text/event-stream"})
 """Replies whose ``"model"`` fields name the model (the others are audio)."""
 _SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:+=/-]{1,128}")
@@ -210,7 +209,7 @@ class Proxy:
                     payload=payload,
                     rename=rename,
                     started=started,
-                    current=lambda: self._current_endpoints(backend),
+                    backend=backend,
                 )
             finally:
                 self.metrics.in_flight[backend.model] -= 1
@@ -356,10 +355,10 @@ class Proxy:
         payload: dict[str, Any] | None,
         rename: ModelRename | None,
         started: float,
-        current: Callable[[], tuple[str, ...]],
+        backend: Backend,
     ) -> web.StreamResponse:
-        """Send the request to a replica of ``endpoints``; ``current`` reads the replicas the routing
-        table lists now, for a retry after every replica of the request's time left it unanswered."""
+        """Send the request to a replica of ``endpoints`` (``backend``'s when the request came; where
+        they all left it unanswered, those the routing table lists by then)."""
         affinity = None
         if self._options.prefix_affinity and payload is not None and request.path == _CHAT:
             affinity = bodies.affinity_key(payload, chars=self._options.affinity_prefix_chars)
@@ -390,7 +389,7 @@ class Proxy:
                 if set(tried) >= set(endpoints):
                     # A replica stops once its successor is Ready, and the table may list that one
                     # only a moment after the request came in: look again before giving up.
-                    endpoints = await self._successors(current, tried)
+                    endpoints = await self._successors(backend, tried)
                 if sum(unanswered.values()) >= _MOST_UNANSWERED or not endpoints:
                     raise GatewayError(
                         502, f"The replica of '{label}' failed: {error}", code="upstream_error"
@@ -416,12 +415,12 @@ class Proxy:
             retry_after=self._options.retry_after_seconds,
         )
 
-    async def _successors(self, current: Callable[[], tuple[str, ...]], tried: list[str]) -> tuple[str, ...]:
-        """The replicas the routing table lists, once it lists one not ``tried`` (polled for up to
-        ``_SUCCESSOR_WAIT_SECONDS``); () when none came."""
+    async def _successors(self, backend: Backend, tried: list[str]) -> tuple[str, ...]:
+        """``backend``'s replicas as the routing table lists them, once it lists one not ``tried``
+        (polled for up to ``_SUCCESSOR_WAIT_SECONDS``); () when none came."""
         deadline = time.monotonic() + _SUCCESSOR_WAIT_SECONDS
         while True:
-            if set(listed := current()) - set(tried):
+            if set(listed := self._current_endpoints(backend)) - set(tried):
                 return listed
             if time.monotonic() >= deadline:
                 return ()
