@@ -86,6 +86,7 @@ _SUCCESSOR_WAIT_SECONDS = 2.0
 """How long a request every listed replica left unanswered waits for the table to list another (an
 EndpointSlice change reaches the gateway within a second, short of a stopping replica's drain)."""
 _SUCCESSOR_POLL_SECONDS = 0.1
+_SAME_REPLICA_PAUSE_SECONDS = 0.05
 _RENAMED_TYPES = frozenset({"application/json", "text/event-stream"})
 """Replies whose ``"model"`` fields name the model (the others are audio)."""
 _SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:+=/-]{1,128}")
@@ -394,6 +395,11 @@ class Proxy:
                     raise GatewayError(
                         502, f"The replica of '{label}' failed: {error}", code="upstream_error"
                     ) from None
+                if endpoint not in tried:
+                    # Once more to the same replica: an engine that closed one idle connection has
+                    # likely closed the pool's others too; a moment lets their closing be seen, so
+                    # the pool opens a new connection rather than hand out another closed one.
+                    await asyncio.sleep(_SAME_REPLICA_PAUSE_SECONDS)
                 logger.info(
                     "Replica %s of %s closed the connection unanswered (%s); once more",
                     endpoint,
