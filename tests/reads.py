@@ -79,3 +79,37 @@ def writes_since(plane: ControlPlane, offset: int, *, namespace: str) -> list[di
         and e["verb"] in ("create", "update", "patch", "delete")
         and not e.get("userAgent", "").startswith(_OTHER_WRITERS)
     ]
+
+
+def restrictions_missing(pod: dict[str, Any]) -> list[str]:
+    """What a pod's containers lack of the Restricted standard and a read-only root filesystem, as
+    ``pod/container: setting`` lines; empty when every container has all of it."""
+    missing = []
+    pod_context = pod["spec"].get("securityContext", {})
+    wanted = {
+        "runAsNonRoot": True,
+        "readOnlyRootFilesystem": True,
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+    }
+    for container in pod["spec"]["containers"]:
+        context = pod_context | container.get("securityContext", {})
+        where = f"{pod['metadata']['name']}/{container['name']}"
+        missing += [f"{where}: {key}" for key, value in wanted.items() if context.get(key) != value]
+    return missing
+
+
+def assert_runs_locked_down(plane: ControlPlane, pod: dict[str, Any], *, uid: int = 65532) -> None:
+    """Inside the running container, not only in its spec: the engine's user is ``uid``, the root
+    filesystem refuses a write and HOME takes one (the image must have ``id``, ``touch`` and ``sh``)."""
+    assert restrictions_missing(pod) == []
+    name, namespace = pod["metadata"]["name"], pod["metadata"]["namespace"]
+
+    def run(*argv: str) -> Any:
+        return plane.kubectl("exec", name, "-n", namespace, "--", *argv, check=False)
+
+    assert run("id", "-u").stdout.strip() == str(uid)
+    refused = run("touch", "/written-by-the-engine")
+    assert refused.returncode != 0
+    assert "Read-only file system" in refused.stderr
+    assert run("sh", "-c", 'touch "$HOME/written-by-the-engine"').returncode == 0

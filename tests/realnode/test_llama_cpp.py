@@ -23,7 +23,7 @@ from aima_testenv import ControlPlane
 from aima_testenv.binaries import REPO_ROOT
 from aima_testenv.chart import CHART, Release, helm
 from aima_testenv.realnode import NODE_NAME
-from reads import condition, condition_of, get_json, ready_seconds
+from reads import assert_runs_locked_down, condition, condition_of, get_json, ready_seconds
 from waiting import eventually
 
 pytestmark = pytest.mark.realnode
@@ -512,3 +512,9 @@ def test_figures_apply_to_first_token_against_the_same_pod_started_by_hand(
     FIGURES["llama.cpp apply -> first token: InferenceService via gateway / same pod by hand"] = (
         f"{through_aima:.1f} / {by_hand:.1f} s"
     )
+
+
+def test_llama_cpp_runs_as_its_user_on_a_read_only_root(real_cluster: ControlPlane, llama: str) -> None:
+    """The catalog's security defaults hold for the real engine: it loads and serves as user
+    65532 with a read-only root filesystem, writing only under HOME (an emptyDir)."""
+    assert_runs_locked_down(real_cluster, the_pod(real_cluster, f"aima.dev/inference-service={llama}"))

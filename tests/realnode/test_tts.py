@@ -18,12 +18,13 @@ import openai
 import pytest
 import yaml
 from suite import FIGURES, KOKORO_REPO, SERVING_NAMESPACE
+from test_llama_cpp import the_pod
 
 from aima_testenv import ControlPlane
 from aima_testenv.binaries import REPO_ROOT
 from aima_testenv.chart import Release
 from aima_testenv.models import KOKORO_SAMPLES_PER_PHONEME
-from reads import condition, get_json, ready_seconds
+from reads import assert_runs_locked_down, condition, get_json, ready_seconds
 from waiting import eventually
 
 pytestmark = pytest.mark.realnode
@@ -126,3 +127,9 @@ def test_a_voice_the_model_lacks_is_refused_with_the_engines_reason(
         speak(client, "Hello.", voice="zz_nobody")
     assert 400 <= refused.value.status_code < 500
     assert "zz_nobody" in str(refused.value.body)
+
+
+def test_fastkokoro_runs_as_its_user_on_a_read_only_root(real_cluster: ControlPlane, kokoro: str) -> None:
+    """The catalog's security defaults hold for the real engine: it loads and serves as user
+    65532 with a read-only root filesystem, writing only under HOME (an emptyDir)."""
+    assert_runs_locked_down(real_cluster, the_pod(real_cluster, f"aima.dev/inference-service={kokoro}"))

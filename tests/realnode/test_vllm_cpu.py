@@ -27,7 +27,7 @@ from aima_testenv.binaries import REPO_ROOT
 from aima_testenv.chart import Release
 from aima_testenv.models import write_tiny_llama_safetensors
 from aima_testenv.realnode import NODE_LABEL
-from reads import condition, get_json, ready_seconds
+from reads import assert_runs_locked_down, condition, get_json, ready_seconds
 from waiting import eventually
 
 pytestmark = pytest.mark.realnode
@@ -296,3 +296,9 @@ def checker_pod(image: str, folder: Path) -> dict[str, Any]:
             "volumes": [{"name": "check", "hostPath": {"path": str(folder), "type": "Directory"}}],
         },
     }
+
+
+def test_vllm_runs_as_its_user_on_a_read_only_root(real_cluster: ControlPlane, vllm: str) -> None:
+    """The catalog's security defaults hold for the real engine: it loads and serves as user
+    65532 with a read-only root filesystem, writing only under HOME (an emptyDir)."""
+    assert_runs_locked_down(real_cluster, the_pod(real_cluster, f"aima.dev/inference-service={vllm}"))

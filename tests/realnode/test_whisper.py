@@ -12,11 +12,12 @@ from typing import Any
 import openai
 import pytest
 from suite import FIGURES, SERVING_NAMESPACE, WHISPER_REPO
+from test_llama_cpp import the_pod
 
 from aima_testenv import ControlPlane
 from aima_testenv.chart import Release
 from aima_testenv.engines import wav_bytes
-from reads import get_json, ready_seconds
+from reads import assert_runs_locked_down, get_json, ready_seconds
 
 pytestmark = pytest.mark.realnode
 
@@ -105,3 +106,9 @@ def test_whisper_answers_verbose_json_with_the_language_it_detected(
     assert transcript.language == "en"
     assert transcript.text.strip() == "hello world"
     assert [round(s.end, 2) for s in transcript.segments or []] == [1.0]
+
+
+def test_whisper_runs_as_its_user_on_a_read_only_root(real_cluster: ControlPlane, whisper: str) -> None:
+    """The catalog's security defaults hold for the real engine: it loads and serves as user
+    65532 with a read-only root filesystem, writing only under HOME (an emptyDir)."""
+    assert_runs_locked_down(real_cluster, the_pod(real_cluster, f"aima.dev/inference-service={whisper}"))

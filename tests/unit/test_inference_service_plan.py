@@ -8,8 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from aima.api.common import Keys
+from aima.api.engine import EngineSecurity
 from aima.api.network import LabelSelector, NetworkPolicyPeer
 from aima.catalog import load_catalog
 from aima.domain import capacity, network_policy
@@ -261,13 +263,17 @@ def test_gpu_deployment_is_complete() -> None:
             model(fmt="GGUF"),
             lambda pod: {"name": "shm", "emptyDir": {"medium": "Memory"}} in pod["volumes"],
         ),
-        ({"resources": {"gpus": 1}}, model(fmt="GGUF"), lambda pod: len(pod["volumes"]) == 1),
+        (
+            {"resources": {"gpus": 1}},
+            model(fmt="GGUF"),
+            lambda pod: [v["name"] for v in pod["volumes"]] == ["model", "writable-0"],
+        ),
         (
             {"resources": {"requests": {"memory": "100Gi"}}},
             model(),
             lambda pod: "memory" not in pod["containers"][0]["resources"]["limits"],
         ),
-        ({}, model(), lambda pod: "runAsNonRoot" not in pod["securityContext"]),
+        ({}, model(), lambda pod: pod["securityContext"]["runAsNonRoot"] is True),
         (
             {"scheduling": {"tolerations": [{"key": "team", "value": "a"}]}},
             model(),
@@ -280,7 +286,7 @@ def test_gpu_deployment_is_complete() -> None:
         "multi-gpu gets an unsized memory shm",
         "single gpu without a declared size gets no shm",
         "a larger memory request drops the engine's smaller limit",
-        "root unless the engine names a uid",
+        "non-root unless the engine says otherwise",
         "spec tolerations follow the gpu one",
     ],
 )
@@ -289,12 +295,52 @@ def test_pod_template(spec: dict[str, Any], the_model: dict[str, Any], check: An
     assert check(deployment_of(result)["spec"]["template"]["spec"])
 
 
-def test_an_engine_with_a_uid_runs_non_root() -> None:
-    engines = [e | {"metadata": e["metadata"] | {"annotations": {Keys.RUN_AS_USER: "1000"}}} for e in ENGINES]
+def _pod_with_security(security: dict[str, Any]) -> dict[str, Any]:
+    engines = [e | {"spec": e["spec"] | {"security": security}} for e in ENGINES]
     result = planned(service(), observed=observed(engines=engines))
-    context = deployment_of(result)["spec"]["template"]["spec"]["securityContext"]
-    assert context["runAsNonRoot"] is True
-    assert context["runAsUser"] == 1000
+    pod: dict[str, Any] = deployment_of(result)["spec"]["template"]["spec"]
+    return pod
+
+
+def test_engine_pods_run_non_root_with_a_read_only_root_and_a_writable_home_by_default() -> None:
+    pod = _pod_with_security({})
+    (container,) = pod["containers"]
+    assert pod["securityContext"] | {"seccompProfile": None} == {
+        "seccompProfile": None,
+        "runAsNonRoot": True,
+        "runAsUser": 65532,
+        "runAsGroup": 65532,
+        "fsGroup": 65532,
+        "fsGroupChangePolicy": "OnRootMismatch",
+    }
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert {"name": "writable-0", "mountPath": "/tmp"} in container["volumeMounts"]
+    assert {"name": "writable-0", "emptyDir": {}} in pod["volumes"]
+    assert {"name": "HOME", "value": "/tmp"} in container["env"]
+
+
+def test_an_engine_names_its_user_and_where_it_writes() -> None:
+    pod = _pod_with_security({"runAsUser": 1000, "writablePaths": ["/cache", "/tmp"]})
+    (container,) = pod["containers"]
+    assert pod["securityContext"]["runAsUser"] == pod["securityContext"]["fsGroup"] == 1000
+    mounts = [m["mountPath"] for m in container["volumeMounts"]]
+    assert mounts[-2:] == ["/cache", "/tmp"]
+    assert {"name": "HOME", "value": "/cache"} in container["env"]
+
+
+def test_an_engine_that_cannot_run_otherwise_runs_as_root_with_a_writable_root() -> None:
+    pod = _pod_with_security({"runAsUser": 0, "readOnlyRootFilesystem": False, "writablePaths": []})
+    (container,) = pod["containers"]
+    assert "runAsNonRoot" not in pod["securityContext"]
+    assert pod["securityContext"]["runAsUser"] == 0
+    assert container["securityContext"]["readOnlyRootFilesystem"] is False
+    assert not any(e["name"] == "HOME" for e in container.get("env", []))
+
+
+@pytest.mark.parametrize("path", ["tmp", "/tmp/../etc", "/./x", "/a//b", "/"])
+def test_a_writable_path_that_could_climb_out_is_refused(path: str) -> None:
+    with pytest.raises(ValidationError, match=r"writablePaths|writable_paths"):
+        EngineSecurity.model_validate({"writablePaths": [path]})
 
 
 def test_engine_pods_say_where_their_metrics_are_only_when_the_engine_serves_them() -> None:

@@ -65,8 +65,6 @@ class Keys:
     PIPELINE_RUN: Final = "aima.dev/pipeline-run"
     CATALOG: Final = "aima.dev/catalog"
     """Set on objects the operator installs from the catalog, so users can tell them from their own."""
-    RUN_AS_USER: Final = "aima.dev/run-as-user"
-    """Annotation on an Engine: a non-root UID its image runs as; its pods then run with runAsNonRoot."""
     METRICS_PATH: Final = "aima.dev/metrics-path"
     """Annotation on an engine pod: the path of its Prometheus metrics (the Engine's metricsPath)."""
     ROLLOUT_HALTED: Final = "aima.dev/rollout-halted"

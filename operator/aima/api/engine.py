@@ -39,6 +39,7 @@ __all__ = [
     "EngineArgsStyle",
     "EngineHealth",
     "EngineResources",
+    "EngineSecurity",
     "EngineSpec",
     "EngineStatus",
     "EngineVariant",
@@ -164,6 +165,37 @@ class EngineResources(ApiModel):
     """Size of the /dev/shm memory volume; PyTorch engines need more than the container default."""
 
 
+WritablePath = Annotated[
+    str,
+    Field(
+        max_length=256,
+        # Each segment starts with a letter, digit, _ or -: no '.' or '..' segment climbs out.
+        pattern=r"^(/[A-Za-z0-9_-][A-Za-z0-9._-]*)+$",
+    ),
+]
+"""An absolute directory in the engine's container, such as /tmp."""
+
+
+class EngineSecurity(ApiModel):
+    """How the engine's container runs. The defaults lock it down: a user other than root, a root
+    filesystem it cannot write, and empty directories only where it must write."""
+
+    run_as_user: int = Field(default=65532, ge=0, le=2147483647)
+    """The user (and group) the engine runs as. Most engines run as any user, given a writable
+    HOME; name the image's own user for an image whose files only that user reads, and 0 (root)
+    only for an engine that cannot run otherwise."""
+    read_only_root_filesystem: bool = True
+    """Whether the container's root filesystem is read-only: an engine broken into cannot change
+    its own programs."""
+    writable_paths: list[WritablePath] = Field(
+        default=["/tmp"],  # noqa: S108 (a mount point inside the container, not a temporary file)
+        max_length=8,
+        json_schema_extra={"x-kubernetes-list-type": "set"},
+    )
+    """Empty directories mounted writable, for caches and temporary files; they live as long as the
+    pod. HOME is the first of them unless the Engine or the service sets HOME."""
+
+
 class AdapterApi(StrEnum):
     """The HTTP API an engine loads and unloads LoRA adapters through."""
 
@@ -198,6 +230,13 @@ class EngineSpec(ApiModel):
                     "self.variants.all(v, self.variants.exists_one(w, w.name == v.name))",
                     "variant names must be unique",
                     field_path=".variants",
+                ),
+                cel(
+                    "!has(self.security.writablePaths) || !self.security.writablePaths.exists(p,"
+                    " p == self.modelMountPath || p == '/dev/shm')",
+                    "security.writablePaths must not name modelMountPath or /dev/shm: they have their own"
+                    " volumes",
+                    field_path=".security.writablePaths",
                 ),
             ]
         }
@@ -253,6 +292,8 @@ class EngineSpec(ApiModel):
     """Where the model volume is mounted in the container; model.path lies under it."""
     resources: EngineResources = EngineResources()
     """Default resources per replica."""
+    security: EngineSecurity = EngineSecurity()
+    """The user the engine runs as and what it may write."""
     engine_args_style: EngineArgsStyle = EngineArgsStyle.FLAGS
     """How an InferenceService's engineArgs are passed: Flags (--key=value), FlagAndValue (--key value)
     or Unsupported."""

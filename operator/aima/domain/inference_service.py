@@ -38,6 +38,7 @@ COMPONENT = "inference-service"
 _MODEL_VOLUME = "model"
 _SHM_VOLUME = "shm"
 _SHM_PATH = "/dev/shm"  # noqa: S108 (a mount point inside the container, not a temporary file)
+_WRITABLE_VOLUME = "writable-{index}"
 _PROGRESS_HEADROOM_SECONDS = 600
 _SHUTDOWN_SECONDS = 30
 """What an engine gets after SIGTERM, past its drain, to exit before the kubelet kills it."""
@@ -337,7 +338,9 @@ def _container(
     args = engine_args.render_args(templates, engine=name, context=context)
     args += engine_args.render_flags(service.spec.engine_args, style=spec.engine_args_style, engine=name)
     env_templates = spec.env | variant.env | (adapters.env if adapters else {})
-    env = engine_args.render_env(env_templates, engine=name, context=context) | service.spec.env
+    env = (
+        _home(engine) | engine_args.render_env(env_templates, engine=name, context=context) | service.spec.env
+    )
     probe = {
         "httpGet": {"path": spec.health.path, "port": "http"},
         "periodSeconds": spec.health.period_seconds,
@@ -367,9 +370,20 @@ def _container(
             # The kubelet copies the last log lines into the termination message; status shows them.
             "terminationMessagePolicy": "FallbackToLogsOnError",
             "lifecycle": _drain(engine),
-            "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
+            "securityContext": {
+                "allowPrivilegeEscalation": False,
+                "capabilities": {"drop": ["ALL"]},
+                "readOnlyRootFilesystem": spec.security.read_only_root_filesystem,
+            },
         }
     )
+
+
+def _home(engine: Engine) -> dict[str, str]:
+    """HOME in the first writable directory: the engine's user has no home in the image, and
+    engines write their caches under HOME (~/.cache, ~/.config, ~/.triton)."""
+    paths = engine.spec.security.writable_paths
+    return {"HOME": paths[0]} if paths else {}
 
 
 def _drain(engine: Engine) -> Body | None:
@@ -410,6 +424,8 @@ def _mounts(engine: Engine, *, service: InferenceService, gpus: int) -> list[Bod
     mounts = [{"name": _MODEL_VOLUME, "mountPath": engine.spec.model_mount_path, "readOnly": True}]
     if _shared_memory(service, engine=engine, gpus=gpus) is not None:
         mounts.append({"name": _SHM_VOLUME, "mountPath": _SHM_PATH})
+    for index, path in enumerate(engine.spec.security.writable_paths):
+        mounts.append({"name": _WRITABLE_VOLUME.format(index=index), "mountPath": path})
     return mounts
 
 
@@ -420,6 +436,8 @@ def _volumes(service: InferenceService, *, model: Model, engine: Engine, gpus: i
     ]
     if (shm := _shared_memory(service, engine=engine, gpus=gpus)) is not None:
         volumes.append({"name": _SHM_VOLUME, "emptyDir": shm})
+    for index in range(len(engine.spec.security.writable_paths)):
+        volumes.append({"name": _WRITABLE_VOLUME.format(index=index), "emptyDir": {}})
     return volumes
 
 
@@ -439,11 +457,13 @@ def _tolerations(service: InferenceService, *, gpus: int) -> list[Body]:
 
 
 def _pod_security(engine: Engine) -> Body:
-    """RuntimeDefault seccomp always; non-root when the Engine names a UID its image runs as."""
-    context: Body = {"seccompProfile": {"type": "RuntimeDefault"}}
-    uid = engine.metadata.annotations.get(Keys.RUN_AS_USER, "")
-    if uid.isdigit() and int(uid) > 0:
-        context |= {"runAsNonRoot": True, "runAsUser": int(uid), "runAsGroup": int(uid), "fsGroup": int(uid)}
+    """RuntimeDefault seccomp, and the Engine's user: the kubelet refuses to start a non-root pod as
+    root, and fsGroup lets that user read the model volume."""
+    uid = engine.spec.security.run_as_user
+    context: Body = {"seccompProfile": {"type": "RuntimeDefault"}, "runAsUser": uid, "runAsGroup": uid}
+    if uid > 0:
+        # OnRootMismatch: the kubelet walks a large model volume only when its top is not ours yet.
+        context |= {"runAsNonRoot": True, "fsGroup": uid, "fsGroupChangePolicy": "OnRootMismatch"}
     return context
 
 
