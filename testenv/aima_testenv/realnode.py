@@ -209,6 +209,7 @@ state = "{self.socket.parent / "state"}"
             self._ensure_room_for(self.images.archives[name])
             with self.images.archives[name].open("rb") as archive:
                 self._ctr("images", "import", "-", stdin=archive, timeout=900)
+            present.add(reference)  # one image may serve several names (vLLM's holds infinity too)
 
     def _ensure_room_for(self, archive: Path) -> None:
         # An import holds the layers twice (content store and unpacked snapshot); failing here names

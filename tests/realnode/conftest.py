@@ -17,6 +17,7 @@ import openai
 import pytest
 from suite import (
     BROKEN_LORA_REPO,
+    EMBEDDER_REPO,
     FIGURES,
     HUB_NAMESPACE,
     HUB_REPO,
@@ -24,6 +25,7 @@ from suite import (
     KOKORO_REPO,
     LORA_REPO,
     PLATFORM_NAMESPACE,
+    RERANKER_REPO,
     SERVICE,
     SERVING_NAMESPACE,
     VLLM_REPO,
@@ -33,6 +35,8 @@ from suite import (
 from aima_testenv import ControlPlane, ensure_binaries, nodes
 from aima_testenv.chart import RESTRICTED, Release, install
 from aima_testenv.models import (
+    write_tiny_bert_embedder,
+    write_tiny_bert_reranker,
     write_tiny_kokoro_onnx,
     write_tiny_llama_gguf,
     write_tiny_llama_lora,
@@ -65,9 +69,10 @@ def aima_image(real_cluster: ControlPlane) -> str:
 @pytest.fixture(scope="session")
 def hub_url(real_cluster: ControlPlane, aima_image: str) -> str:
     """A fake Hugging Face Hub running as a pod (the project image's Python and the tests' fake,
-    mounted from a ConfigMap), serving four repositories (48 MiB of noise named SafeTensors beside a
-    tiny LLM in GGUF, the same tiny LLM in SafeTensors for vLLM, a tiny Whisper for CTranslate2, a
-    tiny Kokoro in ONNX) slowly enough to watch progress."""
+    mounted from a ConfigMap), serving its repositories (48 MiB of noise named SafeTensors beside a
+    tiny LLM in GGUF, the same tiny LLM in SafeTensors for vLLM with its LoRAs, a tiny Whisper for
+    CTranslate2, a tiny Kokoro in ONNX, a tiny BERT embedder and reranker for infinity) slowly enough
+    to watch progress."""
     served = real_cluster.workdir / "hub"
     llm, whisper = served / "tiny-llm", served / "tiny-whisper"
     generate_file(llm / "model.safetensors", HUB_WEIGHTS_BYTES, seed=11)
@@ -80,6 +85,8 @@ def hub_url(real_cluster: ControlPlane, aima_image: str) -> str:
     write_tiny_whisper_ct2(whisper)
     write_tiny_llama_safetensors(served / "tiny-vllm")
     write_tiny_kokoro_onnx(served / "tiny-kokoro")
+    write_tiny_bert_embedder(served / "tiny-bert-embedder")
+    write_tiny_bert_reranker(served / "tiny-bert-reranker")
     write_tiny_llama_lora(served / "sql-lora", base=VLLM_REPO)
     write_tiny_llama_lora(served / "rank128-lora", base=VLLM_REPO, rank=128)
     code = {name: (FAKES / name).read_text() for name in ("__init__.py", "hub.py", "serving.py")}
@@ -116,6 +123,8 @@ def hub_url(real_cluster: ControlPlane, aima_image: str) -> str:
                                         f"{WHISPER_REPO}=/served/tiny-whisper",
                                         f"{VLLM_REPO}=/served/tiny-vllm",
                                         f"{KOKORO_REPO}=/served/tiny-kokoro",
+                                        f"{EMBEDDER_REPO}=/served/tiny-bert-embedder",
+                                        f"{RERANKER_REPO}=/served/tiny-bert-reranker",
                                         f"{LORA_REPO}=/served/sql-lora",
                                         f"{BROKEN_LORA_REPO}=/served/rank128-lora",
                                     ],
