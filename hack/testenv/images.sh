@@ -179,6 +179,30 @@ have local-path-provisioner "$provisioner_ref" || {
   from_scratch "$provisioner_ref" 0:0 "$bin_dir/local-path-provisioner" && save local-path-provisioner "$provisioner_ref"
 }
 
+# -- kube-network-policies: the node's NetworkPolicy enforcer, static Go on scratch --------------
+# The bridge CNI enforces no NetworkPolicy; this daemon does, from nftables rules that send each
+# new connection of a selected pod to an nfqueue. These kernels lack the nft queue expression, so
+# the module from the Go module proxy is patched to use the xtables NFQUEUE target (nft_compat).
+netpol_version=v0.8.0
+netpol_patch="$here/kube-network-policies-nfqueue.patch"
+netpol_ref="localhost/kube-network-policies:$(printf '%s\n%s\n%s\nv1' "$netpol_version" "$(sha256sum <"$netpol_patch")" "$(go env GOVERSION)" | key_of)"
+if ! have kube-network-policies "$netpol_ref"; then
+  log "building kube-network-policies $netpol_version (about 3 minutes on 2 cores)"
+  netpol_dir=$(mktemp -d "$cache/netpol.XXXXXX")
+  # A scratch module whose replace points at a patched copy of the module's source.
+  (cd "$netpol_dir" && export GOFLAGS=-mod=mod GOTOOLCHAIN=local CGO_ENABLED=0 &&
+    source_dir=$(go mod download -json "sigs.k8s.io/kube-network-policies@$netpol_version" |
+      python3 -c 'import json, sys; print(json.load(sys.stdin)["Dir"])') &&
+    cp -r "$source_dir" module && chmod -R u+w module && patch -s -p1 -d module <"$netpol_patch" &&
+    go mod init aima.local/testenv/netpol && go mod edit -replace sigs.k8s.io/kube-network-policies=./module &&
+    go get -tool "sigs.k8s.io/kube-network-policies/cmd@$netpol_version" &&
+    go build -trimpath -ldflags "-s -w" -o "$netpol_dir/kube-network-policies" sigs.k8s.io/kube-network-policies/cmd) \
+    >"$netpol_dir.log" 2>&1 || { tail -n 30 "$netpol_dir.log" >&2; exit 1; }
+  from_scratch "$netpol_ref" 0:0 "$netpol_dir/kube-network-policies"
+  rm -rf "$netpol_dir" "$netpol_dir.log"
+  save kube-network-policies "$netpol_ref"
+fi
+
 # -- llama.cpp's server: compiled once per version from the sdist on the package index --------
 # Portable (no -march=native: the cache may move to another CPU), static llama libraries, no
 # OpenMP, curl, OpenSSL or web UI (nothing to fetch at build or run time).

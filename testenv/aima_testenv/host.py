@@ -1,6 +1,6 @@
 """What a real node changes on its host, read and undone: the checks before it starts (each failure
 names the missing part and the command that adds it) and the clean-up after it stops (mounts,
-network namespaces, the bridge, iptables chains, cgroups, sysctls).
+network namespaces, the bridge, iptables chains, nftables tables, cgroups, sysctls).
 
 Only one real node fits a machine: the kubelet's ports, kube-proxy's chains, the bridge and the
 kubepods cgroups are host-wide, so a lock file keeps a second one out.
@@ -20,12 +20,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-_APT_PACKAGES = "containerd runc containernetworking-plugins iptables iproute2 conntrack"
+_APT_PACKAGES = "containerd runc containernetworking-plugins iptables nftables iproute2 conntrack"
 _FIX = f"apt-get install -y {_APT_PACKAGES}"
 CNI_BIN_DIR = Path("/usr/lib/cni")
 NETNS_DIR = Path("/run/netns")
 CHAIN_PREFIXES = ("KUBE-", "CNI-")
 SYSCTLS = ("net/ipv4/ip_forward", "net/bridge/bridge-nf-call-iptables")
+_IPTABLES_TABLES = frozenset({"filter", "nat", "mangle", "raw", "security"})
 _LOCK_PATH = Path("/run/aima-real-node.lock")
 
 
@@ -42,6 +43,7 @@ def check_prerequisites(kubelet_ports: Iterable[int]) -> None:
         ("containerd", "containerd"),
         ("runc", "runc"),
         ("iptables", "iptables"),
+        ("nft", "nftables"),
         ("ip", "iproute2"),
         ("ctr", "containerd"),
     ):
@@ -117,6 +119,7 @@ class Snapshot:
     netns: frozenset[str]
     links: frozenset[str]
     chains: frozenset[str]
+    nft_tables: frozenset[str]
     sysctls: tuple[tuple[str, str], ...]
 
     def added_since(self, before: Snapshot) -> dict[str, list[str]]:
@@ -126,6 +129,7 @@ class Snapshot:
             "network namespaces": sorted(self.netns - before.netns),
             "links": sorted(self.links - before.links),
             "iptables chains": sorted(self.chains - before.chains),
+            "nftables tables": sorted(self.nft_tables - before.nft_tables),
             "sysctls": sorted(f"{k}={v}" for k, v in set(self.sysctls) - set(before.sysctls)),
         }
 
@@ -137,6 +141,7 @@ def snapshot() -> Snapshot:
         netns=frozenset(p.name for p in NETNS_DIR.iterdir()) if NETNS_DIR.is_dir() else frozenset(),
         links=frozenset(p.name for p in Path("/sys/class/net").iterdir()),
         chains=frozenset(_chains()),
+        nft_tables=frozenset(_nft_tables()),
         sysctls=tuple((name, _read_sysctl(name)) for name in SYSCTLS),
     )
 
@@ -166,6 +171,30 @@ def _chains() -> list[str]:
                 if policy != "ACCEPT":
                     chains.append(f"{program}/{table}/{name}")
     return chains
+
+
+def _nft_tables() -> list[str]:
+    """The host's nftables tables as "family name", but for iptables-nft's (``_chains`` reads those)."""
+    result = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True, check=False)
+    tables: list[str] = []
+    for line in result.stdout.splitlines():
+        _, family, name = line.split()  # "table inet kube-network-policies"
+        if not (family in ("ip", "ip6") and name in _IPTABLES_TABLES):
+            tables.append(f"{family} {name}")
+    return tables
+
+
+def nft_table(table: str) -> str:
+    """The rules of one nftables table ("family name") as `nft list` prints them; "" when absent."""
+    result = subprocess.run(
+        ["nft", "list", "table", *table.split()], capture_output=True, text=True, check=False
+    )
+    return result.stdout if result.returncode == 0 else ""
+
+
+def delete_nft_table(table: str) -> None:
+    """Delete one nftables table ("family name") if it exists."""
+    subprocess.run(["nft", "delete", "table", *table.split()], capture_output=True, check=False)
 
 
 def restore(before: Snapshot, *, folders: Iterable[Path], bridge: str) -> None:

@@ -1,6 +1,6 @@
 """A real node joined to the local control plane, beside the kwok nodes: containerd with runc, a
-kubelet and kube-proxy as host processes, a CNI bridge, and CoreDNS and the local-path provisioner
-as pods, running the images ``hack/testenv/images.sh`` built with no registry.
+kubelet and kube-proxy as host processes, a CNI bridge, and CoreDNS, the local-path provisioner and
+a NetworkPolicy enforcer as pods, running the images ``hack/testenv/images.sh`` built with no registry.
 
 Only one fits a machine (see ``aima_testenv.host``); ``stop()`` leaves the host as it found it.
 """
@@ -99,6 +99,8 @@ class RealNode:
         self._lock = host.take_lock()
         try:
             host.check_prerequisites(_KUBELET_PORTS)
+            # A table a killed run left would pass for the new enforcer's and drop the new pods' packets.
+            host.delete_nft_table(system_pods.ENFORCER_TABLE)
             self._before = host.snapshot()
             self.folder.mkdir(parents=True, exist_ok=True)
             self._start_containerd()
@@ -108,6 +110,7 @@ class RealNode:
             self._wait_for("the real node to be Ready", self._node_ready)
             self.plane.apply(system_pods.manifests(self.images, volumes=self.folder / "volumes"))
             self._wait_for("CoreDNS and the local-path provisioner to be Ready", self._system_pods_ready)
+            self._wait_for_enforcer()
         except BaseException:
             self.stop()
             raise
@@ -328,6 +331,26 @@ state = "{self.socket.parent / "state"}"
                 return False
         return True
 
+    def _wait_for_enforcer(self) -> None:
+        """Wait until the NetworkPolicy enforcer's rules are in the host's nftables: until then every
+        policy is only a stored object. A timeout ends with its pod's log."""
+        rule = f"queue num {system_pods.ENFORCER_QUEUE}"
+        try:
+            self._wait_for(
+                "the NetworkPolicy enforcer's nftables rules",
+                lambda: rule in host.nft_table(system_pods.ENFORCER_TABLE),
+            )
+        except RealNodeError as error:
+            logs = self.plane.kubectl(
+                "logs",
+                "-n",
+                system_pods.DNS_NAMESPACE,
+                f"daemonset/{system_pods.ENFORCER}",
+                "--tail=30",
+                check=False,
+            )
+            raise RealNodeError(f"{error}\n--- {system_pods.ENFORCER}\n{logs.stdout}{logs.stderr}") from error
+
     def _wait_for(self, what: str, check: Callable[[], bool]) -> None:
         try:
             processes.wait_until(what, check, components=self.components, timeout=_READY_TIMEOUT_SECONDS)
@@ -353,7 +376,7 @@ state = "{self.socket.parent / "state"}"
 
     def stop(self) -> None:
         """Delete the pods (so CNI releases their networks), stop every process, then undo what is
-        left on the host: mounts, namespaces, the bridge, chains, cgroups, sysctls."""
+        left on the host: mounts, namespaces, the bridge, chains, the enforcer's table, cgroups, sysctls."""
         if self._before is not None:
             self._tear_down(self._before)
             self._before = None
@@ -364,6 +387,10 @@ state = "{self.socket.parent / "state"}"
     def _tear_down(self, before: host.Snapshot) -> None:
         # Teardown goes on whatever fails: a control plane already gone only means no pod to delete.
         with contextlib.suppress(Exception):
+            # Its controller would start the enforcer's pod again as soon as it is deleted.
+            self.plane.kubectl(
+                "delete", "daemonset", system_pods.ENFORCER, "-n", system_pods.DNS_NAMESPACE, "--wait=false"
+            )
             self._delete_pods()
         by_name = {c.name: c for c in self.components}
         if "kube-proxy" in by_name:
@@ -382,6 +409,8 @@ state = "{self.socket.parent / "state"}"
                 processes.kill(pid)
         self.components.clear()
         host.restore(before, folders=[self.folder, self.runtime_root, self.socket.parent], bridge=BRIDGE)
+        # The enforcer, stopped by SIGTERM, leaves its table (it cleans up only on SIGINT).
+        host.delete_nft_table(system_pods.ENFORCER_TABLE)
         host.remove_cgroups("kubepods")
 
     def _delete_pods(self) -> None:

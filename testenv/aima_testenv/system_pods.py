@@ -1,5 +1,6 @@
 """The real node's own system pods (pure: manifests only): CoreDNS for cluster.local, forwarding
-nothing (these hosts reach no outside DNS), and the local-path provisioner for dynamic PVCs."""
+nothing (these hosts reach no outside DNS), the local-path provisioner for dynamic PVCs, and
+kube-network-policies, which enforces NetworkPolicy (the bridge CNI does not)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,12 @@ DNS_NAMESPACE = "kube-system"
 STORAGE_NAMESPACE = "local-path-storage"
 STORAGE_CLASS = "local-path"
 DEPLOYMENTS = ((DNS_NAMESPACE, "coredns"), (STORAGE_NAMESPACE, "local-path-provisioner"))
+ENFORCER = "kube-network-policies"
+"""The NetworkPolicy enforcer: its image, and its DaemonSet in DNS_NAMESPACE."""
+ENFORCER_TABLE = "inet kube-network-policies"
+"""The nftables table it keeps on the host."""
+ENFORCER_QUEUE = 100
+"""The nfqueue its table sends the new connections of selected pods to, for its verdict."""
 _DNS_PORT = 1053  # above 1024, so CoreDNS runs as non-root; the Service maps 53 to it
 _COREFILE = f""".:{_DNS_PORT} {{
     errors
@@ -42,6 +49,7 @@ def manifests(images: Images, *, volumes: Path) -> list[dict[str, Any]]:
     return [
         *_coredns(images["coredns"]),
         *_local_path(images["local-path-provisioner"], images["base"], volumes),
+        *_enforcer(images[ENFORCER]),
     ]
 
 
@@ -210,5 +218,59 @@ def _local_path(image: str, helper_image: str, volumes: Path) -> list[dict[str, 
             "provisioner": "rancher.io/local-path",
             "volumeBindingMode": "WaitForFirstConsumer",
             "reclaimPolicy": "Delete",
+        },
+    ]
+
+
+def _enforcer(image: str) -> list[dict[str, Any]]:
+    """kube-network-policies as its own install.yaml runs it: a DaemonSet in the host's network
+    namespace with NET_ADMIN, for its nftables rules and the nfqueue it decides packets from."""
+    rules = [
+        {"apiGroups": [""], "resources": ["pods", "namespaces"], "verbs": ["list", "watch"]},
+        {"apiGroups": ["networking.k8s.io"], "resources": ["networkpolicies"], "verbs": ["list", "watch"]},
+    ]
+    labels = {"app": ENFORCER}
+    args = [
+        "--hostname-override=$(NODE_NAME)",
+        f"--nfqueue-id={ENFORCER_QUEUE}",
+        # Kernels from 6.12 on have the conntrack fix this works around. (containerd 1.6 runs no NRI:
+        # its plugin logs that it cannot connect and exits; v0.8.0's --disable-nri is not wired up.)
+        "--netfilter-bug-1766-fix=false",
+        # Its metrics on loopback only: in the host's network, any other address is the host's.
+        "--metrics-bind-address=127.0.0.1:0",
+        "--v=1",
+    ]
+    pod = {
+        "serviceAccountName": ENFORCER,
+        "hostNetwork": True,
+        "dnsPolicy": "Default",
+        "nodeSelector": _ON_REAL_NODE,
+        "priorityClassName": "system-node-critical",
+        "tolerations": [{"operator": "Exists"}],
+        "containers": [
+            {
+                "name": ENFORCER,
+                "image": image,
+                "imagePullPolicy": "Never",
+                "args": args,
+                "env": [{"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}}],
+                "securityContext": {
+                    "allowPrivilegeEscalation": False,
+                    "readOnlyRootFilesystem": True,
+                    "capabilities": {"drop": ["ALL"], "add": ["NET_ADMIN"]},
+                },
+            }
+        ],
+    }
+    return [
+        *_cluster_role_binding(ENFORCER, DNS_NAMESPACE, rules),
+        {
+            "apiVersion": "apps/v1",
+            "kind": "DaemonSet",
+            "metadata": {"name": ENFORCER, "namespace": DNS_NAMESPACE, "labels": labels},
+            "spec": {
+                "selector": {"matchLabels": labels},
+                "template": {"metadata": {"labels": labels}, "spec": pod},
+            },
         },
     ]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -65,8 +66,11 @@ def service(name: str) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def infinity(real_cluster: ControlPlane, platform: Release, downloaded: dict[str, Any]) -> dict[str, str]:
-    """Both services Ready: the embedder and the reranker, each its own infinity pod."""
+def infinity(
+    real_cluster: ControlPlane, platform: Release, downloaded: dict[str, Any]
+) -> Iterator[dict[str, str]]:
+    """Both services Ready: the embedder and the reranker, each its own infinity pod; deleted after
+    the module, since the 2-core node has no CPU to spare for the later modules' pods."""
     assert real_cluster.real_node is not None
     real_cluster.apply(
         [
@@ -88,7 +92,8 @@ def infinity(real_cluster: ControlPlane, platform: Release, downloaded: dict[str
         FIGURES[f"infinity InferenceService apply -> Ready ({name}, both started together)"] = (
             f"{seconds:.1f} s"
         )
-    return {"embedder": f"{SERVING_NAMESPACE}/{EMBEDDER}", "reranker": f"{SERVING_NAMESPACE}/{RERANKER}"}
+    yield {"embedder": f"{SERVING_NAMESPACE}/{EMBEDDER}", "reranker": f"{SERVING_NAMESPACE}/{RERANKER}"}
+    real_cluster.kubectl("delete", "isvc", EMBEDDER, RERANKER, "-n", SERVING_NAMESPACE, "--timeout=120s")
 
 
 def test_infinity_embeds_texts_through_the_gateway(client: openai.OpenAI, infinity: dict[str, str]) -> None:

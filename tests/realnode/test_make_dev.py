@@ -79,6 +79,7 @@ def test_make_dev_serves_the_sample_with_llama_cpp_on_the_real_node(tmp_path: Pa
         "network namespaces": [],
         "links": [],
         "iptables chains": [],
+        "nftables tables": [],
         "sysctls": [],
     }
     left = subprocess.run(

@@ -1,6 +1,6 @@
 """Stopping the real node leaves the host as it found it: no process of the node, no mount, network
-namespace, bridge, iptables chain or changed sysctl. Runs last (see conftest.py): it stops the node
-the session shares."""
+namespace, bridge, iptables chain, nftables table (the NetworkPolicy enforcer's) or changed sysctl.
+Runs last (see conftest.py): it stops the node the session shares."""
 
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ def test_stopping_the_node_leaves_nothing_behind(real_cluster: ControlPlane) -> 
         "network namespaces": [],
         "links": [],
         "iptables chains": [],
+        "nftables tables": [],
         "sysctls": [],
     }
     assert BRIDGE not in after.links

@@ -99,18 +99,19 @@ def test_the_kubelet_client_certificate_names_the_node_in_the_nodes_group(tmp_pa
     assert cert.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)[0].value == "system:nodes"
 
 
-def test_system_pods_keep_dns_and_volumes_on_the_real_node(tmp_path: Path) -> None:
-    images = Images(
-        references={name: f"localhost/{name}:k" for name in ("coredns", "local-path-provisioner", "base")},
-        archives={},
-    )
+def test_system_pods_keep_dns_volumes_and_the_policy_enforcer_on_the_real_node(tmp_path: Path) -> None:
+    names = ("coredns", "local-path-provisioner", "base", system_pods.ENFORCER)
+    images = Images(references={name: f"localhost/{name}:k" for name in names}, archives={})
     objects = system_pods.manifests(images, volumes=tmp_path / "volumes")
     deployments = [o for o in objects if o["kind"] == "Deployment"]
     assert {(d["metadata"]["namespace"], d["metadata"]["name"]) for d in deployments} == set(
         system_pods.DEPLOYMENTS
     )
-    for deployment in deployments:
-        assert deployment["spec"]["template"]["spec"]["nodeSelector"] == {"aima.dev/real-node": "true"}
+    (enforcer,) = [o for o in objects if o["kind"] == "DaemonSet"]
+    for workload in [*deployments, enforcer]:
+        assert workload["spec"]["template"]["spec"]["nodeSelector"] == {"aima.dev/real-node": "true"}
+    # Its rules go into the host's nftables, where it also reads the queue.
+    assert enforcer["spec"]["template"]["spec"]["hostNetwork"] is True
     (dns,) = [o for o in objects if o["kind"] == "Service"]
     assert dns["spec"]["clusterIP"] == "10.96.0.10"
     assert (
