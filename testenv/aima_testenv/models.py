@@ -449,7 +449,7 @@ BERT_SHAPE = {"hidden": 64, "feed_forward": 128, "layers": 2, "heads": 2, "posit
 
 def write_tiny_bert_embedder(folder: Path, *, seed: int = 0) -> Path:
     """A tiny BERT sentence embedder in sentence-transformers' layout (a BertModel in SafeTensors,
-    its WordPiece tokenizer, mean pooling in 1_Pooling), as infinity and vLLM load it: random
+    its WordPiece tokenizer, mean pooling in 1_Pooling), as infinity loads it: random
     weights, 64-dimensional embeddings, about 200 KB. No PyTorch."""
     _write_bert(folder, _tiny_bert_tensors(seed, prefix=""), architecture="BertModel")
     pooling = {
