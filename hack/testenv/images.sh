@@ -45,9 +45,13 @@ EOF
 key_of() { sha256sum | cut -c1-16; }
 listing=$(mktemp "$cache/listing.XXXXXX")
 
+# archive_of NAME REF: where REF's archive lies in the cache.
+archive_of() { echo "$cache/$1-${2##*:}.tar"; }
+
 # have NAME REF: whether the archive of REF is complete; records it in the listing either way.
 have() {
-  local archive="$cache/$1-${2##*:}.tar"
+  local archive
+  archive=$(archive_of "$1" "$2")
   step_start=$SECONDS
   echo "$1 $2 $archive" >>"$listing"
   [ -f "$archive" ]
@@ -55,7 +59,8 @@ have() {
 
 # save NAME REF: writes REF's archive atomically, so a half-written one is never taken as built.
 save() {
-  local archive="$cache/$1-${2##*:}.tar"
+  local archive
+  archive=$(archive_of "$1" "$2")
   rm -f "$archive.tmp"
   podman save -q -m --format docker-archive -o "$archive.tmp" "$2"
   mv "$archive.tmp" "$archive"
@@ -64,7 +69,7 @@ save() {
 
 # ensure_loaded REF: puts REF back into podman's storage from its archive when it is not there.
 ensure_loaded() {
-  podman image exists "$1" || podman load -q -i "$cache/$2-${1##*:}.tar" >/dev/null
+  podman image exists "$1" || podman load -q -i "$(archive_of "$2" "$1")" >/dev/null
 }
 
 # from_scratch REF USER FILE [ARGS...]: a one-file image whose entry point is that file.
@@ -349,7 +354,7 @@ PY
   rm -rf "$wheels"
 fi
 # infinity runs from the same image (its own entry point, infinity_emb): the same archive, imported once.
-echo "infinity $vllm_ref $cache/vllm-cpu-${vllm_ref##*:}.tar" >>"$listing"
+echo "infinity $vllm_ref $(archive_of vllm-cpu "$vllm_ref")" >>"$listing"
 
 # Archives of earlier inputs are never used again: keep only the listed ones, and in podman's storage
 # (where images are only built) only the listed images; one a leftover container still uses stays.

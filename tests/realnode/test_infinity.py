@@ -6,7 +6,6 @@ the in-cluster Hub by the real loader."""
 
 from __future__ import annotations
 
-import copy
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -14,12 +13,10 @@ from typing import Any
 import httpx
 import openai
 import pytest
-import yaml
 from suite import EMBEDDER_REPO, FIGURES, RERANKER_REPO, SERVING_NAMESPACE
-from test_llama_cpp import start_to_ready, the_pod, working_set_mib
+from test_llama_cpp import isvc, local_engine, start_to_ready, the_pod, working_set_mib
 
 from aima_testenv import ControlPlane
-from aima_testenv.binaries import REPO_ROOT
 from aima_testenv.chart import Release
 from aima_testenv.models import BERT_SHAPE
 from reads import assert_runs_locked_down, get_json, ready_seconds
@@ -31,15 +28,7 @@ DOCUMENTS = ["The cat is on the mat.", "Paris is the capital of France.", "Hello
 
 
 def local_infinity(image: str) -> dict[str, Any]:
-    """The catalog's infinity Engine under another name, its one variant the local CPU build."""
-    engine = yaml.safe_load((REPO_ROOT / "catalog" / "engines" / "infinity.yaml").read_text())
-    local = copy.deepcopy(engine)
-    local["metadata"] = {"name": "infinity-local"}
-    (cpu,) = [v for v in engine["spec"]["variants"] if v["accelerator"] == "CPU"]
-    local["spec"]["variants"] = [cpu | {"image": image}]
-    local["spec"]["health"]["periodSeconds"] = 1
-    local["spec"]["health"]["drainSeconds"] = 1  # its replies take milliseconds
-    return dict(local)
+    return local_engine("infinity", image, name="infinity-local", drain_seconds=1)
 
 
 def model(name: str, repo: str, kind: str) -> dict[str, Any]:
@@ -52,17 +41,9 @@ def model(name: str, repo: str, kind: str) -> dict[str, Any]:
 
 
 def service(name: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "aima.dev/v1alpha1",
-        "kind": "InferenceService",
-        "metadata": {"name": name, "namespace": SERVING_NAMESPACE},
-        "spec": {
-            "modelRef": {"name": name},
-            "engineRef": {"name": "infinity-local"},
-            # The catalog asks a GPU, 2 CPUs and 4Gi: more than this node has free beside the platform.
-            "resources": {"gpus": 0, "requests": {"cpu": "100m", "memory": "256Mi"}},
-        },
-    }
+    # The catalog asks a GPU, 2 CPUs and 4Gi: more than this node has free beside the platform.
+    resources = {"gpus": 0, "requests": {"cpu": "100m", "memory": "256Mi"}}
+    return isvc(name, model=name, engine="infinity-local", resources=resources)
 
 
 @pytest.fixture(scope="module")

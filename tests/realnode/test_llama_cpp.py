@@ -33,18 +33,24 @@ MODEL_ID = f"{SERVING_NAMESPACE}/{SERVICE}"
 TINY_LLAMA_WIDTH = 64  # the hidden size of aima_testenv.models' tiny llama
 
 
-def local_llama_cpp(image: str) -> dict[str, Any]:
-    """The catalog's llama-cpp Engine under another name, its one variant the local CPU build."""
-    engine = yaml.safe_load((REPO_ROOT / "catalog" / "engines" / "llama-cpp.yaml").read_text())
+def local_engine(catalog_name: str, image: str, *, name: str, drain_seconds: int) -> dict[str, Any]:
+    """The catalog's Engine ``catalog_name`` as ``name``, its one variant the catalog's amd64 CPU
+    variant with the image built here: the catalog entry itself is what the tests prove. Probed
+    every second, and drained for ``drain_seconds`` (the tests' streams last well under a second,
+    where the default is 30)."""
+    engine = yaml.safe_load((REPO_ROOT / "catalog" / "engines" / f"{catalog_name}.yaml").read_text())
     local = copy.deepcopy(engine)
-    local["metadata"] = {"name": "llama-cpp-local"}
-    local["spec"]["variants"] = [
-        {"name": "cpu", "accelerator": "CPU", "architecture": "amd64", "image": image}
+    local["metadata"] = {"name": name}
+    (cpu,) = [
+        v for v in engine["spec"]["variants"] if (v["accelerator"], v["architecture"]) == ("CPU", "amd64")
     ]
-    local["spec"]["health"]["periodSeconds"] = 1
-    # Its streams last well under a second: a stopping replica drains them in 3 s, not the default 30.
-    local["spec"]["health"]["drainSeconds"] = 3
+    local["spec"]["variants"] = [cpu | {"image": image}]
+    local["spec"]["health"] |= {"periodSeconds": 1, "drainSeconds": drain_seconds}
     return dict(local)
+
+
+def local_llama_cpp(image: str) -> dict[str, Any]:
+    return local_engine("llama-cpp", image, name="llama-cpp-local", drain_seconds=3)
 
 
 @pytest.fixture(scope="module")

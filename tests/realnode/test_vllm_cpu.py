@@ -5,7 +5,6 @@ the local build. The catalog's every vLLM variant is also checked by vLLM's own 
 
 from __future__ import annotations
 
-import copy
 import json
 import time
 from pathlib import Path
@@ -14,9 +13,8 @@ from typing import Any
 import httpx
 import openai
 import pytest
-import yaml
 from suite import FIGURES, LORA_REPO, SERVING_NAMESPACE, VLLM_REPO
-from test_llama_cpp import median_ms, start_to_ready, stream_timings, the_pod, working_set_mib
+from test_llama_cpp import local_engine, median_ms, start_to_ready, stream_timings, the_pod, working_set_mib
 
 from aima import catalog
 from aima.api.inference_service import InferenceService
@@ -38,15 +36,7 @@ CHECK_ARGS = Path(__file__).with_name("vllm_check_args.py")
 
 
 def local_vllm(image: str) -> dict[str, Any]:
-    """The catalog's vllm Engine under another name, its one variant the local CPU build."""
-    engine = yaml.safe_load((REPO_ROOT / "catalog" / "engines" / "vllm.yaml").read_text())
-    local = copy.deepcopy(engine)
-    local["metadata"] = {"name": "vllm-cpu-local"}
-    (cpu,) = [v for v in engine["spec"]["variants"] if v["accelerator"] == "CPU"]
-    local["spec"]["variants"] = [cpu | {"image": image}]
-    local["spec"]["health"]["periodSeconds"] = 1
-    local["spec"]["health"]["drainSeconds"] = 3  # its test streams take well under a second
-    return dict(local)
+    return local_engine("vllm", image, name="vllm-cpu-local", drain_seconds=3)
 
 
 @pytest.fixture(scope="module")
