@@ -40,7 +40,7 @@ from aima.gateway.metrics import GatewayMetrics, usage_tokens
 from aima.gateway.quotas import Admission, Quotas, StoreError, estimate
 from aima.gateway.replies import ModelRename
 from aima.gateway.rollout_guard import Judge, halt
-from aima.gateway.routes import Backend, Routes, pick
+from aima.gateway.routes import LISTING_LAG_SECONDS, Backend, Routes, pick
 from aima.gateway.scaling import Waker
 from aima.kube import KubeClient
 
@@ -82,9 +82,6 @@ _BUFFERED_REPLY_BYTES = 2**20
 """A reply with a Content-Length up to this is read whole and sent in one write; others stream."""
 _MOST_UNANSWERED = 3
 """Tries of one request that replicas may close unanswered before it is a 502 (each one twice at most)."""
-_SUCCESSOR_WAIT_SECONDS = 2.0
-"""How long a request every listed replica left unanswered waits for the table to list another (an
-EndpointSlice change reaches the gateway within a second, short of a stopping replica's drain)."""
 _SUCCESSOR_POLL_SECONDS = 0.1
 _SAME_REPLICA_PAUSE_SECONDS = 0.05
 _RENAMED_TYPES = frozenset({"application/json", "text/event-stream"})
@@ -423,8 +420,8 @@ class Proxy:
 
     async def _successors(self, backend: Backend, tried: list[str]) -> tuple[str, ...]:
         """``backend``'s replicas as the routing table lists them, once it lists one not ``tried``
-        (polled for up to ``_SUCCESSOR_WAIT_SECONDS``); () when none came."""
-        deadline = time.monotonic() + _SUCCESSOR_WAIT_SECONDS
+        (polled for up to ``LISTING_LAG_SECONDS``); () when none came."""
+        deadline = time.monotonic() + LISTING_LAG_SECONDS
         while True:
             if set(listed := self._current_endpoints(backend)) - set(tried):
                 return listed

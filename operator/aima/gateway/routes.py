@@ -22,6 +22,7 @@ from typing import Any, Protocol
 from aima.api.common import Keys
 
 __all__ = [
+    "LISTING_LAG_SECONDS",
     "SERVICE_NAME_LABEL",
     "Autoscaling",
     "Backend",
@@ -40,6 +41,11 @@ __all__ = [
 Body = dict[str, Any]
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 """Label the EndpointSlice controller puts on every slice: the Service it belongs to."""
+LISTING_LAG_SECONDS = 5.0
+"""How long the table may trail a replica's readiness: the endpoint controller lists a Ready pod in
+its EndpointSlice within a second or two, longer on a busy control plane. A request waits this long
+for a replica it knows is coming (one the service's status counts Ready, or a stopping replica's
+successor) before it is refused."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +91,9 @@ class ServiceView:
     guard: Guard | None = None
     halted: str | None = None
     """The split target a rollout guard halted (the aima.dev/rollout-halted annotation): it gets nothing."""
+    ready_replicas: int = 0
+    """Pods the operator saw Ready (status.readyReplicas); their EndpointSlices may list them a moment
+    after the service turns Ready."""
 
     @property
     def engine_model(self) -> str:
@@ -164,6 +173,7 @@ def service_view(body: Body) -> ServiceView:
         served_name=spec.get("servedName") or None,
         answers_to=(body.get("status") or {}).get("engineModel") or None,
         replicas=int(spec.get("replicas", 1)),
+        ready_replicas=int((body.get("status") or {}).get("readyReplicas") or 0),
         suspended=bool(spec.get("suspend", False)),
         scale_from_zero=bool(autoscaling) and int(autoscaling.get("minReplicas", 1)) == 0,
         created=_unix(meta.get("creationTimestamp")),

@@ -8,7 +8,8 @@ scalers' (GitOps: leave ``spec.replicas`` out of Git, or ignore its differences,
 services). A service at zero without autoscaling was set to zero on purpose and is not started;
 neither is a suspended one. A service that is starting (replicas wanted, none ready yet) is answered
 at once with 503 and Retry-After, so clients do not hold connections for the minutes an engine may
-take to load.
+take to load; but one whose status already counts a Ready replica holds the request (a few seconds
+at most) until the EndpointSlice lists that replica, which comes a moment later.
 
 Held requests are bounded: past ``max_held`` at once (all models together) a request is answered 503
 with Retry-After, saying how many wait already, so a burst against a cold service cannot pile up
@@ -32,7 +33,7 @@ from aima.exposition import counter_lines, gauge_lines
 from aima.gateway import holding
 from aima.gateway.errors import GatewayError
 from aima.gateway.metrics import GatewayMetrics
-from aima.gateway.routes import Backend, Routes, ServiceView
+from aima.gateway.routes import LISTING_LAG_SECONDS, Backend, Routes, ServiceView
 from aima.kube import KubeClient, KubeError
 from aima.kube.resources import INFERENCE_SERVICES
 
@@ -89,6 +90,10 @@ class Waker:
         if service.replicas == 0:
             self._wake(backend)
         until = self._waking.get(service_key(service), 0.0)
+        if service.ready_replicas > 0:
+            # Ready in its status, not yet in the table: a client that waited for Ready (kubectl
+            # wait, a GitOps health check) is served once the EndpointSlice comes, not refused.
+            until = max(until, self._clock() + LISTING_LAG_SECONDS)
         if until <= self._clock():
             raise self._unavailable(backend, "is starting: no replica is ready yet", retry=True)
         stream = request is not None and payload is not None and payload.get("stream") is True
@@ -153,17 +158,22 @@ class Waker:
             self._waking.pop(service_key(backend.service), None)
 
     async def _wait(self, model: str, until: float) -> tuple[str, ...]:
+        backend = self._routes.lookup(model)
         try:
             async with asyncio.timeout(max(0.0, until - self._clock())):
-                while True:
-                    backend = self._routes.lookup(model)
-                    if backend is not None and backend.endpoints:
+                while backend is not None:
+                    if backend.endpoints:
                         return backend.endpoints
-                    if backend is None or service_key(backend.service) not in self._waking:
+                    if not self._coming(backend.service):
                         break
                     await self._routes.wait_changed()
+                    backend = self._routes.lookup(model)
         except TimeoutError:
             pass
+        if backend is not None and backend.service.ready_replicas > 0:
+            raise self._unavailable(
+                backend, "is starting: its Ready replica is not in its EndpointSlices yet", retry=True
+            )
         raise GatewayError(
             503,
             f"The model '{model}' is starting from zero replicas and no replica became ready in time",
@@ -171,6 +181,11 @@ class Waker:
             param="model",
             retry_after=self._retry_after,
         )
+
+    def _coming(self, service: ServiceView) -> bool:
+        """Whether a replica of ``service`` may soon be listed: it is being woken, or its status
+        counts one Ready."""
+        return service_key(service) in self._waking or service.ready_replicas > 0
 
     def _unavailable(self, backend: Backend, what: str, *, retry: bool) -> GatewayError:
         return GatewayError(
