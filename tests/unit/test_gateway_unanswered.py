@@ -14,13 +14,21 @@ from typing import Any
 import aiohttp
 import pytest
 
-from aima.gateway import create_app, open_gateway
+from aima.gateway import create_app, open_gateway, proxy
 from aima.gateway.routes import Backend, ServiceView, StaticRoutes
 from aima.settings import Settings
 from fakes.serving import running
 
 pytestmark = pytest.mark.unit
 
+
+@pytest.fixture(autouse=True)
+def _short_listing_lag(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Successors come 0.3 s after the request; a request with none gives up a second later."""
+    monkeypatch.setattr(proxy, "LISTING_LAG_SECONDS", 1.0)
+
+
+EXITED = "http://127.0.0.1:9"  # discard: nothing listens there
 REPLY = json.dumps({"object": "chat.completion", "model": "chat", "choices": []}).encode()
 
 
@@ -76,12 +84,17 @@ def chat(*endpoints: str) -> Backend:
     return Backend(service=view, endpoints=endpoints, model="chat")
 
 
-async def ask(*unanswered: int, succession: bool = False) -> tuple[int, dict[str, Any], list[list[str]]]:
+async def ask(
+    *unanswered: int, succession: bool = False, first_exited: bool = False
+) -> tuple[int, dict[str, Any], list[list[str]]]:
     """Ask a service whose replicas close their first ``unanswered`` connections each; with
-    ``succession``, the table lists the second replica only 0.3 s after the request came."""
+    ``succession``, the table lists the second replica only 0.3 s after the request came; with
+    ``first_exited``, the first replica's address refuses connections (its engine exited)."""
     async with contextlib.AsyncExitStack() as stack:
         replicas = [await stack.enter_async_context(replica(n)) for n in unanswered]
         endpoints = tuple(url for url, _ in replicas)
+        if first_exited:
+            endpoints = (EXITED, *endpoints[1:])
         routes = (
             Successions(chat(endpoints[0]), chat(endpoints[1]))
             if succession
@@ -131,3 +144,9 @@ def test_a_request_its_stopping_replica_left_goes_to_the_successor_the_table_lis
     status, body, seen = asyncio.run(ask(5, 0, succession=True))
     assert (status, body["object"]) == (200, "chat.completion")
     assert seen == [["closed", "closed"], ["answered"]]
+
+
+def test_a_request_its_exited_replica_refused_goes_to_the_successor_the_table_lists_later() -> None:
+    status, body, seen = asyncio.run(ask(0, 0, succession=True, first_exited=True))
+    assert (status, body["object"]) == (200, "chat.completion")
+    assert seen == [[], ["answered"]]

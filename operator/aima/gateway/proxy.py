@@ -363,7 +363,24 @@ class Proxy:
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _DROP_REQUEST}
         tried: list[str] = []
         unanswered: Counter[str] = Counter()
-        while (endpoint := self._balancer.pick(endpoints, exclude=tried, affinity=affinity)) is not None:
+        failure = GatewayError(
+            503,
+            f"No replica of the model '{label}' accepted a connection",
+            code="upstream_unreachable",
+            retry_after=self._options.retry_after_seconds,
+        )
+        looked_again = False
+        while True:
+            endpoint = self._balancer.pick(endpoints, exclude=tried, affinity=affinity)
+            if endpoint is None and tried and not looked_again:
+                # Every listed replica refused the request or left it unanswered. A replica stops
+                # once its successor is Ready, and the table may list that one only a moment after
+                # the request came in: look again, once, before giving up.
+                looked_again = True
+                endpoints = await self._successors(backend, tried)
+                endpoint = self._balancer.pick(endpoints, exclude=tried, affinity=affinity)
+            if endpoint is None:
+                raise failure
             self._balancer.acquire(endpoint)
             try:
                 return await self._exchange(
@@ -380,19 +397,16 @@ class Proxy:
                 # or its exit before its endpoint left the routes): nothing came back, so once more on
                 # a new connection, to another replica where there is one. A replica that does it
                 # twice is stopping, and a request all of them left unanswered is a 502.
+                failure = GatewayError(
+                    502, f"The replica of '{label}' failed: {error}", code="upstream_error"
+                )
                 unanswered[endpoint] += 1
+                if sum(unanswered.values()) >= _MOST_UNANSWERED:
+                    raise failure from None
                 others = [e for e in endpoints if e != endpoint and e not in tried]
                 if others or unanswered[endpoint] > 1:
                     tried.append(endpoint)
-                if set(tried) >= set(endpoints):
-                    # A replica stops once its successor is Ready, and the table may list that one
-                    # only a moment after the request came in: look again before giving up.
-                    endpoints = await self._successors(backend, tried)
-                if sum(unanswered.values()) >= _MOST_UNANSWERED or not endpoints:
-                    raise GatewayError(
-                        502, f"The replica of '{label}' failed: {error}", code="upstream_error"
-                    ) from None
-                if endpoint not in tried:
+                else:
                     # Once more to the same replica: an engine that closed one idle connection has
                     # likely closed the pool's others too; a moment lets their closing be seen, so
                     # the pool opens a new connection rather than hand out another closed one.
@@ -411,12 +425,6 @@ class Proxy:
                 ) from None
             finally:
                 self._balancer.release(endpoint)
-        raise GatewayError(
-            503,
-            f"No replica of the model '{label}' accepted a connection",
-            code="upstream_unreachable",
-            retry_after=self._options.retry_after_seconds,
-        )
 
     async def _successors(self, backend: Backend, tried: list[str]) -> tuple[str, ...]:
         """``backend``'s replicas as the routing table lists them, once it lists one not ``tried``
