@@ -14,8 +14,15 @@ from aima.settings import Settings
 from aima_testenv import ControlPlane, ensure_binaries
 from aima_testenv.engines import EngineOptions, EngineStats, FakeEngine, failing_models
 from aima_testenv.operator import OperatorProcess, OperatorThread
+from aima_testenv.processes import interrupt_on_sigterm
 from fakes.serving import running_in_thread
 from waiting import LOADER_START_SECONDS, eventually
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # A run stopped by SIGTERM (a timeout, kill) tears its fixtures down as Ctrl-C does, so no
+    # control plane or real node outlives it.
+    interrupt_on_sigterm()
 
 
 @pytest.fixture(scope="session")

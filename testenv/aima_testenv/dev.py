@@ -12,7 +12,6 @@ import os
 import re
 import secrets
 import shutil
-import signal
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -31,6 +30,7 @@ from aima_testenv.gateway import LocalGateway
 from aima_testenv.loader_jobs import LocalLoaderJobs
 from aima_testenv.models import write_tiny_llama_gguf
 from aima_testenv.operator import OperatorThread
+from aima_testenv.processes import interrupt_on_sigterm
 from aima_testenv.realnode import NODE_LABEL
 
 _SAMPLE_TIMEOUT_SECONDS = 90
@@ -68,23 +68,20 @@ def up(kubeconfig_out: Path, gateway_port: int, kwok_only: bool) -> None:
     gateway on 127.0.0.1; until Ctrl-C. With --kwok-only, the operator and the gateway run in this
     process and the sample is served by a fake engine on a fake H100."""
     console = Console(stderr=True)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    interrupt_on_sigterm()
     with console.status("Building or finding the control plane binaries"):
         binaries = ensure_binaries()
     if kwok_only:
-        _up_kwok_only(console, binaries, kubeconfig_out=kubeconfig_out, gateway_port=gateway_port, stop=stop)
+        _up_kwok_only(console, binaries, kubeconfig_out=kubeconfig_out, gateway_port=gateway_port)
     else:
-        _up_real_node(console, binaries, kubeconfig_out=kubeconfig_out, gateway_port=gateway_port, stop=stop)
+        _up_real_node(console, binaries, kubeconfig_out=kubeconfig_out, gateway_port=gateway_port)
 
 
-def _up_kwok_only(
-    console: Console, binaries: Binaries, *, kubeconfig_out: Path, gateway_port: int, stop: threading.Event
-) -> None:
+def _up_kwok_only(console: Console, binaries: Binaries, *, kubeconfig_out: Path, gateway_port: int) -> None:
     plane = ControlPlane(binaries=binaries)
-    with console.status("Starting etcd, kube-apiserver, controllers, scheduler and kwok nodes"):
-        plane.start()
     try:
+        with console.status("Starting etcd, kube-apiserver, controllers, scheduler and kwok nodes"):
+            plane.start()
         with console.status("Installing the CRDs and RBAC"):
             _install(plane, repo_root=REPO_ROOT)
         _copy_kubeconfig(plane, kubeconfig_out)
@@ -94,9 +91,7 @@ def _up_kwok_only(
             with console.status("Applying hack/dev-sample.yaml and waiting for it to be Ready"):
                 ready = _apply_sample(plane, sample=REPO_ROOT / "hack" / "dev-sample.yaml", volumes=volumes)
             _say_whether_ready(console, plane, ready=ready, where="on a fake H100 node")
-            _serve_gateway(
-                console, plane, settings, port=gateway_port, kubeconfig=kubeconfig_out.resolve(), stop=stop
-            )
+            _serve_gateway(console, plane, settings, port=gateway_port, kubeconfig=kubeconfig_out.resolve())
     except KeyboardInterrupt:
         pass
     finally:
@@ -104,9 +99,7 @@ def _up_kwok_only(
         plane.stop()
 
 
-def _up_real_node(
-    console: Console, binaries: Binaries, *, kubeconfig_out: Path, gateway_port: int, stop: threading.Event
-) -> None:
+def _up_real_node(console: Console, binaries: Binaries, *, kubeconfig_out: Path, gateway_port: int) -> None:
     plane = ControlPlane(binaries=binaries, node_specs=nodes.GPU_NODES, real_node=True)
     try:
         with console.status("Starting the control plane and the real node (the first start builds images)"):
@@ -136,7 +129,7 @@ def _up_real_node(
                 api_key=api_key,
                 replicas="the chart's pods and llama.cpp run in real containers on the node `real-node`",
             )
-            stop.wait()
+            _wait_for_ctrl_c()
     except KeyboardInterrupt:
         pass
     finally:
@@ -152,8 +145,7 @@ def node(kubeconfig_out: Path) -> None:
     registry and `helm install` the chart into aima-system, until Ctrl-C. What the real-node tests
     run on; the first start builds the images (a few minutes), later ones take about a minute."""
     console = Console(stderr=True)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    interrupt_on_sigterm()
     with console.status("Building or finding the control plane and node binaries"):
         binaries = ensure_binaries()
     plane = ControlPlane(binaries=binaries, node_specs=nodes.GPU_NODES, real_node=True)
@@ -174,7 +166,7 @@ def node(kubeconfig_out: Path) -> None:
             f"Press Ctrl-C here to stop it; the host is left as it was.",
             soft_wrap=True,
         )
-        stop.wait()
+        _wait_for_ctrl_c()
     except KeyboardInterrupt:
         pass
     finally:
@@ -305,7 +297,6 @@ def _serve_gateway(
     *,
     port: int,
     kubeconfig: Path,
-    stop: threading.Event,
 ) -> None:
     """Serve the gateway with a fresh API key, say what to try, and wait for Ctrl-C or SIGTERM."""
     api_key = _create_api_key(plane)
@@ -322,7 +313,12 @@ def _serve_gateway(
             api_key=api_key,
             replicas="its replicas are local fake engines: kwok runs no containers",
         )
-        stop.wait()
+        _wait_for_ctrl_c()
+
+
+def _wait_for_ctrl_c() -> None:
+    """Block until Ctrl-C or SIGTERM (:func:`interrupt_on_sigterm`) raises KeyboardInterrupt."""
+    threading.Event().wait()
 
 
 def _create_api_key(plane: ControlPlane) -> str:

@@ -15,8 +15,21 @@ import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import FrameType
 
 _STOP_GRACE_SECONDS = 10.0
+
+
+def interrupt_on_sigterm() -> None:
+    """Let SIGTERM (a timeout, `kill`, CI's end) unwind this process as Ctrl-C does, once: the
+    `finally` blocks and fixtures stop the control plane and the real node, rather than leave them
+    running without an owner; a second SIGTERM does not break off that cleanup. Main thread only."""
+
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
 
 
 class ProcessError(RuntimeError):

@@ -51,7 +51,7 @@ class LoopThread:
         if self.wait_ready:
             try:
                 self.wait_until_ready(self.start_timeout_seconds)
-            except RuntimeError:
+            except BaseException:  # also Ctrl-C: no __exit__ follows a failed __enter__
                 self.stop()
                 raise
         return self

@@ -4,6 +4,7 @@ gateway that answers for it, all stopped cleanly by SIGTERM."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import signal
@@ -17,7 +18,7 @@ from mcp import Client, StdioServerParameters
 from mcp.types import CallToolResult
 
 from aima_testenv import ensure_binaries
-from waiting import read_until
+from waiting import eventually, read_until
 
 pytestmark = pytest.mark.e2e
 
@@ -112,3 +113,41 @@ def test_dev_up_starts_everything_and_the_sample_becomes_ready(tmp_path: Path) -
         ["pgrep", "-f", str(kubeconfig.parent)], capture_output=True, text=True, check=False
     )
     assert left.stdout == ""
+
+
+def alive(pids: list[int]) -> list[int]:
+    """Those of ``pids`` still running (a zombie is not)."""
+    found = []
+    for pid in pids:
+        with contextlib.suppress(FileNotFoundError):
+            if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+                found.append(pid)
+    return found
+
+
+def children_once_the_api_server_starts(pid: int) -> list[int] | None:
+    listed = subprocess.run(["ps", "--ppid", str(pid), "-o", "pid=,comm="], capture_output=True, text=True)
+    rows = [line.split() for line in listed.stdout.splitlines()]
+    return [int(row[0]) for row in rows] if any(row[1] == "kube-apiserver" for row in rows) else None
+
+
+def test_dev_up_stopped_while_it_starts_stops_at_once_and_leaves_nothing_running(tmp_path: Path) -> None:
+    aima = Path(sys.executable).parent / "aima"
+    process = subprocess.Popen(
+        [str(aima), "dev", "up", "--kwok-only", "--kubeconfig-out", str(tmp_path / "kubeconfig")],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        children = eventually(
+            lambda: children_once_the_api_server_starts(process.pid),
+            what="the control plane to be starting",
+            timeout=_START_SECONDS,
+        )
+        process.send_signal(signal.SIGTERM)
+        _, printed = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 0
+    assert "Local cluster is up" not in printed  # it stopped starting, rather than finish first
+    assert len(children) >= 2 and alive(children) == []  # etcd and kube-apiserver at least
