@@ -132,7 +132,7 @@ class Waker:
         """Exposition lines of the held requests and the refusals past the cap."""
         lines = gauge_lines(
             "aima_gateway_held_requests",
-            "Requests waiting for a replica of a service that scales from zero.",
+            "Requests waiting for a replica: of a service waking from zero, or one Ready, not yet listed.",
             ("model",),
             {(m,): n for m, n in self.held.items()},
         )
