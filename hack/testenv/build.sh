@@ -16,6 +16,12 @@ key=$({ cat "$versions" "$here/build.sh"; go env GOVERSION; } | sha256sum | cut 
 cache_root=${AIMA_TESTENV_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/aima-testenv}
 final="$cache_root/$K8S_VERSION-$key"
 if [ -f "$final/.complete" ]; then echo "$final/bin"; exit 0; fi
+# One build at a time (`make test` beside `make dev` on a fresh machine): a second run waits for the
+# first and then finds its folder.
+mkdir -p "$cache_root"
+exec 9>"$final.lock"
+flock 9
+if [ -f "$final/.complete" ]; then echo "$final/bin"; exit 0; fi
 
 work="$final.tmp"
 mkdir -p "$work/bin" "$work/logs"

@@ -22,6 +22,9 @@ source "$here/engines.env"
 cache=${AIMA_TESTENV_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/aima-testenv}/images-v1
 mkdir -p "$cache"
 log() { echo "[images] $*" >&2; }
+# One run at a time (`make test` beside `make dev`): they share the archives' temporary names.
+exec 9>"$cache/.lock"
+flock 9
 
 for tool in podman buildah mmdebstrap gcc; do
   command -v "$tool" >/dev/null || {
