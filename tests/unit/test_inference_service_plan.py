@@ -3,6 +3,9 @@ status whose conditions explain what the pods and the Model are doing."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -1030,3 +1033,78 @@ def test_the_engine_model_is_the_engines_fixed_name_else_the_served_name() -> No
     body = service(servedName="qwen")
     status = planning.compute_status(body, plan=planned(body, observed=llm), observed=llm, now=NOW)
     assert (status.served_name, status.engine_model) == ("qwen", "qwen")
+
+
+# ---- speaches: the model laid out where it looks -----------------------------------------------------
+
+# Stands in for speaches' server (`uvicorn --factory speaches.main:create_app`): it makes speaches'
+# own lookups with huggingface_hub, the cache scan with the model card's library and task, and the
+# offline snapshot it loads from, and prints what it found.
+_SPEACHES_STAND_IN = """#!{python}
+import json, pathlib, sys
+import huggingface_hub
+found = []
+for repo in huggingface_hub.scan_cache_dir().repos:
+    (revision,) = repo.revisions
+    readme = next(f.file_path for f in revision.files if f.file_name == "README.md")
+    card = huggingface_hub.ModelCard.load(readme, repo_type="model").data
+    path = huggingface_hub.snapshot_download(repo.repo_id, local_files_only=True)
+    found.append({{"id": repo.repo_id, "library": card.library_name, "task": card.pipeline_tag,
+                   "files": sorted(p.name for p in pathlib.Path(path).iterdir())}})
+print(json.dumps({{"argv": sys.argv[1:], "found": found}}))
+"""
+
+
+def run_speaches_command(tmp_path: Path, *, readme: str | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Plan an ASR service (the catalog's speaches Engine), run its container's command with the
+    stand-in server, on weights in a folder in place of the model volume; the container and what
+    the stand-in found."""
+    result = planned(service(), observed=observed(model=model(type_="ASR", fmt="CTranslate2")))
+    assert result.engine is not None and result.engine.metadata.name == "speaches"
+    container = container_of(result)
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    (weights / "model.bin").write_bytes(b"ct2")
+    (weights / "config.json").write_text("{}")
+    if readme is not None:
+        (weights / "README.md").write_text(readme)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "uvicorn").write_text(_SPEACHES_STAND_IN.format(python=sys.executable))
+    (bin_dir / "uvicorn").chmod(0o755)
+    env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
+    # The volume and /tmp of the pod, as folders here.
+    env |= {"AIMA_MODEL_PATH": str(weights), "HF_HUB_CACHE": str(tmp_path / "tmp" / "hub")}
+    ran = subprocess.run(
+        container["command"],
+        env=env | {"PATH": f"{bin_dir}:/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    return container, json.loads(ran.stdout)
+
+
+def test_speaches_finds_the_downloaded_model_under_the_id_the_gateway_sends(tmp_path: Path) -> None:
+    container, seen = run_speaches_command(tmp_path, readme=None)
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    mounts = {m["mountPath"] for m in container["volumeMounts"]}
+    # What the pod gets: the model volume's path, and a cache under the writable /tmp.
+    assert env["AIMA_MODEL_PATH"] in mounts and env["HF_HUB_CACHE"].startswith("/tmp/")
+    assert "/tmp" in mounts and "WHISPER__MODEL" not in env  # speaches 0.8 ignores that one
+    assert seen["argv"] == ["--factory", "speaches.main:create_app"]
+    (found,) = seen["found"]
+    engine = next(e for e in ENGINES if e["metadata"]["name"] == "speaches")
+    assert found["id"] == engine["spec"]["modelName"] == "aima/model"
+    assert (found["library"], found["task"]) == ("ctranslate2", "automatic-speech-recognition")
+    assert found["files"] == ["README.md", "config.json", "model.bin"]
+
+
+def test_speaches_keeps_the_models_own_card(tmp_path: Path) -> None:
+    card = "---\nlibrary_name: ctranslate2\npipeline_tag: automatic-speech-recognition\nlanguage: [fr]\n---\n"
+    _, seen = run_speaches_command(tmp_path, readme=card)
+    assert (
+        tmp_path / "tmp" / "hub" / "models--aima--model" / "snapshots" / "main" / "README.md"
+    ).resolve() == (tmp_path / "weights" / "README.md")
+    assert seen["found"][0]["library"] == "ctranslate2"
