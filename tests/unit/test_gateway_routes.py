@@ -114,6 +114,23 @@ def test_the_model_is_read_from_multipart_without_touching_the_file() -> None:
         bodies.multipart_field(body, "multipart/form-data; boundary=other", "model")
 
 
+def test_a_multipart_model_is_renamed_and_the_file_left_as_it_came() -> None:
+    boundary = "XyZ"
+    audio = 'RIFF name="model" team/whisper'
+    body = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="a.wav"\r\n\r\n{audio}\r\n'
+        f'--{boundary}\r\nContent-Disposition: form-data; name="model"\r\n\r\nteam/whisper\r\n'
+        f"--{boundary}--\r\n"
+    ).encode()
+    content_type = f"multipart/form-data; boundary={boundary}"
+    renamed = bodies.with_multipart_field(body, content_type, "model", "aima/model")
+    assert bodies.multipart_field(renamed, content_type, "model") == "aima/model"
+    field = b'name="model"\r\n\r\n'
+    assert renamed == body.replace(field + b"team/whisper", field + b"aima/model")
+    assert audio.encode() in renamed  # the file's bytes, its look-alike of the field included
+    assert bodies.with_multipart_field(body, content_type, "language", "fr") == body  # no such field
+
+
 def test_the_affinity_key_is_the_system_prompt_and_first_user_message() -> None:
     payload = {
         "messages": [

@@ -1,6 +1,7 @@
 """Reading what routing needs from a request body (pure): the ``model`` field and a chat prefix.
 
-The body itself is forwarded as received; these functions only look into it.
+The body is forwarded as received, but for its ``model`` where the engine knows the model by another
+name than the client asked for.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from typing import Any
 
 from aima.gateway.errors import GatewayError
 
-__all__ = ["affinity_key", "json_model", "multipart_field"]
+__all__ = ["affinity_key", "json_model", "multipart_field", "with_model", "with_multipart_field"]
 
 _BOUNDARY = re.compile(r'boundary="?([^";]+)"?', re.IGNORECASE)
 
@@ -34,10 +35,21 @@ def with_model(payload: dict[str, Any], model: str) -> bytes:
 
 
 def multipart_field(body: bytes, content_type: str, name: str) -> str:
-    """A text field of a multipart/form-data body (the ``model`` of an audio upload).
+    """A text field of a multipart/form-data body (the ``model`` of an audio upload)."""
+    span = _field_span(body, content_type, name)
+    return _required(None if span is None else body[span[0] : span[1]].decode(errors="replace").strip())
 
-    It walks the parts by their boundary with ``find``, without copying the (possibly large) file.
-    """
+
+def with_multipart_field(body: bytes, content_type: str, name: str, value: str) -> bytes:
+    """The multipart body again with its text field ``name`` set to ``value``, the other parts (the
+    audio file) copied as they came; unchanged when it has no such field."""
+    span = _field_span(body, content_type, name)
+    return body if span is None else body[: span[0]] + value.encode() + body[span[1] :]
+
+
+def _field_span(body: bytes, content_type: str, name: str) -> tuple[int, int] | None:
+    """Where the value of the part named ``name`` lies in ``body``, found by walking the parts by
+    their boundary with ``find``, without copying the (possibly large) file."""
     match = _BOUNDARY.search(content_type)
     if match is None:
         raise GatewayError(400, "A multipart body needs a boundary", code="invalid_multipart")
@@ -51,9 +63,9 @@ def multipart_field(body: bytes, content_type: str, name: str) -> str:
             break
         head_end = body.find(b"\r\n\r\n", start, end)
         if head_end != -1 and _names(body[start:head_end], wanted):
-            return _required(body[head_end + 4 : end].decode(errors="replace").strip())
+            return head_end + 4, end
         position = end + 2
-    return _required(None)
+    return None
 
 
 def _names(headers: bytes, wanted: bytes) -> bool:

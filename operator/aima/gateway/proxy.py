@@ -192,8 +192,8 @@ class Proxy:
             await self._admit(request, key, asked.model, payload, body)
             backend = self._serving(request, asked)
             rename = None
-            if payload is not None and model != backend.upstream_model:
-                body = bodies.with_model(payload, backend.upstream_model)
+            if model != backend.upstream_model and request.method != "GET":
+                body = self._renamed(request, body, payload, backend.upstream_model)
                 rename = ModelRename(served=backend.upstream_model, asked=model)
             # In flight to the service that takes it: what that service's autoscaling counts.
             self.metrics.in_flight[backend.model] += 1
@@ -305,6 +305,14 @@ class Proxy:
         if request.content_type == "multipart/form-data":
             return bodies.multipart_field(body, request.headers.get("Content-Type", ""), "model"), None
         return bodies.json_model(body)
+
+    @staticmethod
+    def _renamed(request: web.Request, body: bytes, payload: dict[str, Any] | None, model: str) -> bytes:
+        """The body naming ``model``, the name the engine serves (vLLM refuses any other, in an
+        audio upload's form as in JSON)."""
+        if payload is not None:
+            return bodies.with_model(payload, model)
+        return bodies.with_multipart_field(body, request.headers.get("Content-Type", ""), "model", model)
 
     def _backend(self, model: str, key: ApiKey | None) -> Backend:
         backend = self.routes.lookup(model)
