@@ -134,7 +134,16 @@ def children_once_the_api_server_starts(pid: int) -> list[int] | None:
 def test_dev_up_stopped_while_it_starts_stops_at_once_and_leaves_nothing_running(tmp_path: Path) -> None:
     aima = Path(sys.executable).parent / "aima"
     process = subprocess.Popen(
-        [str(aima), "dev", "up", "--kwok-only", "--kubeconfig-out", str(tmp_path / "kubeconfig")],
+        [
+            str(aima),
+            "dev",
+            "up",
+            "--kwok-only",
+            "--kubeconfig-out",
+            str(tmp_path / "kubeconfig"),
+            "--gateway-port",
+            "0",
+        ],
         stderr=subprocess.PIPE,
         text=True,
     )
