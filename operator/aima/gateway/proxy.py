@@ -364,19 +364,14 @@ class Proxy:
         backend: Backend,
     ) -> web.StreamResponse:
         """Send the request to a replica of ``endpoints`` (``backend``'s when the request came; where
-        they all left it unanswered, those the routing table lists by then)."""
+        they all refused it or left it unanswered, those the routing table lists by then)."""
         affinity = None
         if self._options.prefix_affinity and payload is not None and request.path == _CHAT:
             affinity = bodies.affinity_key(payload, chars=self._options.affinity_prefix_chars)
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _DROP_REQUEST}
         tried: list[str] = []
         unanswered: Counter[str] = Counter()
-        failure = GatewayError(
-            503,
-            f"No replica of the model '{label}' accepted a connection",
-            code="upstream_unreachable",
-            retry_after=self._options.retry_after_seconds,
-        )
+        failure: GatewayError | None = None  # the 502 of the last unanswered try, if any
         looked_again = False
         while True:
             endpoint = self._balancer.pick(endpoints, exclude=tried, affinity=affinity)
@@ -388,7 +383,12 @@ class Proxy:
                 endpoints = await self._successors(backend, tried)
                 endpoint = self._balancer.pick(endpoints, exclude=tried, affinity=affinity)
             if endpoint is None:
-                raise failure
+                raise failure or GatewayError(
+                    503,
+                    f"No replica of the model '{label}' accepted a connection",
+                    code="upstream_unreachable",
+                    retry_after=self._options.retry_after_seconds,
+                )
             self._balancer.acquire(endpoint)
             try:
                 return await self._exchange(
@@ -405,9 +405,7 @@ class Proxy:
                 # or its exit before its endpoint left the routes): nothing came back, so once more on
                 # a new connection, to another replica where there is one. A replica that does it
                 # twice is stopping, and a request all of them left unanswered is a 502.
-                failure = GatewayError(
-                    502, f"The replica of '{label}' failed: {error}", code="upstream_error"
-                )
+                failure = _replica_failed(label, error)
                 unanswered[endpoint] += 1
                 if sum(unanswered.values()) >= _MOST_UNANSWERED:
                     raise failure from None
@@ -428,9 +426,7 @@ class Proxy:
                 self.metrics.retries[label] += 1
             except aiohttp.ClientError as error:
                 logger.warning("Replica %s of %s failed: %s", endpoint, label, error)
-                raise GatewayError(
-                    502, f"The replica of '{label}' failed: {error}", code="upstream_error"
-                ) from None
+                raise _replica_failed(label, error) from None
             finally:
                 self._balancer.release(endpoint)
 
@@ -532,6 +528,10 @@ class Proxy:
         await self._charge(request, label, usage, keep=keep)
         await response.write_eof(b"" if rename is None else rename.flush())
         return response
+
+
+def _replica_failed(label: str, error: Exception) -> GatewayError:
+    return GatewayError(502, f"The replica of '{label}' failed: {error}", code="upstream_error")
 
 
 class _Unanswered(Exception):
